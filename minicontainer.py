@@ -1,0 +1,746 @@
+"""minicontainer: a small Linux container in one module.
+
+`deploy` copies programs into a container root (default ./newroot); `run`
+starts a command inside that root as PID 1 of its own PID and mount
+namespaces, behind pivot_root, with a fresh /proc, and passes its exit
+status through the way docker does.
+
+The module reads top to bottom as a container's life: constants, errors,
+syscall wrappers, the root filesystem and deploy, the container's set-up
+steps (child side), supervision (parent side), and the command line.
+"""
+
+__version__ = "0.1.0"
+
+import os
+import signal
+import sys
+
+import click
+
+
+# ---------------------------------------------------------------------------
+# Constants
+# Kernel names, so they can be looked up in the man pages as they stand.
+# ---------------------------------------------------------------------------
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
+
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+
+MNT_DETACH = 0x2
+
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+
+SI_KERNEL = 0x80  # si_code of a signal the kernel sent itself (e.g. a tty's ^C)
+
+# pivot_root has no glibc wrapper; its number differs between architectures.
+# openat2 came after the numbers were unified, so it is 437 everywhere.
+SYS_PIVOT_ROOT = {"x86_64": 155, "i386": 217, "i686": 217, "aarch64": 41,
+                  "riscv64": 41, "armv7l": 218, "ppc64le": 203, "s390x": 217}
+SYS_OPENAT2 = 437
+
+# Docker's exit codes for failures that are not the command's own status.
+EXIT_OWN_FAILURE = 125  # minicontainer itself failed
+EXIT_CANNOT_RUN = 126   # the command exists but cannot be executed
+EXIT_NOT_FOUND = 127    # the command does not exist in the container
+
+DEFAULT_ROOT = "newroot"
+ROOT_ENV = "MINICONTAINER_ROOT"
+DEPLOY_DIR = "/bin"
+CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# Signals minicontainer passes on to the container. SIGCHLD is waited for too.
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
+                     signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+SUPERVISED_SIGNALS = FORWARDED_SIGNALS + (signal.SIGCHLD,)
+
+
+# ---------------------------------------------------------------------------
+# Errors
+# One exception type. It prints as "what failed: why"; only the CLI prints it.
+# ---------------------------------------------------------------------------
+
+class ContainerError(Exception):
+    """A failure to report as `minicontainer: what: why` with exit `code`."""
+
+    def __init__(self, what, why=None, errno=None, code=EXIT_OWN_FAILURE):
+        super().__init__(what)
+        self.what, self.errno, self.code = what, errno, code
+        self.why = why if why is not None else (os.strerror(errno) if errno else None)
+
+    def __str__(self):
+        return f"{self.what}: {self.why}" if self.why else self.what
+
+    @classmethod
+    def from_os(cls, what, exc, code=EXIT_OWN_FAILURE):
+        """Wrap an OSError, keeping its errno and strerror."""
+        return cls(what, exc.strerror or str(exc), exc.errno, code)
+
+
+# ---------------------------------------------------------------------------
+# Syscall wrappers
+# The only place that touches ctypes. Each raises ContainerError with errno.
+# ---------------------------------------------------------------------------
+
+_libc = None
+
+
+def _libc_call(name, *args, what):
+    """Call libc's `name`; on -1 raise ContainerError(what) with errno."""
+    global _libc
+    if _libc is None:
+        import ctypes
+        _libc = ctypes.CDLL(None, use_errno=True)
+    result = getattr(_libc, name)(*args)
+    if result == -1:
+        import ctypes
+        err = ctypes.get_errno()
+        raise ContainerError(what, errno=err)
+    return result
+
+
+def _bytes(path):
+    return None if path is None else os.fsencode(path)
+
+
+def mount(source, target, fstype, flags=0, data=None):
+    """mount(2). Precondition: in the container's own mount namespace."""
+    shell = f"mount {'-t ' + fstype + ' ' if fstype else ''}{source or 'none'} {target}"
+    _libc_call("mount", _bytes(source), _bytes(target), _bytes(fstype),
+               flags, _bytes(data), what=shell)
+
+
+def umount2(target, flags):
+    """umount2(2). Precondition: in the container's own mount namespace."""
+    _libc_call("umount2", _bytes(target), flags, what=f"umount {target}")
+
+
+def unshare(flags):
+    """unshare(2): os.unshare where Python has it (3.12+), ctypes otherwise."""
+    if hasattr(os, "unshare"):
+        try:
+            os.unshare(flags)
+        except OSError as exc:
+            raise ContainerError.from_os("unshare", exc) from None
+    else:
+        _libc_call("unshare", flags, what="unshare")
+
+
+def pivot_root(new_root, put_old):
+    """pivot_root(2). Precondition: new_root is a mount point, mounts private."""
+    number = SYS_PIVOT_ROOT.get(os.uname().machine)
+    if number is None:
+        raise ContainerError("pivot_root", f"unknown on {os.uname().machine}")
+    _libc_call("syscall", number, _bytes(new_root), _bytes(put_old),
+               what=f"pivot_root {new_root} {put_old}")
+
+
+def openat2(dirfd, path, flags, resolve):
+    """openat2(2) (Linux 5.6+): open `path` below `dirfd` under `resolve` rules."""
+    import ctypes
+
+    class OpenHow(ctypes.Structure):
+        _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                    ("resolve", ctypes.c_uint64)]
+
+    how = OpenHow(flags | os.O_CLOEXEC, 0, resolve)
+    return _libc_call("syscall", ctypes.c_long(SYS_OPENAT2), dirfd,
+                      _bytes(path), ctypes.byref(how), ctypes.sizeof(how),
+                      what=f"open {path} inside the root")
+
+
+def die_with_parent(expected_parent):
+    """Get SIGKILL when the parent dies; exit now if it already has."""
+    import prctl
+    prctl.set_pdeathsig(signal.SIGKILL)
+    # In a new PID namespace getppid() is 0, so read the parent from the
+    # host's /proc, which is still mounted until the container mounts its own.
+    with open("/proc/self/stat", "rb") as f:
+        ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+    if ppid != expected_parent:
+        os._exit(EXIT_OWN_FAILURE)
+
+
+# ---------------------------------------------------------------------------
+# Root filesystem and deploy
+# Everything written into a root is resolved with the root as "/", so a
+# symlink planted in the root (bin -> /etc) cannot redirect a host write.
+# ---------------------------------------------------------------------------
+
+def check_root(root):
+    """Return the root's absolute path, or refuse a root unfit for a container."""
+    try:
+        st = os.lstat(root)
+    except OSError as exc:
+        raise ContainerError.from_os(f"root {root}", exc) from None
+    import stat
+    if stat.S_ISLNK(st.st_mode):
+        raise ContainerError(f"root {root}", "is a symlink; give the real directory")
+    if not stat.S_ISDIR(st.st_mode):
+        raise ContainerError(f"root {root}", "not a directory")
+    path = os.path.realpath(root)
+    if path == "/":
+        raise ContainerError(f"root {root}", "is the host's /; give a container root")
+    return path
+
+
+def check_run_root(root):
+    """check_root, plus what run mounts on: a symlinked /proc would aim the mount elsewhere."""
+    path = check_root(root)
+    if os.path.islink(os.path.join(path, "proc")):
+        raise ContainerError(f"root {root}", "its proc is a symlink; it must be a directory")
+    return path
+
+
+def open_root(root):
+    """Open a checked root directory; the fd anchors every in-root lookup."""
+    return os.open(check_root(root), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def open_dir_in_root(rootfd, path, create=False):
+    """Open directory `path` (relative to the root) with the root as "/".
+
+    Symlinks inside the root are followed, but never out of it. Missing
+    directories are made when `create` is set.
+    """
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    fd = os.dup(rootfd)
+    try:
+        for i, part in enumerate(parts):
+            prefix = "/".join(parts[:i + 1])
+            if create:
+                try:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                except OSError as exc:
+                    raise ContainerError.from_os(f"create /{prefix} in the root", exc) from None
+            new = openat2(rootfd, prefix, os.O_RDONLY | os.O_DIRECTORY,
+                          RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+            os.close(fd)
+            fd = new
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def plan_deploy(sources):
+    """Check every source before anything is written; return (src, rel, stat) items.
+
+    A file is installed under its own name; a directory's contents are
+    merged. Unreadable entries fail the whole deploy before it starts.
+    """
+    import stat
+    plan, skipped = [], []
+    for src in sources:
+        try:
+            st = os.stat(src)
+        except OSError as exc:
+            raise ContainerError.from_os(f"deploy {src}", exc) from None
+        if stat.S_ISREG(st.st_mode):
+            if not os.access(src, os.R_OK):
+                raise ContainerError(f"deploy {src}", os.strerror(13), 13)
+            plan.append((src, os.path.basename(os.path.normpath(src)), st))
+        elif stat.S_ISDIR(st.st_mode):
+            plan_tree(src, plan, skipped)
+        else:
+            raise ContainerError(f"deploy {src}", "not a regular file or a directory")
+    return plan, skipped
+
+
+def plan_tree(top, plan, skipped):
+    """Add a directory's contents to the plan: dirs, files and symlinks."""
+    import stat
+
+    def fail(exc):
+        raise ContainerError.from_os(f"deploy {exc.filename}", exc)
+
+    if not os.access(top, os.R_OK | os.X_OK):
+        raise ContainerError(f"deploy {top}", os.strerror(13), 13)
+    for dirpath, dirnames, filenames in os.walk(top, onerror=fail):
+        for name in sorted(dirnames) + sorted(filenames):
+            src = os.path.join(dirpath, name)
+            rel = os.path.relpath(src, top)
+            st = os.lstat(src)
+            if stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                ok = stat.S_ISLNK(st.st_mode) or os.access(src, os.R_OK | os.X_OK)
+            elif stat.S_ISREG(st.st_mode):
+                ok = os.access(src, os.R_OK)
+            else:
+                skipped.append(src)
+                continue
+            if not ok:
+                raise ContainerError(f"deploy {src}", os.strerror(13), 13)
+            plan.append((src, rel, st))
+
+
+def install(src, st, dirfd, name):
+    """Put one file, symlink or directory at `name` in `dirfd`, atomically.
+
+    Files and links are written under a temporary name and renamed over the
+    target: rename replaces a planted symlink instead of following it, and a
+    failed copy leaves nothing half-written.
+    """
+    import stat
+    if stat.S_ISDIR(st.st_mode):
+        try:
+            os.mkdir(name, st.st_mode & 0o7777, dir_fd=dirfd)
+        except FileExistsError:
+            pass
+        return
+    tmp = f".{name}.minicontainer-{os.getpid()}"
+    try:
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(src), tmp, dir_fd=dirfd)
+        else:
+            copy_file(src, st, dirfd, tmp)
+        os.rename(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dirfd)
+        except OSError:
+            pass
+        raise
+
+
+def copy_file(src, st, dirfd, name):
+    """Copy a regular file's bytes and mode into a new file `name` in `dirfd`."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with open(src, "rb") as fsrc:
+        out = os.open(name, flags, 0o600, dir_fd=dirfd)
+        try:
+            remaining = st.st_size
+            while remaining > 0:
+                try:
+                    n = os.copy_file_range(fsrc.fileno(), out, remaining)
+                except OSError:  # older kernels, odd filesystems
+                    n = os.sendfile(out, fsrc.fileno(), None, remaining)
+                if n == 0:
+                    break
+                remaining -= n
+            os.fchmod(out, st.st_mode & 0o7777)
+        finally:
+            os.close(out)
+
+
+def deploy_paths(root, sources, to):
+    """Copy files and directory contents into `to` inside `root`; return counts."""
+    import stat
+    plan, skipped = plan_deploy(sources)
+    rootfd = open_root(root)
+    dirfds = {}
+    files = links = size = 0
+    try:
+        dirfds[""] = open_dir_in_root(rootfd, to, create=True)
+        for src, rel, st in plan:
+            parent, name = os.path.split(rel)
+            if parent not in dirfds:
+                dirfds[parent] = open_dir_in_root(rootfd, f"{to}/{parent}", create=True)
+            try:
+                install(src, st, dirfds[parent], name)
+            except OSError as exc:
+                raise ContainerError.from_os(f"deploy {src} to {to}/{rel}", exc) from None
+            if stat.S_ISLNK(st.st_mode):
+                links += 1
+            elif stat.S_ISREG(st.st_mode):
+                files += 1
+                size += st.st_size
+    finally:
+        for fd in dirfds.values():
+            os.close(fd)
+        os.close(rootfd)
+    return files, links, size, skipped
+
+
+# ---------------------------------------------------------------------------
+# Container set-up (child side)
+# One small function per step, in the order they run; `container_main` below
+# calls them one per line. All of it runs in forked children.
+# ---------------------------------------------------------------------------
+
+class Spec:
+    """What to run and where: built and checked by the CLI, read by every step."""
+
+    __slots__ = ("root", "command", "workdir")
+
+    def __init__(self, root, command, workdir="/"):
+        self.root, self.command, self.workdir = root, tuple(command), workdir
+
+
+def make_mounts_private():
+    """Stop mount propagation both ways. Precondition: after unshare(NEWNS).
+
+    On systemd hosts / is shared: without this, the container's mounts
+    (its /proc, its root bind) would appear on the host and outlive the run.
+    """
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+def bind_root(root):
+    """Bind the root onto itself: pivot_root needs the new root to be a mount point."""
+    mount(root, root, None, MS_BIND | MS_REC)
+
+
+def enter_root(root):
+    """pivot_root into the root and detach the host's tree.
+
+    Unlike chroot, nothing of the host stays reachable: not by "..", not by a
+    second chroot, not in mountinfo. Falls back to chroot only where the host
+    root cannot be pivoted (an initramfs root), and says so.
+    """
+    os.chdir(root)
+    try:
+        pivot_root(".", ".")  # the old root is stacked on "." ...
+    except ContainerError as exc:
+        if exc.errno != 22:  # EINVAL: / is rootfs, which cannot be pivoted
+            raise
+        print("minicontainer: warning: pivot_root is not possible on this host"
+              " (initramfs root); using chroot, which is weaker", file=sys.stderr)
+        os.chroot(".")
+    else:
+        umount2(".", MNT_DETACH)  # ... and detached from it here
+    os.chdir("/")
+
+
+def mount_proc():
+    """Mount a fresh /proc. Precondition: PID 1 of the new PID namespace, inside the root."""
+    import stat
+    try:
+        st = os.lstat("/proc")
+    except FileNotFoundError:
+        os.mkdir("/proc", 0o555)
+    else:
+        if not stat.S_ISDIR(st.st_mode):
+            raise ContainerError("mount /proc", "the root's /proc is not a directory")
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def container_env():
+    """A clean environment for the command, not the host's."""
+    env = {"PATH": CONTAINER_PATH, "HOME": "/root"}
+    if "TERM" in os.environ:
+        env["TERM"] = os.environ["TERM"]
+    return env
+
+
+def restore_signals():
+    """Undo what the supervisor and Python changed: the mask and SIG_IGNs survive exec."""
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
+def resolve_command(command, workdir):
+    """Where exec looks for `command` inside the container.
+
+    A bare name is searched in PATH. A relative path like ./app is looked up
+    in the working directory, then in /bin where deploy puts programs, so
+    deploy-then-run works from any directory.
+    """
+    if "/" not in command or command.startswith("/"):
+        return command
+    here = os.path.join(workdir, command)
+    if os.path.lexists(here):
+        return here
+    deployed = os.path.join(DEPLOY_DIR, command)
+    return deployed if os.path.lexists(deployed) else here
+
+
+def exec_command(spec, env, host_root):
+    """Replace this process with the command; on failure say why, docker-style."""
+    path = resolve_command(spec.command[0], spec.workdir)
+    try:
+        os.execvpe(path, spec.command, env)
+    except OSError as exc:
+        raise exec_error(spec.command[0], path, env["PATH"], exc, host_root) from None
+
+
+def exec_error(command, path, search_path, exc, host_root):
+    """Turn a failed exec into 127 (not found) or 126 (found but cannot run)."""
+    import errno
+    what = f"exec {command}"
+    candidates = [path] if "/" in path else [os.path.join(d, path) for d in search_path.split(":")]
+    found = next((c for c in candidates if os.path.exists(c)), None)
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR) and found is None:
+        return ContainerError(what, "not found in the container", code=EXIT_NOT_FOUND)
+    if found and os.path.isdir(found):
+        return ContainerError(what, "is a directory", code=EXIT_CANNOT_RUN)
+    if exc.errno == errno.EACCES and not os.access(found, os.X_OK):
+        return ContainerError(what, "not executable (no x permission)", code=EXIT_CANNOT_RUN)
+    if exc.errno in (errno.ENOENT, errno.ENOEXEC):
+        why = explain_program(found, exc.errno, host_root)
+        return ContainerError(what, why, code=EXIT_CANNOT_RUN)
+    return ContainerError(what, exc.strerror, exc.errno, code=EXIT_CANNOT_RUN)
+
+
+def explain_program(path, err, host_root):
+    """Say why an existing file would not run: a missing interpreter (ENOENT)
+    or a format this machine cannot run (ENOEXEC).
+
+    Runs only after a failed exec, where no command code has run. The host's
+    site-packages are out of sight behind pivot_root, so the ELF library is
+    imported from the host root kept open for this (close-on-exec).
+    """
+    f = open(path, "rb")
+    head = f.read(256)
+    if head.startswith(b"#!"):
+        interp = head[2:].split(b"\n")[0].strip().split(b" ")[0].decode(errors="replace")
+        return f"its interpreter {interp} is missing in the container"
+    if not head.startswith(b"\x7fELF"):
+        if err == 2:
+            return "a file it needs is missing in the container"
+        return "exec format error: not a program this machine can run"
+    try:
+        os.fchdir(host_root)
+        os.chroot(".")
+        from elftools.elf.elffile import ELFFile
+        elf = ELFFile(f)
+        if err != 2:
+            return (f"exec format error: built for {elf.get_machine_arch()},"
+                    f" this machine is {os.uname().machine}")
+        interp = next(s.get_interp_name() for s in elf.iter_segments()
+                      if s["p_type"] == "PT_INTERP")
+    except Exception:  # no privilege, no library, a damaged file: say less
+        return "its ELF interpreter or a file it needs is missing in the container"
+    return (f"its ELF interpreter {interp} is missing in the container"
+            " (deploy it, or build the program statically)")
+
+
+def container_main(spec, supervisor_pid):
+    """PID 1 of the new PID namespace, in the private mount namespace, as root:
+    the whole set-up of the container, in order, ending in exec."""
+    die_with_parent(supervisor_pid)
+    host_root = os.open("/", os.O_PATH | os.O_CLOEXEC)  # only to explain a failed exec
+    bind_root(spec.root)
+    enter_root(spec.root)
+    mount_proc()
+    env = container_env()
+    os.chdir(spec.workdir)
+    restore_signals()
+    exec_command(spec, env, host_root)
+
+
+# ---------------------------------------------------------------------------
+# Supervision
+# Process roles: the supervisor (minicontainer, on the host) forks the
+# namespace holder, which unshares and forks the container's PID 1. The
+# holder passes PID 1's status up; the supervisor forwards signals to PID 1.
+# A pipe carries the holder's "pid N" and any set-up error; its write ends
+# close on exec, so end-of-file means the command is running.
+# ---------------------------------------------------------------------------
+
+def in_child(report_fd, fn, *args):
+    """Run fn in a forked child that can only end in exec or os._exit.
+
+    An exception never unwinds into the parent's code: it is sent up the
+    pipe as one line and the child exits with its code.
+    """
+    code = EXIT_OWN_FAILURE
+    try:
+        code = fn(*args)
+    except ContainerError as exc:
+        code = exc.code
+        report(report_fd, f"error {code} {exc}")
+    except BaseException as exc:  # a bug: still one line, never a traceback
+        report(report_fd, f"error {code} internal error: {exc!r}")
+    finally:
+        os._exit(code)
+
+
+def report(fd, line):
+    """Send one line up the pipe; lines under PIPE_BUF are written atomically."""
+    data = line.replace("\n", " ").encode(errors="replace")[:4000] + b"\n"
+    try:
+        os.write(fd, data)
+    except OSError:
+        pass
+
+
+def exit_code(status):
+    """A wait status as a shell would show it: the code, or 128+N for signal N."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def holder_main(spec, report_fd, supervisor_pid):
+    """Child of the supervisor, host PID namespace, root: unshare, fork PID 1, wait."""
+    die_with_parent(supervisor_pid)
+    unshare(CLONE_NEWPID | CLONE_NEWNS)
+    make_mounts_private()
+    holder_pid = os.getpid()
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:
+        # Container PID 1: new PID namespace, private mount namespace, root.
+        in_child(report_fd, container_main, spec, holder_pid)
+    report(report_fd, f"pid {pid}")
+    os.close(report_fd)
+    return exit_code(os.waitpid(pid, 0)[1])
+
+
+def read_reports(fd):
+    """Read the pipe to EOF: (PID 1's host pid, or None; error line, or None)."""
+    chunks = []
+    while True:
+        data = os.read(fd, 4096)
+        if not data:
+            break
+        chunks.append(data)
+    os.close(fd)
+    pid, error = None, None
+    for line in b"".join(chunks).decode(errors="replace").splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind == "pid":
+            pid = int(rest)
+        elif kind == "error" and error is None:
+            code, _, message = rest.partition(" ")
+            error = ContainerError(message, code=int(code))
+    return pid, error
+
+
+def signal_disposition(pid, sig):
+    """'caught', 'ignored' or 'default': how process `pid` treats `sig` now."""
+    masks = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("SigIgn:", "SigCgt:")):
+                    masks[line[:6]] = int(line.split()[1], 16)
+    except OSError:
+        return "default"
+    bit = 1 << (sig - 1)
+    if masks.get("SigCgt", 0) & bit:
+        return "caught"
+    return "ignored" if masks.get("SigIgn", 0) & bit else "default"
+
+
+def forward(info, pid1):
+    """Pass a signal to the container's PID 1; return it if we applied its default.
+
+    PID 1 of a namespace never gets a signal it has no handler for (the
+    kernel drops it). A user who presses ^C or sends SIGTERM expects the
+    command to end, so for a signal whose default action is to terminate and
+    that PID 1 neither catches nor ignores, minicontainer applies that action
+    for it: SIGKILL, and the exit status reports the original signal.
+    A tty's ^C reaches the whole foreground group, PID 1 included, so a
+    caught one is not sent a second time.
+    """
+    how = signal_disposition(pid1, info.si_signo)
+    if how == "caught" and info.si_code != SI_KERNEL:
+        os.kill(pid1, info.si_signo)
+    elif how == "default":
+        os.kill(pid1, signal.SIGKILL)
+        return info.si_signo
+    return None
+
+
+def supervise(holder, report_fd):
+    """Parent, host namespaces, root: wait for the container and return its exit code."""
+    pid1, error = read_reports(report_fd)
+    applied = None
+    while True:
+        done, status = os.waitpid(holder, os.WNOHANG)
+        if done:
+            break
+        info = signal.sigwaitinfo(SUPERVISED_SIGNALS)
+        if info.si_signo != signal.SIGCHLD and pid1 is not None:
+            applied = forward(info, pid1) or applied
+    if error is not None:
+        raise error
+    code = exit_code(status)
+    if applied is not None and code == 128 + signal.SIGKILL:
+        return 128 + applied
+    return code
+
+
+def run_container(spec):
+    """Start the container and return its exit code. Parent side, host, root."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISED_SIGNALS)
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    supervisor_pid = os.getpid()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    holder = os.fork()
+    if holder == 0:
+        # Namespace holder: host PID namespace, soon its own mount namespace, root.
+        os.close(read_fd)
+        in_child(write_fd, holder_main, spec, write_fd, supervisor_pid)
+    os.close(write_fd)
+    return supervise(holder, read_fd)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+root_option = click.option(
+    "--root", metavar="DIR", envvar=ROOT_ENV, default=DEFAULT_ROOT, show_default=True,
+    help=f"Container root directory (or set {ROOT_ENV}).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="minicontainer")
+def cli():
+    """A small Linux container: deploy programs into a root, run them isolated."""
+
+
+@cli.command()
+@root_option
+@click.option("--to", metavar="DIR", default=DEPLOY_DIR, show_default=True,
+              help="Directory inside the root to deploy into.")
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+def deploy(root, to, paths):
+    """Copy files, and the contents of directories, into the container root."""
+    files, links, size, skipped = deploy_paths(root, paths, to)
+    for path in skipped:
+        click.echo(f"minicontainer: warning: skipped {path}: not a file, directory or symlink",
+                   err=True)
+    click.echo(f"deployed {files} file{'s' * (files != 1)} ({size} bytes), {links} "
+               f"link{'s' * (links != 1)}, {len(skipped)} skipped into {root}{to}")
+    return 0
+
+
+@cli.command(context_settings={"allow_interspersed_args": False})
+@root_option
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED,
+                metavar="COMMAND [ARG]...")
+def run(root, command):
+    """Run COMMAND as PID 1 of a new container; exits with its status.
+
+    Options go before COMMAND; everything after it is passed on untouched.
+    """
+    spec = Spec(check_run_root(root), command)
+    if os.geteuid() != 0:
+        raise ContainerError("run", "needs root (try: sudo minicontainer run ...)")
+    return run_container(spec)
+
+
+def main(argv=None):
+    """Entry point: run the CLI; print any failure as one line; return the exit code."""
+    try:
+        return cli.main(args=argv, prog_name="minicontainer", standalone_mode=False) or 0
+    except ContainerError as exc:
+        click.echo(f"minicontainer: {exc}", err=True)
+        return exc.code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        click.echo(f"minicontainer: {exc.format_message()}", err=True)
+        return EXIT_OWN_FAILURE
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("minicontainer: interrupted", err=True)
+        return 128 + signal.SIGINT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+#!/bin/sh
+# Set up minicontainer on a Debian/Ubuntu machine, then run the walkthrough:
+# build a static hello program, deploy it into ./newroot, run it.
+#
+#   sudo ./setup.sh            (PYTHON=python3.13 sudo -E ./setup.sh for another Python)
+set -eu
+cd "$(dirname "$0")"
+[ "$(id -u)" = 0 ] || { echo "setup.sh: run as root: sudo ./setup.sh" >&2; exit 1; }
+
+# System packages: a C toolchain with libc's static archive (the demo and the
+# tests' probe are static), libcap headers (python-prctl compiles against
+# them), venv support, and busybox-static (a shell inside test containers).
+PACKAGES="gcc libc6-dev libcap-dev python3-dev python3-venv busybox-static util-linux"
+missing=$(for p in $PACKAGES; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || echo "$p"; done)
+if [ -n "$missing" ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# The tool, with its test dependencies, in a virtualenv inside the checkout.
+PYTHON=${PYTHON:-python3}
+"$PYTHON" -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+# sudo's secure_path does not include a virtualenv, but it does include /usr/local/bin.
+ln -sf "$PWD/.venv/bin/minicontainer" /usr/local/bin/minicontainer
+chmod 1777 newroot/tmp
+
+# The walkthrough.
+gcc -static -O2 -o containerclient examples/containerclient.c
+minicontainer deploy ./containerclient
+minicontainer run ./containerclient

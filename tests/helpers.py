@@ -1,0 +1,94 @@
+"""Helpers shared by the tests: the CLI, process and mount inspection."""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# The real CLI from this checkout, as a subprocess: the module run as a script.
+CLI = [sys.executable, str(REPO / "minicontainer.py")]
+
+
+def cli(*args, **kwargs):
+    """Run minicontainer with args; capture output; never hang a test."""
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("timeout", 60)
+    return subprocess.run([*CLI, *map(str, args)], **kwargs)
+
+
+def build_static(source, out, *flags):
+    """Compile a C file statically; the result runs in an otherwise empty root."""
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(out), str(source), *flags],
+                   check=True, capture_output=True)
+    return out
+
+
+def host_mounts():
+    with open("/proc/self/mountinfo") as f:
+        return sorted(line.split()[4] for line in f)
+
+
+def processes_rooted_under(path):
+    """Host pids whose root directory is `path` or a directory below it.
+
+    A container's root shows as "/" in /proc/PID/root's link text once it has
+    pivoted, so compare the directory itself (device and inode) instead.
+    """
+    path = Path(path)
+    dirs = {(st.st_dev, st.st_ino) for st in
+            (os.stat(p) for p in [path, *path.glob("*"), *path.glob("*/*")] if p.is_dir() and not p.is_symlink())}
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            st = os.stat(f"/proc/{pid}/root")
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in dirs:
+            found.append(int(pid))
+    return found
+
+
+def wait_for(predicate, timeout):
+    """Poll predicate until true or timeout; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
+
+
+class Container:
+    """A container started in the background, for signal and lifetime tests."""
+
+    def __init__(self, root, *args, **kwargs):
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.PIPE)
+        self.proc = subprocess.Popen([*CLI, "run", "--root", str(root), *map(str, args)], **kwargs)
+        self.root = root
+
+    def wait_ready(self):
+        line = self.proc.stdout.readline()
+        assert line == b"ready\n", (line, self.proc.stderr.read() if self.proc.poll() is not None else "")
+
+    def pid1(self):
+        """PID 1's pid on the host."""
+        for pid in processes_rooted_under(self.root):
+            with open(f"/proc/{pid}/status") as f:
+                if any(l.startswith("NSpid:") and l.split()[-1] == "1" for l in f):
+                    return pid
+        raise AssertionError("no PID 1 found")
+
+    def wait(self, timeout=10):
+        self.proc.wait(timeout)
+        out, err = self.proc.communicate()
+        return self.proc.returncode, out, err
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f:
+                f.close()

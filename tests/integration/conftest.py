@@ -1,0 +1,45 @@
+"""Integration fixtures: root only, and a leak check around every test."""
+import os
+from pathlib import Path
+
+import pytest
+
+from helpers import Container, cli, host_mounts, processes_rooted_under, wait_for
+
+
+@pytest.fixture(autouse=True)
+def needs_root():
+    if os.geteuid() != 0:
+        pytest.skip("needs root: real namespaces, mounts and cgroups")
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(tmp_path, needs_root):
+    """Every test, passing or not, leaves the host's mounts and processes as it found them."""
+    before = host_mounts()
+    yield
+    assert wait_for(lambda: not processes_rooted_under(tmp_path), 2.0), \
+        f"container processes left: {processes_rooted_under(tmp_path)}"
+    assert host_mounts() == before, "mounts left on the host"
+    temps = [p for p in Path(tmp_path).rglob(".*.minicontainer-*")]
+    assert not temps, f"temporary files left: {temps}"
+
+
+@pytest.fixture
+def start():
+    """start(root, *args) -> Container, killed after the test whatever happens."""
+    started = []
+
+    def _start(root, *args, **kwargs):
+        started.append(Container(root, *args, **kwargs))
+        return started[-1]
+
+    yield _start
+    for c in started:
+        c.close()
+
+
+@pytest.fixture
+def run(root):
+    """run(*args) runs the CLI's `run` in this test's root and returns the result."""
+    return lambda *args, **kw: cli("run", "--root", root, *args, **kw)

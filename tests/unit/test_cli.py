@@ -1,0 +1,124 @@
+"""Unit tests that need no root: messages, exit codes, parsing, signals."""
+import os
+import signal
+
+import pytest
+
+import minicontainer as mc
+
+
+def test_error_prints_what_failed_then_why():
+    assert str(mc.ContainerError("mount /proc", errno=1)) == "mount /proc: Operation not permitted"
+    assert str(mc.ContainerError("root x", "not a directory")) == "root x: not a directory"
+    assert mc.ContainerError("x").code == mc.EXIT_OWN_FAILURE
+
+
+def test_error_from_oserror_keeps_errno():
+    exc = mc.ContainerError.from_os("deploy a", FileNotFoundError(2, "No such file or directory"))
+    assert exc.errno == 2 and str(exc) == "deploy a: No such file or directory"
+
+
+@pytest.mark.parametrize("status, code", [
+    (0, 0), (1 << 8, 1), (42 << 8, 42), (255 << 8, 255),
+    (signal.SIGKILL, 137), (signal.SIGTERM, 143), (signal.SIGINT, 130),
+])
+def test_exit_code_is_the_status_or_128_plus_signal(status, code):
+    assert mc.exit_code(status) == code
+
+
+def test_version_exits_zero(capsys):
+    assert mc.main(["--version"]) == 0
+    assert mc.__version__ in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--bogus", "x"], "No such option '--bogus'"),
+    (["run"], "Missing argument"),
+    (["deploy"], "Missing argument"),
+    (["nosuchcommand"], "No such command"),
+])
+def test_bad_usage_is_one_line_and_125(capsys, argv, message):
+    assert mc.main(argv) == 125
+    err = capsys.readouterr().err
+    assert err.startswith("minicontainer: ") and message in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("make, why", [
+    (lambda p: p / "missing", "No such file or directory"),
+    (lambda p: (p / "file").write_text("") or p / "file", "not a directory"),
+    (lambda p: (p / "link").symlink_to(p) or p / "link", "is a symlink"),
+    (lambda p: "/", "is the host's /"),
+])
+def test_unfit_roots_are_refused(tmp_path, capsys, make, why):
+    assert mc.main(["run", "--root", str(make(tmp_path)), "true"]) == 125
+    err = capsys.readouterr().err
+    assert why in err and err.count("\n") == 1
+
+
+def test_root_with_proc_symlink_is_refused(tmp_path, capsys):
+    (tmp_path / "proc").symlink_to("/")
+    assert mc.main(["run", "--root", str(tmp_path), "true"]) == 125
+    assert "proc is a symlink" in capsys.readouterr().err
+
+
+def test_root_comes_from_the_environment(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MINICONTAINER_ROOT", str(tmp_path / "elsewhere"))
+    assert mc.main(["run", "true"]) == 125
+    assert "elsewhere" in capsys.readouterr().err
+
+
+def test_run_options_stop_at_the_command():
+    ctx = mc.run.make_context("run", ["--root", "r", "ls", "-la", "--help", "--root", "x"])
+    assert ctx.params == {"root": "r", "command": ("ls", "-la", "--help", "--root", "x")}
+
+
+def test_relative_command_is_found_in_workdir_then_bin(tmp_path, monkeypatch):
+    monkeypatch.setattr(mc, "DEPLOY_DIR", str(tmp_path / "bin"))
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "app").write_text("")
+    assert mc.resolve_command("./app", str(tmp_path / "w")) == os.path.join(tmp_path, "bin", "./app")
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "app").write_text("")
+    assert mc.resolve_command("./app", str(tmp_path / "w")) == os.path.join(tmp_path, "w", "./app")
+    assert mc.resolve_command("ls", "/") == "ls"
+    assert mc.resolve_command("/bin/ls", "/") == "/bin/ls"
+
+
+def test_signal_disposition_reads_the_kernel_masks():
+    old = signal.signal(signal.SIGUSR1, lambda *a: None)
+    try:
+        assert mc.signal_disposition(os.getpid(), signal.SIGUSR1) == "caught"
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        assert mc.signal_disposition(os.getpid(), signal.SIGUSR1) == "ignored"
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        assert mc.signal_disposition(os.getpid(), signal.SIGUSR1) == "default"
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+
+
+class Info:
+    def __init__(self, signo, code):
+        self.si_signo, self.si_code = signo, code
+
+
+@pytest.mark.parametrize("how, code, sent, applied", [
+    ("caught", 0, [signal.SIGTERM], None),              # kill(1) from a user: pass it on
+    ("caught", mc.SI_KERNEL, [], None),                 # a tty's ^C already reached PID 1
+    ("ignored", 0, [], None),                           # PID 1 chose to ignore it
+    ("default", 0, [signal.SIGKILL], signal.SIGTERM),   # the kernel would drop it: apply it
+    ("default", mc.SI_KERNEL, [signal.SIGKILL], signal.SIGTERM),
+])
+def test_forward_respects_pid1_signal_rule(monkeypatch, how, code, sent, applied):
+    kills = []
+    monkeypatch.setattr(mc, "signal_disposition", lambda pid, sig: how)
+    monkeypatch.setattr(mc.os, "kill", lambda pid, sig: kills.append(sig))
+    assert mc.forward(Info(signal.SIGTERM, code), 1234) == applied
+    assert kills == sent
+
+
+def test_run_needs_root(tmp_path, capsys, monkeypatch):
+    (tmp_path / "proc").mkdir()
+    monkeypatch.setattr(mc.os, "geteuid", lambda: 1000)
+    assert mc.main(["run", "--root", str(tmp_path), "true"]) == 125
+    assert "needs root" in capsys.readouterr().err
