@@ -20,7 +20,7 @@ fi
 # The tool, with its test dependencies, in a virtualenv inside the checkout.
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/pip install -q --disable-pip-version-check '.[test]'
 # sudo's secure_path does not include a virtualenv, but it does include /usr/local/bin.
 ln -sf "$PWD/.venv/bin/minicontainer" /usr/local/bin/minicontainer
 chmod 1777 newroot/tmp
