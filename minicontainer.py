@@ -25,11 +25,17 @@ import click
 # ---------------------------------------------------------------------------
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
 
+MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
@@ -40,6 +46,9 @@ RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 
 SI_KERNEL = 0x80  # si_code of a signal the kernel sent itself (e.g. a tty's ^C)
+
+AF_INET, SOCK_DGRAM = 2, 2
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
 # pivot_root has no glibc wrapper; its number differs between architectures.
 # openat2 came after the numbers were unified, so it is 437 everywhere.
@@ -52,6 +61,27 @@ EXIT_OWN_FAILURE = 125  # minicontainer itself failed
 EXIT_CANNOT_RUN = 126   # the command exists but cannot be executed
 EXIT_NOT_FOUND = 127    # the command does not exist in the container
 
+# Namespaces every container gets, and the ones a user may share with the host.
+BASE_NAMESPACES = CLONE_NEWPID | CLONE_NEWNS
+OPTIONAL_NAMESPACES = {"uts": CLONE_NEWUTS, "ipc": CLONE_NEWIPC,
+                       "network": CLONE_NEWNET, "cgroupns": CLONE_NEWCGROUP}
+
+# The paths docker and runc mask or make read-only in /proc and /sys: kernel
+# memory, keyrings, timers that leak host activity, and the knobs of the host.
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore",
+                "/proc/keys", "/proc/latency_stats", "/proc/sched_debug", "/proc/scsi",
+                "/proc/timer_list", "/proc/timer_stats", "/sys/firmware",
+                "/sys/devices/virtual/powercap")
+
+# /dev holds these and nothing else of the host: (name, major, minor).
+DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
+           ("urandom", 1, 9), ("tty", 5, 0))
+DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
+             ("ptmx", "pts/ptmx"))
+
+DEFAULT_HOSTNAME = "minicontainer"
 DEFAULT_ROOT = "newroot"
 ROOT_ENV = "MINICONTAINER_ROOT"
 DEPLOY_DIR = "/bin"
@@ -61,6 +91,9 @@ CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
                      signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 SUPERVISED_SIGNALS = FORWARDED_SIGNALS + (signal.SIGCHLD,)
+# The namespace holder's parent-death signal: it kills the container on
+# receipt, so a command that clears its own parent-death signal still dies.
+HOLDER_PDEATH = signal.SIGRTMIN
 
 
 # ---------------------------------------------------------------------------
@@ -157,10 +190,31 @@ def openat2(dirfd, path, flags, resolve):
                       what=f"open {path} inside the root")
 
 
-def die_with_parent(expected_parent):
-    """Get SIGKILL when the parent dies; exit now if it already has."""
+def sethostname(name):
+    """sethostname(2). Precondition: in the container's own UTS namespace."""
+    data = name.encode()
+    _libc_call("sethostname", data, len(data), what=f"set hostname {name}")
+
+
+def set_link_up(name):
+    """Bring a network interface up (SIOCSIFFLAGS). Precondition: own network namespace."""
+    import fcntl
+    sock = _libc_call("socket", AF_INET, SOCK_DGRAM, 0, what="socket")
+    try:
+        ifreq = name.encode().ljust(16, b"\0") + bytes(24)
+        flags = int.from_bytes(fcntl.ioctl(sock, SIOCGIFFLAGS, ifreq)[16:18], sys.byteorder)
+        fcntl.ioctl(sock, SIOCSIFFLAGS, ifreq[:16] + (flags | IFF_UP).to_bytes(2, sys.byteorder)
+                    + bytes(22))
+    except OSError as exc:
+        raise ContainerError.from_os(f"bring up {name}", exc) from None
+    finally:
+        os.close(sock)
+
+
+def die_with_parent(expected_parent, sig=signal.SIGKILL):
+    """Get `sig` when the parent dies; exit now if it already has."""
     import prctl
-    prctl.set_pdeathsig(signal.SIGKILL)
+    prctl.set_pdeathsig(sig)
     # In a new PID namespace getppid() is 0, so read the parent from the
     # host's /proc, which is still mounted until the container mounts its own.
     with open("/proc/self/stat", "rb") as f:
@@ -193,10 +247,11 @@ def check_root(root):
 
 
 def check_run_root(root):
-    """check_root, plus what run mounts on: a symlinked /proc would aim the mount elsewhere."""
+    """check_root, plus what run mounts on: a symlinked proc, dev or sys would aim a mount elsewhere."""
     path = check_root(root)
-    if os.path.islink(os.path.join(path, "proc")):
-        raise ContainerError(f"root {root}", "its proc is a symlink; it must be a directory")
+    for name in ("proc", "dev", "sys"):
+        if os.path.islink(os.path.join(path, name)):
+            raise ContainerError(f"root {root}", f"its {name} is a symlink; it must be a directory")
     return path
 
 
@@ -368,12 +423,17 @@ def deploy_paths(root, sources, to):
 # ---------------------------------------------------------------------------
 
 class Spec:
-    """What to run and where: built and checked by the CLI, read by every step."""
+    """What to run and how: built and checked by the CLI, read by every step."""
 
-    __slots__ = ("root", "command", "workdir")
+    __slots__ = ("root", "command", "workdir", "hostname", "namespaces", "init",
+                 "preserve_fds", "mask_paths")
 
-    def __init__(self, root, command, workdir="/"):
+    def __init__(self, root, command, workdir="/", hostname=DEFAULT_HOSTNAME,
+                 namespaces=BASE_NAMESPACES | sum(OPTIONAL_NAMESPACES.values()),
+                 init=False, preserve_fds=0, mask_paths=True):
         self.root, self.command, self.workdir = root, tuple(command), workdir
+        self.hostname, self.namespaces, self.init = hostname, namespaces, init
+        self.preserve_fds, self.mask_paths = preserve_fds, mask_paths
 
 
 def make_mounts_private():
@@ -385,9 +445,23 @@ def make_mounts_private():
     mount(None, "/", None, MS_REC | MS_PRIVATE)
 
 
+def set_hostname(spec):
+    """Name the container's own UTS namespace; the host's name is untouched."""
+    if spec.namespaces & CLONE_NEWUTS:
+        sethostname(spec.hostname)
+
+
+def bring_up_loopback(spec):
+    """A new network namespace has only lo, and down: bring it up."""
+    if spec.namespaces & CLONE_NEWNET:
+        set_link_up("lo")
+
+
 def bind_root(root):
-    """Bind the root onto itself: pivot_root needs the new root to be a mount point."""
+    """Bind the root onto itself, nosuid and nodev: pivot_root needs a mount point,
+    and no setuid file or device node planted in the root may take effect."""
     mount(root, root, None, MS_BIND | MS_REC)
+    mount(root, root, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV)
 
 
 def enter_root(root):
@@ -395,7 +469,8 @@ def enter_root(root):
 
     Unlike chroot, nothing of the host stays reachable: not by "..", not by a
     second chroot, not in mountinfo. Falls back to chroot only where the host
-    root cannot be pivoted (an initramfs root), and says so.
+    root cannot be pivoted (an initramfs root), and says so. Every later mount
+    target is resolved inside the root, so no symlink in it can lead out.
     """
     os.chdir(root)
     try:
@@ -411,22 +486,93 @@ def enter_root(root):
     os.chdir("/")
 
 
-def mount_proc():
-    """Mount a fresh /proc. Precondition: PID 1 of the new PID namespace, inside the root."""
+def mount_point(path, create=True):
+    """Check that a mount target inside the root is a real directory; make it if missing.
+
+    Returns False when it is missing and not to be made.
+    """
     import stat
     try:
-        st = os.lstat("/proc")
+        st = os.lstat(path)
     except FileNotFoundError:
-        os.mkdir("/proc", 0o555)
-    else:
-        if not stat.S_ISDIR(st.st_mode):
-            raise ContainerError("mount /proc", "the root's /proc is not a directory")
+        if not create:
+            return False
+        os.mkdir(path, 0o755)
+        return True
+    if not stat.S_ISDIR(st.st_mode):
+        raise ContainerError(f"mount {path}", "the root's mount point is not a directory")
+    return True
+
+
+def mount_proc():
+    """Mount a fresh /proc. Precondition: PID 1 of the new PID namespace, inside the root."""
+    mount_point("/proc")
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
-def container_env():
+def mount_dev():
+    """A small tmpfs /dev with the harmless devices, a private devpts and /dev/shm."""
+    import stat
+    mount_point("/dev")
+    mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k")
+    for name, major, minor in DEVICES:
+        os.mknod(f"/dev/{name}", stat.S_IFCHR | 0o666, os.makedev(major, minor))
+        os.chmod(f"/dev/{name}", 0o666)  # not the umask's
+    for name, target in DEV_LINKS:
+        os.symlink(target, f"/dev/{name}")
+    os.mkdir("/dev/pts")
+    mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+          "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    os.mkdir("/dev/shm")
+    mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=64m")
+
+
+def mount_sys():
+    """A read-only sysfs, where the root has a /sys folder."""
+    if mount_point("/sys", create=False):
+        mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def protect_system_paths(spec):
+    """Make the host's knobs in /proc read-only and mask what leaks host secrets.
+
+    A read-only bind stops writes; masking hides: /dev/null over a file, an
+    empty read-only tmpfs over a directory. Paths this kernel lacks are skipped.
+    """
+    if not spec.mask_paths:
+        return
+    flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+    for path in READONLY_PATHS:
+        if os.path.exists(path):
+            mount(path, path, None, MS_BIND | MS_REC)
+            mount(path, path, None, flags)
+    for path in MASKED_PATHS:
+        if os.path.isdir(path):
+            mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0")
+        elif os.path.exists(path):
+            mount("/dev/null", path, None, MS_BIND)
+
+
+def close_other_fds(spec):
+    """Only 0, 1, 2 and the --preserve-fds ones reach the command.
+
+    They are marked close-on-exec rather than closed: the report pipe must
+    stay open until the exec itself succeeds.
+    """
+    keep = 3 + spec.preserve_fds
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd >= 3:
+            try:
+                os.set_inheritable(fd, fd < keep)
+            except OSError:  # the listing's own descriptor, already closed
+                pass
+
+
+def container_env(spec):
     """A clean environment for the command, not the host's."""
-    env = {"PATH": CONTAINER_PATH, "HOME": "/root"}
+    hostname = spec.hostname if spec.namespaces & CLONE_NEWUTS else os.uname().nodename
+    env = {"PATH": CONTAINER_PATH, "HOME": "/root", "HOSTNAME": hostname}
     if "TERM" in os.environ:
         env["TERM"] = os.environ["TERM"]
     return env
@@ -515,18 +661,67 @@ def explain_program(path, err, host_root):
             " (deploy it, or build the program statically)")
 
 
-def container_main(spec, supervisor_pid):
-    """PID 1 of the new PID namespace, in the private mount namespace, as root:
-    the whole set-up of the container, in order, ending in exec."""
-    die_with_parent(supervisor_pid)
+def start_command(spec, env, host_root):
+    """The last step: give the command a clean signal state and exec it."""
+    restore_signals()
+    exec_command(spec, env, host_root)
+
+
+def run_init(spec, env, report_fd, host_root):
+    """--init: stay as PID 1, a small trusted init; the command runs as PID 2.
+
+    The init reaps every orphan, forwards signals to the command and exits
+    with its status. It is non-dumpable, so the container cannot open its
+    /proc/1/exe, fds or memory (the host's Python).
+    """
+    import prctl
+    prctl.set_dumpable(False)
+    pid = os.fork()
+    if pid == 0:
+        # The command: PID 2 of the container, root, all set-up done; ends in exec.
+        in_child(report_fd, start_command, spec, env, host_root)
+    os.closerange(3, 1 << 20)  # the init needs no descriptor at all
+    return init_loop(pid)
+
+
+def init_loop(command_pid):
+    """Reap children, forward signals to the command; return its exit code."""
+    while True:
+        info = signal.sigwaitinfo(SUPERVISED_SIGNALS)
+        if info.si_signo != signal.SIGCHLD:
+            if info.si_code != SI_KERNEL:  # a tty's signal reached the command already
+                os.kill(command_pid, info.si_signo)
+            continue
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid = 0
+            if pid == 0:
+                break
+            if pid == command_pid:
+                return exit_code(status)
+
+
+def container_main(spec, holder_pid, report_fd):
+    """PID 1 of the new namespaces, root, not yet in the root: the whole set-up
+    of the container, in order, ending in exec (or in the init, with --init)."""
+    die_with_parent(holder_pid)
     host_root = os.open("/", os.O_PATH | os.O_CLOEXEC)  # only to explain a failed exec
+    set_hostname(spec)
+    bring_up_loopback(spec)
     bind_root(spec.root)
     enter_root(spec.root)
     mount_proc()
-    env = container_env()
+    mount_dev()
+    mount_sys()
+    protect_system_paths(spec)
+    close_other_fds(spec)
     os.chdir(spec.workdir)
-    restore_signals()
-    exec_command(spec, env, host_root)
+    env = container_env(spec)
+    if spec.init:
+        return run_init(spec, env, report_fd, host_root)
+    start_command(spec, env, host_root)
 
 
 # ---------------------------------------------------------------------------
@@ -573,19 +768,32 @@ def exit_code(status):
 
 
 def holder_main(spec, report_fd, supervisor_pid):
-    """Child of the supervisor, host PID namespace, root: unshare, fork PID 1, wait."""
-    die_with_parent(supervisor_pid)
-    unshare(CLONE_NEWPID | CLONE_NEWNS)
+    """Child of the supervisor, host PID namespace, root: unshare, fork PID 1, hold."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, (HOLDER_PDEATH,))
+    die_with_parent(supervisor_pid, HOLDER_PDEATH)
+    unshare(spec.namespaces)
     make_mounts_private()
     holder_pid = os.getpid()
-    sys.stdout.flush()
     pid = os.fork()
     if pid == 0:
-        # Container PID 1: new PID namespace, private mount namespace, root.
-        in_child(report_fd, container_main, spec, holder_pid)
+        # Container PID 1: new PID, mount, UTS, IPC, network, cgroup namespaces; root.
+        in_child(report_fd, container_main, spec, holder_pid, report_fd)
     report(report_fd, f"pid {pid}")
     os.close(report_fd)
-    return exit_code(os.waitpid(pid, 0)[1])
+    return hold(pid)
+
+
+def hold(pid1):
+    """Wait for PID 1. If the supervisor dies first, kill PID 1, and with it the
+    whole PID namespace: this holds even if the command cleared its own
+    parent-death signal, since the holder is out of the container's reach."""
+    while True:
+        info = signal.sigwaitinfo((signal.SIGCHLD, HOLDER_PDEATH))
+        if info.si_signo == HOLDER_PDEATH:
+            os.kill(pid1, signal.SIGKILL)
+        done, status = os.waitpid(pid1, os.WNOHANG)
+        if done:
+            return exit_code(status)
 
 
 def read_reports(fd):
@@ -609,22 +817,51 @@ def read_reports(fd):
 
 
 def signal_disposition(pid, sig):
-    """'caught', 'ignored' or 'default': how process `pid` treats `sig` now."""
+    """'caught', 'ignored' or 'default': how process `pid` treats `sig` now.
+
+    A blocked signal counts as caught: it stays pending for the process. So
+    does one it waits for in sigwaitinfo, which the kernel unblocks (and so
+    hides from SigBlk) while the process sleeps there.
+    """
     masks = {}
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith(("SigIgn:", "SigCgt:")):
+                if line.startswith(("SigBlk:", "SigIgn:", "SigCgt:")):
                     masks[line[:6]] = int(line.split()[1], 16)
     except OSError:
         return "default"
     bit = 1 << (sig - 1)
-    if masks.get("SigCgt", 0) & bit:
+    if (masks.get("SigCgt", 0) | masks.get("SigBlk", 0)) & bit:
         return "caught"
-    return "ignored" if masks.get("SigIgn", 0) & bit else "default"
+    if masks.get("SigIgn", 0) & bit:
+        return "ignored"
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return "caught" if "sigtimedwait" in f.read() else "default"
+    except OSError:
+        return "default"
 
 
-def forward(info, pid1):
+def open_pid(pid):
+    """A pidfd for the container's PID 1, so no signal can hit a recycled pid."""
+    if pid is None:
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except OSError:  # already gone
+        return None
+
+
+def send(pidfd, sig):
+    """Signal through a pidfd; a process already gone is not an error."""
+    try:
+        signal.pidfd_send_signal(pidfd, sig)
+    except ProcessLookupError:
+        pass
+
+
+def forward(info, pid1, pidfd, own_init=False):
     """Pass a signal to the container's PID 1; return it if we applied its default.
 
     PID 1 of a namespace never gets a signal it has no handler for (the
@@ -633,28 +870,36 @@ def forward(info, pid1):
     that PID 1 neither catches nor ignores, minicontainer applies that action
     for it: SIGKILL, and the exit status reports the original signal.
     A tty's ^C reaches the whole foreground group, PID 1 included, so a
-    caught one is not sent a second time.
+    caught one is not sent a second time. minicontainer's own init (--init)
+    takes every signal and passes it on.
     """
-    how = signal_disposition(pid1, info.si_signo)
+    how = "caught" if own_init else signal_disposition(pid1, info.si_signo)
     if how == "caught" and info.si_code != SI_KERNEL:
-        os.kill(pid1, info.si_signo)
+        send(pidfd, info.si_signo)
     elif how == "default":
-        os.kill(pid1, signal.SIGKILL)
+        send(pidfd, signal.SIGKILL)
         return info.si_signo
     return None
 
 
-def supervise(holder, report_fd):
+def supervise(holder, report_fd, own_init):
     """Parent, host namespaces, root: wait for the container and return its exit code."""
     pid1, error = read_reports(report_fd)
+    pidfd = open_pid(pid1)
     applied = None
-    while True:
-        done, status = os.waitpid(holder, os.WNOHANG)
-        if done:
-            break
-        info = signal.sigwaitinfo(SUPERVISED_SIGNALS)
-        if info.si_signo != signal.SIGCHLD and pid1 is not None:
-            applied = forward(info, pid1) or applied
+    try:
+        while True:
+            done, status = os.waitpid(holder, os.WNOHANG)
+            if done:
+                break
+            info = signal.sigwaitinfo(SUPERVISED_SIGNALS)
+            if info.si_signo != signal.SIGCHLD and pidfd is not None:
+                applied = forward(info, pid1, pidfd, own_init) or applied
+        if os.WIFSIGNALED(status) and pidfd is not None:
+            send(pidfd, signal.SIGKILL)  # the holder was killed: its container goes too
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
     if error is not None:
         raise error
     code = exit_code(status)
@@ -676,7 +921,7 @@ def run_container(spec):
         os.close(read_fd)
         in_child(write_fd, holder_main, spec, write_fd, supervisor_pid)
     os.close(write_fd)
-    return supervise(holder, read_fd)
+    return supervise(holder, read_fd, spec.init)
 
 
 # ---------------------------------------------------------------------------
@@ -710,16 +955,83 @@ def deploy(root, to, paths):
     return 0
 
 
+def check_hostname(name):
+    """A hostname the kernel and resolvers accept: RFC 1123 labels, 64 bytes at most."""
+    import re
+    label = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    if len(name) > 64 or not re.fullmatch(rf"{label}(\.{label})*", name):
+        raise ContainerError(f"--hostname {name!r}",
+                             "not a valid hostname (letters, digits, '-' and '.', 64 at most)")
+    return name
+
+
+def check_preserved_fds(count):
+    """--preserve-fds N passes 3..3+N-1 on: each must be open now."""
+    for fd in range(3, 3 + count):
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise ContainerError(f"--preserve-fds {count}", f"descriptor {fd} is not open") from None
+    return count
+
+
+def namespaces_for(**shared):
+    """The clone flags for a run, leaving out each namespace the user shares with the host."""
+    flags = BASE_NAMESPACES
+    for name, flag in OPTIONAL_NAMESPACES.items():
+        if shared[name] not in ("host",):
+            flags |= flag
+    return flags
+
+
+def parse_security_opts(opts):
+    """--security-opt values, docker's syntax; unknown ones are an error, never ignored."""
+    known = {"systempaths=unconfined": "mask_paths"}
+    relaxed = set()
+    for opt in opts:
+        if opt not in known:
+            raise ContainerError(f"--security-opt {opt}", "unknown option (known: "
+                                 + ", ".join(sorted(known)) + ")")
+        relaxed.add(known[opt])
+    return relaxed
+
+
+SHARE = click.Choice(["private", "host"])
+
+
 @cli.command(context_settings={"allow_interspersed_args": False})
 @root_option
+@click.option("--hostname", metavar="NAME",
+              help=f"Hostname inside the container [default: {DEFAULT_HOSTNAME}].")
+@click.option("--network", "--net", type=click.Choice(["none", "host"]), default="none",
+              show_default=True, help="none: own network namespace with only lo; host: the host's.")
+@click.option("--ipc", type=SHARE, default="private", show_default=True,
+              help="IPC namespace (System V IPC, POSIX queues).")
+@click.option("--uts", type=SHARE, default="private", show_default=True,
+              help="UTS namespace (hostname).")
+@click.option("--cgroupns", type=SHARE, default="private", show_default=True,
+              help="cgroup namespace (the view of /proc/self/cgroup).")
+@click.option("--init", is_flag=True,
+              help="Run a small init as PID 1 that reaps zombies and forwards signals.")
+@click.option("--preserve-fds", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Pass descriptors 3 to 3+N-1 on to the command.")
+@click.option("--security-opt", multiple=True, metavar="OPT",
+              help="systempaths=unconfined: leave /proc and /sys unmasked.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED,
                 metavar="COMMAND [ARG]...")
-def run(root, command):
+def run(root, hostname, network, ipc, uts, cgroupns, init, preserve_fds, security_opt, command):
     """Run COMMAND as PID 1 of a new container; exits with its status.
 
     Options go before COMMAND; everything after it is passed on untouched.
     """
-    spec = Spec(check_run_root(root), command)
+    if hostname is not None and uts == "host":
+        raise ContainerError("--hostname", "cannot name the container with --uts host")
+    relaxed = parse_security_opts(security_opt)
+    spec = Spec(check_run_root(root), command,
+                hostname=check_hostname(DEFAULT_HOSTNAME if hostname is None else hostname),
+                namespaces=namespaces_for(network=network, ipc=ipc, uts=uts, cgroupns=cgroupns),
+                init=init, preserve_fds=check_preserved_fds(preserve_fds),
+                mask_paths="mask_paths" not in relaxed)
     if os.geteuid() != 0:
         raise ContainerError("run", "needs root (try: sudo minicontainer run ...)")
     return run_container(spec)

@@ -49,6 +49,20 @@ def processes_rooted_under(path):
     return found
 
 
+def container_pids(path):
+    """processes_rooted_under, less minicontainer's own holder: only those in a
+    PID namespace below the host's (NSpid lists more than one pid)."""
+    found = []
+    for pid in processes_rooted_under(path):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                if any(l.startswith("NSpid:") and len(l.split()) > 2 for l in f):
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
 def wait_for(predicate, timeout):
     """Poll predicate until true or timeout; return its last value."""
     deadline = time.monotonic() + timeout
@@ -74,7 +88,7 @@ class Container:
 
     def pid1(self):
         """PID 1's pid on the host."""
-        for pid in processes_rooted_under(self.root):
+        for pid in container_pids(self.root):
             with open(f"/proc/{pid}/status") as f:
                 if any(l.startswith("NSpid:") and l.split()[-1] == "1" for l in f):
                     return pid

@@ -17,9 +17,24 @@
  *   probe exists PATH         exit 0 if PATH exists (lstat), else 1
  *   probe env                 the environment, one VAR=value a line
  *   probe cwd                 the working directory
+ *   probe hostname            the UTS node name
+ *   probe fds                 the open descriptors, from /proc/self/fd
+ *   probe readfd N            read descriptor N to the end; print it
+ *   probe kill PID            kill(PID, 0): "ok" or the error
+ *   probe connect IP PORT     TCP connect: "connected" or the error
+ *   probe unix NAME           connect to abstract Unix socket NAME
+ *   probe write FILE TEXT     write TEXT into FILE: "ok" or the error
+ *   probe escape PATH         the classic chroot escape (chroot into a subdir,
+ *                             climb "..", chroot "."), then cat PATH
+ *   probe nopdeath            clear the parent-death signal, say so, sleep 30 s
+ *   probe orphan              leave an orphan to be reaped; count zombies after 0.3 s
+ *   probe mount TARGET        mount a tmpfs on TARGET: "ok" or the error
+ *
+ * Failures print "error: <strerror>" and exit 1, so tests see why.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <stddef.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -27,6 +42,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -66,6 +88,42 @@ static int cat(const char *path)
         fwrite(buf, 1, n, stdout);
     close(fd);
     return n < 0;
+}
+
+static int fail(void) { printf("error: %s\n", strerror(errno)); return 1; }
+
+static int list_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    if (!d) return fail();
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.' && atoi(e->d_name) != dirfd(d))
+            puts(e->d_name);
+    closedir(d);
+    return 0;
+}
+
+static int count_zombies(void)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    int zombies = 0;
+    while (d && (e = readdir(d))) {
+        char path[300], buf[512];
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        int fd = open(path, O_RDONLY);
+        if (fd < 0) continue;
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n <= 0) continue;
+        buf[n] = 0;
+        char *p = strrchr(buf, ')');
+        if (p && p[1] == ' ' && p[2] == 'Z') zombies++;
+    }
+    if (d) closedir(d);
+    return zombies;
 }
 
 int main(int argc, char **argv)
@@ -120,6 +178,64 @@ int main(int argc, char **argv)
     } else if (!strcmp(cmd, "cwd")) {
         char buf[4096];
         puts(getcwd(buf, sizeof buf) ? buf : "?");
+    } else if (!strcmp(cmd, "hostname")) {
+        char buf[256];
+        gethostname(buf, sizeof buf);
+        puts(buf);
+    } else if (!strcmp(cmd, "fds")) {
+        return list_fds();
+    } else if (!strcmp(cmd, "readfd")) {
+        char buf[4096];
+        ssize_t n = read(atoi(arg), buf, sizeof buf);
+        if (n < 0) return fail();
+        fwrite(buf, 1, n, stdout);
+    } else if (!strcmp(cmd, "kill")) {
+        if (kill(atoi(arg), 0) < 0) return fail();
+        puts("ok");
+    } else if (!strcmp(cmd, "connect")) {
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(atoi(argv[3])) };
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        inet_pton(AF_INET, arg, &sa.sin_addr);
+        if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) return fail();
+        puts("connected");
+    } else if (!strcmp(cmd, "unix")) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        size_t len = strlen(arg);
+        memcpy(sa.sun_path + 1, arg, len);  /* abstract: leading NUL */
+        if (connect(fd, (struct sockaddr *)&sa, offsetof(struct sockaddr_un, sun_path) + 1 + len) < 0)
+            return fail();
+        puts("connected");
+    } else if (!strcmp(cmd, "write")) {
+        int fd = open(arg, O_WRONLY);
+        if (fd < 0 || write(fd, argv[3], strlen(argv[3])) < 0) return fail();
+        puts("ok");
+    } else if (!strcmp(cmd, "escape")) {
+        mkdir("/tmp/.escape", 0700);
+        if (chroot("/tmp/.escape") < 0) return fail();
+        for (int i = 0; i < 64; i++)
+            if (chdir("..") < 0) return fail();
+        if (chroot(".") < 0) return fail();
+        return cat(arg);
+    } else if (!strcmp(cmd, "nopdeath")) {
+        int before = -1, after = -1;
+        prctl(PR_GET_PDEATHSIG, &before);
+        prctl(PR_SET_PDEATHSIG, 0);
+        prctl(PR_GET_PDEATHSIG, &after);
+        printf("pdeathsig %d -> %d\n", before, after);
+        ready();
+        nap(30);
+    } else if (!strcmp(cmd, "orphan")) {
+        if (fork() == 0) {
+            if (fork() == 0) _exit(0);  /* the orphan: its parent leaves first */
+            _exit(0);
+        }
+        wait(NULL);
+        nap(0.3);
+        printf("zombies %d\n", count_zombies());
+    } else if (!strcmp(cmd, "mount")) {
+        if (mount("none", arg, "tmpfs", 0, NULL) < 0) return fail();
+        puts("ok");
     } else {
         fprintf(stderr, "probe: unknown subcommand '%s'\n", cmd);
         return 64;

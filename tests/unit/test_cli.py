@@ -56,10 +56,11 @@ def test_unfit_roots_are_refused(tmp_path, capsys, make, why):
     assert why in err and err.count("\n") == 1
 
 
-def test_root_with_proc_symlink_is_refused(tmp_path, capsys):
-    (tmp_path / "proc").symlink_to("/")
+@pytest.mark.parametrize("name", ["proc", "dev", "sys"])
+def test_root_with_a_symlinked_mount_point_is_refused(tmp_path, capsys, name):
+    (tmp_path / name).symlink_to("/")
     assert mc.main(["run", "--root", str(tmp_path), "true"]) == 125
-    assert "proc is a symlink" in capsys.readouterr().err
+    assert f"its {name} is a symlink" in capsys.readouterr().err
 
 
 def test_root_comes_from_the_environment(tmp_path, capsys, monkeypatch):
@@ -70,7 +71,8 @@ def test_root_comes_from_the_environment(tmp_path, capsys, monkeypatch):
 
 def test_run_options_stop_at_the_command():
     ctx = mc.run.make_context("run", ["--root", "r", "ls", "-la", "--help", "--root", "x"])
-    assert ctx.params == {"root": "r", "command": ("ls", "-la", "--help", "--root", "x")}
+    assert ctx.params["root"] == "r"
+    assert ctx.params["command"] == ("ls", "-la", "--help", "--root", "x")
 
 
 def test_relative_command_is_found_in_workdir_then_bin(tmp_path, monkeypatch):
@@ -112,9 +114,17 @@ class Info:
 def test_forward_respects_pid1_signal_rule(monkeypatch, how, code, sent, applied):
     kills = []
     monkeypatch.setattr(mc, "signal_disposition", lambda pid, sig: how)
-    monkeypatch.setattr(mc.os, "kill", lambda pid, sig: kills.append(sig))
-    assert mc.forward(Info(signal.SIGTERM, code), 1234) == applied
+    monkeypatch.setattr(mc, "send", lambda pidfd, sig: kills.append(sig))
+    assert mc.forward(Info(signal.SIGTERM, code), 1234, 99) == applied
     assert kills == sent
+
+
+def test_forward_to_own_init_always_passes_user_signals(monkeypatch):
+    kills = []
+    monkeypatch.setattr(mc, "send", lambda pidfd, sig: kills.append(sig))
+    assert mc.forward(Info(signal.SIGTERM, 0), 1234, 99, own_init=True) is None
+    assert mc.forward(Info(signal.SIGINT, mc.SI_KERNEL), 1234, 99, own_init=True) is None
+    assert kills == [signal.SIGTERM]
 
 
 def test_run_needs_root(tmp_path, capsys, monkeypatch):
@@ -122,3 +132,28 @@ def test_run_needs_root(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(mc.os, "geteuid", lambda: 1000)
     assert mc.main(["run", "--root", str(tmp_path), "true"]) == 125
     assert "needs root" in capsys.readouterr().err
+
+
+def test_a_pid_1_waiting_in_sigwaitinfo_counts_as_catching():
+    """sigwaitinfo unblocks what it waits for, so SigBlk alone would say 'default'."""
+    import subprocess
+    import sys
+    code = ("import signal, sys; signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1]); "
+            "print('ready', flush=True); signal.sigwaitinfo([signal.SIGUSR1])")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        import time
+        for _ in range(100):
+            with open(f"/proc/{proc.pid}/wchan") as f:
+                if "sigtimedwait" in f.read():
+                    break
+            time.sleep(0.01)
+        assert mc.signal_disposition(proc.pid, signal.SIGUSR1) == "caught"
+        # The waited-for set is not visible: any signal counts as caught then,
+        # so an init-like PID 1 is never killed for a signal it may be awaiting.
+        assert mc.signal_disposition(proc.pid, signal.SIGUSR2) == "caught"
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
