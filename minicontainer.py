@@ -81,6 +81,27 @@ DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
              ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
              ("ptmx", "pts/ptmx"))
 
+# Podman's default bounding set. Docker's older one adds MKNOD, NET_RAW and
+# AUDIT_WRITE; MKNOD without a device cgroup lets root inside create and open
+# a host disk's block device, so it stays out unless asked for.
+DEFAULT_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL",
+                        "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID",
+                        "SYS_CHROOT")
+
+# System calls the default seccomp filter makes fail with EPERM: the ones
+# that reach past the namespaces (mounts, namespaces, kernel modules, kexec,
+# keyrings, bpf, raw I/O ports, file handles, swap, reboot).
+SECCOMP_DENIED = ("mount", "umount2", "pivot_root", "unshare", "setns", "kexec_load",
+                  "kexec_file_load", "init_module", "finit_module", "delete_module",
+                  "keyctl", "add_key", "request_key", "bpf", "open_by_handle_at",
+                  "reboot", "swapon", "swapoff", "iopl", "ioperm")
+TIOCSTI = 0x5412  # ioctl that pushes bytes into a terminal's input: denied too
+SCMP_ACT_ALLOW = 0x7FFF0000
+SCMP_ACT_ERRNO_EPERM = 0x00050000 | 1
+SCMP_CMP_MASKED_EQ = 7
+# 32-bit ABIs the native filter also covers, as docker's profile does.
+SCMP_COMPAT_ARCHES = {"x86_64": (0x40000003, 0x4000003E), "aarch64": (0x40000028,)}
+
 DEFAULT_HOSTNAME = "minicontainer"
 DEFAULT_ROOT = "newroot"
 ROOT_ENV = "MINICONTAINER_ROOT"
@@ -211,6 +232,55 @@ def set_link_up(name):
         os.close(sock)
 
 
+class SeccompFilter:
+    """A libseccomp filter: built while the host's libraries are in sight, loaded
+    just before exec. libseccomp writes the BPF and checks the architecture;
+    this binds the five calls needed, by soname, at a fraction of the start-up
+    cost of a binding that looks the library up with ldconfig on import.
+    """
+
+    def __init__(self, denied, denied_ioctls):
+        import ctypes
+        self.lib = lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+        lib.seccomp_init.restype = ctypes.c_void_p
+        lib.seccomp_init.argtypes = [ctypes.c_uint32]
+        lib.seccomp_arch_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+        lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+        lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
+                                               ctypes.c_uint, ctypes.c_void_p]
+        lib.seccomp_load.argtypes = [ctypes.c_void_p]
+        self.ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
+        if not self.ctx:
+            raise ContainerError("seccomp", "libseccomp could not make a filter")
+        for arch in SCMP_COMPAT_ARCHES.get(os.uname().machine, ()):
+            lib.seccomp_arch_add(self.ctx, arch)  # -EEXIST or unsupported: fine
+
+        class ArgCmp(ctypes.Structure):
+            _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
+                        ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+
+        for name in denied:
+            self.deny(name, 0, None)
+        for request in denied_ioctls:
+            # ioctl's request is an int to the kernel: compare only its low 32 bits,
+            # so junk in the high bits cannot slip TIOCSTI past the filter.
+            self.deny("ioctl", 1, ctypes.byref(ArgCmp(1, SCMP_CMP_MASKED_EQ, 0xFFFFFFFF, request)))
+
+    def deny(self, name, count, args):
+        number = self.lib.seccomp_syscall_resolve_name(name.encode())
+        if number < 0:  # not a system call on this architecture (iopl on arm64)
+            return
+        rc = self.lib.seccomp_rule_add_array(self.ctx, SCMP_ACT_ERRNO_EPERM, number, count, args)
+        if rc < 0:
+            raise ContainerError(f"seccomp rule for {name}", errno=-rc)
+
+    def load(self):
+        """Install the filter. Precondition: no_new_privs is set (or CAP_SYS_ADMIN)."""
+        rc = self.lib.seccomp_load(self.ctx)
+        if rc < 0:
+            raise ContainerError("load the seccomp filter", errno=-rc)
+
+
 def die_with_parent(expected_parent, sig=signal.SIGKILL):
     """Get `sig` when the parent dies; exit now if it already has."""
     import prctl
@@ -258,6 +328,21 @@ def check_run_root(root):
 def open_root(root):
     """Open a checked root directory; the fd anchors every in-root lookup."""
     return os.open(check_root(root), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def read_root_file(root, path):
+    """A text file of the root's, resolved with the root as "/"; '' if missing."""
+    rootfd = open_root(root)
+    try:
+        fd = openat2(rootfd, path, os.O_RDONLY, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+    except ContainerError as exc:
+        if exc.errno == 2:
+            return ""
+        raise
+    finally:
+        os.close(rootfd)
+    with open(fd, encoding="utf-8", errors="replace") as f:
+        return f.read()
 
 
 def open_dir_in_root(rootfd, path, create=False):
@@ -426,14 +511,16 @@ class Spec:
     """What to run and how: built and checked by the CLI, read by every step."""
 
     __slots__ = ("root", "command", "workdir", "hostname", "namespaces", "init",
-                 "preserve_fds", "mask_paths")
+                 "preserve_fds", "mask_paths", "caps", "user", "seccomp")
 
     def __init__(self, root, command, workdir="/", hostname=DEFAULT_HOSTNAME,
                  namespaces=BASE_NAMESPACES | sum(OPTIONAL_NAMESPACES.values()),
-                 init=False, preserve_fds=0, mask_paths=True):
+                 init=False, preserve_fds=0, mask_paths=True, caps=frozenset(),
+                 user=None, seccomp=True):
         self.root, self.command, self.workdir = root, tuple(command), workdir
         self.hostname, self.namespaces, self.init = hostname, namespaces, init
         self.preserve_fds, self.mask_paths = preserve_fds, mask_paths
+        self.caps, self.user, self.seccomp = caps, user, seccomp  # user: (uid, gid, home)
 
 
 def make_mounts_private():
@@ -572,7 +659,8 @@ def close_other_fds(spec):
 def container_env(spec):
     """A clean environment for the command, not the host's."""
     hostname = spec.hostname if spec.namespaces & CLONE_NEWUTS else os.uname().nodename
-    env = {"PATH": CONTAINER_PATH, "HOME": "/root", "HOSTNAME": hostname}
+    home = spec.user[2] if spec.user else "/root"
+    env = {"PATH": CONTAINER_PATH, "HOME": home, "HOSTNAME": hostname}
     if "TERM" in os.environ:
         env["TERM"] = os.environ["TERM"]
     return env
@@ -601,9 +689,47 @@ def resolve_command(command, workdir):
     return deployed if os.path.lexists(deployed) else here
 
 
+def shebang(path):
+    """The interpreter a script names on its #! line, or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    return os.fsdecode(head[2:].split(b"\n")[0].strip().split(b" ")[0]) or None
+
+
+def refuse_host_interpreter(command, path, search_path):
+    """Never exec minicontainer's own interpreter, which is the host's Python.
+
+    The kernel resolves /proc/self/exe, and a #!/proc/self/exe script or a
+    symlink to it, in the exec-ing process: that is this Python, and the
+    command would get a handle on a host binary (runc's CVE-2019-5736).
+    Each candidate and its chain of interpreters (the kernel follows four) is
+    compared with this process's own executable.
+    """
+    own = os.stat("/proc/self/exe")
+    candidates = [path] if "/" in path else [os.path.join(d, path) for d in search_path.split(":")]
+    for candidate in candidates:
+        for _ in range(5):
+            try:
+                st = os.stat(candidate)
+            except OSError:
+                break
+            if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
+                raise ContainerError(f"exec {command}", "it leads to the host's Python interpreter"
+                                     " (a /proc/self/exe trick); refused", code=EXIT_CANNOT_RUN)
+            candidate = shebang(candidate)
+            if candidate is None:
+                break
+
+
 def exec_command(spec, env, host_root):
     """Replace this process with the command; on failure say why, docker-style."""
     path = resolve_command(spec.command[0], spec.workdir)
+    refuse_host_interpreter(spec.command[0], path, env["PATH"])
     try:
         os.execvpe(path, spec.command, env)
     except OSError as exc:
@@ -636,12 +762,14 @@ def explain_program(path, err, host_root):
     site-packages are out of sight behind pivot_root, so the ELF library is
     imported from the host root kept open for this (close-on-exec).
     """
-    f = open(path, "rb")
-    head = f.read(256)
-    if head.startswith(b"#!"):
-        interp = head[2:].split(b"\n")[0].strip().split(b" ")[0].decode(errors="replace")
+    interp = shebang(path)
+    if interp:
         return f"its interpreter {interp} is missing in the container"
-    if not head.startswith(b"\x7fELF"):
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        return f"{exc.strerror} (reading it to say more)"
+    if f.read(4) != b"\x7fELF":
         if err == 2:
             return "a file it needs is missing in the container"
         return "exec format error: not a program this machine can run"
@@ -661,13 +789,58 @@ def explain_program(path, err, host_root):
             " (deploy it, or build the program statically)")
 
 
-def start_command(spec, env, host_root):
-    """The last step: give the command a clean signal state and exec it."""
+def prepare_seccomp(spec):
+    """Build the seccomp filter now, while libseccomp is in sight; it is loaded last."""
+    return SeccompFilter(SECCOMP_DENIED, (TIOCSTI,)) if spec.seccomp else None
+
+
+def limit_capabilities(spec):
+    """Bounding set to spec.caps; switch user; effective, permitted, inheritable to match.
+
+    The bounding set is cleared by number up to the kernel's last capability,
+    since python-prctl's table may stop short of it; after exec, a root
+    command's permitted and effective sets are recomputed from it. Effective
+    is lowered before permitted: capset refuses the other order. Inheritable
+    goes empty, and the ambient set with it (it must stay inside inheritable).
+    """
+    import prctl
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last = int(f.read())
+    for cap in range(last + 1):
+        if cap not in spec.caps:
+            prctl.capbset_drop(cap)
+    if spec.user:
+        switch_user(*spec.user[:2])
+    else:
+        prctl.cap_effective.limit(*spec.caps)
+        prctl.cap_permitted.limit(*spec.caps)
+    prctl.cap_inheritable.limit()
+
+
+def switch_user(uid, gid):
+    """Become uid:gid with no supplementary groups; leaving uid 0 clears the capabilities."""
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+
+
+def forbid_new_privileges():
+    """no_new_privs: setuid files and file capabilities grant nothing from here on."""
+    import prctl
+    prctl.set_no_new_privs(True)
+
+
+def start_command(spec, env, host_root, seccomp):
+    """The last steps, in order: signal state, privileges, seccomp, exec."""
     restore_signals()
+    limit_capabilities(spec)
+    forbid_new_privileges()
+    if seccomp:
+        seccomp.load()
     exec_command(spec, env, host_root)
 
 
-def run_init(spec, env, report_fd, host_root):
+def run_init(spec, env, report_fd, host_root, seccomp):
     """--init: stay as PID 1, a small trusted init; the command runs as PID 2.
 
     The init reaps every orphan, forwards signals to the command and exits
@@ -679,7 +852,7 @@ def run_init(spec, env, report_fd, host_root):
     pid = os.fork()
     if pid == 0:
         # The command: PID 2 of the container, root, all set-up done; ends in exec.
-        in_child(report_fd, start_command, spec, env, host_root)
+        in_child(report_fd, start_command, spec, env, host_root, seccomp)
     os.closerange(3, 1 << 20)  # the init needs no descriptor at all
     return init_loop(pid)
 
@@ -708,6 +881,7 @@ def container_main(spec, holder_pid, report_fd):
     of the container, in order, ending in exec (or in the init, with --init)."""
     die_with_parent(holder_pid)
     host_root = os.open("/", os.O_PATH | os.O_CLOEXEC)  # only to explain a failed exec
+    seccomp = prepare_seccomp(spec)
     set_hostname(spec)
     bring_up_loopback(spec)
     bind_root(spec.root)
@@ -720,8 +894,8 @@ def container_main(spec, holder_pid, report_fd):
     os.chdir(spec.workdir)
     env = container_env(spec)
     if spec.init:
-        return run_init(spec, env, report_fd, host_root)
-    start_command(spec, env, host_root)
+        return run_init(spec, env, report_fd, host_root, seccomp)
+    start_command(spec, env, host_root, seccomp)
 
 
 # ---------------------------------------------------------------------------
@@ -985,8 +1159,13 @@ def namespaces_for(**shared):
 
 
 def parse_security_opts(opts):
-    """--security-opt values, docker's syntax; unknown ones are an error, never ignored."""
-    known = {"systempaths=unconfined": "mask_paths"}
+    """--security-opt values, docker's syntax; unknown ones are an error, never ignored.
+
+    Returns the protections to turn off. no-new-privileges is always on, so
+    asking for it is accepted and changes nothing.
+    """
+    known = {"systempaths=unconfined": "mask_paths", "seccomp=unconfined": "seccomp",
+             "no-new-privileges": None, "no-new-privileges:true": None}
     relaxed = set()
     for opt in opts:
         if opt not in known:
@@ -994,6 +1173,78 @@ def parse_security_opts(opts):
                                  + ", ".join(sorted(known)) + ")")
         relaxed.add(known[opt])
     return relaxed
+
+
+def capability_numbers():
+    """Capability names as docker spells them (CHOWN, SYS_ADMIN) to their numbers."""
+    import prctl
+    return {name.upper(): getattr(prctl, "CAP_" + name.upper()) for name in prctl.ALL_CAP_NAMES}
+
+
+def resolve_capabilities(adds, drops):
+    """The bounding set for the command: podman's default, then --cap-add/--cap-drop.
+
+    Docker's rules: ALL in --cap-add starts from every capability
+    minicontainer holds, ALL in --cap-drop from none, and the named ones are
+    then added and dropped. Naming one in both is an error, and so is adding
+    one minicontainer itself lacks (as root does CAP_SYS_RESOURCE on some hosts).
+    """
+    import prctl
+    numbers = capability_numbers()
+
+    def parse(values, option):
+        names = set()
+        for value in values:
+            name = value.upper().removeprefix("CAP_")
+            if name != "ALL" and name not in numbers:
+                raise ContainerError(f"{option} {value}", "unknown capability (see capabilities(7))")
+            names.add(name)
+        return names
+
+    add, drop = parse(adds, "--cap-add"), parse(drops, "--cap-drop")
+    for name in sorted((add & drop) - {"ALL"}):
+        raise ContainerError(f"--cap-add {name} and --cap-drop {name}", "contradict each other")
+    held = {name for name, number in numbers.items() if prctl.capbset_read(number)}
+    caps = held if "ALL" in add else set(DEFAULT_CAPABILITIES) & held
+    if "ALL" in drop:
+        caps = set()
+    for name in sorted(add - {"ALL"} - held):
+        raise ContainerError(f"--cap-add {name}", "minicontainer does not hold it itself;"
+                             " the host withholds it")
+    caps = (caps | (add - {"ALL"})) - drop
+    return frozenset(numbers[name] for name in caps)
+
+
+def resolve_user(root, user):
+    """--user NAME|UID[:GROUP|GID] as (uid, gid, home), names from the root's own
+    /etc/passwd and /etc/group. A uid the root does not list gets the same
+    number as its gid and / as its home."""
+    name, _, group = user.partition(":")
+    if not name or (name.isdigit() and int(name) >= 2**32 - 1):
+        raise ContainerError(f"--user {user}", "expected NAME or UID, optionally :GROUP or :GID")
+    entries = [line.split(":") for line in read_root_file(root, "/etc/passwd").splitlines()]
+    entries = [e for e in entries if len(e) >= 7 and e[2].isdigit() and e[3].isdigit()]
+    if name.isdigit():
+        uid = int(name)
+        entry = next((e for e in entries if int(e[2]) == uid), None)
+    else:
+        entry = next((e for e in entries if e[0] == name), None)
+        if entry is None:
+            raise ContainerError(f"--user {user}", f"no user {name!r} in the root's /etc/passwd")
+        uid = int(entry[2])
+    if group.isdigit():
+        gid = int(group)
+    elif group:
+        groups = [line.split(":") for line in read_root_file(root, "/etc/group").splitlines()]
+        match = next((g for g in groups if len(g) >= 3 and g[0] == group and g[2].isdigit()), None)
+        if match is None:
+            raise ContainerError(f"--user {user}", f"no group {group!r} in the root's /etc/group")
+        gid = int(match[2])
+    else:
+        gid = int(entry[3]) if entry else uid
+    if gid >= 2**32 - 1:
+        raise ContainerError(f"--user {user}", "expected NAME or UID, optionally :GROUP or :GID")
+    return uid, gid, (entry[5] or "/") if entry else "/"
 
 
 SHARE = click.Choice(["private", "host"])
@@ -1016,10 +1267,20 @@ SHARE = click.Choice(["private", "host"])
 @click.option("--preserve-fds", type=click.IntRange(min=0), default=0, metavar="N",
               help="Pass descriptors 3 to 3+N-1 on to the command.")
 @click.option("--security-opt", multiple=True, metavar="OPT",
-              help="systempaths=unconfined: leave /proc and /sys unmasked.")
+              help="systempaths=unconfined: leave /proc and /sys unmasked;"
+                   " seccomp=unconfined: as --seccomp unconfined.")
+@click.option("--cap-add", multiple=True, metavar="CAP",
+              help="Add a capability to the default set (or ALL).")
+@click.option("--cap-drop", multiple=True, metavar="CAP",
+              help="Drop a capability from the default set (or ALL).")
+@click.option("--seccomp", type=click.Choice(["default", "unconfined"]), default="default",
+              show_default=True, help="The seccomp filter; unconfined turns it off.")
+@click.option("--user", "-u", metavar="USER[:GROUP]",
+              help="Run as this user: a name from the root's /etc/passwd, or UID[:GID].")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED,
                 metavar="COMMAND [ARG]...")
-def run(root, hostname, network, ipc, uts, cgroupns, init, preserve_fds, security_opt, command):
+def run(root, hostname, network, ipc, uts, cgroupns, init, preserve_fds, security_opt,
+        cap_add, cap_drop, seccomp, user, command):
     """Run COMMAND as PID 1 of a new container; exits with its status.
 
     Options go before COMMAND; everything after it is passed on untouched.
@@ -1027,11 +1288,15 @@ def run(root, hostname, network, ipc, uts, cgroupns, init, preserve_fds, securit
     if hostname is not None and uts == "host":
         raise ContainerError("--hostname", "cannot name the container with --uts host")
     relaxed = parse_security_opts(security_opt)
-    spec = Spec(check_run_root(root), command,
+    root = check_run_root(root)
+    spec = Spec(root, command,
                 hostname=check_hostname(DEFAULT_HOSTNAME if hostname is None else hostname),
                 namespaces=namespaces_for(network=network, ipc=ipc, uts=uts, cgroupns=cgroupns),
                 init=init, preserve_fds=check_preserved_fds(preserve_fds),
-                mask_paths="mask_paths" not in relaxed)
+                mask_paths="mask_paths" not in relaxed,
+                caps=resolve_capabilities(cap_add, cap_drop),
+                user=resolve_user(root, user) if user is not None else None,
+                seccomp=seccomp == "default" and "seccomp" not in relaxed)
     if os.geteuid() != 0:
         raise ContainerError("run", "needs root (try: sudo minicontainer run ...)")
     return run_container(spec)

@@ -9,8 +9,9 @@ cd "$(dirname "$0")"
 
 # System packages: a C toolchain with libc's static archive (the demo and the
 # tests' probe are static), libcap headers (python-prctl compiles against
-# them), venv support, and busybox-static (a shell inside test containers).
-PACKAGES="gcc libc6-dev libcap-dev python3-dev python3-venv busybox-static util-linux"
+# them), libseccomp (the seccomp filter), venv support, and busybox-static
+# (a shell inside test containers).
+PACKAGES="gcc libc6-dev libcap-dev libseccomp2 python3-dev python3-venv busybox-static util-linux"
 missing=$(for p in $PACKAGES; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || echo "$p"; done)
 if [ -n "$missing" ]; then
     apt-get update -qq

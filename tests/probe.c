@@ -29,6 +29,10 @@
  *   probe nopdeath            clear the parent-death signal, say so, sleep 30 s
  *   probe orphan              leave an orphan to be reaped; count zombies after 0.3 s
  *   probe mount TARGET        mount a tmpfs on TARGET: "ok" or the error
+ *   probe syscall NAME        try one system call the seccomp filter denies,
+ *                             with arguments that do nothing: "ok" or the error
+ *   probe ids                 "uid U euid E gid G egid H groups N..."
+ *   probe mknod PATH          make a block device node (8,0): "ok" or the error
  *
  * Failures print "error: <strerror>" and exit 1, so tests see why.
  */
@@ -44,7 +48,12 @@
 #include <sys/stat.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <linux/reboot.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <grp.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -91,6 +100,41 @@ static int cat(const char *path)
 }
 
 static int fail(void) { printf("error: %s\n", strerror(errno)); return 1; }
+
+/* Each denied system call, with arguments that make it fail harmlessly (or
+ * do nothing) when it is allowed, so the error tells who refused it. */
+static long try_syscall(const char *name)
+{
+    if (!strcmp(name, "mount")) return mount("none", "/nonexistent", "tmpfs", 0, NULL);
+    if (!strcmp(name, "umount2")) return umount2("/nonexistent", 0);
+    if (!strcmp(name, "pivot_root")) return syscall(SYS_pivot_root, "/nonexistent", "/nonexistent");
+    if (!strcmp(name, "unshare")) return syscall(SYS_unshare, 0);
+    if (!strcmp(name, "setns")) return syscall(SYS_setns, -1, 0);
+    if (!strcmp(name, "kexec_load")) return syscall(SYS_kexec_load, 0, 0, NULL, 0xdead0000UL);
+#ifdef SYS_kexec_file_load
+    if (!strcmp(name, "kexec_file_load")) return syscall(SYS_kexec_file_load, -1, -1, 0, NULL, 0xdead0000UL);
+#endif
+    if (!strcmp(name, "init_module")) return syscall(SYS_init_module, NULL, 0, "");
+    if (!strcmp(name, "finit_module")) return syscall(SYS_finit_module, -1, "", 0);
+    if (!strcmp(name, "delete_module")) return syscall(SYS_delete_module, "mc_no_such_module", 0);
+    if (!strcmp(name, "keyctl")) return syscall(SYS_keyctl, 0 /* GET_KEYRING_ID */, -7, 0);
+    if (!strcmp(name, "add_key")) return syscall(SYS_add_key, "user", "mc", NULL, 0, 0);
+    if (!strcmp(name, "request_key")) return syscall(SYS_request_key, "user", "mc-none", NULL, 0);
+    if (!strcmp(name, "bpf")) return syscall(SYS_bpf, -1, NULL, 0);
+    if (!strcmp(name, "open_by_handle_at")) return syscall(SYS_open_by_handle_at, -1, NULL, 0);
+    if (!strcmp(name, "reboot")) return syscall(SYS_reboot, 0, 0, 0, NULL);  /* bad magic */
+    if (!strcmp(name, "swapon")) return syscall(SYS_swapon, "/nonexistent", 0);
+    if (!strcmp(name, "swapoff")) return syscall(SYS_swapoff, "/nonexistent");
+#ifdef SYS_iopl
+    if (!strcmp(name, "iopl")) return syscall(SYS_iopl, 0);
+    if (!strcmp(name, "ioperm")) return syscall(SYS_ioperm, 0, 0, 0);
+#endif
+    if (!strcmp(name, "tiocsti")) { char c = 0; return ioctl(-1, TIOCSTI, &c); }
+    /* The same request with junk in the upper 32 bits, which the kernel drops. */
+    if (!strcmp(name, "tiocsti-high")) { char c = 0; return syscall(SYS_ioctl, -1, TIOCSTI | (1UL << 32), &c); }
+    errno = ENOSYS;
+    return -1;
+}
 
 static int list_fds(void)
 {
@@ -233,6 +277,18 @@ int main(int argc, char **argv)
         wait(NULL);
         nap(0.3);
         printf("zombies %d\n", count_zombies());
+    } else if (!strcmp(cmd, "syscall")) {
+        if (try_syscall(arg) < 0) return fail();
+        puts("ok");
+    } else if (!strcmp(cmd, "ids")) {
+        gid_t groups[64];
+        int n = getgroups(64, groups);
+        printf("uid %d euid %d gid %d egid %d groups", getuid(), geteuid(), getgid(), getegid());
+        for (int i = 0; i < n; i++) printf(" %d", groups[i]);
+        putchar('\n');
+    } else if (!strcmp(cmd, "mknod")) {
+        if (mknod(arg, S_IFBLK | 0600, makedev(8, 0)) < 0) return fail();
+        puts("ok");
     } else if (!strcmp(cmd, "mount")) {
         if (mount("none", arg, "tmpfs", 0, NULL) < 0) return fail();
         puts("ok");

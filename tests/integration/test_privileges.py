@@ -1,0 +1,135 @@
+"""Least privilege inside: capabilities, no_new_privs, seccomp, users.
+
+Each denial is shown to come from minicontainer: the same probe succeeds
+with the protection turned off (or on the host)."""
+import os
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+import minicontainer as mc
+
+DEFAULT_MASK = sum(1 << mc.capability_numbers()[name] for name in mc.DEFAULT_CAPABILITIES)
+DENIED = [*mc.SECCOMP_DENIED, "tiocsti", "tiocsti-high"]
+ALL_OFF = ("--seccomp", "unconfined", "--cap-add", "ALL")
+
+
+def status(run, *options):
+    out = run(*options, "/bin/probe", "cat", "/proc/self/status").stdout.decode()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in out.splitlines())}
+
+
+def test_default_capabilities_nnp_and_seccomp_are_exact(run):
+    st = status(run)
+    assert DEFAULT_MASK == 0x800405FB
+    for field in ("CapPrm", "CapEff", "CapBnd"):
+        assert int(st[field], 16) == DEFAULT_MASK, field
+    assert int(st["CapInh"], 16) == 0 and int(st["CapAmb"], 16) == 0
+    assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2"
+
+
+def test_cap_options_change_the_sets(run):
+    st = status(run, "--cap-drop", "ALL", "--cap-add", "NET_RAW")
+    assert int(st["CapBnd"], 16) == int(st["CapEff"], 16) == 1 << 13
+    assert status(run, "--seccomp", "unconfined")["Seccomp"] == "0"
+
+
+def test_a_non_root_user_has_no_capabilities(run):
+    st = status(run, "--user", "1000:1000")
+    for field in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+        assert int(st[field], 16) == 0, field
+    assert int(st["CapBnd"], 16) == DEFAULT_MASK
+    assert st["NoNewPrivs"] == "1"
+
+
+@pytest.mark.parametrize("name", DENIED)
+def test_seccomp_denies_each_dangerous_call(run, name):
+    assert run("/bin/probe", "syscall", name).stdout == b"error: Operation not permitted\n"
+    # The filter alone denies it: with every capability it is still EPERM ...
+    assert run("--cap-add", "ALL", "/bin/probe", "syscall", name).stdout == \
+        b"error: Operation not permitted\n"
+    # ... and with the filter off the same call reaches the kernel.
+    allowed = run(*ALL_OFF, "/bin/probe", "syscall", name).stdout
+    assert allowed and b"Operation not permitted" not in allowed
+
+
+def test_mounting_is_refused_inside(run):
+    assert run("/bin/probe", "mount", "/tmp").stdout == b"error: Operation not permitted\n"
+    assert run(*ALL_OFF, "/bin/probe", "mount", "/tmp").stdout == b"ok\n"  # only inside
+
+
+def test_read_only_proc_sys_cannot_be_remounted(run):
+    script = "busybox mount -o remount,rw /proc/sys 2>&1; echo rc=$?"
+    assert b"rc=0" not in run("/bin/busybox", "sh", "-c", script).stdout
+    assert b"rc=0" in run(*ALL_OFF, "/bin/busybox", "sh", "-c", script).stdout
+
+
+def test_mknod_is_out_unless_asked_for(run):
+    assert run("/bin/probe", "mknod", "/dev/disk").stdout == b"error: Operation not permitted\n"
+    assert run("--cap-add", "MKNOD", "/bin/probe", "mknod", "/dev/disk").stdout == b"ok\n"
+
+
+def test_user_option_sets_ids_and_clears_groups(root, run):
+    assert run("--user", "1000:1001", "/bin/probe", "ids").stdout == \
+        b"uid 1000 euid 1000 gid 1001 egid 1001 groups\n"
+    (root / "etc" / "passwd").write_text("app:x:1234:2345:App:/home/app:/bin/sh\n")
+    (root / "etc" / "group").write_text("staff:x:50:app\n")
+    assert run("--user", "app:staff", "/bin/probe", "ids").stdout == \
+        b"uid 1234 euid 1234 gid 50 egid 50 groups\n"
+    assert b"HOME=/home/app\n" in run("--user", "app", "/bin/probe", "env").stdout
+    bad = run("--user", "nobody-here", "/bin/probe", "ids")
+    assert bad.returncode == 125 and b"no user 'nobody-here'" in bad.stderr
+
+
+@pytest.fixture
+def setuid_probe(probe):
+    """A setuid-root copy of the probe in a directory any user can reach."""
+    directory = tempfile.mkdtemp(prefix="mc-suid-")
+    os.chmod(directory, 0o755)
+    path = os.path.join(directory, "suid-probe")
+    shutil.copy(probe, path)
+    os.chown(path, 0, 0)
+    os.chmod(path, 0o4755)
+    yield path
+    shutil.rmtree(directory)
+
+
+def test_setuid_binary_in_the_root_gains_nothing(root, run, setuid_probe):
+    as_user = {"preexec_fn": lambda: (os.setgid(1000), os.setuid(1000))}
+    host = subprocess.run([setuid_probe, "ids"], capture_output=True, **as_user).stdout
+    assert host.startswith(b"uid 1000 euid 0 ")  # it works on the host
+    shutil.copy(setuid_probe, root / "bin" / "suid-probe")
+    os.chmod(root / "bin" / "suid-probe", 0o4755)
+    inside = run("--user", "1000", "/bin/suid-probe", "ids").stdout
+    assert inside.startswith(b"uid 1000 euid 1000 ")
+
+
+@pytest.mark.parametrize("plant", ["script", "symlink"])
+def test_proc_self_exe_trick_cannot_run_the_hosts_python(tmp_path, root, run, plant):
+    script = "#!/proc/self/exe\nprint('host python ran')\n"
+    control = tmp_path / "control"
+    control.write_text(script)
+    control.chmod(0o755)
+    # Control: exec'd from Python on the host, the trick runs that Python.
+    assert subprocess.run([control], capture_output=True).stdout == b"host python ran\n"
+    evil = root / "bin" / "evil"
+    if plant == "script":
+        evil.write_text(script)
+        evil.chmod(0o755)
+    else:
+        evil.symlink_to("/proc/self/exe")
+    for options in ((), ("--init",)):
+        result = run(*options, "/bin/evil")
+        assert result.returncode == 126
+        assert b"host's Python interpreter" in result.stderr and b"host python ran" not in result.stdout
+
+
+def test_init_cannot_be_inspected_from_the_container(run):
+    """The init is the host's Python: its exe and descriptors stay closed to root inside."""
+    script = "readlink /proc/1/fd/1 >/dev/null 2>&1 && echo fd-open; readlink /proc/1/exe || echo exe-closed"
+    assert run("--init", "/bin/busybox", "sh", "-c", script).stdout == b"exe-closed\n"
+    # Control: with CAP_SYS_PTRACE the kernel would let root through.
+    opened = run("--init", "--cap-add", "SYS_PTRACE", "/bin/busybox", "sh", "-c", script).stdout
+    assert b"fd-open" in opened and b"python" in opened
