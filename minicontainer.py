@@ -45,8 +45,6 @@ MNT_DETACH = 0x2
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 
-SI_KERNEL = 0x80  # si_code of a signal the kernel sent itself (e.g. a tty's ^C)
-
 AF_INET, SOCK_DGRAM = 2, 2
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
@@ -532,6 +530,16 @@ def make_mounts_private():
     mount(None, "/", None, MS_REC | MS_PRIVATE)
 
 
+def new_session():
+    """A session and process group of the container's own.
+
+    Process groups span PID namespaces: sharing minicontainer's would let the
+    command kill(0, SIGKILL) minicontainer, its holder and the user's shell
+    job. It also leaves the terminal's ^C to minicontainer, which passes it on.
+    """
+    os.setsid()
+
+
 def set_hostname(spec):
     """Name the container's own UTS namespace; the host's name is untouched."""
     if spec.namespaces & CLONE_NEWUTS:
@@ -862,8 +870,7 @@ def init_loop(command_pid):
     while True:
         info = signal.sigwaitinfo(SUPERVISED_SIGNALS)
         if info.si_signo != signal.SIGCHLD:
-            if info.si_code != SI_KERNEL:  # a tty's signal reached the command already
-                os.kill(command_pid, info.si_signo)
+            os.kill(command_pid, info.si_signo)
             continue
         while True:
             try:
@@ -880,6 +887,7 @@ def container_main(spec, holder_pid, report_fd):
     """PID 1 of the new namespaces, root, not yet in the root: the whole set-up
     of the container, in order, ending in exec (or in the init, with --init)."""
     die_with_parent(holder_pid)
+    new_session()
     host_root = os.open("/", os.O_PATH | os.O_CLOEXEC)  # only to explain a failed exec
     seccomp = prepare_seccomp(spec)
     set_hostname(spec)
@@ -1043,12 +1051,12 @@ def forward(info, pid1, pidfd, own_init=False):
     command to end, so for a signal whose default action is to terminate and
     that PID 1 neither catches nor ignores, minicontainer applies that action
     for it: SIGKILL, and the exit status reports the original signal.
-    A tty's ^C reaches the whole foreground group, PID 1 included, so a
-    caught one is not sent a second time. minicontainer's own init (--init)
-    takes every signal and passes it on.
+    The container has a session of its own, so a terminal's ^C reaches only
+    minicontainer and is passed on like any other. minicontainer's own init
+    (--init) takes every signal and passes it on.
     """
     how = "caught" if own_init else signal_disposition(pid1, info.si_signo)
-    if how == "caught" and info.si_code != SI_KERNEL:
+    if how == "caught":
         send(pidfd, info.si_signo)
     elif how == "default":
         send(pidfd, signal.SIGKILL)

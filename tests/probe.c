@@ -33,6 +33,7 @@
  *                             with arguments that do nothing: "ok" or the error
  *   probe ids                 "uid U euid E gid G egid H groups N..."
  *   probe mknod PATH          make a block device node (8,0): "ok" or the error
+ *   probe killgroup SIG       kill(0, SIG): signal the whole process group; "alive" after
  *
  * Failures print "error: <strerror>" and exit 1, so tests see why.
  */
@@ -289,6 +290,10 @@ int main(int argc, char **argv)
     } else if (!strcmp(cmd, "mknod")) {
         if (mknod(arg, S_IFBLK | 0600, makedev(8, 0)) < 0) return fail();
         puts("ok");
+    } else if (!strcmp(cmd, "killgroup")) {
+        signal(atoi(arg), SIG_IGN);  /* spare ourselves */
+        if (kill(0, atoi(arg)) < 0) return fail();
+        puts("alive");
     } else if (!strcmp(cmd, "mount")) {
         if (mount("none", arg, "tmpfs", 0, NULL) < 0) return fail();
         puts("ok");

@@ -239,3 +239,16 @@ def test_killing_the_holder_kills_the_container(root, start, init):
     os.kill(holder[0], 9)
     assert wait_for(lambda: not container_pids(root), 1.0)
     assert c.wait()[0] == 137
+
+
+def test_container_cannot_signal_minicontainers_process_group(run, probe):
+    """Process groups span PID namespaces; the container has a session of its own."""
+    # Control: on the host, kill(0) reaches the other members of the group.
+    shell = subprocess.run(["setsid", "sh", "-c", f"sleep 5 & {probe} killgroup 9; wait"],
+                           capture_output=True)
+    assert shell.returncode == -9
+    result = run("/bin/probe", "killgroup", 9)
+    assert (result.returncode, result.stdout) == (0, b"alive\n")
+    # Under --init the probe is PID 2 and dies of its own SIGKILL; minicontainer
+    # lives to report it (a killed minicontainer would show as -9 here).
+    assert run("--init", "/bin/probe", "killgroup", 9).returncode == 137
