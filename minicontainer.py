@@ -100,6 +100,17 @@ SCMP_CMP_MASKED_EQ = 7
 # 32-bit ABIs the native filter also covers, as docker's profile does.
 SCMP_COMPAT_ARCHES = {"x86_64": (0x40000003, 0x4000003E), "aarch64": (0x40000028,)}
 
+# cgroups. The CFS period is the kernel's default; shares map to v2 weights
+# as runc maps them. Below docker's 6 MiB floor the set-up itself cannot run.
+CGROUP_CONTROLLERS = ("memory", "pids", "cpu")
+CFS_PERIOD_US = 100_000
+MIN_MEMORY = 6 * 1024 * 1024
+SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+# docker's default RLIMIT_NOFILE: soft 1024, hard 524288 (or the host's, if lower).
+DEFAULT_NOFILE = (1024, 524288)
+ULIMITS = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice",
+           "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending", "stack")
+
 DEFAULT_HOSTNAME = "minicontainer"
 DEFAULT_ROOT = "newroot"
 ROOT_ENV = "MINICONTAINER_ROOT"
@@ -500,6 +511,362 @@ def deploy_paths(root, sources, to):
 
 
 # ---------------------------------------------------------------------------
+# Resource limits
+# The container's cgroups are made by the supervisor before it forks, under
+# minicontainer's own cgroup in each hierarchy, with the limits written; PID 1
+# joins them before anything of the command runs; at the end whatever is left
+# in them is killed, the post-mortem read, and the groups removed. Each
+# controller's cgroup version is chosen at run time: v2 where cgroup2 offers
+# it, else the v1 hierarchy that has it. Only the two writers differ.
+# ---------------------------------------------------------------------------
+
+class Limits:
+    """The resource options of a run, parsed and checked."""
+
+    __slots__ = ("memory", "memory_swap", "pids", "cpus", "cpu_shares", "stats", "rlimits")
+
+    def __init__(self, memory=None, memory_swap=None, pids=None, cpus=None, cpu_shares=None,
+                 stats=False, rlimits=()):
+        self.memory, self.memory_swap, self.pids = memory, memory_swap, pids
+        self.cpus, self.cpu_shares, self.stats = cpus, cpu_shares, stats
+        self.rlimits = rlimits  # ((resource number, soft, hard), ...)
+
+    def controllers(self):
+        """The controllers these limits (and --stats) need."""
+        needed = set()
+        if self.memory or self.memory_swap or self.stats:
+            needed.add("memory")
+        if self.pids is not None or self.stats:
+            needed.add("pids")
+        if self.cpus or self.cpu_shares:
+            needed.add("cpu")
+        return needed
+
+
+def parse_size(text, option):
+    """docker's sizes: bytes, or a number with b, k, m, g, t (powers of 1024)."""
+    import re
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([bkmgt]?)b?", text.strip().lower())
+    if not match:
+        raise ContainerError(f"{option} {text}", "not a size (e.g. 64m, 1g, 1048576)")
+    return int(float(match[1]) * SIZE_UNITS[match[2]])
+
+
+def parse_limits(memory, memory_swap, pids_limit, cpus, cpu_shares, stats, ulimits):
+    """Check every resource option before anything is made; build Limits."""
+    mem = parse_size(memory, "--memory") if memory is not None else None
+    if mem is not None and mem < MIN_MEMORY:
+        raise ContainerError(f"--memory {memory}", "below the 6m minimum (docker's)")
+    swap = None
+    if memory_swap is not None:
+        if mem is None:
+            raise ContainerError(f"--memory-swap {memory_swap}", "needs --memory too")
+        swap = -1 if memory_swap.strip() == "-1" else parse_size(memory_swap, "--memory-swap")
+        if swap != -1 and swap < mem:
+            raise ContainerError(f"--memory-swap {memory_swap}",
+                                 "is memory plus swap: it cannot be below --memory")
+    cpu_count = os.cpu_count() or 1
+    if cpus is not None and not 0.01 <= cpus <= cpu_count:
+        raise ContainerError(f"--cpus {cpus:g}", f"out of range: 0.01 to {cpu_count} here")
+    if cpu_shares is not None and not 2 <= cpu_shares <= 262144:
+        raise ContainerError(f"--cpu-shares {cpu_shares}", "out of range: 2 to 262144")
+    pids = None if pids_limit is None else (pids_limit if pids_limit > 0 else 0)  # 0: unlimited
+    return Limits(mem, swap, pids, cpus, cpu_shares, stats, parse_ulimits(ulimits))
+
+
+def parse_ulimits(values):
+    """--ulimit NAME=SOFT[:HARD], docker's syntax, plus the default for nofile.
+
+    Raising a hard limit needs CAP_SYS_RESOURCE, which minicontainer may not
+    have (root lacks it on some hosts), so asking for more is an error.
+    """
+    import resource
+    chosen = {}
+    for value in values:
+        name, _, numbers = value.partition("=")
+        soft_text, _, hard_text = numbers.partition(":")
+        if name not in ULIMITS:
+            raise ContainerError(f"--ulimit {value}", "unknown limit (known: " + ", ".join(ULIMITS) + ")")
+        try:
+            soft = int(soft_text)
+            hard = int(hard_text) if hard_text else soft
+        except ValueError:
+            raise ContainerError(f"--ulimit {value}", "expected NAME=SOFT[:HARD] with numbers") from None
+        if not 0 <= soft <= hard:
+            raise ContainerError(f"--ulimit {value}", "the soft limit must be between 0 and the hard one")
+        number = getattr(resource, f"RLIMIT_{name.upper()}")
+        host_hard = resource.getrlimit(number)[1]
+        if host_hard != resource.RLIM_INFINITY and hard > host_hard:
+            raise ContainerError(f"--ulimit {value}", f"above minicontainer's own hard limit {host_hard}"
+                                 " (raising it needs CAP_SYS_RESOURCE)")
+        chosen[name] = (number, soft, hard)
+    if "nofile" not in chosen:
+        host_hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        hard = DEFAULT_NOFILE[1] if host_hard == resource.RLIM_INFINITY else min(DEFAULT_NOFILE[1], host_hard)
+        chosen["nofile"] = (resource.RLIMIT_NOFILE, min(DEFAULT_NOFILE[0], hard), hard)
+    return tuple(chosen.values())
+
+
+def cgroup_mounts(mountinfo):
+    """From mountinfo text: (cgroup2 mount point or None, {v1 controller: mount point})."""
+    v2, v1 = None, {}
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        rest = fields[fields.index("-") + 1:]
+        if rest[0] == "cgroup2" and v2 is None:
+            v2 = fields[4]
+        elif rest[0] == "cgroup":
+            for option in rest[2].split(","):
+                if option in CGROUP_CONTROLLERS or option == "cpuacct":
+                    v1.setdefault(option, fields[4])
+    return v2, v1
+
+
+def own_cgroups(proc_self_cgroup):
+    """From /proc/self/cgroup text: {"" (the v2 group) or a v1 controller: path}."""
+    own = {}
+    for line in proc_self_cgroup.splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            own[controller] = path
+    return own
+
+
+class Cgroup:
+    """The container's group in one hierarchy. Directory fds opened at creation
+    let it be emptied and removed from anywhere, even behind pivot_root."""
+
+    def __init__(self, version, path, controllers):
+        self.version, self.path, self.controllers = version, path, frozenset(controllers)
+        self.parent_fd = self.fd = None
+
+    def create(self):
+        parent, name = os.path.split(self.path)
+        try:
+            self.parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            os.mkdir(name, 0o755, dir_fd=self.parent_fd)
+            self.fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.parent_fd)
+        except OSError as exc:
+            raise ContainerError.from_os(f"create cgroup {self.path}", exc) from None
+
+    def write(self, name, value):
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CLOEXEC, dir_fd=self.fd)
+            try:
+                os.write(fd, str(value).encode())
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise ContainerError.from_os(f"write {value} to {self.path}/{name}", exc) from None
+
+    def read(self, name):
+        """A file's text, or None where this kernel lacks it."""
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.fd)
+        except OSError:
+            return None
+        with open(fd) as f:
+            return f.read()
+
+    def field(self, name, key):
+        """The number after `key` in a flat-keyed file (memory.events, cpu.stat)."""
+        for line in (self.read(name) or "").splitlines():
+            k, _, v = line.partition(" ")
+            if k == key:
+                return int(v)
+        return None
+
+    def kill_all(self):
+        """SIGKILL whatever is left: cgroup.kill where v2 has it (5.14+), else pid by pid."""
+        if self.version == 2:
+            try:
+                self.write("cgroup.kill", 1)
+                return
+            except ContainerError as exc:
+                if exc.errno != 2:  # ENOENT: an older kernel
+                    raise
+        for _ in range(100):
+            pids = (self.read("cgroup.procs") or "").split()
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def remove(self):
+        """Remove the group once its last task is gone; idempotent. Returns an
+        error text if it could not be removed, else None."""
+        import time
+        if self.fd is None:
+            return None
+        os.close(self.fd)
+        self.fd = None
+        name, error = os.path.basename(self.path), None
+        for _ in range(200):  # dying tasks leave a group a moment after SIGKILL
+            try:
+                os.rmdir(name, dir_fd=self.parent_fd)
+                error = None
+                break
+            except FileNotFoundError:
+                error = None
+                break
+            except OSError as exc:
+                error = f"remove cgroup {self.path}: {exc.strerror}"
+                if exc.errno != 16:  # EBUSY
+                    break
+                time.sleep(0.005)
+        os.close(self.parent_fd)
+        self.parent_fd = None
+        return error
+
+
+def write_limits_v2(group, limits):
+    """The v2 writer: memory.max, memory.swap.max, pids.max, cpu.max, cpu.weight."""
+    c = group.controllers
+    if "memory" in c and limits.memory:
+        group.write("memory.max", limits.memory)
+        if limits.memory_swap is not None:
+            swap = "max" if limits.memory_swap == -1 else limits.memory_swap - limits.memory
+            group.write("memory.swap.max", swap)
+    if "pids" in c and limits.pids is not None:
+        group.write("pids.max", limits.pids or "max")
+    if "cpu" in c and limits.cpus:
+        group.write("cpu.max", f"{round(limits.cpus * CFS_PERIOD_US)} {CFS_PERIOD_US}")
+    if "cpu" in c and limits.cpu_shares:
+        group.write("cpu.weight", 1 + (limits.cpu_shares - 2) * 9999 // 262142)
+
+
+def write_limits_v1(group, limits):
+    """The v1 writer: memory.limit_in_bytes, memory.memsw.limit_in_bytes, pids.max,
+    cpu.cfs_period_us and cpu.cfs_quota_us, cpu.shares."""
+    c = group.controllers
+    if "memory" in c and limits.memory:
+        group.write("memory.limit_in_bytes", limits.memory)
+        if limits.memory_swap is not None:
+            group.write("memory.memsw.limit_in_bytes", limits.memory_swap)
+    if "pids" in c and limits.pids is not None:
+        group.write("pids.max", limits.pids or "max")
+    if "cpu" in c and limits.cpus:
+        group.write("cpu.cfs_period_us", CFS_PERIOD_US)
+        group.write("cpu.cfs_quota_us", round(limits.cpus * CFS_PERIOD_US))
+    if "cpu" in c and limits.cpu_shares:
+        group.write("cpu.shares", limits.cpu_shares)
+
+
+def enable_v2_controllers(own_dir, controllers):
+    """Delegate controllers to our children through our own subtree_control.
+
+    The no-internal-processes rule: a non-root v2 group with processes of its
+    own cannot hand domain controllers to children; the kernel says EBUSY.
+    """
+    path = os.path.join(own_dir, "cgroup.subtree_control")
+    enabled = set(open(path).read().split())
+    wanted = sorted(set(controllers) - enabled)
+    if not wanted:
+        return
+    try:
+        with open(path, "w") as f:
+            f.write(" ".join("+" + c for c in wanted))
+    except OSError as exc:
+        why = exc.strerror
+        if exc.errno == 16:
+            why = ("its group has processes of its own (cgroup v2's no-internal-processes rule);"
+                   " start minicontainer in a group of its own, e.g. with systemd-run --scope")
+        raise ContainerError(f"enable {' '.join(wanted)} in {path}", why) from None
+
+
+def make_cgroups(limits, name, mountinfo=None, proc_self_cgroup=None):
+    """Create the container's groups and write its limits; on any error remove them.
+
+    Only when a limit or --stats needs a controller: moving a process into a
+    cgroup waits for an RCU grace period when cgroups have been idle (12 ms
+    measured here), which a run that asked for no limit should not pay; the
+    PID namespace alone already ends every process of the container. With
+    any group, there is also a v2 group where cgroup2 is mounted: the
+    container's kill switch (cgroup.kill) and CPU account (cpu.stat).
+    """
+    needed = limits.controllers()
+    if not needed:
+        return []
+    mountinfo = mountinfo if mountinfo is not None else open("/proc/self/mountinfo").read()
+    proc_self_cgroup = proc_self_cgroup if proc_self_cgroup is not None else open("/proc/self/cgroup").read()
+    v2_mount, v1_mounts = cgroup_mounts(mountinfo)
+    own = own_cgroups(proc_self_cgroup)
+    v2_dir = os.path.join(v2_mount, own[""].lstrip("/")) if v2_mount and "" in own else None
+    v2_controllers = set()
+    if v2_dir:
+        available = set(open(os.path.join(v2_dir, "cgroup.controllers")).read().split())
+        v2_controllers = needed & available
+    per_mount = {}
+    for controller in sorted(needed - v2_controllers):
+        if controller not in v1_mounts or controller not in own:
+            raise ContainerError("cgroups", f"this host has no {controller} controller"
+                                 " (neither in cgroup v2 nor mounted as v1)")
+        per_mount.setdefault(v1_mounts[controller], set()).add(controller)
+    groups = []
+    try:  # on any failure, no group is left behind
+        if v2_dir:
+            if v2_controllers:
+                enable_v2_controllers(v2_dir, v2_controllers)
+            groups.append(Cgroup(2, os.path.join(v2_dir, name), v2_controllers))
+            groups[-1].create()
+            write_limits_v2(groups[-1], limits)
+        for mount, controllers in per_mount.items():
+            own_path = own[next(iter(controllers))].lstrip("/")
+            groups.append(Cgroup(1, os.path.join(mount, own_path, name), controllers))
+            groups[-1].create()
+            write_limits_v1(groups[-1], limits)
+    except BaseException:
+        remove_cgroups(groups)
+        raise
+    return groups
+
+
+def remove_cgroups(groups, post_mortem_too=False):
+    """Kill what is left in the groups, optionally read the post-mortem, remove
+    them. Never stops half-way; safe to call twice. Returns (post-mortem,
+    errors), so one failure cannot leave the other groups behind."""
+    errors = []
+    for group in groups:
+        if group.fd is not None:
+            try:
+                group.kill_all()
+            except ContainerError as exc:
+                errors.append(str(exc))
+    found = post_mortem(groups) if post_mortem_too else {}
+    for group in groups:
+        error = group.remove()
+        if error:
+            errors.append(error)
+    return found, errors
+
+
+def post_mortem(groups):
+    """What the kernel kept about the run: {cpu_us, memory_peak, pids_peak, oom_kills}."""
+    found = {}
+    for g in groups:
+        if g.version == 2:
+            found.setdefault("cpu_us", g.field("cpu.stat", "usage_usec"))
+        if "memory" in g.controllers:
+            peak = g.read("memory.peak" if g.version == 2 else "memory.max_usage_in_bytes")
+            found["memory_peak"] = int(peak) if peak else None
+            events = "memory.events" if g.version == 2 else "memory.oom_control"
+            found["oom_kills"] = g.field(events, "oom_kill") or 0
+        if "pids" in g.controllers:
+            peak = g.read("pids.peak")
+            found["pids_peak"] = int(peak) if peak else None
+    return found
+
+
+def join_cgroups(groups, pid):
+    """Move `pid` into every group. Precondition: before anything of the command runs."""
+    for group in groups:
+        group.write("cgroup.procs", pid)
+
+
+# ---------------------------------------------------------------------------
 # Container set-up (child side)
 # One small function per step, in the order they run; `container_main` below
 # calls them one per line. All of it runs in forked children.
@@ -509,16 +876,17 @@ class Spec:
     """What to run and how: built and checked by the CLI, read by every step."""
 
     __slots__ = ("root", "command", "workdir", "hostname", "namespaces", "init",
-                 "preserve_fds", "mask_paths", "caps", "user", "seccomp")
+                 "preserve_fds", "mask_paths", "caps", "user", "seccomp", "limits")
 
     def __init__(self, root, command, workdir="/", hostname=DEFAULT_HOSTNAME,
                  namespaces=BASE_NAMESPACES | sum(OPTIONAL_NAMESPACES.values()),
                  init=False, preserve_fds=0, mask_paths=True, caps=frozenset(),
-                 user=None, seccomp=True):
+                 user=None, seccomp=True, limits=None):
         self.root, self.command, self.workdir = root, tuple(command), workdir
         self.hostname, self.namespaces, self.init = hostname, namespaces, init
         self.preserve_fds, self.mask_paths = preserve_fds, mask_paths
         self.caps, self.user, self.seccomp = caps, user, seccomp  # user: (uid, gid, home)
+        self.limits = limits or Limits()
 
 
 def make_mounts_private():
@@ -538,6 +906,17 @@ def new_session():
     job. It also leaves the terminal's ^C to minicontainer, which passes it on.
     """
     os.setsid()
+
+
+def enter_cgroups(spec, groups):
+    """Join the container's groups, then a cgroup namespace rooted at them.
+
+    PID 1 joins before anything of the command runs, so nothing escapes the
+    limits; the holder stays outside, uncharged, to clean up afterwards.
+    """
+    join_cgroups(groups, os.getpid())
+    if spec.namespaces & CLONE_NEWCGROUP:
+        unshare(CLONE_NEWCGROUP)
 
 
 def set_hostname(spec):
@@ -838,9 +1217,17 @@ def forbid_new_privileges():
     prctl.set_no_new_privs(True)
 
 
+def set_rlimits(spec):
+    """The --ulimit values and the default RLIMIT_NOFILE; only lowering, checked by the CLI."""
+    import resource
+    for number, soft, hard in spec.limits.rlimits:
+        resource.setrlimit(number, (soft, hard))
+
+
 def start_command(spec, env, host_root, seccomp):
-    """The last steps, in order: signal state, privileges, seccomp, exec."""
+    """The last steps, in order: signal state, rlimits, privileges, seccomp, exec."""
     restore_signals()
+    set_rlimits(spec)
     limit_capabilities(spec)
     forbid_new_privileges()
     if seccomp:
@@ -883,11 +1270,12 @@ def init_loop(command_pid):
                 return exit_code(status)
 
 
-def container_main(spec, holder_pid, report_fd):
+def container_main(spec, holder_pid, report_fd, groups):
     """PID 1 of the new namespaces, root, not yet in the root: the whole set-up
     of the container, in order, ending in exec (or in the init, with --init)."""
     die_with_parent(holder_pid)
     new_session()
+    enter_cgroups(spec, groups)
     host_root = os.open("/", os.O_PATH | os.O_CLOEXEC)  # only to explain a failed exec
     seccomp = prepare_seccomp(spec)
     set_hostname(spec)
@@ -949,32 +1337,40 @@ def exit_code(status):
     return os.WEXITSTATUS(status)
 
 
-def holder_main(spec, report_fd, supervisor_pid):
-    """Child of the supervisor, host PID namespace, root: unshare, fork PID 1, hold."""
+def holder_main(spec, report_fd, supervisor_pid, groups):
+    """Child of the supervisor, host PID namespace, root: unshare, fork PID 1, hold.
+
+    PID 1 unshares the cgroup namespace itself, once it is in its groups.
+    """
     signal.pthread_sigmask(signal.SIG_BLOCK, (HOLDER_PDEATH,))
     die_with_parent(supervisor_pid, HOLDER_PDEATH)
-    unshare(spec.namespaces)
+    unshare(spec.namespaces & ~CLONE_NEWCGROUP)
     make_mounts_private()
     holder_pid = os.getpid()
     pid = os.fork()
     if pid == 0:
-        # Container PID 1: new PID, mount, UTS, IPC, network, cgroup namespaces; root.
-        in_child(report_fd, container_main, spec, holder_pid, report_fd)
+        # Container PID 1: new PID, mount, UTS, IPC, network namespaces; root.
+        in_child(report_fd, container_main, spec, holder_pid, report_fd, groups)
     report(report_fd, f"pid {pid}")
     os.close(report_fd)
-    return hold(pid)
+    return hold(pid, groups)
 
 
-def hold(pid1):
+def hold(pid1, groups):
     """Wait for PID 1. If the supervisor dies first, kill PID 1, and with it the
     whole PID namespace: this holds even if the command cleared its own
-    parent-death signal, since the holder is out of the container's reach."""
+    parent-death signal, since the holder is out of the container's reach.
+    Then remove the cgroups the supervisor can no longer remove."""
+    orphaned = False
     while True:
         info = signal.sigwaitinfo((signal.SIGCHLD, HOLDER_PDEATH))
         if info.si_signo == HOLDER_PDEATH:
+            orphaned = True
             os.kill(pid1, signal.SIGKILL)
         done, status = os.waitpid(pid1, os.WNOHANG)
         if done:
+            if orphaned:
+                remove_cgroups(groups)
             return exit_code(status)
 
 
@@ -1091,19 +1487,30 @@ def supervise(holder, report_fd, own_init):
 
 
 def run_container(spec):
-    """Start the container and return its exit code. Parent side, host, root."""
+    """Start the container; return its exit code and the post-mortem of its cgroups.
+
+    Parent side, host namespaces, root. The cgroups are made before the fork
+    and removed after the holder is gone, whatever happened in between.
+    """
     signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISED_SIGNALS)
-    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     supervisor_pid = os.getpid()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    holder = os.fork()
-    if holder == 0:
-        # Namespace holder: host PID namespace, soon its own mount namespace, root.
-        os.close(read_fd)
-        in_child(write_fd, holder_main, spec, write_fd, supervisor_pid)
-    os.close(write_fd)
-    return supervise(holder, read_fd, spec.init)
+    groups = make_cgroups(spec.limits, f"minicontainer-{supervisor_pid}-{os.urandom(3).hex()}")
+    found = {}
+    try:
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        holder = os.fork()
+        if holder == 0:
+            # Namespace holder: host PID namespace, soon its own mount namespace, root.
+            os.close(read_fd)
+            in_child(write_fd, holder_main, spec, write_fd, supervisor_pid, groups)
+        os.close(write_fd)
+        code = supervise(holder, read_fd, spec.init)
+    finally:
+        found, errors = remove_cgroups(groups, post_mortem_too=True)
+        found["cleanup_errors"] = errors
+    return code, found
 
 
 # ---------------------------------------------------------------------------
@@ -1285,10 +1692,22 @@ SHARE = click.Choice(["private", "host"])
               show_default=True, help="The seccomp filter; unconfined turns it off.")
 @click.option("--user", "-u", metavar="USER[:GROUP]",
               help="Run as this user: a name from the root's /etc/passwd, or UID[:GID].")
+@click.option("--memory", "-m", metavar="SIZE", help="Memory limit, e.g. 64m, 1g (at least 6m).")
+@click.option("--memory-swap", metavar="SIZE",
+              help="Memory plus swap limit (needs --memory); -1 for unlimited swap.")
+@click.option("--pids-limit", type=int, metavar="N", help="Most processes at once; 0 or -1: no limit.")
+@click.option("--cpus", type=float, metavar="N", help="CPU time as a number of CPUs, e.g. 0.5.")
+@click.option("--cpu-shares", "-c", type=int, metavar="N",
+              help="Relative CPU weight (default 1024 under contention).")
+@click.option("--ulimit", multiple=True, metavar="NAME=SOFT[:HARD]",
+              help="A resource limit (only lowering); nofile defaults to 1024:524288.")
+@click.option("--stats", is_flag=True,
+              help="After the run, print wall time, CPU time, peak memory and pids on stderr.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED,
                 metavar="COMMAND [ARG]...")
 def run(root, hostname, network, ipc, uts, cgroupns, init, preserve_fds, security_opt,
-        cap_add, cap_drop, seccomp, user, command):
+        cap_add, cap_drop, seccomp, user, memory, memory_swap, pids_limit, cpus, cpu_shares,
+        ulimit, stats, command):
     """Run COMMAND as PID 1 of a new container; exits with its status.
 
     Options go before COMMAND; everything after it is passed on untouched.
@@ -1304,10 +1723,41 @@ def run(root, hostname, network, ipc, uts, cgroupns, init, preserve_fds, securit
                 mask_paths="mask_paths" not in relaxed,
                 caps=resolve_capabilities(cap_add, cap_drop),
                 user=resolve_user(root, user) if user is not None else None,
-                seccomp=seccomp == "default" and "seccomp" not in relaxed)
+                seccomp=seccomp == "default" and "seccomp" not in relaxed,
+                limits=parse_limits(memory, memory_swap, pids_limit, cpus, cpu_shares, stats, ulimit))
     if os.geteuid() != 0:
         raise ContainerError("run", "needs root (try: sudo minicontainer run ...)")
-    return run_container(spec)
+    import time
+    started = time.monotonic()
+    code, found = run_container(spec)
+    report_resources(spec.limits, memory, code, found, time.monotonic() - started)
+    return code
+
+
+def mib(size):
+    return f"{size / (1 << 20):.1f} MiB"
+
+
+def report_resources(limits, memory_text, code, found, wall):
+    """The OOM line and the --stats line, on stderr, after the run."""
+    for error in found.get("cleanup_errors", ()):
+        click.echo(f"minicontainer: warning: {error}", err=True)
+    oom = found.get("oom_kills")
+    if oom and code == 128 + signal.SIGKILL:
+        click.echo(f"minicontainer: memory limit {memory_text} hit: the kernel's OOM killer"
+                   " ended the command", err=True)
+    elif oom:
+        click.echo(f"minicontainer: warning: memory limit {memory_text} hit: the kernel's OOM"
+                   f" killer ended {oom} process{'es' * (oom > 1)} in the container", err=True)
+    if limits.stats:
+        parts = [f"{wall:.2f} s wall"]
+        if found.get("cpu_us") is not None:
+            parts.append(f"{found['cpu_us'] / 1e6:.2f} s CPU")
+        if found.get("memory_peak") is not None:
+            parts.append(f"{mib(found['memory_peak'])} peak memory")
+        if found.get("pids_peak") is not None:
+            parts.append(f"{found['pids_peak']} peak pids")
+        click.echo("minicontainer: stats: " + ", ".join(parts), err=True)
 
 
 def main(argv=None):

@@ -34,6 +34,9 @@
  *   probe ids                 "uid U euid E gid G egid H groups N..."
  *   probe mknod PATH          make a block device node (8,0): "ok" or the error
  *   probe killgroup SIG       kill(0, SIG): signal the whole process group; "alive" after
+ *   probe forks N             fork N children that wait: "forked K" (K < N if refused)
+ *   probe alloc MB            allocate and touch MB MiB: "allocated MB"
+ *   probe spin SECS           busy-loop SECS of wall time: "cpu C wall W" in seconds
  *
  * Failures print "error: <strerror>" and exit 1, so tests see why.
  */
@@ -52,6 +55,8 @@
 #include <linux/reboot.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/times.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <grp.h>
@@ -294,6 +299,39 @@ int main(int argc, char **argv)
         signal(atoi(arg), SIG_IGN);  /* spare ourselves */
         if (kill(0, atoi(arg)) < 0) return fail();
         puts("alive");
+    } else if (!strcmp(cmd, "forks")) {
+        int n = atoi(arg), k = 0;
+        pid_t kids[4096];
+        for (; k < n && k < 4096; k++) {
+            pid_t pid = fork();
+            if (pid < 0) break;
+            if (pid == 0) { pause(); _exit(0); }
+            kids[k] = pid;
+        }
+        printf("forked %d\n", k);
+        for (int i = 0; i < k; i++) kill(kids[i], SIGKILL);
+        while (wait(NULL) > 0)
+            ;
+    } else if (!strcmp(cmd, "alloc")) {
+        size_t mb = atol(arg);
+        for (size_t i = 0; i < mb; i++) {
+            char *p = malloc(1 << 20);
+            if (!p) return fail();
+            memset(p, 1, 1 << 20);
+        }
+        printf("allocated %zu\n", mb);
+    } else if (!strcmp(cmd, "spin")) {
+        struct timespec t0, t;
+        struct rusage ru;
+        double wall = 0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        while (wall < atof(arg)) {
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            wall = (t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) / 1e9;
+        }
+        getrusage(RUSAGE_SELF, &ru);
+        printf("cpu %.3f wall %.3f\n", ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6
+               + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6, wall);
     } else if (!strcmp(cmd, "mount")) {
         if (mount("none", arg, "tmpfs", 0, NULL) < 0) return fail();
         puts("ok");

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Container, cli, host_mounts, processes_rooted_under, wait_for
+from helpers import Container, cli, container_cgroups, host_mounts, processes_rooted_under, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -15,12 +15,16 @@ def needs_root():
 
 @pytest.fixture(autouse=True)
 def no_leftovers(tmp_path, needs_root):
-    """Every test, passing or not, leaves the host's mounts and processes as it found them."""
+    """Every test, passing or not, leaves the host's mounts, processes and
+    cgroups as it found them."""
     before = host_mounts()
+    groups_before = container_cgroups()
     yield
     assert wait_for(lambda: not processes_rooted_under(tmp_path), 2.0), \
         f"container processes left: {processes_rooted_under(tmp_path)}"
     assert host_mounts() == before, "mounts left on the host"
+    assert wait_for(lambda: container_cgroups() == groups_before, 2.0), \
+        f"cgroups left: {sorted(set(container_cgroups()) - set(groups_before))}"
     temps = [p for p in Path(tmp_path).rglob(".*.minicontainer-*")]
     assert not temps, f"temporary files left: {temps}"
 
