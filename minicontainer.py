@@ -206,15 +206,19 @@ def pivot_root(new_root, put_old):
                what=f"pivot_root {new_root} {put_old}")
 
 
+_open_how = None
+
+
 def openat2(dirfd, path, flags, resolve):
     """openat2(2) (Linux 5.6+): open `path` below `dirfd` under `resolve` rules."""
     import ctypes
-
-    class OpenHow(ctypes.Structure):
-        _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
-                    ("resolve", ctypes.c_uint64)]
-
-    how = OpenHow(flags | os.O_CLOEXEC, 0, resolve)
+    global _open_how
+    if _open_how is None:
+        class OpenHow(ctypes.Structure):
+            _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                        ("resolve", ctypes.c_uint64)]
+        _open_how = OpenHow
+    how = _open_how(flags | os.O_CLOEXEC, 0, resolve)
     return _libc_call("syscall", ctypes.c_long(SYS_OPENAT2), dirfd,
                       _bytes(path), ctypes.byref(how), ctypes.sizeof(how),
                       what=f"open {path} inside the root")
@@ -382,132 +386,666 @@ def open_dir_in_root(rootfd, path, create=False):
         raise
 
 
-def plan_deploy(sources):
-    """Check every source before anything is written; return (src, rel, stat) items.
+# Deploy makes a plan, then applies it. Every source becomes Ops, each naming
+# an absolute path inside the root and what goes there; sources are checked
+# while planning, so a bad one fails the deploy before anything is written.
 
-    A file is installed under its own name; a directory's contents are
-    merged. Unreadable entries fail the whole deploy before it starts.
+class Op:
+    """One step of a deploy: what to put at `dst`, an absolute path inside the root.
+
+    kind: dir, file, symlink, hardlink (src: the in-root path linked to),
+    remove (a whiteout) or clear (an opaque whiteout). For a file, src is a
+    host path or `data` opens the bytes (an archive member). meta: (mode,
+    uid, gid, mtime_ns, size).
     """
+
+    __slots__ = ("kind", "dst", "src", "meta", "data")
+
+    def __init__(self, kind, dst, src=None, meta=None, data=None):
+        self.kind, self.dst, self.src, self.meta, self.data = kind, dst, src, meta, data
+
+
+def meta_of(st):
+    """The parts of a stat result a deploy keeps."""
+    return (st.st_mode & 0o7777, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_size)
+
+
+class Plan:
+    """The ops of a deploy, in order, plus what was skipped and what to close."""
+
+    def __init__(self, rootfd):
+        self.rootfd, self.ops, self.skipped, self.open_files = rootfd, [], [], []
+        self.planned = {}
+
+    def add(self, op):
+        """Add an op; a second op for the same place and kind is dropped."""
+        if self.planned.get(op.dst) == op.kind and op.kind in ("dir", "symlink", "file"):
+            return
+        self.planned[op.dst] = op.kind
+        self.ops.append(op)
+
+    def root_kind(self, path):
+        """'dir', 'symlink', 'other', or None: what the root (or this plan) has at `path`."""
+        import stat
+        if path in self.planned:
+            return self.planned[path]
+        try:
+            fd = openat2(self.rootfd, path, os.O_PATH | os.O_NOFOLLOW,
+                         RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+        except ContainerError:
+            return None
+        try:
+            mode = os.fstat(fd).st_mode
+        finally:
+            os.close(fd)
+        return "dir" if stat.S_ISDIR(mode) else "symlink" if stat.S_ISLNK(mode) else "other"
+
+    def close(self):
+        for f in self.open_files:
+            f.close()
+
+
+def readable(path, st):
+    """Whether this process can read a source; root reads everything, so no syscall then."""
     import stat
-    plan, skipped = [], []
+    if os.geteuid() == 0:
+        return True
+    return os.access(path, os.R_OK | (os.X_OK if stat.S_ISDIR(st.st_mode) else 0))
+
+
+def plan_sources(plan, sources, to, deps=True):
+    """Plan every source: tar archives and images unpack (at the root's top by
+    default), directories merge, files are copied with their ELF closure."""
+    import stat
     for src in sources:
         try:
             st = os.stat(src)
         except OSError as exc:
             raise ContainerError.from_os(f"deploy {src}", exc) from None
-        if stat.S_ISREG(st.st_mode):
-            if not os.access(src, os.R_OK):
-                raise ContainerError(f"deploy {src}", os.strerror(13), 13)
-            plan.append((src, os.path.basename(os.path.normpath(src)), st))
+        if not readable(src, st):
+            raise ContainerError(f"deploy {src}", os.strerror(13), 13)
+        if stat.S_ISDIR(st.st_mode) and os.path.exists(os.path.join(src, "oci-layout")):
+            plan_oci_dir(plan, src, to or "/")
         elif stat.S_ISDIR(st.st_mode):
-            plan_tree(src, plan, skipped)
+            plan_tree(plan, src, to or DEPLOY_DIR)
+        elif stat.S_ISREG(st.st_mode) and src.endswith(TAR_SUFFIXES):
+            plan_archive(plan, src, to or "/")
+        elif stat.S_ISREG(st.st_mode):
+            dst = os.path.join(to or DEPLOY_DIR, os.path.basename(os.path.normpath(src)))
+            plan.add(Op("file", dst, src, meta_of(st)))
+            if deps:
+                for path, lib_dst in elf_closure(src, os.path.dirname(dst)):
+                    if path == lib_dst:
+                        plan_host_path(plan, path)
+                    else:  # found through $ORIGIN: it goes where the program went
+                        plan.add(Op("file", lib_dst, os.path.realpath(path),
+                                    meta_of(os.stat(path))))
         else:
             raise ContainerError(f"deploy {src}", "not a regular file or a directory")
-    return plan, skipped
 
 
-def plan_tree(top, plan, skipped):
-    """Add a directory's contents to the plan: dirs, files and symlinks."""
-    import stat
-
-    def fail(exc):
-        raise ContainerError.from_os(f"deploy {exc.filename}", exc)
-
-    if not os.access(top, os.R_OK | os.X_OK):
-        raise ContainerError(f"deploy {top}", os.strerror(13), 13)
-    for dirpath, dirnames, filenames in os.walk(top, onerror=fail):
-        for name in sorted(dirnames) + sorted(filenames):
-            src = os.path.join(dirpath, name)
-            rel = os.path.relpath(src, top)
-            st = os.lstat(src)
-            if stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
-                ok = stat.S_ISLNK(st.st_mode) or os.access(src, os.R_OK | os.X_OK)
-            elif stat.S_ISREG(st.st_mode):
-                ok = os.access(src, os.R_OK)
-            else:
-                skipped.append(src)
-                continue
-            if not ok:
-                raise ContainerError(f"deploy {src}", os.strerror(13), 13)
-            plan.append((src, rel, st))
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz")
 
 
-def install(src, st, dirfd, name):
-    """Put one file, symlink or directory at `name` in `dirfd`, atomically.
+def plan_tree(plan, top, to):
+    """A directory's contents: dirs, files (hard links kept), symlinks; special files skipped.
 
-    Files and links are written under a temporary name and renamed over the
-    target: rename replaces a planted symlink instead of following it, and a
-    failed copy leaves nothing half-written.
+    One lstat per entry, from scandir, as cp -a does it.
     """
     import stat
-    if stat.S_ISDIR(st.st_mode):
+    first_link = {}
+    pending = [(top, to)]
+    while pending:
+        src_dir, dst_dir = pending.pop()
         try:
-            os.mkdir(name, st.st_mode & 0o7777, dir_fd=dirfd)
+            entries = sorted(os.scandir(src_dir), key=lambda e: e.name)
+        except OSError as exc:
+            raise ContainerError.from_os(f"deploy {src_dir}", exc) from None
+        subdirs = []
+        for entry in entries:
+            dst = f"{dst_dir.rstrip('/')}/{entry.name}"
+            st = entry.stat(follow_symlinks=False)
+            mode = st.st_mode
+            if stat.S_ISLNK(mode):
+                plan.add(Op("symlink", dst, os.readlink(entry.path)))
+            elif not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                plan.skipped.append(entry.path)
+            elif not readable(entry.path, st):
+                raise ContainerError(f"deploy {entry.path}", os.strerror(13), 13)
+            elif stat.S_ISDIR(mode):
+                plan.add(Op("dir", dst, entry.path, meta_of(st)))
+                subdirs.append((entry.path, dst))
+            elif st.st_nlink > 1 and (st.st_dev, st.st_ino) in first_link:
+                plan.add(Op("hardlink", dst, first_link[st.st_dev, st.st_ino]))
+            else:
+                first_link.setdefault((st.st_dev, st.st_ino), dst)
+                plan.add(Op("file", dst, entry.path, meta_of(st)))
+        pending.extend(reversed(subdirs))
+
+
+def plan_host_path(plan, path, depth=0):
+    """Put a host file at the same absolute path in the root, as the loader will
+    look it up there. Where the root has a real directory, the path goes on
+    inside it; otherwise a host symlink on the way (/lib64 -> usr/lib64, a
+    library's soname link) is kept as a link and followed."""
+    import stat
+    if depth > 40:
+        raise ContainerError(f"deploy {path}", os.strerror(40), 40)
+    parts = [p for p in path.split("/") if p]
+    prefix = "/"
+    for i, part in enumerate(parts):
+        current = os.path.join(prefix, part)
+        st = os.lstat(current)
+        if plan.root_kind(current) == "dir":
+            prefix = current
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            target = os.readlink(current)
+            plan.add(Op("symlink", current, target))
+            rest = os.path.join(target if target.startswith("/") else os.path.join(prefix, target),
+                                *parts[i + 1:])
+            return plan_host_path(plan, os.path.normpath(rest), depth + 1)
+        plan.add(Op("dir" if i < len(parts) - 1 else "file", current, current, meta_of(st)))
+        prefix = current
+
+
+class ElfInfo:
+    """What the loader reads from an ELF file: class, machine, interpreter, needs, paths."""
+
+    __slots__ = ("elfclass", "machine", "interp", "needed", "rpath", "runpath")
+
+
+def elf_info(path):
+    """Read an ELF file's loader facts with pyelftools; None if it is not ELF."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+    info = ElfInfo()
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"\x7fELF":
+                return None
+            f.seek(0)
+            elf = ELFFile(f)
+            info.elfclass, info.machine = elf.elfclass, elf["e_machine"]
+            info.interp, info.needed, info.rpath, info.runpath = None, [], [], []
+            for seg in elf.iter_segments():
+                if seg["p_type"] == "PT_INTERP":
+                    info.interp = seg.get_interp_name()
+                elif seg["p_type"] == "PT_DYNAMIC":
+                    for tag in seg.iter_tags():
+                        if tag.entry.d_tag == "DT_NEEDED":
+                            info.needed.append(tag.needed)
+                        elif tag.entry.d_tag == "DT_RPATH":
+                            info.rpath += tag.rpath.split(":")
+                        elif tag.entry.d_tag == "DT_RUNPATH":
+                            info.runpath += tag.runpath.split(":")
+    except (ELFError, OSError, ValueError) as exc:
+        raise ContainerError(f"read ELF file {path}", str(exc)) from None
+    return info
+
+
+def loader_cache():
+    """The host's loader cache, {soname: [paths]}, from `ldconfig -p` (the host's
+    own tool reading its cache; the program being deployed is never run)."""
+    import subprocess
+    cache = {}
+    for ldconfig in ("/sbin/ldconfig", "/usr/sbin/ldconfig"):
+        if os.path.exists(ldconfig):
+            out = subprocess.run([ldconfig, "-p"], capture_output=True, text=True).stdout
+            for line in out.splitlines():
+                name, sep, path = line.strip().partition(" => ")
+                if sep:
+                    cache.setdefault(name.split(" (")[0], []).append(path)
+            break
+    return cache
+
+
+def elf_closure(program, program_dir):
+    """The host files a dynamically linked program needs, found the way the
+    dynamic loader finds them: PT_INTERP, then each DT_NEEDED by DT_RPATH (the
+    object's and its loaders', when it has no DT_RUNPATH), DT_RUNPATH, the
+    loader cache and the default paths, with $ORIGIN expanded. Each library
+    must match the program's ELF class and machine, as the loader requires.
+
+    Returns (host path, path in the root) pairs: the same path, except for
+    libraries found through $ORIGIN, which keep their place relative to the
+    program, whose own place in the root is `program_dir`.
+    """
+    main = elf_info(program)
+    if main is None or (main.interp is None and not main.needed):
+        return []  # a script or a static program
+    found = [(main.interp, main.interp)] if main.interp else []
+    cache, seen = None, set()
+    queue = [(program, main, [], program_dir)]
+    while queue:
+        obj, info, inherited, obj_dir = queue.pop(0)
+        origin = os.path.dirname(os.path.realpath(obj))
+
+        def expand(dirs):  # (host dir, dir in the root)
+            out = []
+            for d in filter(None, dirs):
+                if "$ORIGIN" in d or "${ORIGIN}" in d:
+                    d = d.replace("${ORIGIN}", "$ORIGIN")
+                    out.append((os.path.normpath(d.replace("$ORIGIN", origin)),
+                                os.path.normpath(d.replace("$ORIGIN", obj_dir))))
+                else:
+                    out.append((d, d))
+            return out
+
+        rpath = [] if info.runpath else expand(info.rpath) + inherited
+        for name in info.needed:
+            if "/" in name:
+                candidates = [(name, name)]
+            else:
+                if cache is None:
+                    cache = loader_cache()
+                defaults = (["/lib64", "/usr/lib64"] if main.elfclass == 64 else []) + ["/lib", "/usr/lib"]
+                dirs = rpath + expand(info.runpath) + [(d, d) for d in defaults]
+                candidates = ([(os.path.join(h, name), os.path.join(r, name)) for h, r in dirs[:-len(defaults)]]
+                              + [(c, c) for c in cache.get(name, [])]
+                              + [(os.path.join(d, name),) * 2 for d in defaults])
+            lib = next((c for c in candidates if same_abi(c[0], main)), None)
+            if lib is None:
+                raise ContainerError(f"deploy {program}", f"it needs {name}, which is not found"
+                                     " (searched its RPATH/RUNPATH, the loader cache and the"
+                                     " default paths)")
+            if os.path.realpath(lib[0]) not in seen:
+                seen.add(os.path.realpath(lib[0]))
+                found.append(lib)
+                queue.append((lib[0], elf_info(lib[0]), rpath, os.path.dirname(lib[1])))
+    return found
+
+
+def same_abi(path, main):
+    """Whether a candidate library is a file the loader would take for this program."""
+    if not os.path.isfile(path):
+        return False
+    info = elf_info(path)
+    return info is not None and (info.elfclass, info.machine) == (main.elfclass, main.machine)
+
+
+def member_checker():
+    """Check tar members by the standard library's data filter rules, lexically.
+
+    The filter runs against an empty directory so that no host symlink takes
+    part; the deploy itself resolves everything inside the root. Kept from
+    the rules: leading slashes stripped, '..' out of the root refused, hard
+    links out of the root refused, device files and FIFOs skipped. Changed:
+    symlinks pointing outside are kept (a root's absolute links are normal,
+    and nothing here ever follows one out), and modes and owners are kept as
+    tar keeps them for root (the container mounts its root nosuid anyway).
+    """
+    import tarfile
+    import tempfile
+    empty = tempfile.mkdtemp(prefix="minicontainer-tarcheck-")
+    os.rmdir(empty)  # only its name is used: nothing at it can be followed
+
+    def check(member, archive):
+        try:
+            return tarfile.data_filter(member, empty).name
+        except (tarfile.AbsoluteLinkError, tarfile.LinkOutsideDestinationError):
+            if member.issym():
+                return member.name.lstrip("/")
+            raise ContainerError(f"deploy {archive}", f"hard link {member.name} -> {member.linkname}"
+                                 " points outside the root; refused") from None
+        except tarfile.SpecialFileError:
+            return None
+        except tarfile.FilterError as exc:
+            raise ContainerError(f"deploy {archive}", f"{exc}; refused") from None
+
+    return check
+
+
+def plan_members(plan, tar, members, archive, to, check):
+    """Plan a tar archive's members under `to`; whiteouts are handled by the caller."""
+    for member in members:
+        name = check(member, archive)
+        if name is None:
+            plan.skipped.append(f"{archive}:{member.name}")
+            continue
+        dst = os.path.normpath(os.path.join(to, name))
+        meta = (member.mode & 0o7777, member.uid, member.gid, int(member.mtime * 1e9), member.size)
+        if member.isdir():
+            plan.add(Op("dir", dst, None, meta))
+        elif member.issym():
+            plan.add(Op("symlink", dst, member.linkname))
+        elif member.islnk():
+            plan.add(Op("hardlink", dst, os.path.normpath(os.path.join(to, member.linkname.lstrip("/")))))
+        elif member.isreg():
+            plan.add(Op("file", dst, None, meta, data=lambda m=member, t=tar: t.extractfile(m)))
+
+
+def open_tar(path, fileobj=None):
+    import tarfile
+    try:
+        return tarfile.open(path, "r:*", fileobj=fileobj)
+    except (tarfile.TarError, OSError) as exc:
+        raise ContainerError(f"deploy {path}", f"not a readable tar archive: {exc}") from None
+
+
+def plan_archive(plan, path, to):
+    """A root filesystem archive, or a `docker save` / OCI image archive."""
+    tar = open_tar(path)
+    plan.open_files.append(tar)
+    names = set(tar.getnames())
+    if "manifest.json" in names or "oci-layout" in names or "index.json" in names:
+        def read(name):
+            f = tar.extractfile(name)
+            if f is None:
+                raise ContainerError(f"deploy {path}", f"{name} missing from the image")
+            return f
+        layers = image_layers(path, lambda name: read(name).read())
+        for layer in layers:
+            plan_layer(plan, open_tar(f"{path}:{layer}", read(layer)), f"{path}:{layer}", to)
+    else:
+        plan_members(plan, tar, tar.getmembers(), path, to, member_checker())
+
+
+def plan_oci_dir(plan, path, to):
+    """An OCI image layout directory (index.json, blobs/sha256/...)."""
+    def read(name):
+        with open(os.path.join(path, name), "rb") as f:
+            return f.read()
+    for layer in image_layers(path, read):
+        f = open(os.path.join(path, layer), "rb")
+        plan.open_files.append(f)
+        plan_layer(plan, open_tar(f"{path}/{layer}", f), f"{path}/{layer}", to)
+
+
+def image_layers(image, read):
+    """The layer files of an image, bottom first: docker save's manifest.json,
+    else the OCI index.json -> manifest -> layers."""
+    import json
+    try:
+        try:
+            manifest = json.loads(read("manifest.json"))
+            return manifest[0]["Layers"]
+        except (ContainerError, FileNotFoundError):
+            pass  # no docker manifest: an OCI layout
+        blob = lambda digest: "blobs/" + digest.replace(":", "/")
+        index = json.loads(read("index.json"))
+        desc = index["manifests"][0]
+        doc = json.loads(read(blob(desc["digest"])))
+        while "manifests" in doc:  # an index of per-platform manifests
+            doc = json.loads(read(blob(doc["manifests"][0]["digest"])))
+        for layer in doc["layers"]:
+            if "zstd" in layer.get("mediaType", ""):
+                raise ContainerError(f"deploy {image}", "zstd-compressed layers are not supported")
+        return [blob(layer["digest"]) for layer in doc["layers"]]
+    except (KeyError, IndexError, ValueError, TypeError) as exc:
+        raise ContainerError(f"deploy {image}", f"not an image manifest this understands: {exc!r}") from None
+
+
+def plan_layer(plan, tar, name, to):
+    """One image layer: its whiteouts first (they delete what lower layers put
+    there), then its files. `.wh..wh..opq` empties a directory, `.wh.NAME`
+    deletes NAME."""
+    plan.open_files.append(tar)
+    check = member_checker()
+    members = tar.getmembers()
+    for member in members:
+        base = os.path.basename(member.name)
+        if base.startswith(".wh."):
+            checked = check(member, name) or member.name
+            where = os.path.normpath(os.path.join(to, os.path.dirname(checked)))
+            if base == ".wh..wh..opq":
+                plan.ops.append(Op("clear", where))
+            else:
+                plan.ops.append(Op("remove", os.path.join(where, base[4:])))
+            plan.planned.pop(where, None)
+    plan_members(plan, tar, [m for m in members if not os.path.basename(m.name).startswith(".wh.")],
+                 name, to, check)
+
+
+class Writer:
+    """Applies a plan inside the root. Each path is resolved with the root as
+    "/" (openat2), and each file is made with O_EXCL|O_NOFOLLOW or written
+    under a temporary name and renamed over the old one, so a symlink planted
+    in the root is replaced, never followed."""
+
+    def __init__(self, rootfd, link=False):
+        self.rootfd, self.link, self.owner = rootfd, link, os.geteuid() == 0
+        self.me = (os.geteuid(), os.getegid())
+        self.dirfds, self.made, self.late_modes = {}, set(), []
+        self.files = self.links = self.size = 0
+        self.warnings = []
+
+    def dirfd(self, path, create=True, mode=0o755):
+        """An fd of a directory of the root, cached; made (with `mode`) if missing
+        and `create`, its missing parents first. A directory just made is opened
+        from its parent: nothing but it can be at its name. A mode without owner
+        rwx is set at the end, as cp -a does, so the directory can be filled."""
+        fd = self.dirfds.get(path)
+        if fd is not None:
+            return fd
+        parent, _, name = path.rpartition("/")
+        if create and name:
+            parent_fd = self.dirfd(parent or "/")
+            try:
+                os.mkdir(name, mode | 0o700, dir_fd=parent_fd)
+                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             dir_fd=parent_fd)
+                self.made.add(path)
+                if mode & 0o700 != 0o700:
+                    self.late_modes.append((fd, mode))
+            except FileExistsError:
+                pass
+        if fd is None:
+            fd = open_dir_in_root(self.rootfd, path, create=create)
+        self.dirfds[path] = fd
+        return fd
+
+    def forget(self, path):
+        """Drop cached directory fds at or below a removed path."""
+        for cached in [p for p in self.dirfds if p == path or p.startswith(path.rstrip("/") + "/")]:
+            os.close(self.dirfds.pop(cached))
+
+    def close(self):
+        for fd, mode in self.late_modes:
+            os.fchmod(fd, mode)
+        self.late_modes.clear()
+        for fd in self.dirfds.values():
+            os.close(fd)
+        self.dirfds.clear()
+
+    def apply(self, op):
+        try:
+            getattr(self, "do_" + op.kind)(op)
+        except OSError as exc:
+            raise ContainerError.from_os(f"deploy {op.src or op.dst} to {op.dst}", exc) from None
+
+    def do_dir(self, op):
+        """Make a directory with its owner and mode; an existing one (or a link
+        to one) keeps what it has."""
+        mode, uid, gid = op.meta[:3]
+        fd = self.dirfd(op.dst, mode=mode)
+        if op.dst in self.made and self.owner and (uid, gid) != self.me:
+            os.fchown(fd, uid, gid)
+            os.fchmod(fd, mode | 0o700 if mode & 0o700 != 0o700 else mode)  # chown clears setgid
+
+    def place(self, op, make):
+        """Create `op.dst` with make(dirfd, name); if something is there, make it
+        under a temporary name and rename it over (never into a directory)."""
+        import stat
+        parent, name = os.path.split(op.dst)
+        fd = self.dirfd(parent)
+        try:
+            make(fd, name)
+            return
         except FileExistsError:
             pass
-        return
-    tmp = f".{name}.minicontainer-{os.getpid()}"
-    try:
-        if stat.S_ISLNK(st.st_mode):
-            os.symlink(os.readlink(src), tmp, dir_fd=dirfd)
-        else:
-            copy_file(src, st, dirfd, tmp)
-        os.rename(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
-    except BaseException:
-        try:
-            os.unlink(tmp, dir_fd=dirfd)
-        except OSError:
-            pass
-        raise
+        existing = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        if stat.S_ISDIR(existing.st_mode):
+            if not skeleton_dir(fd, name):
+                self.warnings.append(f"kept the root's directory {op.dst} (the source has a"
+                                     f" {op.kind} there)")
+                return
+            shutil_rmtree(name, fd)
+        tmp = f".{name}.minicontainer-{os.getpid()}"
+        make(fd, tmp)
+        os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
 
+    def do_file(self, op):
+        if self.link and op.src:
+            parent, _, name = op.dst.rpartition("/")
+            if self.try_link(op.src, self.dirfd(parent or "/"), name):
+                self.files += 1
+                return
+            if self.link:  # something is there: link under a temporary name, rename over it
+                self.place(op, lambda fd, tmp: os.link(op.src, tmp, dst_dir_fd=fd,
+                                                       follow_symlinks=False))
+                self.files += 1
+                return
+        self.place(op, self.file_maker(op))
+        self.files += 1
+        self.size += op.meta[4]
 
-def copy_file(src, st, dirfd, name):
-    """Copy a regular file's bytes and mode into a new file `name` in `dirfd`."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    with open(src, "rb") as fsrc:
-        out = os.open(name, flags, 0o600, dir_fd=dirfd)
-        try:
-            remaining = st.st_size
-            while remaining > 0:
-                try:
-                    n = os.copy_file_range(fsrc.fileno(), out, remaining)
-                except OSError:  # older kernels, odd filesystems
-                    n = os.sendfile(out, fsrc.fileno(), None, remaining)
-                if n == 0:
-                    break
-                remaining -= n
-            os.fchmod(out, st.st_mode & 0o7777)
-        finally:
+    def file_maker(self, op):
+        """make(dirfd, name) for a file: its bytes, owner, mode and mtime. With the
+        umask at 0 (deploy_paths), a file already owned right is created with its
+        final mode; otherwise chown comes first, as it clears setuid bits."""
+        mode, uid, gid, mtime_ns, _ = op.meta
+        chown = self.owner and (uid, gid) != self.me
+
+        def make(fd, name):
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            out = os.open(name, flags, 0o600 if chown else mode, dir_fd=fd)
+            try:
+                self.fill(op, out)
+                if chown:
+                    os.fchown(out, uid, gid)
+                    os.fchmod(out, mode)
+                os.utime(out, ns=(mtime_ns, mtime_ns))
+            except BaseException:
+                os.close(out)
+                os.unlink(name, dir_fd=fd)
+                raise
             os.close(out)
 
+        return make
 
-def deploy_paths(root, sources, to):
-    """Copy files and directory contents into `to` inside `root`; return counts."""
-    import stat
-    plan, skipped = plan_deploy(sources)
-    rootfd = open_root(root)
-    dirfds = {}
-    files = links = size = 0
-    try:
-        dirfds[""] = open_dir_in_root(rootfd, to, create=True)
-        for src, rel, st in plan:
-            parent, name = os.path.split(rel)
-            if parent not in dirfds:
-                dirfds[parent] = open_dir_in_root(rootfd, f"{to}/{parent}", create=True)
+    def try_link(self, src, fd, name):
+        """--link: hard-link the source. Something already there: False, to be
+        replaced by a copy. On another filesystem: say so once, and copy."""
+        try:
+            os.link(src, name, dst_dir_fd=fd, follow_symlinks=False)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno != 18:  # EXDEV
+                raise
+            self.link = False
+            self.warnings.append(f"--link: {src} is on another filesystem than the root;"
+                                 " copying instead")
+            return False
+
+    @staticmethod
+    def fill(op, out):
+        """Copy the bytes: copy_file_range from a host file, else from the archive."""
+        if op.data is None:
+            src = os.open(op.src, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                install(src, st, dirfds[parent], name)
-            except OSError as exc:
-                raise ContainerError.from_os(f"deploy {src} to {to}/{rel}", exc) from None
-            if stat.S_ISLNK(st.st_mode):
-                links += 1
-            elif stat.S_ISREG(st.st_mode):
-                files += 1
-                size += st.st_size
+                remaining = op.meta[4]
+                while remaining > 0:
+                    try:
+                        n = os.copy_file_range(src, out, remaining)
+                    except OSError:  # an older kernel or an odd filesystem
+                        n = os.sendfile(out, src, None, remaining)
+                    if n == 0:
+                        break
+                    remaining -= n
+            finally:
+                os.close(src)
+        else:
+            import shutil
+            with op.data() as src, open(out, "wb", closefd=False) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+
+    def do_symlink(self, op):
+        self.place(op, lambda fd, name: os.symlink(op.src, name, dir_fd=fd))
+        self.links += 1
+
+    def do_hardlink(self, op):
+        src_parent, src_name = os.path.split(op.src)
+        src_fd = self.dirfd(src_parent, create=False)
+        self.place(op, lambda fd, name: os.link(src_name, name, src_dir_fd=src_fd, dst_dir_fd=fd,
+                                                 follow_symlinks=False))
+        self.links += 1
+
+    def do_remove(self, op):
+        import stat
+        parent, name = os.path.split(op.dst)
+        try:
+            fd = self.dirfd(parent, create=False)
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except (OSError, ContainerError):
+            return  # nothing there to remove
+        self.forget(op.dst)
+        if stat.S_ISDIR(st.st_mode):
+            shutil_rmtree(name, fd)
+        else:
+            os.unlink(name, dir_fd=fd)
+
+    def do_clear(self, op):
+        try:
+            fd = self.dirfd(op.dst, create=False)
+        except ContainerError:
+            return
+        for name in os.listdir(fd):
+            self.do_remove(Op("remove", os.path.join(op.dst, name)))
+
+
+def skeleton_dir(dirfd, name):
+    """An empty directory, or one holding only newroot's .keep placeholder."""
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dirfd)
+    try:
+        return set(os.listdir(fd)) <= {".keep"}
     finally:
-        for fd in dirfds.values():
-            os.close(fd)
+        os.close(fd)
+
+
+def shutil_rmtree(name, dirfd):
+    """Remove a tree below dirfd without following symlinks (rmtree's fd-based walk)."""
+    import shutil
+    shutil.rmtree(name, dir_fd=dirfd)
+
+
+def describe(op):
+    """One line of --dry-run output."""
+    if op.kind == "file":
+        return f"copy {op.src or '(archive member)'} -> {op.dst}"
+    if op.kind == "symlink":
+        return f"symlink {op.dst} -> {op.src}"
+    if op.kind == "hardlink":
+        return f"hardlink {op.dst} -> {op.src}"
+    return f"{'mkdir' if op.kind == 'dir' else op.kind} {op.dst}"
+
+
+def deploy_paths(root, sources, to=None, deps=True, link=False, dry_run=False, progress=False):
+    """Deploy sources into the root; return the Writer (its counts) and the plan."""
+    rootfd = open_root(root)
+    plan = Plan(rootfd)
+    writer = Writer(rootfd, link=link)
+    umask = os.umask(0)  # modes are set exactly, as the sources have them
+    try:
+        plan_sources(plan, sources, to, deps)
+        if dry_run:
+            return writer, plan
+        ops = plan.ops
+        if progress and len(ops) > 1000:
+            with click.progressbar(ops, label="deploying", file=sys.stderr) as bar:
+                for op in bar:
+                    writer.apply(op)
+        else:
+            for op in ops:
+                writer.apply(op)
+        return writer, plan
+    finally:
+        os.umask(umask)
+        writer.close()
+        plan.close()
         os.close(rootfd)
-    return files, links, size, skipped
 
 
 # ---------------------------------------------------------------------------
@@ -1530,17 +2068,31 @@ def cli():
 
 @cli.command()
 @root_option
-@click.option("--to", metavar="DIR", default=DEPLOY_DIR, show_default=True,
-              help="Directory inside the root to deploy into.")
+@click.option("--to", metavar="DIR",
+              help="Directory inside the root to deploy into [default: /bin; / for archives].")
+@click.option("--no-deps", is_flag=True, help="Do not copy the shared libraries a program needs.")
+@click.option("--link", is_flag=True,
+              help="Hard-link files instead of copying them (same filesystem only; the"
+                   " container then shares those files with the host).")
+@click.option("--dry-run", is_flag=True, help="List what would be done; change nothing.")
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
-def deploy(root, to, paths):
-    """Copy files, and the contents of directories, into the container root."""
-    files, links, size, skipped = deploy_paths(root, paths, to)
-    for path in skipped:
+def deploy(root, to, no_deps, link, dry_run, paths):
+    """Copy programs (with the libraries they need), directories, root filesystem
+    archives and images into the container root."""
+    writer, plan = deploy_paths(root, paths, to, deps=not no_deps, link=link, dry_run=dry_run,
+                                progress=sys.stderr.isatty())
+    for path in plan.skipped:
         click.echo(f"minicontainer: warning: skipped {path}: not a file, directory or symlink",
                    err=True)
-    click.echo(f"deployed {files} file{'s' * (files != 1)} ({size} bytes), {links} "
-               f"link{'s' * (links != 1)}, {len(skipped)} skipped into {root}{to}")
+    for warning in writer.warnings:
+        click.echo(f"minicontainer: warning: {warning}", err=True)
+    if dry_run:
+        for op in plan.ops:
+            click.echo(describe(op))
+        return 0
+    files, links = writer.files, writer.links
+    click.echo(f"deployed {files} file{'s' * (files != 1)} ({writer.size} bytes), {links} "
+               f"link{'s' * (links != 1)}, {len(plan.skipped)} skipped into {root}")
     return 0
 
 

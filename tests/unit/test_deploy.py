@@ -103,8 +103,7 @@ def test_missing_path_fails_before_anything_is_copied(root, host, capsys):
 def test_unreadable_file_fails_before_anything_is_copied(root, host, capsys, monkeypatch):
     good = make(host / "tree" / "good")
     bad = make(host / "tree" / "zbad")
-    real_access = os.access
-    monkeypatch.setattr(mc.os, "access", lambda p, m: str(p) != str(bad) and real_access(p, m))
+    monkeypatch.setattr(mc, "readable", lambda path, st: str(path) != str(bad))
     assert deploy(root, host / "tree") == 125
     assert "Permission denied" in capsys.readouterr().err
     assert not (root / "bin" / "good").exists()
@@ -113,11 +112,11 @@ def test_unreadable_file_fails_before_anything_is_copied(root, host, capsys, mon
 def test_failed_copy_leaves_no_half_written_file(root, host, monkeypatch, capsys):
     make(host / "app")
 
-    def broken(src, st, dirfd, name):
-        os.close(os.open(name, os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=dirfd))
+    def broken(op, out):
+        os.write(out, b"half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(mc, "copy_file", broken)
+    monkeypatch.setattr(mc.Writer, "fill", staticmethod(broken))
     assert deploy(root, host / "app") == 125
     assert "No space left on device" in capsys.readouterr().err
     assert os.listdir(root / "bin") == []

@@ -1,0 +1,91 @@
+"""Deploy, then run for real: dynamic host programs, root filesystem archives
+and images, into roots that start empty."""
+import os
+import subprocess
+import tarfile
+
+import pytest
+
+from archives import busybox_rootfs, docker_save, oci_layout, write_tar
+from helpers import REPO, cli
+
+
+@pytest.fixture
+def empty_root(tmp_path):
+    path = tmp_path / "empty"
+    (path / "proc").mkdir(parents=True)
+    return path
+
+
+def run_in(root, *args):
+    return cli("run", "--root", root, *args)
+
+
+def test_dynamic_host_programs_run_in_an_empty_root(empty_root):
+    assert run_in(empty_root, "ls", "/").returncode == 127  # control: nothing there yet
+    result = cli("deploy", "--root", empty_root, "/bin/ls", "/bin/sh")
+    assert result.returncode == 0, result.stderr
+    listing = run_in(empty_root, "ls", "/")
+    assert listing.returncode == 0 and b"bin" in listing.stdout.split()
+    assert run_in(empty_root, "sh", "-c", "echo ok").stdout == b"ok\n"
+
+
+def test_without_deps_the_loader_is_missing(empty_root):
+    cli("deploy", "--root", empty_root, "--no-deps", "/bin/ls")
+    result = run_in(empty_root, "ls", "/")
+    assert result.returncode == 126 and b"ELF interpreter" in result.stderr
+
+
+def test_origin_relative_library_is_found_in_the_container(tmp_path, empty_root):
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "l.c").write_text("int mc_answer(void){return 42;}\n")
+    (tmp_path / "m.c").write_text("int mc_answer(void);\nint main(void){return mc_answer();}\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", tmp_path / "lib" / "libmcanswer.so",
+                    tmp_path / "l.c"], check=True)
+    subprocess.run(["gcc", "-o", tmp_path / "bin" / "answer", tmp_path / "m.c", f"-L{tmp_path / 'lib'}",
+                    "-lmcanswer", "-Wl,-rpath,$ORIGIN/../lib"], check=True)
+    assert subprocess.run([tmp_path / "bin" / "answer"]).returncode == 42
+    assert cli("deploy", "--root", empty_root, tmp_path / "bin" / "answer").returncode == 0
+    assert run_in(empty_root, "answer").returncode == 42
+
+
+def test_busybox_rootfs_archive_deploys_and_runs(tmp_path, busybox, empty_root):
+    archive = write_tar(tmp_path / "rootfs.tar.gz", busybox_rootfs(busybox), mode="w:gz")
+    assert cli("deploy", "--root", empty_root, archive).returncode == 0
+    result = run_in(empty_root, "sh", "-c", "echo ok; ls /bin")
+    assert result.stdout.split() == [b"ok", b"busybox", b"cat", b"echo", b"ls", b"sh"]
+
+
+def test_layered_images_deploy_and_run(tmp_path, busybox, empty_root):
+    base = busybox_rootfs(busybox) + [("etc", b"", tarfile.DIRTYPE, "", 0o755),
+                                      ("etc/motd", b"old\n", tarfile.REGTYPE, "", 0o644)]
+    top = [("etc/.wh.motd", b"", tarfile.REGTYPE, "", 0o644),
+           ("etc/greeting", b"hello\n", tarfile.REGTYPE, "", 0o644)]
+    for image in (docker_save(tmp_path / "image.tar", [base, top]), oci_layout(tmp_path / "oci", [base, top])):
+        root = tmp_path / f"root-{image.name}"
+        (root / "proc").mkdir(parents=True)
+        assert cli("deploy", "--root", root, image).returncode == 0
+        assert run_in(root, "sh", "-c", "ls /etc; cat /etc/greeting").stdout == b"greeting\nhello\n"
+
+
+def test_planted_symlink_in_the_root_does_not_redirect_a_deploy(tmp_path, root, probe):
+    somewhere = tmp_path / "somewhere"
+    somewhere.mkdir()
+    (root / "bin").rename(root / "bin.real")
+    (root / "bin").symlink_to(somewhere)
+    cli("deploy", "--root", root, probe)
+    assert os.listdir(somewhere) == []
+
+
+def test_hostile_archive_changes_nothing_outside_the_root(tmp_path, empty_root):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    members = [(f"{outside}/abs", b"x", tarfile.REGTYPE, "", 0o644),
+               ("link", b"", tarfile.SYMTYPE, str(outside), 0o777),
+               ("link/through", b"x", tarfile.REGTYPE, "", 0o644),
+               ("dev/sda", b"", tarfile.BLKTYPE, "", 0o600)]
+    result = cli("deploy", "--root", empty_root, write_tar(tmp_path / "hostile.tar", members))
+    assert result.returncode == 0 and b"skipped" in result.stderr
+    assert os.listdir(outside) == []
+    assert not (empty_root / "dev" / "sda").exists()

@@ -1,0 +1,209 @@
+"""Deploying archives, images, trees and programs into a temporary root, without root."""
+import os
+import shutil
+import stat
+import subprocess
+import tarfile
+
+import pytest
+
+import minicontainer as mc
+from archives import docker_save, oci_layout, write_tar
+
+REG, DIR, SYM, LNK, CHR = tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE
+
+
+@pytest.fixture
+def root(tmp_path):
+    path = tmp_path / "root"
+    (path / "proc").mkdir(parents=True)
+    return path
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """A host directory outside the root that no deploy may touch."""
+    path = tmp_path / "outside"
+    path.mkdir()
+    (path / "keep").write_text("host")
+    return path
+
+
+def deploy(root, *args):
+    return mc.main(["deploy", "--root", str(root), *map(str, args)])
+
+
+def untouched(outside):
+    return sorted(os.listdir(outside)) == ["keep"] and (outside / "keep").read_text() == "host"
+
+
+@pytest.mark.parametrize("mode", ["w", "w:gz", "w:bz2", "w:xz"])
+def test_rootfs_archive_unpacks_at_the_roots_top(tmp_path, root, mode):
+    suffix = {"w": ".tar", "w:gz": ".tar.gz", "w:bz2": ".tar.bz2", "w:xz": ".tar.xz"}[mode]
+    archive = write_tar(tmp_path / f"rootfs{suffix}", [
+        ("etc", b"", DIR, "", 0o755), ("etc/hostname", b"box\n", REG, "", 0o644),
+        ("bin", b"", DIR, "", 0o755), ("bin/tool", b"#!/bin/sh\n", REG, "", 0o755),
+        ("bin/alias", b"", SYM, "tool", 0o777), ("bin/hard", b"", LNK, "bin/tool", 0o755)], mode)
+    assert deploy(root, archive) == 0
+    assert (root / "etc" / "hostname").read_text() == "box\n"
+    assert stat.S_IMODE((root / "bin" / "tool").stat().st_mode) == 0o755
+    assert os.readlink(root / "bin" / "alias") == "tool"
+    assert (root / "bin" / "hard").stat().st_ino == (root / "bin" / "tool").stat().st_ino
+
+
+def test_absolute_member_is_made_safe(tmp_path, root, outside):
+    archive = write_tar(tmp_path / "a.tar", [(f"{outside}/abs", b"x", REG, "", 0o644)])
+    assert deploy(root, archive) == 0
+    assert untouched(outside)
+    assert (root / str(outside).lstrip("/") / "abs").read_bytes() == b"x"
+
+
+def test_dotdot_member_is_refused_and_nothing_written(tmp_path, root, capsys):
+    archive = write_tar(tmp_path / "a.tar", [("ok", b"1", REG, "", 0o644),
+                                             ("../../escape", b"x", REG, "", 0o644)])
+    assert deploy(root, archive) == 125
+    assert "refused" in capsys.readouterr().err
+    assert sorted(os.listdir(root)) == ["proc"]
+    assert not (tmp_path / "escape").exists()
+
+
+def test_symlink_then_write_through_it_stays_inside(tmp_path, root, outside):
+    archive = write_tar(tmp_path / "a.tar", [("evil", b"", SYM, str(outside), 0o777),
+                                             ("evil/pwned", b"x", REG, "", 0o644)])
+    code = deploy(root, archive)
+    assert untouched(outside)
+    if code == 0:
+        assert (root / str(outside).lstrip("/") / "pwned").exists()
+
+
+def test_relative_symlink_out_then_write_stays_inside(tmp_path, root, outside):
+    archive = write_tar(tmp_path / "a.tar", [("up", b"", SYM, "../../../../../../../../", 0o777),
+                                             (f"up{outside}/pwned", b"x", REG, "", 0o644)])
+    deploy(root, archive)
+    assert untouched(outside)
+
+
+def test_hard_link_to_etc_shadow_is_refused(tmp_path, root, capsys):
+    archive = write_tar(tmp_path / "a.tar", [("shadow", b"", LNK, "/etc/shadow", 0o644)])
+    assert deploy(root, archive) == 125
+    assert "points outside the root" in capsys.readouterr().err
+    assert not (root / "shadow").exists()
+
+
+def test_device_node_is_skipped_with_a_warning(tmp_path, root, capsys):
+    archive = write_tar(tmp_path / "a.tar", [("dev/disk", b"", CHR, "", 0o600), ("f", b"1", REG, "", 0o644)])
+    assert deploy(root, archive) == 0
+    assert "warning: skipped" in capsys.readouterr().err
+    assert not (root / "dev" / "disk").exists() and (root / "f").exists()
+
+
+LAYER1 = [("etc", b"", DIR, "", 0o755), ("etc/old", b"old", REG, "", 0o644),
+          ("etc/keep", b"keep", REG, "", 0o644), ("data", b"", DIR, "", 0o755),
+          ("data/a", b"a", REG, "", 0o644)]
+LAYER2 = [("etc/.wh.old", b"", REG, "", 0o644), ("data/.wh..wh..opq", b"", REG, "", 0o644),
+          ("data/b", b"b", REG, "", 0o644), ("etc/new", b"new", REG, "", 0o644)]
+
+
+def check_layers_applied(root):
+    assert sorted(os.listdir(root / "etc")) == ["keep", "new"]
+    assert sorted(os.listdir(root / "data")) == ["b"]
+
+
+def test_docker_save_archive_applies_layers_and_whiteouts(tmp_path, root):
+    assert deploy(root, docker_save(tmp_path / "image.tar", [LAYER1, LAYER2])) == 0
+    check_layers_applied(root)
+
+
+def test_oci_layout_applies_layers_and_whiteouts(tmp_path, root):
+    assert deploy(root, oci_layout(tmp_path / "oci", [LAYER1, LAYER2])) == 0
+    check_layers_applied(root)
+
+
+def test_whiteout_cannot_delete_outside_the_root(tmp_path, root, outside):
+    layer = [(f"../../{outside.name}/.wh.keep", b"", REG, "", 0o644)]
+    deploy(root, docker_save(tmp_path / "image.tar", [layer]))
+    assert untouched(outside)
+
+
+def test_directory_deploy_keeps_hard_links_and_times(tmp_path, root):
+    src = tmp_path / "tree"
+    src.mkdir()
+    (src / "a").write_text("x")
+    os.link(src / "a", src / "b")
+    os.utime(src / "a", ns=(10**18, 10**18))
+    assert deploy(root, src) == 0
+    assert (root / "bin" / "a").stat().st_ino == (root / "bin" / "b").stat().st_ino
+    assert (root / "bin" / "a").stat().st_mtime_ns == 10**18
+
+
+def test_link_option_hard_links_the_source(tmp_path, root):
+    src = tmp_path / "tool"
+    src.write_text("x")
+    assert deploy(root, "--link", src) == 0
+    assert (root / "bin" / "tool").stat().st_ino == src.stat().st_ino
+
+
+def test_dry_run_lists_and_writes_nothing(tmp_path, root, capsys):
+    assert deploy(root, "--dry-run", "/bin/ls") == 0
+    out = capsys.readouterr().out
+    assert "copy /bin/ls -> /bin/ls" in out and "libc.so.6" in out
+    assert sorted(os.listdir(root)) == ["proc"]
+
+
+def test_no_deps_copies_only_the_program(root):
+    assert deploy(root, "--no-deps", "/bin/ls") == 0
+    assert sorted(os.listdir(root)) == ["bin", "proc"]
+
+
+def test_dynamic_program_brings_its_loader_and_libraries(root):
+    closure = dict(mc.elf_closure("/bin/ls", "/bin"))
+    interp = mc.elf_info("/bin/ls").interp
+    assert interp in closure and any(p.endswith("/libc.so.6") for p in closure)
+    assert deploy(root, "/bin/ls") == 0
+    # The loader's path resolves inside the root, through the links it came with.
+    rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = mc.openat2(rootfd, interp, os.O_RDONLY, mc.RESOLVE_IN_ROOT)
+        assert os.read(fd, 4) == b"\x7fELF"
+        os.close(fd)
+    finally:
+        os.close(rootfd)
+
+
+def test_missing_library_is_named(tmp_path, root, capsys):
+    (tmp_path / "l.c").write_text("int mc_x(void){return 1;}\n")
+    (tmp_path / "m.c").write_text("int mc_x(void);\nint main(void){return mc_x();}\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", tmp_path / "libmcgone.so", tmp_path / "l.c"], check=True)
+    subprocess.run(["gcc", "-o", tmp_path / "prog", tmp_path / "m.c", f"-L{tmp_path}", "-lmcgone"], check=True)
+    (tmp_path / "libmcgone.so").unlink()
+    assert deploy(root, tmp_path / "prog") == 125
+    assert "it needs libmcgone.so, which is not found" in capsys.readouterr().err
+    assert sorted(os.listdir(root)) == ["proc"]
+
+
+def test_archive_that_is_not_a_tar_is_a_clear_error(tmp_path, root, capsys):
+    (tmp_path / "x.tar.gz").write_bytes(b"not an archive")
+    assert deploy(root, tmp_path / "x.tar.gz") == 125
+    assert "not a readable tar archive" in capsys.readouterr().err
+
+
+def test_link_option_replaces_an_existing_file_with_a_link(tmp_path, root):
+    src = tmp_path / "tool"
+    src.write_text("new")
+    (root / "bin").mkdir()
+    (root / "bin" / "tool").write_text("old")
+    assert deploy(root, "--link", src) == 0
+    assert (root / "bin" / "tool").stat().st_ino == src.stat().st_ino
+    assert os.listdir(root / "bin") == ["tool"]
+
+
+def test_directory_modes_and_nesting_survive(tmp_path, root):
+    src = tmp_path / "tree"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "a" / "b" / "f").write_text("x")
+    os.chmod(src / "a", 0o750)
+    os.chmod(src / "a" / "b", 0o555)  # read-only: filled first, its mode set last
+    assert deploy(root, "--to", "/opt", src) == 0
+    assert stat.S_IMODE((root / "opt" / "a").stat().st_mode) == 0o750
+    assert stat.S_IMODE((root / "opt" / "a" / "b").stat().st_mode) == 0o555
+    assert (root / "opt" / "a" / "b" / "f").read_text() == "x"
