@@ -47,6 +47,7 @@ RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 
 AF_INET, SOCK_DGRAM = 2, 2
+TIOCSCTTY, TIOCGWINSZ, TIOCSWINSZ = 0x540E, 0x5413, 0x5414
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
 # pivot_root has no glibc wrapper; its number differs between architectures.
@@ -54,6 +55,10 @@ SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 SYS_PIVOT_ROOT = {"x86_64": 155, "i386": 217, "i686": 217, "aarch64": 41,
                   "riscv64": 41, "armv7l": 218, "ppc64le": 203, "s390x": 217}
 SYS_OPENAT2 = 437
+SYS_OPEN_TREE, SYS_MOVE_MOUNT = 428, 429  # the new mount API (Linux 5.2+), also unified
+OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC = 0x1, os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+AT_FDCWD = -100
 
 # Docker's exit codes for failures that are not the command's own status.
 EXIT_OWN_FAILURE = 125  # minicontainer itself failed
@@ -114,13 +119,24 @@ ULIMITS = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice
 
 DEFAULT_HOSTNAME = "minicontainer"
 DEFAULT_ROOT = "newroot"
+# --read-only keeps these writable, as tmpfs (podman's --read-only-tmpfs).
+READ_ONLY_TMPFS = (("/tmp", "mode=1777"), ("/run", "mode=755"))
+# Where --rm puts its throw-away upper layer: a tmpfs mounted, inside the
+# container's private mount namespace only, on the first of these that is
+# neither the root nor above it.
+SCRATCH_DIRS = ("/run", "/tmp", "/mnt", "/var/tmp", "/media", "/srv")
 ROOT_ENV = "MINICONTAINER_ROOT"
 DEPLOY_DIR = "/bin"
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # Signals minicontainer passes on to the container. SIGCHLD is waited for too.
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
-                     signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+                     signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
+# Those whose default action ends a process; after one of the first four,
+# a command still running when --stop-timeout runs out gets SIGKILL.
+TERMINATING_SIGNALS = frozenset(FORWARDED_SIGNALS) - {signal.SIGWINCH}
+STOP_SIGNALS = frozenset((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT))
+DEFAULT_STOP_TIMEOUT = 10  # seconds, docker's
 SUPERVISED_SIGNALS = FORWARDED_SIGNALS + (signal.SIGCHLD,)
 # The namespace holder's parent-death signal: it kills the container on
 # receipt, so a command that clears its own parent-death signal still dies.
@@ -227,6 +243,21 @@ def openat2(dirfd, path, flags, resolve):
     return _libc_call("syscall", ctypes.c_long(SYS_OPENAT2), dirfd,
                       _bytes(path), ctypes.byref(how), ctypes.sizeof(how),
                       what=f"open {path} inside the root")
+
+
+def open_tree_clone(path):
+    """open_tree(OPEN_TREE_CLONE): a detached copy of the mount at `path`, as an fd
+    that can be attached later, even behind pivot_root (Linux 5.2+)."""
+    import ctypes
+    return _libc_call("syscall", ctypes.c_long(SYS_OPEN_TREE), AT_FDCWD, _bytes(path),
+                      OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC, what=f"open_tree {path}")
+
+
+def move_mount(tree_fd, target):
+    """move_mount(2): attach a detached mount tree at `target`."""
+    import ctypes
+    _libc_call("syscall", ctypes.c_long(SYS_MOVE_MOUNT), tree_fd, b"", AT_FDCWD, _bytes(target),
+               MOVE_MOUNT_F_EMPTY_PATH, what=f"mount --bind (volume) {target}")
 
 
 def sethostname(name):
@@ -1419,17 +1450,37 @@ class Spec:
     """What to run and how: built and checked by the CLI, read by every step."""
 
     __slots__ = ("root", "command", "workdir", "hostname", "namespaces", "init",
-                 "preserve_fds", "mask_paths", "caps", "user", "seccomp", "limits")
+                 "preserve_fds", "mask_paths", "caps", "user", "seccomp", "limits",
+                 "env", "volumes", "tmpfs", "read_only", "read_only_tmpfs", "rm", "tty",
+                 "winsize", "stop_timeout")
 
     def __init__(self, root, command, workdir="/", hostname=DEFAULT_HOSTNAME,
                  namespaces=BASE_NAMESPACES | sum(OPTIONAL_NAMESPACES.values()),
                  init=False, preserve_fds=0, mask_paths=True, caps=frozenset(),
-                 user=None, seccomp=True, limits=None):
+                 user=None, seccomp=True, limits=None, env=(), volumes=(), tmpfs=(),
+                 read_only=False, read_only_tmpfs=True, rm=False, tty=False, winsize=None,
+                 stop_timeout=DEFAULT_STOP_TIMEOUT):
         self.root, self.command, self.workdir = root, tuple(command), workdir
         self.hostname, self.namespaces, self.init = hostname, namespaces, init
         self.preserve_fds, self.mask_paths = preserve_fds, mask_paths
         self.caps, self.user, self.seccomp = caps, user, seccomp  # user: (uid, gid, home)
         self.limits = limits or Limits()
+        self.env, self.volumes, self.tmpfs = tuple(env), tuple(volumes), tuple(tmpfs)
+        self.read_only, self.read_only_tmpfs, self.rm = read_only, read_only_tmpfs, rm
+        self.tty, self.winsize, self.stop_timeout = tty, winsize, stop_timeout
+
+
+class Handles:
+    """What the container's processes hold while it is set up: the report pipe,
+    the cgroups, the terminal socket (-t), and, in PID 1, the host root fd
+    (to explain a failed exec), the seccomp filter and the volume sources."""
+
+    __slots__ = ("report_fd", "groups", "tty_sock", "host_root", "seccomp", "volumes")
+
+    def __init__(self, report_fd, groups, tty_sock=None):
+        self.report_fd, self.groups, self.tty_sock = report_fd, groups, tty_sock
+        self.host_root = self.seccomp = None
+        self.volumes = ()
 
 
 def make_mounts_private():
@@ -1570,6 +1621,83 @@ def protect_system_paths(spec):
             mount("/dev/null", path, None, MS_BIND)
 
 
+def open_volume_sources(spec):
+    """Clone each volume's host path as a detached mount while the host is in
+    sight; they are attached after pivot_root, so every target resolves inside
+    the container and no symlink of the root can aim one at the host."""
+    return tuple(open_tree_clone(src) for src, _, _ in spec.volumes)
+
+
+def throwaway_root(spec):
+    """--rm: an overlay of the root whose upper layer lives on a tmpfs mounted
+    in this private mount namespace only; it vanishes with the namespace, and
+    the root itself is never written. Returns the root to enter."""
+    if not spec.rm:
+        return spec.root
+    scratch = next((d for d in SCRATCH_DIRS if os.path.isdir(d) and not os.path.islink(d)
+                    and d != spec.root and not spec.root.startswith(d + "/")), None)
+    if scratch is None:
+        raise ContainerError("--rm", "found no directory for the throw-away layer's tmpfs")
+    mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, "mode=700")
+    st = os.stat(spec.root)
+    for name in ("upper", "work", "merged"):
+        os.mkdir(f"{scratch}/{name}", 0o755)
+    os.chmod(f"{scratch}/upper", st.st_mode & 0o7777)
+    os.chown(f"{scratch}/upper", st.st_uid, st.st_gid)
+    lower = spec.root.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
+    mount("overlay", f"{scratch}/merged", "overlay", 0,
+          f"lowerdir={lower},upperdir={scratch}/upper,workdir={scratch}/work")
+    return f"{scratch}/merged"
+
+
+def make_target(path, directory):
+    """A mount target inside the container: a directory, or an empty file for a file."""
+    if directory:
+        os.makedirs(path, exist_ok=True)
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if not os.path.lexists(path):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+
+
+def mount_volumes(spec, handles):
+    """-v HOST:CONTAINER[:ro]: bind the held sources, nosuid and nodev, and read-only
+    when asked (the container cannot remount: no CAP_SYS_ADMIN, and seccomp)."""
+    import stat
+    for fd, (src, target, read_only) in zip(handles.volumes, spec.volumes):
+        make_target(target, stat.S_ISDIR(os.fstat(fd).st_mode))
+        move_mount(fd, target)
+        mount(None, target, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV
+              | (MS_RDONLY if read_only else 0))
+        os.close(fd)
+    handles.volumes = ()
+
+
+def mount_tmpfs(spec):
+    """--tmpfs PATH[:OPTIONS]: a fresh tmpfs (nosuid, nodev, noexec unless asked)."""
+    for target, flags, data in spec.tmpfs:
+        make_target(target, True)
+        mount("tmpfs", target, "tmpfs", flags, data)
+
+
+def make_workdir(spec):
+    """-w: the working directory is made if missing, as docker does."""
+    os.makedirs(spec.workdir, exist_ok=True)
+
+
+def seal_root(spec):
+    """--read-only: the root becomes read-only, with /tmp and /run as tmpfs
+    unless the user mounted something there or said --read-only-tmpfs=false."""
+    if not spec.read_only:
+        return
+    taken = {target for _, target, _ in spec.volumes} | {target for target, _, _ in spec.tmpfs}
+    for target, data in READ_ONLY_TMPFS if spec.read_only_tmpfs else ():
+        if target not in taken:
+            make_target(target, True)
+            mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, data)
+    mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
 def close_other_fds(spec):
     """Only 0, 1, 2 and the --preserve-fds ones reach the command.
 
@@ -1587,12 +1715,13 @@ def close_other_fds(spec):
 
 
 def container_env(spec):
-    """A clean environment for the command, not the host's."""
+    """A clean environment for the command, not the host's; -e and --env-file on top."""
     hostname = spec.hostname if spec.namespaces & CLONE_NEWUTS else os.uname().nodename
     home = spec.user[2] if spec.user else "/root"
     env = {"PATH": CONTAINER_PATH, "HOME": home, "HOSTNAME": hostname}
     if "TERM" in os.environ:
         env["TERM"] = os.environ["TERM"]
+    env.update(spec.env)
     return env
 
 
@@ -1654,6 +1783,30 @@ def refuse_host_interpreter(command, path, search_path):
             candidate = shebang(candidate)
             if candidate is None:
                 break
+
+
+def attach_terminal(spec, handles):
+    """-t: a pseudo-terminal from the container's own devpts. The master goes to
+    the supervisor (SCM_RIGHTS), the slave becomes this process's controlling
+    terminal and stdio, so job control and ^C work inside."""
+    if handles.tty_sock is None:
+        return
+    import ctypes
+    import socket
+    if os.getpid() != 1:  # under --init the command leads a session of its own
+        os.setsid()
+    master, slave = os.openpty()
+    if spec.winsize:
+        _libc_call("ioctl", slave, TIOCSWINSZ, ctypes.create_string_buffer(spec.winsize, 8),
+                   what="set the terminal size")
+    socket.send_fds(handles.tty_sock, [b"t"], [master])
+    os.close(master)
+    handles.tty_sock.close()
+    _libc_call("ioctl", slave, TIOCSCTTY, 0, what="take the terminal as controlling terminal")
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
 
 
 def exec_command(spec, env, host_root):
@@ -1767,18 +1920,20 @@ def set_rlimits(spec):
         resource.setrlimit(number, (soft, hard))
 
 
-def start_command(spec, env, host_root, seccomp):
-    """The last steps, in order: signal state, rlimits, privileges, seccomp, exec."""
+def start_command(spec, env, handles):
+    """The last steps, in order: signal state, rlimits, terminal, privileges,
+    seccomp, exec."""
     restore_signals()
     set_rlimits(spec)
+    attach_terminal(spec, handles)
     limit_capabilities(spec)
     forbid_new_privileges()
-    if seccomp:
-        seccomp.load()
-    exec_command(spec, env, host_root)
+    if handles.seccomp:
+        handles.seccomp.load()
+    exec_command(spec, env, handles.host_root)
 
 
-def run_init(spec, env, report_fd, host_root, seccomp):
+def run_init(spec, env, handles):
     """--init: stay as PID 1, a small trusted init; the command runs as PID 2.
 
     The init reaps every orphan, forwards signals to the command and exits
@@ -1790,7 +1945,7 @@ def run_init(spec, env, report_fd, host_root, seccomp):
     pid = os.fork()
     if pid == 0:
         # The command: PID 2 of the container, root, all set-up done; ends in exec.
-        in_child(report_fd, start_command, spec, env, host_root, seccomp)
+        in_child(handles.report_fd, start_command, spec, env, handles)
     os.closerange(3, 1 << 20)  # the init needs no descriptor at all
     return init_loop(pid)
 
@@ -1813,28 +1968,34 @@ def init_loop(command_pid):
                 return exit_code(status)
 
 
-def container_main(spec, holder_pid, report_fd, groups):
+def container_main(spec, holder_pid, handles):
     """PID 1 of the new namespaces, root, not yet in the root: the whole set-up
     of the container, in order, ending in exec (or in the init, with --init)."""
     die_with_parent(holder_pid)
     new_session()
-    enter_cgroups(spec, groups)
-    host_root = os.open("/", os.O_PATH | os.O_CLOEXEC)  # only to explain a failed exec
-    seccomp = prepare_seccomp(spec)
+    enter_cgroups(spec, handles.groups)
+    handles.host_root = os.open("/", os.O_PATH | os.O_CLOEXEC)  # only to explain a failed exec
+    handles.seccomp = prepare_seccomp(spec)
+    handles.volumes = open_volume_sources(spec)
     set_hostname(spec)
     bring_up_loopback(spec)
-    bind_root(spec.root)
-    enter_root(spec.root)
+    root = throwaway_root(spec)
+    bind_root(root)
+    enter_root(root)
     mount_proc()
     mount_dev()
     mount_sys()
+    mount_volumes(spec, handles)
+    mount_tmpfs(spec)
+    make_workdir(spec)
     protect_system_paths(spec)
+    seal_root(spec)
     close_other_fds(spec)
     os.chdir(spec.workdir)
     env = container_env(spec)
     if spec.init:
-        return run_init(spec, env, report_fd, host_root, seccomp)
-    start_command(spec, env, host_root, seccomp)
+        return run_init(spec, env, handles)
+    start_command(spec, env, handles)
 
 
 # ---------------------------------------------------------------------------
@@ -1880,7 +2041,7 @@ def exit_code(status):
     return os.WEXITSTATUS(status)
 
 
-def holder_main(spec, report_fd, supervisor_pid, groups, status_fd):
+def holder_main(spec, handles, supervisor_pid, status_fd):
     """Child of the supervisor, host PID namespace, root: unshare, fork PID 1, hold.
 
     PID 1 unshares the cgroup namespace itself, once it is in its groups.
@@ -1893,10 +2054,12 @@ def holder_main(spec, report_fd, supervisor_pid, groups, status_fd):
     pid = os.fork()
     if pid == 0:
         # Container PID 1: new PID, mount, UTS, IPC, network namespaces; root.
-        in_child(report_fd, container_main, spec, holder_pid, report_fd, groups)
-    report(report_fd, f"pid {pid}")
-    os.close(report_fd)
-    code = hold(pid, groups)
+        in_child(handles.report_fd, container_main, spec, holder_pid, handles)
+    report(handles.report_fd, f"pid {pid}")
+    os.close(handles.report_fd)
+    if handles.tty_sock is not None:
+        handles.tty_sock.close()
+    code = hold(pid, handles.groups)
     if os.getppid() == supervisor_pid:
         os.write(status_fd, bytes([code]))
         os.kill(supervisor_pid, HOLDER_DONE)
@@ -2001,22 +2164,26 @@ def forward(info, pid1, pidfd, own_init=False):
     how = "caught" if own_init else signal_disposition(pid1, info.si_signo)
     if how == "caught":
         send(pidfd, info.si_signo)
-    elif how == "default":
+    elif how == "default" and info.si_signo in TERMINATING_SIGNALS:
         send(pidfd, signal.SIGKILL)
         return info.si_signo
     return None
 
 
-def supervise(holder, report_fd, status_fd, own_init):
+def supervise(spec, holder, report_fd, status_fd, tty_sock):
     """Parent, host namespaces, root: wait for the container and return its exit code.
 
     The holder reports the status (HOLDER_DONE, then the status pipe) as soon
     as PID 1 is reaped; if instead the holder itself ends first, its own exit
-    status stands in, and a holder that was killed takes PID 1 with it.
+    status stands in, and a holder that was killed takes PID 1 with it. After
+    a stop signal (SIGTERM, SIGINT, SIGHUP, SIGQUIT), a command still running
+    when --stop-timeout runs out gets SIGKILL, as `docker stop` does.
     """
+    import time
     pid1, error = read_reports(report_fd)
     pidfd = open_pid(pid1)
-    applied = code = None
+    terminal = Terminal.attach(tty_sock) if tty_sock is not None and error is None else None
+    applied = code = deadline = None
     try:
         while code is None:
             done, status = os.waitpid(holder, os.WNOHANG)
@@ -2025,14 +2192,25 @@ def supervise(holder, report_fd, status_fd, own_init):
                     send(pidfd, signal.SIGKILL)  # the holder was killed: its container goes too
                 code = exit_code(status)
                 break
-            info = signal.sigwaitinfo(SUPERVISED_SIGNALS + (HOLDER_DONE,))
-            if info.si_signo == HOLDER_DONE:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            info = signal.sigtimedwait(SUPERVISED_SIGNALS + (HOLDER_DONE,), wait) \
+                if wait is not None else signal.sigwaitinfo(SUPERVISED_SIGNALS + (HOLDER_DONE,))
+            if info is None:  # --stop-timeout ran out
+                send(pidfd, signal.SIGKILL)
+                deadline = None
+            elif info.si_signo == HOLDER_DONE:
                 code = os.read(status_fd, 1)[0]
+            elif info.si_signo == signal.SIGWINCH and terminal is not None:
+                terminal.resize()
             elif info.si_signo != signal.SIGCHLD and pidfd is not None:
-                applied = forward(info, pid1, pidfd, own_init) or applied
+                applied = forward(info, pid1, pidfd, spec.init) or applied
+                if info.si_signo in STOP_SIGNALS and deadline is None:
+                    deadline = time.monotonic() + spec.stop_timeout
     finally:
         if pidfd is not None:
             os.close(pidfd)
+        if terminal is not None:
+            terminal.close()
     if error is not None:
         raise error
     if applied is not None and code == 128 + signal.SIGKILL:
@@ -2040,7 +2218,59 @@ def supervise(holder, report_fd, status_fd, own_init):
     return code
 
 
-def run_container(spec):
+class Terminal:
+    """-t, supervisor's side: the host terminal in raw mode, relayed both ways to
+    the container's pseudo-terminal master by two threads; restored at the end."""
+
+    def __init__(self, master):
+        import termios
+        import threading
+        import tty
+        self.master, self.saved = master, termios.tcgetattr(0)
+        tty.setraw(0)
+        self.output = threading.Thread(target=pump, args=(master, 1), daemon=True)
+        self.output.start()
+        threading.Thread(target=pump, args=(0, master), daemon=True).start()
+
+    @classmethod
+    def attach(cls, sock):
+        """Receive the master PID 1 (or, under --init, the command) sent, if it did."""
+        import socket
+        try:
+            _, fds, _, _ = socket.recv_fds(sock, 16, 1, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return None
+        return cls(fds[0]) if fds else None
+
+    def resize(self):
+        """Pass the host terminal's size on; the kernel sends SIGWINCH inside."""
+        import fcntl
+        fcntl.ioctl(self.master, TIOCSWINSZ, fcntl.ioctl(0, TIOCGWINSZ, bytes(8)))
+
+    def close(self):
+        import termios
+        self.output.join(timeout=2)  # the last output, up to the master's EIO
+        termios.tcsetattr(0, termios.TCSADRAIN, self.saved)
+        os.close(self.master)
+
+
+def pump(src, dst):
+    """Copy bytes from src to dst until either side closes."""
+    while True:
+        try:
+            data = os.read(src, 65536)
+        except OSError:  # EIO: the terminal's other side is gone
+            return
+        if not data:
+            return
+        try:
+            while data:
+                data = data[os.write(dst, data):]
+        except OSError:
+            return
+
+
+def run_container(spec, name=None):
     """Start the container; return its exit code and the post-mortem of its cgroups.
 
     Parent side, host namespaces, root. The cgroups are made before the fork
@@ -2053,11 +2283,16 @@ def run_container(spec):
     gc.disable()
     gc.freeze()
     supervisor_pid = os.getpid()
-    groups = make_cgroups(spec.limits, f"minicontainer-{supervisor_pid}-{os.urandom(3).hex()}")
+    label = name or f"{supervisor_pid}-{os.urandom(3).hex()}"
+    groups = make_cgroups(spec.limits, f"minicontainer-{label}")
     found = {}
     try:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         status_read, status_write = os.pipe2(os.O_CLOEXEC)
+        tty_ours = tty_theirs = None
+        if spec.tty:
+            import socket
+            tty_ours, tty_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         sys.stdout.flush()
         sys.stderr.flush()
         holder = os.fork()
@@ -2065,13 +2300,20 @@ def run_container(spec):
             # Namespace holder: host PID namespace, soon its own mount namespace, root.
             os.close(read_fd)
             os.close(status_read)
-            in_child(write_fd, holder_main, spec, write_fd, supervisor_pid, groups, status_write)
+            if tty_ours is not None:
+                tty_ours.close()
+            in_child(write_fd, holder_main, spec, Handles(write_fd, groups, tty_theirs),
+                     supervisor_pid, status_write)
         os.close(write_fd)
         os.close(status_write)
+        if tty_theirs is not None:
+            tty_theirs.close()
         try:
-            code = supervise(holder, read_fd, status_read, spec.init)
+            code = supervise(spec, holder, read_fd, status_read, tty_ours)
         finally:
             os.close(status_read)
+            if tty_ours is not None:
+                tty_ours.close()
     finally:
         found, errors = remove_cgroups(groups, post_mortem_too=True)
         found["cleanup_errors"] = errors
@@ -2255,6 +2497,96 @@ def resolve_user(root, user):
     return uid, gid, (entry[5] or "/") if entry else "/"
 
 
+def parse_env(values, files):
+    """-e KEY=VALUE, -e KEY (the host's value, if it has one), --env-file FILE
+    (the same, one a line; blank lines and # comments skipped), in order."""
+    lines = []
+    for path in files:
+        try:
+            with open(path) as f:
+                lines += [(f"--env-file {path}", line.rstrip("\n")) for line in f]
+        except OSError as exc:
+            raise ContainerError.from_os(f"--env-file {path}", exc) from None
+    env = []
+    for origin, text in lines + [("-e", value) for value in values]:
+        if origin != "-e" and (not text.strip() or text.lstrip().startswith("#")):
+            continue
+        key, sep, value = text.partition("=")
+        if not key or "\0" in text or key != key.strip():
+            raise ContainerError(f"{origin} {text!r}", "expected KEY=VALUE or KEY")
+        if sep:
+            env.append((key, value))
+        elif key in os.environ:
+            env.append((key, os.environ[key]))
+    return env
+
+
+def parse_volume(value):
+    """-v HOST:CONTAINER[:ro|rw]: the host path must exist; both absolute."""
+    parts = value.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise ContainerError(f"--volume {value}", "expected HOST:CONTAINER[:ro]")
+    src, dst = parts[0], parts[1]
+    if not os.path.isabs(src) and not src.startswith("."):
+        raise ContainerError(f"--volume {value}", "the host path must be absolute or start with ./")
+    if not os.path.isabs(dst) or os.path.normpath(dst) == "/":
+        raise ContainerError(f"--volume {value}", "the container path must be absolute, and not /")
+    if not os.path.exists(src):
+        raise ContainerError(f"--volume {value}", f"the host path {src} does not exist")
+    return os.path.abspath(src), os.path.normpath(dst), len(parts) == 3 and parts[2] == "ro"
+
+
+TMPFS_FLAGS = {"ro": (MS_RDONLY, 0), "rw": (0, MS_RDONLY), "exec": (0, MS_NOEXEC),
+               "noexec": (MS_NOEXEC, 0), "suid": (0, MS_NOSUID), "nosuid": (MS_NOSUID, 0),
+               "dev": (0, MS_NODEV), "nodev": (MS_NODEV, 0)}
+
+
+def parse_tmpfs(value):
+    """--tmpfs PATH[:OPTIONS]: docker's options (size=, mode=, uid=, gid=, nr_inodes=,
+    ro, exec, suid, dev ...); nosuid, nodev and noexec unless asked otherwise."""
+    target, _, options = value.partition(":")
+    if not os.path.isabs(target) or os.path.normpath(target) == "/":
+        raise ContainerError(f"--tmpfs {value}", "the container path must be absolute, and not /")
+    flags, data = MS_NOSUID | MS_NODEV | MS_NOEXEC, []
+    for option in filter(None, options.split(",")):
+        name = option.partition("=")[0]
+        if option in TMPFS_FLAGS:
+            flags = (flags | TMPFS_FLAGS[option][0]) & ~TMPFS_FLAGS[option][1]
+        elif name in ("size", "mode", "uid", "gid", "nr_inodes", "nr_blocks"):
+            data.append(option)
+        else:
+            raise ContainerError(f"--tmpfs {value}", f"unknown option {option!r}")
+    return os.path.normpath(target), flags, ",".join(data)
+
+
+NAME_CHARS = HOSTNAME_CHARS | {"_", "."}
+
+
+def claim_name(name):
+    """--name: docker's rule for names; a name is held by an abstract Unix socket
+    for as long as any of this run's processes lives (the kernel releases it
+    even after SIGKILL, so nothing is left behind). Returns the socket."""
+    import socket
+    if not (0 < len(name) <= 63 and set(name) <= NAME_CHARS and name[0] not in "_.-"):
+        raise ContainerError(f"--name {name!r}", "expected letters, digits, '_', '.' and '-',"
+                             " 63 at most, starting with a letter or digit")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(f"\0minicontainer/{name}")
+    except OSError:
+        sock.close()
+        raise ContainerError(f"--name {name}", "a running container already has this name") from None
+    return sock
+
+
+def terminal_size():
+    """-t: the host terminal's size, to start the container's terminal with."""
+    import fcntl
+    if not os.isatty(0):
+        raise ContainerError("-t", "the input is not a terminal (drop -t, or run from one)")
+    return fcntl.ioctl(0, TIOCGWINSZ, bytes(8))
+
+
 SHARE = click.Choice(["private", "host"])
 
 
@@ -2296,33 +2628,65 @@ SHARE = click.Choice(["private", "host"])
               help="A resource limit (only lowering); nofile defaults to 1024:524288.")
 @click.option("--stats", is_flag=True,
               help="After the run, print wall time, CPU time, peak memory and pids on stderr.")
+@click.option("--env", "-e", multiple=True, metavar="KEY[=VALUE]",
+              help="Set an environment variable (KEY alone: the host's value).")
+@click.option("--env-file", multiple=True, metavar="FILE", help="Read KEY=VALUE lines from a file.")
+@click.option("--workdir", "-w", metavar="DIR", default="/", show_default=True,
+              help="Working directory inside the container (made if missing).")
+@click.option("--volume", "-v", multiple=True, metavar="HOST:CONTAINER[:ro]",
+              help="Bind a host file or directory into the container.")
+@click.option("--tmpfs", multiple=True, metavar="PATH[:OPTIONS]",
+              help="Mount a tmpfs, e.g. /cache:size=64m.")
+@click.option("--read-only", is_flag=True, help="Mount the root read-only.")
+@click.option("--read-only-tmpfs", type=click.BOOL, default=True, show_default=True,
+              metavar="BOOL", help="With --read-only, keep /tmp and /run writable as tmpfs.")
+@click.option("--rm", is_flag=True,
+              help="Throw-away root: writes go to an overlay that is discarded afterwards.")
+@click.option("--interactive", "-i", is_flag=True,
+              help="Keep stdin attached (it always is; accepted for docker's habit).")
+@click.option("--tty", "-t", is_flag=True,
+              help="Give the command a pseudo-terminal of its own (job control, ^C, resize).")
+@click.option("--stop-timeout", type=click.IntRange(min=0), default=DEFAULT_STOP_TIMEOUT,
+              show_default=True, metavar="SECONDS",
+              help="After SIGTERM, SIGINT, SIGHUP or SIGQUIT, SIGKILL the command this much later.")
+@click.option("--name", metavar="NAME", help="Name the container (hostname and cgroup default to it).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED,
                 metavar="COMMAND [ARG]...")
 def run(root, hostname, network, ipc, uts, cgroupns, init, preserve_fds, security_opt,
         cap_add, cap_drop, seccomp, user, memory, memory_swap, pids_limit, cpus, cpu_shares,
-        ulimit, stats, command):
+        ulimit, stats, env, env_file, workdir, volume, tmpfs, read_only, read_only_tmpfs, rm,
+        interactive, tty, stop_timeout, name, command):
     """Run COMMAND as PID 1 of a new container; exits with its status.
 
     Options go before COMMAND; everything after it is passed on untouched.
     """
     if hostname is not None and uts == "host":
         raise ContainerError("--hostname", "cannot name the container with --uts host")
+    if not os.path.isabs(workdir):
+        raise ContainerError(f"--workdir {workdir}", "must be an absolute path")
     relaxed = parse_security_opts(security_opt)
     root = check_run_root(root)
-    spec = Spec(root, command,
-                hostname=check_hostname(DEFAULT_HOSTNAME if hostname is None else hostname),
+    name_lock = claim_name(name) if name is not None else None
+    if hostname is None:
+        hostname = name.replace("_", "-") if name is not None else DEFAULT_HOSTNAME
+    spec = Spec(root, command, workdir=os.path.normpath(workdir),
+                hostname=check_hostname(hostname),
                 namespaces=namespaces_for(network=network, ipc=ipc, uts=uts, cgroupns=cgroupns),
                 init=init, preserve_fds=check_preserved_fds(preserve_fds),
                 mask_paths="mask_paths" not in relaxed,
                 caps=resolve_capabilities(cap_add, cap_drop),
                 user=resolve_user(root, user) if user is not None else None,
                 seccomp=seccomp == "default" and "seccomp" not in relaxed,
-                limits=parse_limits(memory, memory_swap, pids_limit, cpus, cpu_shares, stats, ulimit))
+                limits=parse_limits(memory, memory_swap, pids_limit, cpus, cpu_shares, stats, ulimit),
+                env=parse_env(env, env_file), volumes=[parse_volume(v) for v in volume],
+                tmpfs=[parse_tmpfs(t) for t in tmpfs], read_only=read_only,
+                read_only_tmpfs=read_only_tmpfs, rm=rm, tty=tty,
+                winsize=terminal_size() if tty else None, stop_timeout=stop_timeout)
     if os.geteuid() != 0:
         raise ContainerError("run", "needs root (try: sudo minicontainer run ...)")
     import time
     started = time.monotonic()
-    code, found = run_container(spec)
+    code, found = run_container(spec, name)
     report_resources(spec.limits, memory, code, found, time.monotonic() - started)
     return code
 

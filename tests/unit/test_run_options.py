@@ -1,0 +1,87 @@
+"""Unit tests for run's docker-style options: env, volumes, tmpfs, names."""
+import os
+
+import pytest
+
+import minicontainer as mc
+
+
+def test_env_values_files_and_host_copies(tmp_path, monkeypatch):
+    monkeypatch.setenv("FROM_HOST", "h")
+    monkeypatch.delenv("NOT_ON_HOST", raising=False)
+    env_file = tmp_path / "env"
+    env_file.write_text("# comment\n\nA=1\nB=x=y\nFROM_HOST\n")
+    assert mc.parse_env(["C=3", "FROM_HOST", "NOT_ON_HOST", "A=override"], [str(env_file)]) == \
+        [("A", "1"), ("B", "x=y"), ("FROM_HOST", "h"), ("C", "3"), ("FROM_HOST", "h"), ("A", "override")]
+
+
+@pytest.mark.parametrize("value", ["=x", " A=1"])
+def test_bad_env_is_refused(value):
+    with pytest.raises(mc.ContainerError) as exc:
+        mc.parse_env([value], [])
+    assert "expected KEY=VALUE or KEY" in str(exc.value)
+
+
+def test_missing_env_file_is_refused(tmp_path):
+    with pytest.raises(mc.ContainerError) as exc:
+        mc.parse_env([], [str(tmp_path / "nope")])
+    assert "No such file" in str(exc.value)
+
+
+def test_volumes_parse(tmp_path):
+    assert mc.parse_volume(f"{tmp_path}:/data") == (str(tmp_path), "/data", False)
+    assert mc.parse_volume(f"{tmp_path}:/data/:ro") == (str(tmp_path), "/data", True)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("/nonexistent-mc:/data", "does not exist"),
+    ("TMP:data", "must be absolute, and not /"),
+    ("TMP:/", "must be absolute, and not /"),
+    ("TMP:/d:rx", "expected HOST:CONTAINER[:ro]"),
+    ("named:/d", "must be absolute or start with ./"),
+])
+def test_bad_volumes_are_refused(tmp_path, value, message):
+    with pytest.raises(mc.ContainerError) as exc:
+        mc.parse_volume(value.replace("TMP", str(tmp_path)))
+    assert message in str(exc.value)
+
+
+def test_tmpfs_options():
+    target, flags, data = mc.parse_tmpfs("/cache:size=64m,mode=1777,exec")
+    assert (target, data) == ("/cache", "size=64m,mode=1777")
+    assert flags == mc.MS_NOSUID | mc.MS_NODEV
+    assert mc.parse_tmpfs("/x")[1] == mc.MS_NOSUID | mc.MS_NODEV | mc.MS_NOEXEC
+    assert mc.parse_tmpfs("/x:ro")[1] & mc.MS_RDONLY
+    with pytest.raises(mc.ContainerError):
+        mc.parse_tmpfs("/x:bogus")
+
+
+@pytest.mark.parametrize("name", ["", "-x", "_x", "a b", "x" * 64, "a/b"])
+def test_bad_names_are_refused(name):
+    with pytest.raises(mc.ContainerError) as exc:
+        mc.claim_name(name)
+    assert "--name" in str(exc.value)
+
+
+def test_a_name_is_held_while_its_socket_lives():
+    first = mc.claim_name("mc-unit-test-name")
+    try:
+        with pytest.raises(mc.ContainerError) as exc:
+            mc.claim_name("mc-unit-test-name")
+        assert "already has this name" in str(exc.value)
+    finally:
+        first.close()
+    mc.claim_name("mc-unit-test-name").close()  # free again
+
+
+def test_tty_needs_a_terminal(monkeypatch):
+    monkeypatch.setattr(mc.os, "isatty", lambda fd: False)
+    with pytest.raises(mc.ContainerError) as exc:
+        mc.terminal_size()
+    assert "not a terminal" in str(exc.value)
+
+
+def test_relative_workdir_is_refused(tmp_path, capsys):
+    (tmp_path / "proc").mkdir()
+    assert mc.main(["run", "--root", str(tmp_path), "-w", "rel", "true"]) == 125
+    assert "must be an absolute path" in capsys.readouterr().err
