@@ -1,5 +1,6 @@
 """Helpers shared by the tests: the CLI, process and mount inspection."""
 import os
+import select
 import subprocess
 import sys
 import time
@@ -115,3 +116,27 @@ class Container:
         for f in (self.proc.stdout, self.proc.stderr):
             if f:
                 f.close()
+
+
+def read_for(fd, seconds):
+    """Whatever fd yields within `seconds` (a terminal's master, say)."""
+    out, end = b"", time.monotonic() + seconds
+    while time.monotonic() < end:
+        ready, _, _ = select.select([fd], [], [], 0.05)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the terminal's other side is gone
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out
+
+
+def read_until(fd, marker, timeout=10):
+    """Read fd until `marker` shows up (or timeout); return all that was read."""
+    out, end = b"", time.monotonic() + timeout
+    while marker not in out and time.monotonic() < end:
+        out += read_for(fd, 0.1)
+    return out

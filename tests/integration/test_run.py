@@ -5,7 +5,6 @@ succeed, so no check passes by accident.
 """
 import fcntl
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -15,7 +14,7 @@ import pytest
 
 import minicontainer as mc
 
-from helpers import CLI, REPO, build_static, cli, container_pids, host_mounts, processes_rooted_under, wait_for
+from helpers import CLI, REPO, build_static, cli, container_pids, host_mounts, processes_rooted_under, read_until, wait_for
 
 
 def test_walkthrough_hello_from_the_container(tmp_path, root):
@@ -185,21 +184,6 @@ def test_killing_minicontainer_kills_the_container_within_a_second(root, start):
     c.proc.kill()
     c.proc.wait()
     assert wait_for(lambda: not processes_rooted_under(root), 1.0)
-
-
-def read_until(fd, marker, timeout=10):
-    data = b""
-    while marker not in data:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        assert ready, data
-        try:
-            chunk = os.read(fd, 1024)
-        except OSError:  # EIO: the terminal's other side is gone
-            break
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 def on_terminal(root, *args):

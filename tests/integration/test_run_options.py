@@ -3,7 +3,6 @@ read-only and throw-away roots, terminals, pipes, signals, names."""
 import fcntl
 import hashlib
 import os
-import select
 import signal
 import struct
 import subprocess
@@ -12,7 +11,7 @@ import time
 
 import pytest
 
-from helpers import CLI, cli
+from helpers import CLI, cli, container_pids, read_until
 
 
 def test_env_workdir_and_hostname_seen_inside(tmp_path, run):
@@ -90,28 +89,6 @@ def test_pipes_pass_through_without_a_terminal(root):
     assert result.stdout == b"hi\x00bytes\n"
 
 
-def read_for(fd, seconds):
-    out, end = b"", time.monotonic() + seconds
-    while time.monotonic() < end:
-        ready, _, _ = select.select([fd], [], [], 0.05)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-    return out
-
-
-def read_until(fd, marker, timeout=10):
-    out, end = b"", time.monotonic() + timeout
-    while marker not in out and time.monotonic() < end:
-        out += read_for(fd, 0.1)
-    return out
-
-
 @pytest.mark.parametrize("init", [False, True])
 def test_interactive_shell_on_a_real_terminal(root, init):
     master, slave = os.openpty()
@@ -139,6 +116,51 @@ def test_interactive_shell_on_a_real_terminal(root, init):
         os.write(master, b"exit 3\n")
         assert proc.wait(10) == 3
         assert termios.tcgetattr(slave) == before  # the host terminal is as it was
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        os.close(slave)
+
+
+def on_terminal(root, *args):
+    """The CLI on a fresh pty as its controlling terminal: (process, master, slave)."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    proc = subprocess.Popen([*CLI, "run", "--root", str(root), *map(str, args)], stdin=slave,
+                            stdout=slave, stderr=slave, start_new_session=True,
+                            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+    return proc, master, slave
+
+
+def test_ctrl_z_stops_the_foreground_job_inside(root):
+    proc, master, slave = on_terminal(root, "-t", "/bin/busybox", "sh")
+    try:
+        read_until(master, b"# ")
+        os.write(master, b"sleep 30\n")
+        time.sleep(0.5)
+        os.write(master, b"\x1a")  # ^Z
+        assert b"Stopped" in read_until(master, b"Stopped")
+        os.write(master, b"kill -9 %1; wait; exit 0\n")
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        os.close(slave)
+
+
+def test_terminal_is_restored_when_the_container_is_killed(root):
+    proc, master, slave = on_terminal(root, "-t", "/bin/probe", "sleep", 30)
+    before = termios.tcgetattr(slave)
+    try:
+        assert b"ready" in read_until(master, b"ready")
+        assert termios.tcgetattr(slave) != before  # raw while it runs
+        os.kill(container_pids(root)[0], signal.SIGKILL)
+        assert proc.wait(10) == 137
+        assert termios.tcgetattr(slave) == before
     finally:
         if proc.poll() is None:
             proc.kill()
