@@ -142,7 +142,10 @@ def test_ctrl_z_stops_the_foreground_job_inside(root):
         time.sleep(0.5)
         os.write(master, b"\x1a")  # ^Z
         assert b"Stopped" in read_until(master, b"Stopped")
-        os.write(master, b"kill -9 %1; wait; exit 0\n")
+        os.write(master, b"kill -9 %1; wait; echo killed\n")
+        assert b"killed" in read_until(master, b"killed\r\n")
+        os.write(master, b"exit 0\n")  # ash refuses the first exit while it counted a stopped job
+        os.write(master, b"exit 0\n")
         assert proc.wait(10) == 0
     finally:
         if proc.poll() is None:
