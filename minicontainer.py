@@ -260,6 +260,17 @@ def move_mount(tree_fd, target):
                MOVE_MOUNT_F_EMPTY_PATH, what=f"mount --bind (volume) {target}")
 
 
+def setns(fd, nstype):
+    """setns(2): move this thread into the namespace `fd` refers to."""
+    if hasattr(os, "setns"):
+        try:
+            os.setns(fd, nstype)
+        except OSError as exc:
+            raise ContainerError.from_os("setns", exc) from None
+    else:
+        _libc_call("setns", fd, nstype, what="setns")
+
+
 def sethostname(name):
     """sethostname(2). Precondition: in the container's own UTS namespace."""
     data = name.encode()
@@ -1441,6 +1452,345 @@ def join_cgroups(groups, pid):
 
 
 # ---------------------------------------------------------------------------
+# Network (host side)
+# --network bridge: the supervisor gives the container an address on the
+# bridge minicontainer owns (mc0), under a file lock shared by all runs, and
+# a veth pair whose container end is eth0. pyroute2 does the netlink work;
+# it is imported only here (it costs ~170 ms). The last run to leave removes
+# the bridge and any masquerade rule; the holder does it if the supervisor is
+# SIGKILLed, and every run sweeps entries whose owners are gone. The shared
+# state lives in /run, reached through a directory fd opened up front, so
+# the holder can still reach it from behind pivot_root.
+# ---------------------------------------------------------------------------
+
+BRIDGE = "mc0"
+DEFAULT_SUBNET = "10.88.0.0/16"
+NET_STATE_DIR = "/run"
+NET_LOCK, NET_STATE = "minicontainer-network.lock", "minicontainer-network.json"
+NFT_TABLE = "minicontainer"
+
+
+def parse_subnet(text):
+    """--subnet CIDR: an IPv4 network with room for the bridge and containers."""
+    import ipaddress
+    try:
+        net = ipaddress.IPv4Network(text, strict=True)
+    except ValueError as exc:
+        raise ContainerError(f"--subnet {text}", str(exc)) from None
+    if net.prefixlen > 29:
+        raise ContainerError(f"--subnet {text}", "too small: at most /29")
+    return net
+
+
+def parse_publish(value):
+    """-p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp]; the host address defaults to 127.0.0.1."""
+    import ipaddress
+    spec, _, proto = value.partition("/")
+    if proto not in ("", "tcp"):
+        raise ContainerError(f"--publish {value}", "only tcp is supported")
+    parts = spec.rsplit(":", 2)
+    host_ip = parts[0] if len(parts) == 3 else "127.0.0.1"
+    try:
+        ipaddress.IPv4Address(host_ip)
+        host_port, container_port = (int(p) for p in parts[-2:])
+        if len(parts) < 2 or not (0 < host_port < 65536 and 0 < container_port < 65536):
+            raise ValueError
+    except ValueError:
+        raise ContainerError(f"--publish {value}",
+                             "expected [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp]") from None
+    return host_ip, host_port, container_port
+
+
+def process_start(pid):
+    """A process's start time (clock ticks since boot), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class Network:
+    """A container's place on the bridge: address, veth, published ports, and
+    the shared state (/run/minicontainer/network.json) saying who else is there."""
+
+    def __init__(self, subnet, publish=(), outbound=False):
+        self.subnet, self.publish, self.outbound = subnet, tuple(publish), outbound
+        self.gateway = str(subnet[1])
+        self.address = None
+        self.listeners = []
+        self.veth = None
+        self.owner = (os.getpid(), process_start(os.getpid()))
+        self.state_dir = self.host_root = self.forward_fd = None
+
+    # -- shared state, under an exclusive lock -------------------------------
+
+    def locked(self):
+        import fcntl
+        if self.state_dir is None:
+            self.state_dir = os.open(NET_STATE_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.host_root = os.open("/", os.O_PATH | os.O_CLOEXEC)
+        while True:  # the last run out unlinks the lock: make sure ours is still the file
+            fd = os.open(NET_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=self.state_dir)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.stat(NET_LOCK, dir_fd=self.state_dir).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+
+    def load(self):
+        import json
+        try:
+            fd = os.open(NET_STATE, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.state_dir)
+            with open(fd) as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            state = {}
+        state.setdefault("containers", {})
+        live = {ip: owner for ip, owner in state["containers"].items()
+                if process_start(owner[0]) == owner[1] or owner == list(self.owner)}
+        state["containers"] = live  # the sweep: owners that are gone lose their address
+        return state
+
+    def save(self, state):
+        import json
+        tmp = NET_STATE + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600,
+                     dir_fd=self.state_dir)
+        with open(fd, "w") as f:
+            json.dump(state, f)
+        os.rename(tmp, NET_STATE, src_dir_fd=self.state_dir, dst_dir_fd=self.state_dir)
+
+    # -- before the fork ------------------------------------------------------
+
+    def allocate(self):
+        """Take the lowest free address, make sure the bridge is there (and the
+        masquerade rule, for --outbound), and bind the published ports."""
+        import socket
+        fd = self.locked()
+        try:
+            state = self.load()
+            if state.get("subnet", str(self.subnet)) != str(self.subnet) and state["containers"]:
+                raise ContainerError(f"--subnet {self.subnet}", f"bridge {BRIDGE} already serves"
+                                     f" {state['subnet']} for running containers")
+            taken = set(state["containers"])
+            free = (str(ip) for ip in self.subnet.hosts() if str(ip) not in taken
+                    and str(ip) != self.gateway)
+            self.address = next(free, None)
+            if self.address is None:
+                raise ContainerError(f"--subnet {self.subnet}", "no free address left")
+            for host_ip, host_port, _ in self.publish:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((host_ip, host_port))
+                except OSError as exc:
+                    sock.close()
+                    raise ContainerError.from_os(f"--publish {host_ip}:{host_port}", exc) from None
+                sock.listen(64)
+                self.listeners.append(sock)
+            self.ensure_bridge()
+            if self.outbound:
+                self.ensure_outbound(state)
+            state["subnet"] = str(self.subnet)
+            state["containers"][self.address] = list(self.owner)
+            self.save(state)
+        except BaseException:
+            self.close_listeners()
+            raise
+        finally:
+            os.close(fd)
+
+    def ensure_bridge(self):
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+        try:
+            with IPRoute() as ip:
+                if not ip.link_lookup(ifname=BRIDGE):
+                    ip.link("add", ifname=BRIDGE, kind="bridge")
+                index = ip.link_lookup(ifname=BRIDGE)[0]
+                addresses = [a.get_attr("IFA_ADDRESS") for a in ip.get_addr(index=index)]
+                if self.gateway not in addresses:
+                    ip.addr("add", index=index, address=self.gateway, prefixlen=self.subnet.prefixlen)
+                ip.link("set", index=index, state="up")
+        except NetlinkError as exc:
+            raise ContainerError(f"set up bridge {BRIDGE}", exc.args[-1] if exc.args else str(exc)) from None
+
+    def ensure_outbound(self, state):
+        """IP forwarding and a masquerade rule, through nft or iptables, once."""
+        import shutil
+        if state.get("outbound"):
+            return
+        tool = shutil.which("nft") or shutil.which("iptables")
+        if tool is None:
+            raise ContainerError("--outbound", "needs nftables (nft) or iptables to masquerade,"
+                                 " and neither is installed")
+        forward_before = os.pread(self.forwarding(), 8, 0).decode().strip()
+        firewall(tool, "add", str(self.subnet))
+        os.pwrite(self.forwarding(), b"1", 0)
+        state["outbound"] = {"tool": tool, "ip_forward_before": forward_before}
+
+    def forwarding(self):
+        """The host's ip_forward switch, opened once (it is per network namespace,
+        fixed at open, so the holder can still use it from the container's)."""
+        if self.forward_fd is None:
+            self.forward_fd = os.open("/proc/sys/net/ipv4/ip_forward", os.O_RDWR | os.O_CLOEXEC)
+        return self.forward_fd
+
+    # -- once PID 1 exists ----------------------------------------------------
+
+    def attach(self, pid1):
+        """The veth pair: mcvPID on the bridge, eth0 inside with the address and
+        a default route through the bridge; configured from here, through a
+        netlink socket opened in the container's network namespace."""
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+        self.veth = f"mcv{pid1}"
+        host_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        container_ns = os.open(f"/proc/{pid1}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            with IPRoute() as ip:
+                ip.link("add", ifname=self.veth, kind="veth",
+                        peer={"ifname": "eth0", "net_ns_fd": container_ns})
+                ip.link("set", index=ip.link_lookup(ifname=self.veth)[0],
+                        master=ip.link_lookup(ifname=BRIDGE)[0], state="up")
+            setns(container_ns, CLONE_NEWNET)
+            try:
+                inside = IPRoute()
+            finally:
+                setns(host_ns, CLONE_NEWNET)
+            with inside:
+                eth0 = inside.link_lookup(ifname="eth0")[0]
+                inside.addr("add", index=eth0, address=self.address, prefixlen=self.subnet.prefixlen)
+                inside.link("set", index=eth0, state="up")
+                inside.route("add", dst="default", gateway=self.gateway)
+        except NetlinkError as exc:
+            raise ContainerError("set up the container's network", str(exc)) from None
+        finally:
+            os.close(host_ns)
+            os.close(container_ns)
+
+    def relay(self):
+        """-p: a userspace relay per published port, in threads of the supervisor."""
+        import threading
+        for sock, (_, _, port) in zip(self.listeners, self.publish):
+            threading.Thread(target=accept_loop, args=(sock, self.address, port), daemon=True).start()
+
+    def etc_files(self, hostname):
+        """/etc/hosts, /etc/hostname, /etc/resolv.conf for inside, written from this run."""
+        hosts = (f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                 f"{self.address}\t{hostname}\n{self.gateway}\thost.minicontainer.internal\n")
+        resolv = "# no outbound access: no name servers (minicontainer --outbound adds them)\n"
+        if self.outbound:
+            servers = [line for line in read_lines("/etc/resolv.conf")
+                       if line.startswith("nameserver") and not line.split()[1].startswith("127.")]
+            resolv = "".join(f"{line}\n" for line in servers) or "# the host's name servers are local only\n"
+        return (("hosts", hosts), ("hostname", f"{hostname}\n"), ("resolv.conf", resolv))
+
+    # -- at the end -------------------------------------------------------------
+
+    def close_listeners(self):
+        for sock in self.listeners:
+            sock.close()
+        self.listeners = []
+
+    def release(self):
+        """Give the address back; the last one out removes the bridge and the
+        masquerade rule and restores IP forwarding. Safe to call twice."""
+        from pyroute2 import IPRoute
+        self.close_listeners()
+        if self.address is None:
+            return
+        fd = self.locked()
+        try:
+            with IPRoute() as ip:
+                if self.veth and ip.link_lookup(ifname=self.veth):
+                    ip.link("del", index=ip.link_lookup(ifname=self.veth)[0])  # both ends go
+                state = self.load()
+                state["containers"].pop(self.address, None)
+                if state["containers"]:
+                    self.save(state)
+                    return
+                if ip.link_lookup(ifname=BRIDGE):
+                    ip.link("del", index=ip.link_lookup(ifname=BRIDGE)[0])
+            outbound = state.pop("outbound", None)
+            if outbound:
+                firewall(outbound["tool"], "delete", state.get("subnet", str(self.subnet)),
+                         self.host_root)
+                os.pwrite(self.forwarding(), outbound["ip_forward_before"].encode(), 0)
+            for name in (NET_STATE, NET_LOCK):
+                try:
+                    os.unlink(name, dir_fd=self.state_dir)
+                except FileNotFoundError:
+                    pass
+        finally:
+            os.close(fd)
+            self.address = None
+
+
+def firewall(tool, action, subnet, host_root=None):
+    """Add or delete minicontainer's masquerade rule for the bridge's subnet.
+    From the holder, behind pivot_root, the tool runs chrooted to the host root."""
+    import subprocess
+    if os.path.basename(tool) == "nft":
+        commands = ([[tool, "add", "table", "ip", NFT_TABLE],
+                     [tool, "add", "chain", "ip", NFT_TABLE, "postrouting",
+                      "{ type nat hook postrouting priority 100 ; }"],
+                     [tool, "add", "rule", "ip", NFT_TABLE, "postrouting", "ip", "saddr", subnet,
+                      "oifname", "!=", BRIDGE, "masquerade"]]
+                    if action == "add" else [[tool, "delete", "table", "ip", NFT_TABLE]])
+    else:
+        flag = "-A" if action == "add" else "-D"
+        commands = [[tool, "-t", "nat", flag, "POSTROUTING", "-s", subnet, "!", "-o", BRIDGE,
+                     "-j", "MASQUERADE"]]
+    back = (lambda: (os.fchdir(host_root), os.chroot("."))) if host_root is not None else None
+    for command in commands:
+        result = subprocess.run(command, capture_output=True, text=True, preexec_fn=back)
+        if result.returncode != 0:
+            raise ContainerError(" ".join(command), result.stderr.strip() or "failed")
+
+
+def read_lines(path):
+    try:
+        with open(path) as f:
+            return [line.strip() for line in f]
+    except OSError:
+        return []
+
+
+def accept_loop(listener, address, port):
+    """Accept connections on a published port and relay each to the container."""
+    import socket
+    import threading
+    while True:
+        try:
+            client, _ = listener.accept()
+        except OSError:  # closed at the end of the run
+            return
+        try:
+            upstream = socket.create_connection((address, port), timeout=5)
+        except OSError:
+            client.close()
+            continue
+        upstream.settimeout(None)
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=relay_bytes, args=(a, b), daemon=True).start()
+
+
+def relay_bytes(src, dst):
+    """Copy one direction of a relayed connection; half-close when it ends."""
+    import socket
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------
 # Container set-up (child side)
 # One small function per step, in the order they run; `container_main` below
 # calls them one per line. All of it runs in forked children.
@@ -1452,14 +1802,14 @@ class Spec:
     __slots__ = ("root", "command", "workdir", "hostname", "namespaces", "init",
                  "preserve_fds", "mask_paths", "caps", "user", "seccomp", "limits",
                  "env", "volumes", "tmpfs", "read_only", "read_only_tmpfs", "rm", "tty",
-                 "winsize", "stop_timeout")
+                 "winsize", "stop_timeout", "etc_files")
 
     def __init__(self, root, command, workdir="/", hostname=DEFAULT_HOSTNAME,
                  namespaces=BASE_NAMESPACES | sum(OPTIONAL_NAMESPACES.values()),
                  init=False, preserve_fds=0, mask_paths=True, caps=frozenset(),
                  user=None, seccomp=True, limits=None, env=(), volumes=(), tmpfs=(),
                  read_only=False, read_only_tmpfs=True, rm=False, tty=False, winsize=None,
-                 stop_timeout=DEFAULT_STOP_TIMEOUT):
+                 stop_timeout=DEFAULT_STOP_TIMEOUT, etc_files=()):
         self.root, self.command, self.workdir = root, tuple(command), workdir
         self.hostname, self.namespaces, self.init = hostname, namespaces, init
         self.preserve_fds, self.mask_paths = preserve_fds, mask_paths
@@ -1468,6 +1818,7 @@ class Spec:
         self.env, self.volumes, self.tmpfs = tuple(env), tuple(volumes), tuple(tmpfs)
         self.read_only, self.read_only_tmpfs, self.rm = read_only, read_only_tmpfs, rm
         self.tty, self.winsize, self.stop_timeout = tty, winsize, stop_timeout
+        self.etc_files = tuple(etc_files)  # (name, text): /etc files written for this run
 
 
 class Handles:
@@ -1475,10 +1826,12 @@ class Handles:
     the cgroups, the terminal socket (-t), and, in PID 1, the host root fd
     (to explain a failed exec), the seccomp filter and the volume sources."""
 
-    __slots__ = ("report_fd", "groups", "tty_sock", "host_root", "seccomp", "volumes")
+    __slots__ = ("report_fd", "groups", "tty_sock", "host_root", "seccomp", "volumes",
+                 "go_fd", "network")
 
-    def __init__(self, report_fd, groups, tty_sock=None):
+    def __init__(self, report_fd, groups, tty_sock=None, go_fd=None, network=None):
         self.report_fd, self.groups, self.tty_sock = report_fd, groups, tty_sock
+        self.go_fd, self.network = go_fd, network  # --network bridge only
         self.host_root = self.seccomp = None
         self.volumes = ()
 
@@ -1678,6 +2031,30 @@ def mount_tmpfs(spec):
     for target, flags, data in spec.tmpfs:
         make_target(target, True)
         mount("tmpfs", target, "tmpfs", flags, data)
+
+
+def wait_for_network(handles):
+    """--network bridge: the supervisor configures eth0 from outside; wait for its word."""
+    if handles.go_fd is None:
+        return
+    word = os.read(handles.go_fd, 1)
+    os.close(handles.go_fd)
+    if word != b"g":
+        raise ContainerError("network", "the supervisor could not set it up")
+
+
+def write_etc_files(spec):
+    """/etc/hosts, /etc/hostname, /etc/resolv.conf of this run: written on the
+    container's /dev tmpfs and bound over the root's files, which stay as they are."""
+    if not spec.etc_files:
+        return
+    os.mkdir("/dev/.minicontainer", 0o755)
+    for name, text in spec.etc_files:
+        with open(f"/dev/.minicontainer/{name}", "w") as f:
+            f.write(text)
+        make_target(f"/etc/{name}", False)
+        mount(f"/dev/.minicontainer/{name}", f"/etc/{name}", None, MS_BIND)
+        mount(None, f"/etc/{name}", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
 def make_workdir(spec):
@@ -1979,6 +2356,7 @@ def container_main(spec, holder_pid, handles):
     handles.volumes = open_volume_sources(spec)
     set_hostname(spec)
     bring_up_loopback(spec)
+    wait_for_network(handles)
     root = throwaway_root(spec)
     bind_root(root)
     enter_root(root)
@@ -1987,6 +2365,7 @@ def container_main(spec, holder_pid, handles):
     mount_sys()
     mount_volumes(spec, handles)
     mount_tmpfs(spec)
+    write_etc_files(spec)
     make_workdir(spec)
     protect_system_paths(spec)
     seal_root(spec)
@@ -2048,6 +2427,10 @@ def holder_main(spec, handles, supervisor_pid, status_fd):
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, (HOLDER_PDEATH,))
     die_with_parent(supervisor_pid, HOLDER_PDEATH)
+    host_net = None
+    if handles.network is not None:
+        handles.network.close_listeners()  # the supervisor serves the published ports
+        host_net = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     unshare(spec.namespaces & ~CLONE_NEWCGROUP)
     make_mounts_private()
     holder_pid = os.getpid()
@@ -2059,18 +2442,19 @@ def holder_main(spec, handles, supervisor_pid, status_fd):
     os.close(handles.report_fd)
     if handles.tty_sock is not None:
         handles.tty_sock.close()
-    code = hold(pid, handles.groups)
+    code = hold(pid, handles, host_net)
     if os.getppid() == supervisor_pid:
         os.write(status_fd, bytes([code]))
         os.kill(supervisor_pid, HOLDER_DONE)
     return code
 
 
-def hold(pid1, groups):
+def hold(pid1, handles, host_net):
     """Wait for PID 1. If the supervisor dies first, kill PID 1, and with it the
     whole PID namespace: this holds even if the command cleared its own
     parent-death signal, since the holder is out of the container's reach.
-    Then remove the cgroups the supervisor can no longer remove."""
+    Then remove the cgroups and the network the supervisor can no longer
+    remove (back in the host's network namespace for that)."""
     orphaned = False
     while True:
         info = signal.sigwaitinfo((signal.SIGCHLD, HOLDER_PDEATH))
@@ -2080,28 +2464,41 @@ def hold(pid1, groups):
         done, status = os.waitpid(pid1, os.WNOHANG)
         if done:
             if orphaned:
-                remove_cgroups(groups)
+                remove_cgroups(handles.groups)
+                if handles.network is not None:
+                    setns(host_net, CLONE_NEWNET)
+                    handles.network.release()
             return exit_code(status)
 
 
-def read_reports(fd):
-    """Read the pipe to EOF: (PID 1's host pid, or None; error line, or None)."""
-    chunks = []
+def read_reports(fd, on_pid=None):
+    """Read the pipe to EOF: (PID 1's host pid, or None; error, or None).
+
+    on_pid(pid) runs as soon as the pid arrives, while PID 1 is still being
+    set up (it configures --network bridge); an error it raises is reported
+    like a set-up error, and takes precedence over PID 1's own.
+    """
+    pid, error, own_error, buffer = None, None, None, b""
     while True:
         data = os.read(fd, 4096)
+        buffer += data
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            kind, _, rest = line.decode(errors="replace").partition(" ")
+            if kind == "pid":
+                pid = int(rest)
+                if on_pid is not None:
+                    try:
+                        on_pid(pid)
+                    except ContainerError as exc:
+                        own_error = exc
+            elif kind == "error" and error is None:
+                code, _, message = rest.partition(" ")
+                error = ContainerError(message, code=int(code))
         if not data:
             break
-        chunks.append(data)
     os.close(fd)
-    pid, error = None, None
-    for line in b"".join(chunks).decode(errors="replace").splitlines():
-        kind, _, rest = line.partition(" ")
-        if kind == "pid":
-            pid = int(rest)
-        elif kind == "error" and error is None:
-            code, _, message = rest.partition(" ")
-            error = ContainerError(message, code=int(code))
-    return pid, error
+    return pid, own_error or error
 
 
 def signal_disposition(pid, sig):
@@ -2170,7 +2567,7 @@ def forward(info, pid1, pidfd, own_init=False):
     return None
 
 
-def supervise(spec, holder, report_fd, status_fd, tty_sock):
+def supervise(spec, holder, report_fd, status_fd, tty_sock, on_pid=None):
     """Parent, host namespaces, root: wait for the container and return its exit code.
 
     The holder reports the status (HOLDER_DONE, then the status pipe) as soon
@@ -2180,7 +2577,7 @@ def supervise(spec, holder, report_fd, status_fd, tty_sock):
     when --stop-timeout runs out gets SIGKILL, as `docker stop` does.
     """
     import time
-    pid1, error = read_reports(report_fd)
+    pid1, error = read_reports(report_fd, on_pid)
     pidfd = open_pid(pid1)
     terminal = Terminal.attach(tty_sock) if tty_sock is not None and error is None else None
     applied = code = deadline = None
@@ -2270,7 +2667,7 @@ def pump(src, dst):
             return
 
 
-def run_container(spec, name=None):
+def run_container(spec, name=None, network=None):
     """Start the container; return its exit code and the post-mortem of its cgroups.
 
     Parent side, host namespaces, root. The cgroups are made before the fork
@@ -2286,7 +2683,12 @@ def run_container(spec, name=None):
     label = name or f"{supervisor_pid}-{os.urandom(3).hex()}"
     groups = make_cgroups(spec.limits, f"minicontainer-{label}")
     found = {}
+    go_read = go_write = None
     try:
+        if network is not None:
+            network.allocate()
+            spec.etc_files = network.etc_files(spec.hostname)
+            go_read, go_write = os.pipe2(os.O_CLOEXEC)
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         status_read, status_write = os.pipe2(os.O_CLOEXEC)
         tty_ours = tty_theirs = None
@@ -2302,21 +2704,39 @@ def run_container(spec, name=None):
             os.close(status_read)
             if tty_ours is not None:
                 tty_ours.close()
-            in_child(write_fd, holder_main, spec, Handles(write_fd, groups, tty_theirs),
+            if go_write is not None:
+                os.close(go_write)
+            in_child(write_fd, holder_main, spec,
+                     Handles(write_fd, groups, tty_theirs, go_read, network),
                      supervisor_pid, status_write)
         os.close(write_fd)
         os.close(status_write)
         if tty_theirs is not None:
             tty_theirs.close()
+
+        def connect(pid1):
+            """Configure --network bridge for PID 1, then let it go on."""
+            try:
+                network.attach(pid1)
+                network.relay()
+                os.write(go_write, b"g")
+            finally:
+                os.close(go_write)  # without the word, PID 1 gives up
+
         try:
-            code = supervise(spec, holder, read_fd, status_read, tty_ours)
+            code = supervise(spec, holder, read_fd, status_read, tty_ours,
+                             connect if network is not None else None)
         finally:
             os.close(status_read)
             if tty_ours is not None:
                 tty_ours.close()
     finally:
+        if go_read is not None:
+            os.close(go_read)
         found, errors = remove_cgroups(groups, post_mortem_too=True)
         found["cleanup_errors"] = errors
+        if network is not None:
+            network.release()
     return code, found
 
 
@@ -2594,8 +3014,16 @@ SHARE = click.Choice(["private", "host"])
 @root_option
 @click.option("--hostname", metavar="NAME",
               help=f"Hostname inside the container [default: {DEFAULT_HOSTNAME}].")
-@click.option("--network", "--net", type=click.Choice(["none", "host"]), default="none",
-              show_default=True, help="none: own network namespace with only lo; host: the host's.")
+@click.option("--network", "--net", type=click.Choice(["none", "host", "bridge", "private"]),
+              default="none", show_default=True,
+              help="none: own namespace with only lo; host: the host's; bridge (or private):"
+                   " an address on minicontainer's bridge.")
+@click.option("--subnet", metavar="CIDR", default=DEFAULT_SUBNET, show_default=True,
+              help="The bridge's subnet, with --network bridge.")
+@click.option("--publish", "-p", multiple=True, metavar="[IP:]HOST_PORT:PORT",
+              help="With --network bridge: relay a host port (on 127.0.0.1 by default) to the container.")
+@click.option("--outbound", is_flag=True,
+              help="With --network bridge: let the container reach beyond the host (masquerade).")
 @click.option("--ipc", type=SHARE, default="private", show_default=True,
               help="IPC namespace (System V IPC, POSIX queues).")
 @click.option("--uts", type=SHARE, default="private", show_default=True,
@@ -2652,7 +3080,8 @@ SHARE = click.Choice(["private", "host"])
 @click.option("--name", metavar="NAME", help="Name the container (hostname and cgroup default to it).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED,
                 metavar="COMMAND [ARG]...")
-def run(root, hostname, network, ipc, uts, cgroupns, init, preserve_fds, security_opt,
+def run(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, init,
+        preserve_fds, security_opt,
         cap_add, cap_drop, seccomp, user, memory, memory_swap, pids_limit, cpus, cpu_shares,
         ulimit, stats, env, env_file, workdir, volume, tmpfs, read_only, read_only_tmpfs, rm,
         interactive, tty, stop_timeout, name, command):
@@ -2665,6 +3094,11 @@ def run(root, hostname, network, ipc, uts, cgroupns, init, preserve_fds, securit
     if not os.path.isabs(workdir):
         raise ContainerError(f"--workdir {workdir}", "must be an absolute path")
     relaxed = parse_security_opts(security_opt)
+    bridge = network in ("bridge", "private")
+    if (publish or outbound) and not bridge:
+        raise ContainerError("--publish" if publish else "--outbound", "needs --network bridge")
+    net = Network(parse_subnet(subnet), [parse_publish(p) for p in publish], outbound) \
+        if bridge else None
     root = check_run_root(root)
     name_lock = claim_name(name) if name is not None else None
     if hostname is None:
@@ -2686,7 +3120,7 @@ def run(root, hostname, network, ipc, uts, cgroupns, init, preserve_fds, securit
         raise ContainerError("run", "needs root (try: sudo minicontainer run ...)")
     import time
     started = time.monotonic()
-    code, found = run_container(spec, name)
+    code, found = run_container(spec, name, net)
     report_resources(spec.limits, memory, code, found, time.monotonic() - started)
     return code
 

@@ -34,6 +34,13 @@ def container_cgroups():
     return sorted(found)
 
 
+def network_leftovers():
+    """minicontainer's network state on the host: its links (mc*) and state files."""
+    links = sorted(name for name in os.listdir("/sys/class/net") if name.startswith("mc"))
+    files = sorted(name for name in os.listdir("/run") if name.startswith("minicontainer-network"))
+    return links + files
+
+
 def host_mounts():
     with open("/proc/self/mountinfo") as f:
         return sorted(line.split()[4] for line in f)

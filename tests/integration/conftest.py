@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Container, cli, container_cgroups, host_mounts, processes_rooted_under, wait_for
+from helpers import Container, cli, container_cgroups, host_mounts, network_leftovers, processes_rooted_under, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -19,12 +19,15 @@ def no_leftovers(tmp_path, needs_root):
     cgroups as it found them."""
     before = host_mounts()
     groups_before = container_cgroups()
+    network_before = network_leftovers()
     yield
     assert wait_for(lambda: not processes_rooted_under(tmp_path), 2.0), \
         f"container processes left: {processes_rooted_under(tmp_path)}"
     assert host_mounts() == before, "mounts left on the host"
     assert wait_for(lambda: container_cgroups() == groups_before, 2.0), \
         f"cgroups left: {sorted(set(container_cgroups()) - set(groups_before))}"
+    assert wait_for(lambda: network_leftovers() == network_before, 2.0), \
+        f"network state left: {network_leftovers()}"
     temps = [p for p in Path(tmp_path).rglob(".*.minicontainer-*")]
     assert not temps, f"temporary files left: {temps}"
 

@@ -85,3 +85,22 @@ def test_relative_workdir_is_refused(tmp_path, capsys):
     (tmp_path / "proc").mkdir()
     assert mc.main(["run", "--root", str(tmp_path), "-w", "rel", "true"]) == 125
     assert "must be an absolute path" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("8080:80", ("127.0.0.1", 8080, 80)), ("0.0.0.0:8080:80/tcp", ("0.0.0.0", 8080, 80))])
+def test_publish_parses(value, expected):
+    assert mc.parse_publish(value) == expected
+
+
+@pytest.mark.parametrize("value", ["80", "x:80", "8080:0", "1.2.3:80:80", "8080:80/sctp", "70000:80"])
+def test_bad_publish_is_refused(value):
+    with pytest.raises(mc.ContainerError):
+        mc.parse_publish(value)
+
+
+def test_subnet_parses_and_refuses():
+    assert str(mc.parse_subnet("10.88.0.0/16")[1]) == "10.88.0.1"
+    for bad in ("10.88.0.1/16", "10.0.0.0/30", "nonsense"):
+        with pytest.raises(mc.ContainerError):
+            mc.parse_subnet(bad)

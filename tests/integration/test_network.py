@@ -1,0 +1,151 @@
+"""Networking for real: traffic only between namespaces these tests make and
+loopback. A test subnet keeps clear of anything a user may run."""
+import os
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+from helpers import cli, container_pids, network_leftovers, wait_for
+
+SUBNET = "10.213.0.0/24"
+GATEWAY, FIRST, SECOND = "10.213.0.1", "10.213.0.2", "10.213.0.3"
+BRIDGE = ("--network", "bridge", "--subnet", SUBNET)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_once(address, port, reply, ready_timeout=10):
+    """A one-shot TCP server on `address` (which may appear only once the bridge does)."""
+    result = {}
+
+    def serve():
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            try:
+                sock.bind((address, port))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.02)
+        sock.listen(1)
+        sock.settimeout(ready_timeout)
+        try:
+            conn, peer = sock.accept()
+            result["peer"] = peer[0]
+            conn.sendall(reply)
+            conn.close()
+        except OSError:
+            pass
+        sock.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread, result
+
+
+RETRY_NC = "for i in $(busybox seq 100); do busybox nc {0} {1} </dev/null && exit 0; busybox sleep 0.05; done; exit 1"
+
+
+def test_bridge_reaches_a_server_on_the_hosts_bridge_address(run):
+    thread, seen = serve_once(GATEWAY, 8081, b"hello from host\n")
+    result = run(*BRIDGE, "/bin/busybox", "sh", "-c", RETRY_NC.format(GATEWAY, 8081))
+    thread.join(5)
+    assert result.stdout == b"hello from host\n" and seen["peer"] == FIRST
+
+
+def test_bridge_gives_eth0_an_address_and_etc_files(root, run):
+    (root / "etc" / "hosts").write_text("the root's own\n")
+    result = run(*BRIDGE, "--hostname", "web", "/bin/busybox", "sh", "-c",
+                 "ls /sys/class/net; cat /etc/hosts /etc/hostname; busybox ip -o -4 addr show eth0")
+    out = result.stdout.decode()
+    assert out.split()[:2] == ["eth0", "lo"]
+    assert f"{FIRST}\tweb" in out and "web\n" in out and f"inet {FIRST}/24" in out
+    assert (root / "etc" / "hosts").read_text() == "the root's own\n"
+
+
+def test_two_containers_reach_each_other(root, start, run):
+    listener = start(root, *BRIDGE, "/bin/busybox", "sh", "-c",
+                     "echo ready; echo hello neighbour | busybox nc -l -p 7000")
+    listener.wait_ready()
+    result = run(*BRIDGE, "/bin/busybox", "sh", "-c", RETRY_NC.format(FIRST, 7000))
+    assert result.stdout == b"hello neighbour\n"
+    assert listener.wait()[0] == 0
+
+
+def test_published_port_reaches_a_server_in_the_container(root, start):
+    port = free_port()
+    server = start(root, *BRIDGE, "-p", f"{port}:80", "/bin/busybox", "sh", "-c",
+                   "echo ready; echo served | busybox nc -l -p 80")
+    server.wait_ready()
+    data = b""
+    for _ in range(100):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+                data = conn.recv(100)
+            if data:
+                break
+        except OSError:
+            pass
+        time.sleep(0.05)
+    assert data == b"served\n"
+    assert server.wait()[0] == 0
+
+
+def test_none_network_cannot_reach_the_bridge(root, start, run):
+    keeper = start(root, *BRIDGE, "/bin/probe", "sleep", 30)  # keeps the bridge up
+    keeper.wait_ready()
+    thread, seen = serve_once(GATEWAY, 8082, b"x", ready_timeout=2)
+    result = run("/bin/probe", "connect", GATEWAY, 8082)
+    assert result.stdout.startswith(b"error:") and "peer" not in seen
+
+
+def test_published_port_in_use_fails_cleanly(root, run):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run(*BRIDGE, "-p", f"{port}:80", "/bin/probe", "pid")
+    assert result.returncode == 125 and b"Address already in use" in result.stderr
+    assert network_leftovers() == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (("-p", "8080:80"), b"needs --network bridge"),
+    (("--outbound",), b"needs --network bridge"),
+    (("--network", "bridge", "--subnet", "10.0.0.0/30"), b"too small"),
+    (("--network", "bridge", "-p", "80"), b"expected [HOST_IP:]HOST_PORT:CONTAINER_PORT"),
+    (("--network", "bridge", "-p", "8080:80/udp"), b"only tcp"),
+])
+def test_bad_network_options_fail_with_125(run, args, message):
+    result = run(*args, "/bin/probe", "pid")
+    assert result.returncode == 125 and message in result.stderr
+    assert network_leftovers() == []
+
+
+def test_outbound_without_a_firewall_tool_says_so(run):
+    if shutil.which("nft") or shutil.which("iptables"):
+        pytest.skip("nft or iptables is installed here: the message is for hosts without both")
+    result = run(*BRIDGE, "--outbound", "/bin/probe", "pid")
+    assert result.returncode == 125
+    assert b"needs nftables (nft) or iptables" in result.stderr
+    assert network_leftovers() == []
+
+
+def test_nothing_is_left_after_sigkill(root, start):
+    c = start(root, *BRIDGE, "-p", f"{free_port()}:80", "/bin/probe", "sleep", 30)
+    c.wait_ready()
+    assert network_leftovers()  # the bridge, the veth, the state
+    c.proc.kill()
+    c.proc.wait()
+    assert wait_for(lambda: network_leftovers() == [] and not container_pids(root), 3.0), \
+        network_leftovers()
