@@ -1572,6 +1572,7 @@ class Network:
         """Take the lowest free address, make sure the bridge is there (and the
         masquerade rule, for --outbound), and bind the published ports."""
         import socket
+        import subprocess  # noqa: F401  the holder may have to undo a rule from behind pivot_root
         fd = self.locked()
         try:
             state = self.load()
@@ -1709,28 +1710,46 @@ class Network:
         fd = self.locked()
         try:
             with IPRoute() as ip:
-                if self.veth and ip.link_lookup(ifname=self.veth):
-                    ip.link("del", index=ip.link_lookup(ifname=self.veth)[0])  # both ends go
+                # The kernel deletes the veth too, some time after the namespace
+                # is gone: one that vanished before our delete is just gone.
+                delete_link(ip, self.veth)  # both ends go
                 state = self.load()
                 state["containers"].pop(self.address, None)
                 if state["containers"]:
                     self.save(state)
                     return
-                if ip.link_lookup(ifname=BRIDGE):
-                    ip.link("del", index=ip.link_lookup(ifname=BRIDGE)[0])
-            outbound = state.pop("outbound", None)
+                delete_link(ip, BRIDGE)
+            outbound, failure = state.pop("outbound", None), None
             if outbound:
-                firewall(outbound["tool"], "delete", state.get("subnet", str(self.subnet)),
-                         self.host_root)
                 os.pwrite(self.forwarding(), outbound["ip_forward_before"].encode(), 0)
+                try:
+                    firewall(outbound["tool"], "delete", state.get("subnet", str(self.subnet)),
+                             self.host_root)
+                except ContainerError as exc:
+                    failure = exc  # said after the rest is undone
             for name in (NET_STATE, NET_LOCK):
                 try:
                     os.unlink(name, dir_fd=self.state_dir)
                 except FileNotFoundError:
                     pass
+            if failure is not None:
+                raise failure
         finally:
             os.close(fd)
             self.address = None
+
+
+def delete_link(ip, name):
+    """Delete a network link if it is there; one that is already gone is fine."""
+    from pyroute2.netlink.exceptions import NetlinkError
+    if not name:
+        return
+    try:
+        for index in ip.link_lookup(ifname=name):
+            ip.link("del", index=index)
+    except NetlinkError as exc:
+        if exc.code != 19:  # ENODEV: gone in the meantime
+            raise ContainerError(f"delete network link {name}", os.strerror(exc.code), exc.code) from None
 
 
 def firewall(tool, action, subnet, host_root=None):
@@ -2432,10 +2451,11 @@ def holder_main(spec, handles, supervisor_pid, status_fd):
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, (HOLDER_PDEATH,))
     die_with_parent(supervisor_pid, HOLDER_PDEATH)
-    host_net = None
+    host_ns = None
     if handles.network is not None:
         handles.network.close_listeners()  # the supervisor serves the published ports
-        host_net = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        host_ns = tuple(os.open(f"/proc/self/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+                        for ns in ("net", "pid"))
     unshare(spec.namespaces & ~CLONE_NEWCGROUP)
     make_mounts_private()
     holder_pid = os.getpid()
@@ -2447,14 +2467,14 @@ def holder_main(spec, handles, supervisor_pid, status_fd):
     os.close(handles.report_fd)
     if handles.tty_sock is not None:
         handles.tty_sock.close()
-    code = hold(pid, handles, host_net)
+    code = hold(pid, handles, host_ns)
     if os.getppid() == supervisor_pid:
         os.write(status_fd, bytes([code]))
         os.kill(supervisor_pid, HOLDER_DONE)
     return code
 
 
-def hold(pid1, handles, host_net):
+def hold(pid1, handles, host_ns):
     """Wait for PID 1. If the supervisor dies first, kill PID 1, and with it the
     whole PID namespace: this holds even if the command cleared its own
     parent-death signal, since the holder is out of the container's reach.
@@ -2469,11 +2489,23 @@ def hold(pid1, handles, host_net):
         done, status = os.waitpid(pid1, os.WNOHANG)
         if done:
             if orphaned:
-                remove_cgroups(handles.groups)
-                if handles.network is not None:
-                    setns(host_net, CLONE_NEWNET)
-                    handles.network.release()
+                clean_up_orphaned(handles, host_ns)
             return exit_code(status)
+
+
+def clean_up_orphaned(handles, host_ns):
+    """The supervisor is gone: remove its cgroups and network state here, and say
+    on stderr (still the user's) what could not be undone. The network work
+    happens back in the host's network namespace, and with children in the
+    host's PID namespace: the container's is dead, and forks into it fail."""
+    try:
+        remove_cgroups(handles.groups)
+        if handles.network is not None:
+            setns(host_ns[0], CLONE_NEWNET)
+            setns(host_ns[1], CLONE_NEWPID)
+            handles.network.release()
+    except Exception as exc:  # the supervisor would have printed it; no one else will
+        report(2, f"minicontainer: warning: cleaning up after minicontainer was killed: {exc!r}")
 
 
 def read_reports(fd, on_pid=None):
@@ -3171,6 +3203,9 @@ def main(argv=None):
     except (click.Abort, KeyboardInterrupt):
         click.echo("minicontainer: interrupted", err=True)
         return 128 + signal.SIGINT
+    except Exception as exc:  # a bug: still one line, never a traceback
+        click.echo(f"minicontainer: internal error: {exc!r}", err=True)
+        return EXIT_OWN_FAILURE
 
 
 def entry():

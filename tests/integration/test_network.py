@@ -132,13 +132,51 @@ def test_bad_network_options_fail_with_125(run, args, message):
     assert network_leftovers() == []
 
 
-def test_outbound_without_a_firewall_tool_says_so(run):
-    if shutil.which("nft") or shutil.which("iptables"):
-        pytest.skip("nft or iptables is installed here: the message is for hosts without both")
-    result = run(*BRIDGE, "--outbound", "/bin/probe", "pid")
-    assert result.returncode == 125
-    assert b"needs nftables (nft) or iptables" in result.stderr
-    assert network_leftovers() == []
+def nft_table():
+    import subprocess
+    out = subprocess.run(["nft", "list", "table", "ip", "minicontainer"], capture_output=True, text=True)
+    return out.stdout if out.returncode == 0 else ""
+
+
+def ip_forward():
+    with open("/proc/sys/net/ipv4/ip_forward") as f:
+        return f.read().strip()
+
+
+@pytest.fixture
+def nft():
+    if shutil.which("nft") is None:
+        pytest.fail("nft is needed for the --outbound tests: run setup.sh (it installs nftables)")
+    return shutil.which("nft")
+
+
+def test_outbound_masquerades_while_needed_and_restores_forwarding(root, start, nft):
+    before = ip_forward()
+    assert nft_table() == ""
+    first = start(root, *BRIDGE, "--outbound", "/bin/probe", "sleep", 30)
+    first.wait_ready()
+    second = start(root, *BRIDGE, "--outbound", "/bin/probe", "sleep", 30)
+    second.wait_ready()
+    assert f"ip saddr {SUBNET} oifname != \"mc0\" masquerade" in nft_table()
+    assert ip_forward() == "1"
+    first.proc.terminate()
+    code, _, err = first.wait()
+    assert code == 143, err
+    assert "masquerade" in nft_table()  # the second container still needs it
+    second.proc.terminate()
+    code, _, err = second.wait()
+    assert code == 143, err
+    assert nft_table() == "" and ip_forward() == before
+
+
+def test_outbound_is_undone_after_sigkill(root, start, nft):
+    before = ip_forward()
+    c = start(root, *BRIDGE, "--outbound", "/bin/probe", "sleep", 30)
+    c.wait_ready()
+    assert "masquerade" in nft_table()
+    c.proc.kill()
+    c.proc.wait()
+    assert wait_for(lambda: nft_table() == "" and ip_forward() == before, 3.0)
 
 
 def test_nothing_is_left_after_sigkill(root, start):

@@ -156,3 +156,12 @@ def test_a_pid_1_waiting_in_sigwaitinfo_counts_as_catching():
         proc.kill()
         proc.wait()
         proc.stdout.close()
+
+
+def test_a_bug_is_still_one_line_and_125(capsys, monkeypatch):
+    def broken(root):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(mc, "check_run_root", broken)
+    assert mc.main(["run", "true"]) == 125
+    assert capsys.readouterr().err == "minicontainer: internal error: RuntimeError('boom')\n"

@@ -104,3 +104,13 @@ def test_subnet_parses_and_refuses():
     for bad in ("10.88.0.1/16", "10.0.0.0/30", "nonsense"):
         with pytest.raises(mc.ContainerError):
             mc.parse_subnet(bad)
+
+
+def test_outbound_without_nft_or_iptables_says_so(monkeypatch):
+    import shutil
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    net = mc.Network(mc.parse_subnet("10.213.0.0/24"), outbound=True)
+    with pytest.raises(mc.ContainerError) as exc:
+        net.ensure_outbound({})
+    assert str(exc.value) == ("--outbound: needs nftables (nft) or iptables to masquerade,"
+                              " and neither is installed")
