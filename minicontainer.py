@@ -341,6 +341,18 @@ class SeccompFilter:
             raise ContainerError("load the seccomp filter", errno=-rc)
 
 
+def set_window_size(fd, winsize):
+    """TIOCSWINSZ: give a terminal the size `winsize` (a struct winsize's 8 bytes)."""
+    import ctypes
+    _libc_call("ioctl", fd, TIOCSWINSZ, ctypes.create_string_buffer(winsize, 8),
+               what="set the terminal size")
+
+
+def take_controlling_terminal(fd):
+    """TIOCSCTTY. Precondition: a session leader without a controlling terminal."""
+    _libc_call("ioctl", fd, TIOCSCTTY, 0, what="take the terminal as controlling terminal")
+
+
 def die_with_parent(expected_parent, sig=signal.SIGKILL):
     """Get `sig` when the parent dies; exit now if it already has."""
     import prctl
@@ -2190,18 +2202,16 @@ def attach_terminal(spec, handles):
     terminal and stdio, so job control and ^C work inside."""
     if handles.tty_sock is None:
         return
-    import ctypes
     import socket
     if os.getpid() != 1:  # under --init the command leads a session of its own
         os.setsid()
     master, slave = os.openpty()
     if spec.winsize:
-        _libc_call("ioctl", slave, TIOCSWINSZ, ctypes.create_string_buffer(spec.winsize, 8),
-                   what="set the terminal size")
+        set_window_size(slave, spec.winsize)
     socket.send_fds(handles.tty_sock, [b"t"], [master])
     os.close(master)
     handles.tty_sock.close()
-    _libc_call("ioctl", slave, TIOCSCTTY, 0, what="take the terminal as controlling terminal")
+    take_controlling_terminal(slave)
     for fd in (0, 1, 2):
         os.dup2(slave, fd)
     if slave > 2:
