@@ -942,6 +942,7 @@ class Writer:
                 self.warnings.append(f"kept the root's directory {op.dst} (the source has a"
                                      f" {op.kind} there)")
                 return
+            self.forget(op.dst)  # no cached fd may lead into the removed directory
             shutil_rmtree(name, fd)
         tmp = f".{name}.minicontainer-{os.getpid()}"
         make(fd, tmp)

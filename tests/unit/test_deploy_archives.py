@@ -207,3 +207,26 @@ def test_directory_modes_and_nesting_survive(tmp_path, root):
     assert stat.S_IMODE((root / "opt" / "a").stat().st_mode) == 0o750
     assert stat.S_IMODE((root / "opt" / "a" / "b").stat().st_mode) == 0o555
     assert (root / "opt" / "a" / "b" / "f").read_text() == "x"
+
+
+def test_merged_usr_rootfs_replaces_the_skeletons_bin(tmp_path, root):
+    """newroot ships bin/ with a .keep placeholder; a Debian-style rootfs has bin -> usr/bin."""
+    (root / "bin").mkdir()
+    (root / "bin" / ".keep").write_text("")
+    archive = write_tar(tmp_path / "rootfs.tar", [
+        ("usr", b"", DIR, "", 0o755), ("usr/bin", b"", DIR, "", 0o755),
+        ("bin", b"", SYM, "usr/bin", 0o777), ("usr/bin/tool", b"t", REG, "", 0o755)])
+    assert deploy(root, archive) == 0
+    assert os.readlink(root / "bin") == "usr/bin"
+    assert (root / "bin" / "tool").read_text() == "t"
+
+
+def test_a_later_layer_can_turn_a_directory_into_a_link(tmp_path, root):
+    """Layer 1's bin/ is cached by the writer; layer 2 makes bin a link and writes
+    through it: nothing may land in the directory that was removed."""
+    lower = [("bin", b"", DIR, "", 0o755), ("usr", b"", DIR, "", 0o755),
+             ("usr/bin", b"", DIR, "", 0o755)]
+    upper = [("bin", b"", SYM, "usr/bin", 0o777), ("bin/tool", b"t", REG, "", 0o755)]
+    assert deploy(root, docker_save(tmp_path / "image.tar", [lower, upper])) == 0
+    assert os.readlink(root / "bin") == "usr/bin"
+    assert (root / "usr" / "bin" / "tool").read_text() == "t"
