@@ -3169,6 +3169,8 @@ def run(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, 
     import time
     started = time.monotonic()
     code, found = run_container(spec, name, net)
+    if name_lock is not None:
+        name_lock.close()  # the holder's copy keeps the name until the container is gone
     report_resources(spec.limits, memory, code, found, time.monotonic() - started)
     return code
 

@@ -3,7 +3,6 @@ archives, docker save archives and OCI layouts, all made here from scratch."""
 import hashlib
 import io
 import json
-import os
 import tarfile
 
 

@@ -1,8 +1,12 @@
 """Helpers shared by the tests: the CLI, process and mount inspection."""
+import contextlib
+import fcntl
 import os
 import select
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -147,3 +151,36 @@ def read_until(fd, marker, timeout=10):
     while marker not in out and time.monotonic() < end:
         out += read_for(fd, 0.1)
     return out
+
+
+class Terminal:
+    """The CLI on a fresh pseudo-terminal as its controlling terminal, as in a shell."""
+
+    def __init__(self, proc, master, slave, saved):
+        self.proc, self.master, self.slave, self.saved = proc, master, slave, saved
+
+    def resize(self, rows, columns):
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+
+    def settings(self):
+        return termios.tcgetattr(self.slave)
+
+
+@contextlib.contextmanager
+def on_terminal(root, *args, rows=24, columns=80):
+    """Run `minicontainer run --root ROOT ARGS...` on a pty; the terminal's settings
+    are saved before it starts; the process is killed and the pty closed after."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    saved = termios.tcgetattr(slave)
+    proc = subprocess.Popen([*CLI, "run", "--root", str(root), *map(str, args)], stdin=slave,
+                            stdout=slave, stderr=slave, start_new_session=True,
+                            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+    try:
+        yield Terminal(proc, master, slave, saved)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        os.close(slave)

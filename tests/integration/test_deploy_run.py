@@ -7,7 +7,7 @@ import tarfile
 import pytest
 
 from archives import busybox_rootfs, docker_save, oci_layout, write_tar
-from helpers import REPO, cli
+from helpers import cli
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ import re
 import signal
 import subprocess
 
-import pytest
-
 import minicontainer as mc
 from helpers import container_cgroups, wait_for
 

@@ -1,6 +1,5 @@
 """Networking for real: traffic only between namespaces these tests make and
 loopback. A test subnet keeps clear of anything a user may run."""
-import os
 import shutil
 import socket
 import threading
@@ -8,7 +7,7 @@ import time
 
 import pytest
 
-from helpers import cli, container_pids, network_leftovers, wait_for
+from helpers import container_pids, network_leftovers, wait_for
 
 SUBNET = "10.213.0.0/24"
 GATEWAY, FIRST, SECOND = "10.213.0.1", "10.213.0.2", "10.213.0.3"

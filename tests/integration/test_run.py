@@ -3,18 +3,16 @@
 Each isolation check also runs the same probe on the host, where it must
 succeed, so no check passes by accident.
 """
-import fcntl
 import os
 import shutil
 import signal
 import subprocess
-import termios
 
 import pytest
 
 import minicontainer as mc
 
-from helpers import CLI, REPO, build_static, cli, container_pids, host_mounts, processes_rooted_under, read_until, wait_for
+from helpers import REPO, build_static, cli, container_pids, host_mounts, on_terminal, processes_rooted_under, read_until, wait_for
 
 
 def test_walkthrough_hello_from_the_container(tmp_path, root):
@@ -186,30 +184,14 @@ def test_killing_minicontainer_kills_the_container_within_a_second(root, start):
     assert wait_for(lambda: not processes_rooted_under(root), 1.0)
 
 
-def on_terminal(root, *args):
-    """Start the CLI with a pty as its controlling terminal, as in a shell."""
-    master, slave = os.openpty()
-    proc = subprocess.Popen([*CLI, "run", "--root", str(root), *map(str, args)],
-                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
-    os.close(slave)
-    return proc, master
-
-
 @pytest.mark.parametrize("trap, code", [(False, 130), (True, 1)])
 def test_ctrl_c_on_the_terminal(root, trap, code):
     """^C stops a default PID 1 with 130, and reaches a handler exactly once."""
     args = ("trap", signal.SIGINT) if trap else ("sleep", 30)
-    proc, master = on_terminal(root, "/bin/probe", *args)
-    try:
-        assert b"ready" in read_until(master, b"ready")
-        os.write(master, b"\x03")
-        assert proc.wait(10) == code
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
+    with on_terminal(root, "/bin/probe", *args) as term:
+        assert b"ready" in read_until(term.master, b"ready")
+        os.write(term.master, b"\x03")
+        assert term.proc.wait(10) == code
 
 
 def test_mounts_do_not_leak_to_a_shared_host_mount(tmp_path, template_root, start):

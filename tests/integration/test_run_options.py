@@ -1,17 +1,14 @@
 """docker's run options for real: env, workdir, hostname, volumes, tmpfs,
 read-only and throw-away roots, terminals, pipes, signals, names."""
-import fcntl
 import hashlib
 import os
 import signal
-import struct
 import subprocess
-import termios
 import time
 
 import pytest
 
-from helpers import CLI, cli, container_pids, read_until
+from helpers import CLI, container_pids, on_terminal, read_until
 
 
 def test_env_workdir_and_hostname_seen_inside(tmp_path, run):
@@ -91,85 +88,49 @@ def test_pipes_pass_through_without_a_terminal(root):
 
 @pytest.mark.parametrize("init", [False, True])
 def test_interactive_shell_on_a_real_terminal(root, init):
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
-    before = termios.tcgetattr(slave)
-    proc = subprocess.Popen([*CLI, "run", "--root", str(root), *(["--init"] if init else []), "-it",
-                             "/bin/busybox", "sh"], stdin=slave, stdout=slave, stderr=slave,
-                            start_new_session=True, preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
-    try:
-        read_until(master, b"# ")
-        os.write(master, b"stty size; tty; echo done-$((6*7))\n")
-        out = read_until(master, b"done-42")
+    options = ["--init"] if init else []
+    with on_terminal(root, *options, "-it", "/bin/busybox", "sh", rows=33, columns=101) as term:
+        read_until(term.master, b"# ")
+        os.write(term.master, b"stty size; tty; echo done-$((6*7))\n")
+        out = read_until(term.master, b"done-42")
         assert b"33 101" in out and b"/dev/pts/0" in out
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-        proc.send_signal(signal.SIGWINCH)
+        term.resize(40, 120)
+        term.proc.send_signal(signal.SIGWINCH)
         time.sleep(0.3)
-        os.write(master, b"stty size\n")
-        assert b"40 120" in read_until(master, b"40 120")
-        os.write(master, b"sleep 30; echo after-$((1+1))\n")
+        os.write(term.master, b"stty size\n")
+        assert b"40 120" in read_until(term.master, b"40 120")
+        os.write(term.master, b"sleep 30; echo after-$((1+1))\n")
         time.sleep(0.5)
-        os.write(master, b"\x03")  # ^C reaches the container's foreground job
-        os.write(master, b"echo alive-$((2+3))\n")
-        out = read_until(master, b"alive-5")
+        os.write(term.master, b"\x03")  # ^C reaches the container's foreground job
+        os.write(term.master, b"echo alive-$((2+3))\n")
+        out = read_until(term.master, b"alive-5")
         assert b"alive-5" in out and b"after-2" not in out
-        os.write(master, b"exit 3\n")
-        assert proc.wait(10) == 3
-        assert termios.tcgetattr(slave) == before  # the host terminal is as it was
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-        os.close(slave)
-
-
-def on_terminal(root, *args):
-    """The CLI on a fresh pty as its controlling terminal: (process, master, slave)."""
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    proc = subprocess.Popen([*CLI, "run", "--root", str(root), *map(str, args)], stdin=slave,
-                            stdout=slave, stderr=slave, start_new_session=True,
-                            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
-    return proc, master, slave
+        os.write(term.master, b"exit 3\n")
+        assert term.proc.wait(10) == 3
+        assert term.settings() == term.saved  # the host terminal is as it was
 
 
 def test_ctrl_z_stops_the_foreground_job_inside(root):
-    proc, master, slave = on_terminal(root, "-t", "/bin/busybox", "sh")
-    try:
-        read_until(master, b"# ")
-        os.write(master, b"sleep 30\n")
+    with on_terminal(root, "-t", "/bin/busybox", "sh") as term:
+        read_until(term.master, b"# ")
+        os.write(term.master, b"sleep 30\n")
         time.sleep(0.5)
-        os.write(master, b"\x1a")  # ^Z
-        assert b"Stopped" in read_until(master, b"Stopped")
-        os.write(master, b"kill -9 %1; wait; echo killed\n")
-        assert b"killed" in read_until(master, b"killed\r\n")
-        os.write(master, b"exit 0\n")  # ash refuses the first exit while it counted a stopped job
-        os.write(master, b"exit 0\n")
-        assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-        os.close(slave)
+        os.write(term.master, b"\x1a")  # ^Z
+        assert b"Stopped" in read_until(term.master, b"Stopped")
+        os.write(term.master, b"kill -9 %1; wait; echo killed\n")
+        assert b"killed" in read_until(term.master, b"killed\r\n")
+        os.write(term.master, b"exit 0\n")  # ash refuses the first exit while it counted a stopped job
+        os.write(term.master, b"exit 0\n")
+        assert term.proc.wait(10) == 0
 
 
 def test_terminal_is_restored_when_the_container_is_killed(root):
-    proc, master, slave = on_terminal(root, "-t", "/bin/probe", "sleep", 30)
-    before = termios.tcgetattr(slave)
-    try:
-        assert b"ready" in read_until(master, b"ready")
-        assert termios.tcgetattr(slave) != before  # raw while it runs
+    with on_terminal(root, "-t", "/bin/probe", "sleep", 30) as term:
+        assert b"ready" in read_until(term.master, b"ready")
+        assert term.settings() != term.saved  # raw while it runs
         os.kill(container_pids(root)[0], signal.SIGKILL)
-        assert proc.wait(10) == 137
-        assert termios.tcgetattr(slave) == before
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-        os.close(slave)
+        assert term.proc.wait(10) == 137
+        assert term.settings() == term.saved
 
 
 def test_tty_without_a_terminal_is_an_error(run):

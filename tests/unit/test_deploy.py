@@ -101,7 +101,7 @@ def test_missing_path_fails_before_anything_is_copied(root, host, capsys):
 
 
 def test_unreadable_file_fails_before_anything_is_copied(root, host, capsys, monkeypatch):
-    good = make(host / "tree" / "good")
+    make(host / "tree" / "good")
     bad = make(host / "tree" / "zbad")
     monkeypatch.setattr(mc, "readable", lambda path, st: str(path) != str(bad))
     assert deploy(root, host / "tree") == 125

@@ -1,6 +1,5 @@
 """Deploying archives, images, trees and programs into a temporary root, without root."""
 import os
-import shutil
 import stat
 import subprocess
 import tarfile

@@ -1,5 +1,4 @@
 """Unit tests for run's docker-style options: env, volumes, tmpfs, names."""
-import os
 
 import pytest
 
