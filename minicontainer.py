@@ -617,8 +617,19 @@ class ElfInfo:
     __slots__ = ("elfclass", "machine", "interp", "needed", "rpath", "runpath")
 
 
+_elf_infos = {}
+
+
 def elf_info(path):
-    """Read an ELF file's loader facts with pyelftools; None if it is not ELF."""
+    """Read an ELF file's loader facts with pyelftools; None if it is not ELF.
+    Each file is read once per process: a closure meets the same libraries
+    again and again (libc, for every program deployed)."""
+    if path not in _elf_infos:
+        _elf_infos[path] = read_elf_info(path)
+    return _elf_infos[path]
+
+
+def read_elf_info(path):
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
     info = ElfInfo()
@@ -646,9 +657,20 @@ def elf_info(path):
     return info
 
 
+_loader_cache = None
+
+
 def loader_cache():
     """The host's loader cache, {soname: [paths]}, from `ldconfig -p` (the host's
-    own tool reading its cache; the program being deployed is never run)."""
+    own tool reading its cache; the program being deployed is never run). Read
+    once per process, however many programs are deployed."""
+    global _loader_cache
+    if _loader_cache is None:
+        _loader_cache = read_loader_cache()
+    return _loader_cache
+
+
+def read_loader_cache():
     import subprocess
     cache = {}
     for ldconfig in ("/sbin/ldconfig", "/usr/sbin/ldconfig"):
