@@ -145,6 +145,8 @@ HOLDER_PDEATH = signal.SIGRTMIN
 # status pipe: the supervisor need not wait for the holder's own exit, which
 # tears down the container's mount namespace (about 2 ms).
 HOLDER_DONE = signal.SIGRTMIN + 1
+# What the supervisor blocks and waits for: the same set, or a signal is lost.
+SUPERVISOR_SIGNALS = SUPERVISED_SIGNALS + (HOLDER_DONE,)
 
 
 # ---------------------------------------------------------------------------
@@ -2660,8 +2662,8 @@ def supervise(spec, holder, report_fd, status_fd, tty_sock, on_pid=None):
                 code = exit_code(status)
                 break
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            info = signal.sigtimedwait(SUPERVISED_SIGNALS + (HOLDER_DONE,), wait) \
-                if wait is not None else signal.sigwaitinfo(SUPERVISED_SIGNALS + (HOLDER_DONE,))
+            info = signal.sigtimedwait(SUPERVISOR_SIGNALS, wait) \
+                if wait is not None else signal.sigwaitinfo(SUPERVISOR_SIGNALS)
             if info is None:  # --stop-timeout ran out
                 send(pidfd, signal.SIGKILL)
                 deadline = None
@@ -2743,7 +2745,7 @@ def run_container(spec, name=None, network=None):
     Parent side, host namespaces, root. The cgroups are made before the fork
     and removed after the holder is gone, whatever happened in between.
     """
-    signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISED_SIGNALS + (HOLDER_DONE,))
+    signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
     # No cyclic GC from here on, in this process and the forked ones: a
     # collection in a child walks every object it inherited and so copies the
     # pages they sit on. These processes are short-lived and make no cycles.
