@@ -5,9 +5,17 @@ starts a command inside that root as PID 1 of its own PID and mount
 namespaces, behind pivot_root, with a fresh /proc, and passes its exit
 status through the way docker does.
 
-The module reads top to bottom as a container's life: constants, errors,
-syscall wrappers, the root filesystem and deploy, the container's set-up
-steps (child side), supervision (parent side), and the command line.
+The module reads top to bottom as a container's life, one banner a section:
+
+    Constants                 kernel names, docker's codes, default policies
+    Errors                    ContainerError: "what failed: why", with its errno
+    Syscall wrappers          the only ctypes: mount API, openat2, seccomp, ...
+    Root filesystem and deploy   plan, check, then write inside the root
+    Resource limits           cgroups v2 and v1, made before the fork
+    Network (host side)       the bridge, addresses, veths, published ports
+    Container set-up          PID 1's steps, in order, from container_main
+    Supervision               supervisor and holder: fork, wait, signals, status
+    Command line              click: deploy, run; main and entry
 """
 
 __version__ = "0.1.0"
@@ -43,22 +51,38 @@ MS_PRIVATE = 0x40000
 
 MNT_DETACH = 0x2
 
+RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
+# How every path inside a container's root is resolved: with the root as "/",
+# and never through /proc's magic links (/proc/self/fd/N, /proc/self/exe),
+# which lead wherever the descriptor or the executable is: the host.
+IN_ROOT = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
 
 AF_INET, SOCK_DGRAM = 2, 2
 TIOCSCTTY, TIOCGWINSZ, TIOCSWINSZ = 0x540E, 0x5413, 0x5414
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+SOL_SOCKET, SCM_RIGHTS = 1, 1
 
 # pivot_root has no glibc wrapper; its number differs between architectures.
-# openat2 came after the numbers were unified, so it is 437 everywhere.
+# The calls from openat2 on came after the numbers were unified: the same everywhere.
 SYS_PIVOT_ROOT = {"x86_64": 155, "i386": 217, "i686": 217, "aarch64": 41,
                   "riscv64": 41, "armv7l": 218, "ppc64le": 203, "s390x": 217}
 SYS_OPENAT2 = 437
-SYS_OPEN_TREE, SYS_MOVE_MOUNT = 428, 429  # the new mount API (Linux 5.2+), also unified
+# The new mount API (Linux 5.2, mount_setattr 5.12): every mount of the
+# container is made detached and attached to a descriptor, never to a path.
+SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_FSOPEN, SYS_FSCONFIG, SYS_FSMOUNT = 428, 429, 430, 431, 432
+SYS_MOUNT_SETATTR = 442
 OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC = 0x1, os.O_CLOEXEC
-MOVE_MOUNT_F_EMPTY_PATH = 0x4
+AT_EMPTY_PATH, AT_RECURSIVE = 0x1000, 0x8000
+MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH = 0x4, 0x40
+FSOPEN_CLOEXEC, FSMOUNT_CLOEXEC = 0x1, 0x1
+FSCONFIG_SET_FLAG, FSCONFIG_SET_STRING, FSCONFIG_CMD_CREATE = 0, 1, 6
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 0x1, 0x2, 0x4, 0x8
 AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
+PATH_MAX, NAME_MAX = 4096, 255
+MAX_FD = 2**31 - 1  # closerange's end: every descriptor from its start on
 
 # Docker's exit codes for failures that are not the command's own status.
 EXIT_OWN_FAILURE = 125  # minicontainer itself failed
@@ -92,19 +116,55 @@ DEFAULT_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL",
                         "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID",
                         "SYS_CHROOT")
 
-# System calls the default seccomp filter makes fail with EPERM: the ones
-# that reach past the namespaces (mounts, namespaces, kernel modules, kexec,
-# keyrings, bpf, raw I/O ports, file handles, swap, reboot).
-SECCOMP_DENIED = ("mount", "umount2", "pivot_root", "unshare", "setns", "kexec_load",
-                  "kexec_file_load", "init_module", "finit_module", "delete_module",
-                  "keyctl", "add_key", "request_key", "bpf", "open_by_handle_at",
-                  "reboot", "swapon", "swapoff", "iopl", "ioperm")
-TIOCSTI = 0x5412  # ioctl that pushes bytes into a terminal's input: denied too
-SCMP_ACT_ALLOW = 0x7FFF0000
-SCMP_ACT_ERRNO_EPERM = 0x00050000 | 1
-SCMP_CMP_MASKED_EQ = 7
+# The default seccomp policy: docker's, written as what it refuses rather than
+# what it allows. Each group is refused with EPERM unless the container holds
+# the capability named (docker lifts the same groups for the same
+# capabilities, so `--cap-add SYS_ADMIN` behaves as it does there); groups
+# with None are refused whatever the capabilities. The kernel would refuse
+# most of these anyway for lack of a capability: the filter also stands when
+# a capability is gained some other way, as in a new user namespace.
+SECCOMP_REFUSED = (
+    (None, ("kexec_load", "kexec_file_load",                # replace the running kernel
+            "keyctl", "add_key", "request_key",             # keyrings are not namespaced
+            "swapon", "swapoff",
+            "userfaultfd",                                  # stalls the kernel at will (exploit aid)
+            "io_uring_setup", "io_uring_enter", "io_uring_register",  # bypasses seccomp per call
+            "uselib", "ustat", "sysfs", "_sysctl", "nfsservctl", "create_module",
+            "get_kernel_syms", "query_module", "vm86", "vm86old")),
+    ("SYS_ADMIN", ("mount", "umount", "umount2", "pivot_root", "unshare", "setns",
+                   "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree",
+                   "mount_setattr",                         # the new mount API, whole
+                   "bpf", "fanotify_init", "lookup_dcookie", "perf_event_open",
+                   "quotactl", "quotactl_fd", "setdomainname", "sethostname", "syslog")),
+    ("SYS_MODULE", ("init_module", "finit_module", "delete_module")),
+    ("SYS_BOOT", ("reboot",)),
+    ("SYS_RAWIO", ("iopl", "ioperm")),
+    ("DAC_READ_SEARCH", ("open_by_handle_at",)),
+    ("SYS_PACCT", ("acct",)),
+    ("SYS_PTRACE", ("kcmp", "pidfd_getfd", "process_madvise")),
+    ("SYS_TIME", ("settimeofday", "stime", "clock_settime", "clock_settime64")),
+    ("SYS_TTY_CONFIG", ("vhangup",)),
+    ("SYS_NICE", ("get_mempolicy", "set_mempolicy", "set_mempolicy_home_node", "mbind",
+                  "move_pages", "migrate_pages")),
+)
+# clone with any of these flags makes a namespace: refused unless SYS_ADMIN.
+# clone3 passes its flags in memory a filter cannot read, so it answers
+# ENOSYS instead, and libc falls back to clone, where the flags are seen.
+CLONE_NEWUSER = 0x10000000
+NAMESPACE_FLAGS = (CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER,
+                   CLONE_NEWPID, CLONE_NEWNET)
+TIOCSTI = 0x5412  # ioctl that pushes bytes into a terminal's input: refused, always
+EPERM, ENOSYS = 1, 38
+# libseccomp's numbers for the OCI names of actions and comparisons.
+SCMP_ACTIONS = {"SCMP_ACT_KILL": 0x00000000, "SCMP_ACT_KILL_THREAD": 0x00000000,
+                "SCMP_ACT_KILL_PROCESS": 0x80000000, "SCMP_ACT_TRAP": 0x00030000,
+                "SCMP_ACT_ERRNO": 0x00050000, "SCMP_ACT_TRACE": 0x7FF00000,
+                "SCMP_ACT_LOG": 0x7FFC0000, "SCMP_ACT_ALLOW": 0x7FFF0000}
+SCMP_OPS = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4,
+            "SCMP_CMP_GE": 5, "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
 # 32-bit ABIs the native filter also covers, as docker's profile does.
-SCMP_COMPAT_ARCHES = {"x86_64": (0x40000003, 0x4000003E), "aarch64": (0x40000028,)}
+SECCOMP_ARCHES = {"x86_64": ("SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"),
+                  "aarch64": ("SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM")}
 
 # cgroups. The CFS period is the kernel's default; shares map to v2 weights
 # as runc maps them. Below docker's 6 MiB floor the set-up itself cannot run.
@@ -120,7 +180,7 @@ ULIMITS = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice
 DEFAULT_HOSTNAME = "minicontainer"
 DEFAULT_ROOT = "newroot"
 # --read-only keeps these writable, as tmpfs (podman's --read-only-tmpfs).
-READ_ONLY_TMPFS = (("/tmp", "mode=1777"), ("/run", "mode=755"))
+READ_ONLY_TMPFS = (("/tmp", (("mode", "1777"),)), ("/run", (("mode", "755"),)))
 # Where --rm puts its throw-away upper layer: a tmpfs mounted, inside the
 # container's private mount namespace only, on the first of these that is
 # neither the root nor above it.
@@ -164,6 +224,11 @@ class ContainerError(Exception):
 
     def __str__(self):
         return f"{self.what}: {self.why}" if self.why else self.what
+
+    def within(self, context):
+        """The same error, with where it happened in front: "context: what: why"."""
+        self.what = f"{context}: {self.what}"
+        return self
 
     @classmethod
     def from_os(cls, what, exc, code=EXIT_OWN_FAILURE):
@@ -232,7 +297,7 @@ def pivot_root(new_root, put_old):
 _open_how = None
 
 
-def openat2(dirfd, path, flags, resolve):
+def openat2(dirfd, path, flags, resolve, mode=0):
     """openat2(2) (Linux 5.6+): open `path` below `dirfd` under `resolve` rules."""
     import ctypes
     global _open_how
@@ -241,25 +306,92 @@ def openat2(dirfd, path, flags, resolve):
             _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
                         ("resolve", ctypes.c_uint64)]
         _open_how = OpenHow
-    how = _open_how(flags | os.O_CLOEXEC, 0, resolve)
-    return _libc_call("syscall", ctypes.c_long(SYS_OPENAT2), dirfd,
-                      _bytes(path), ctypes.byref(how), ctypes.sizeof(how),
-                      what=f"open {path} inside the root")
+    how = _open_how(flags | os.O_CLOEXEC, mode, resolve)
+    try:
+        return _libc_call("syscall", ctypes.c_long(SYS_OPENAT2), dirfd,
+                          _bytes(path), ctypes.byref(how), ctypes.sizeof(how),
+                          what=f"open {path} inside the root")
+    except ContainerError as exc:
+        if exc.errno == 40 and resolve & RESOLVE_NO_MAGICLINKS:  # ELOOP
+            exc.why = ("a symlink loop, or a /proc magic link (/proc/self/fd/N, /proc/self/exe),"
+                       " which could lead out of the root")
+        raise
 
 
-def open_tree_clone(path):
+def clone_tree(path, dirfd=AT_FDCWD, recursive=False, follow=True):
     """open_tree(OPEN_TREE_CLONE): a detached copy of the mount at `path`, as an fd
-    that can be attached later, even behind pivot_root (Linux 5.2+)."""
+    to attach later, even behind pivot_root (Linux 5.2+). Only for paths of
+    the host's (before pivot_root) or of the container's own /proc and /dev:
+    open_tree follows whatever it meets."""
     import ctypes
-    return _libc_call("syscall", ctypes.c_long(SYS_OPEN_TREE), AT_FDCWD, _bytes(path),
-                      OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC, what=f"open_tree {path}")
+    flags = (OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+             | (0 if follow else AT_SYMLINK_NOFOLLOW))
+    return _libc_call("syscall", ctypes.c_long(SYS_OPEN_TREE), dirfd, _bytes(path), flags,
+                      what=f"open_tree {path}")
 
 
-def move_mount(tree_fd, target):
-    """move_mount(2): attach a detached mount tree at `target`."""
+def new_mount(fstype, options=(), attrs=0, source=None):
+    """A new, detached mount of a file system (fsopen, fsconfig, fsmount), as an fd.
+
+    options: (key, value) pairs, value None for a flag. The kernel's own
+    explanation of a refused option (read from the context) is the error text.
+    """
     import ctypes
-    _libc_call("syscall", ctypes.c_long(SYS_MOVE_MOUNT), tree_fd, b"", AT_FDCWD, _bytes(target),
-               MOVE_MOUNT_F_EMPTY_PATH, what=f"mount --bind (volume) {target}")
+    fs = _libc_call("syscall", ctypes.c_long(SYS_FSOPEN), _bytes(fstype), FSOPEN_CLOEXEC,
+                    what=f"fsopen {fstype}")
+    what = f"mount -t {fstype}{' -o ' if options else ''}" + ",".join(
+        k if v is None else f"{k}={v}" for k, v in options)
+    try:
+        for key, value in (("source", source or fstype),) + tuple(options):
+            command = FSCONFIG_SET_FLAG if value is None else FSCONFIG_SET_STRING
+            _fsconfig(fs, command, key, value, what)
+        _fsconfig(fs, FSCONFIG_CMD_CREATE, None, None, what)
+        return _libc_call("syscall", ctypes.c_long(SYS_FSMOUNT), fs, FSMOUNT_CLOEXEC, attrs,
+                          what=what)
+    finally:
+        os.close(fs)
+
+
+def _fsconfig(fs, command, key, value, what):
+    import ctypes
+    try:
+        _libc_call("syscall", ctypes.c_long(SYS_FSCONFIG), fs, command, _bytes(key),
+                   _bytes(value), 0, what=what)
+    except ContainerError as exc:
+        try:  # the file system's own words: "e tmpfs: Bad value for 'size'"
+            message = os.read(fs, 512).decode(errors="replace").strip()
+        except OSError:
+            message = ""
+        if message:
+            exc.why = message.partition(" ")[2]
+        raise
+
+
+_mount_attr = None
+
+
+def set_mount_attrs(fd, attrs, recursive=False):
+    """mount_setattr(2) (Linux 5.12+): add read-only, nosuid, nodev, noexec to the
+    mount `fd` refers to (attached or not); they cannot be taken off from inside."""
+    import ctypes
+    global _mount_attr
+    if _mount_attr is None:
+        class MountAttr(ctypes.Structure):
+            _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                        ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+        _mount_attr = MountAttr
+    attr = _mount_attr(attrs, 0, 0, 0)
+    _libc_call("syscall", ctypes.c_long(SYS_MOUNT_SETATTR), fd, b"",
+               AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0), ctypes.byref(attr),
+               ctypes.sizeof(attr), what="mount_setattr")
+
+
+def attach_mount(tree_fd, target_fd, target):
+    """move_mount(2): attach a detached mount onto the file or directory `target_fd`
+    is open on; no path is resolved, so no symlink can redirect it."""
+    import ctypes
+    _libc_call("syscall", ctypes.c_long(SYS_MOVE_MOUNT), tree_fd, b"", target_fd, b"",
+               MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH, what=f"mount on {target}")
 
 
 def setns(fd, nstype):
@@ -294,53 +426,114 @@ def set_link_up(name):
         os.close(sock)
 
 
-class SeccompFilter:
-    """A libseccomp filter: built while the host's libraries are in sight, loaded
-    just before exec. libseccomp writes the BPF and checks the architecture;
-    this binds the five calls needed, by soname, at a fraction of the start-up
-    cost of a binding that looks the library up with ldconfig on import.
-    """
+_libseccomp = None
 
-    def __init__(self, denied, denied_ioctls):
+
+def libseccomp():
+    """libseccomp, bound by soname: the seven calls used, at a fraction of the
+    start-up cost of a binding that looks the library up with ldconfig."""
+    global _libseccomp
+    if _libseccomp is None:
         import ctypes
-        self.lib = lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+        try:
+            lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+        except OSError as exc:
+            raise ContainerError("seccomp", f"libseccomp is not installed ({exc})") from None
         lib.seccomp_init.restype = ctypes.c_void_p
         lib.seccomp_init.argtypes = [ctypes.c_uint32]
         lib.seccomp_arch_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+        lib.seccomp_arch_resolve_name.argtypes = [ctypes.c_char_p]
+        lib.seccomp_arch_resolve_name.restype = ctypes.c_uint32
         lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
         lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
                                                ctypes.c_uint, ctypes.c_void_p]
         lib.seccomp_load.argtypes = [ctypes.c_void_p]
-        self.ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
+        _libseccomp = lib
+    return _libseccomp
+
+
+class SeccompFilter:
+    """A filter compiled by libseccomp from a policy in the OCI format
+    (defaultAction, defaultErrnoRet, architectures, syscalls with names,
+    action, errnoRet and args): minicontainer's default and a bundle's alike.
+    Built while the host's libraries are in sight, loaded just before exec.
+    A name libseccomp does not know is skipped, as runc does: it is not a
+    system call of this architecture (iopl on arm64)."""
+
+    def __init__(self, policy):
+        import ctypes
+        self.lib = lib = libseccomp()
+        default = seccomp_action(policy.get("defaultAction", "SCMP_ACT_ALLOW"),
+                                 policy.get("defaultErrnoRet"), "defaultAction")
+        self.ctx = lib.seccomp_init(default)
         if not self.ctx:
             raise ContainerError("seccomp", "libseccomp could not make a filter")
-        for arch in SCMP_COMPAT_ARCHES.get(os.uname().machine, ()):
-            lib.seccomp_arch_add(self.ctx, arch)  # -EEXIST or unsupported: fine
+        for arch in policy.get("architectures") or ():
+            token = lib.seccomp_arch_resolve_name(arch.removeprefix("SCMP_ARCH_").lower().encode())
+            if not token:
+                raise ContainerError(f"seccomp architecture {arch}", "unknown to libseccomp")
+            lib.seccomp_arch_add(self.ctx, token)  # -EEXIST for the native one: fine
 
         class ArgCmp(ctypes.Structure):
             _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
                         ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
 
-        for name in denied:
-            self.deny(name, 0, None)
-        for request in denied_ioctls:
-            # ioctl's request is an int to the kernel: compare only its low 32 bits,
-            # so junk in the high bits cannot slip TIOCSTI past the filter.
-            self.deny("ioctl", 1, ctypes.byref(ArgCmp(1, SCMP_CMP_MASKED_EQ, 0xFFFFFFFF, request)))
-
-    def deny(self, name, count, args):
-        number = self.lib.seccomp_syscall_resolve_name(name.encode())
-        if number < 0:  # not a system call on this architecture (iopl on arm64)
-            return
-        rc = self.lib.seccomp_rule_add_array(self.ctx, SCMP_ACT_ERRNO_EPERM, number, count, args)
-        if rc < 0:
-            raise ContainerError(f"seccomp rule for {name}", errno=-rc)
+        for rule in policy.get("syscalls") or ():
+            action = seccomp_action(rule.get("action"), rule.get("errnoRet"), "action")
+            if action == default:
+                continue  # libseccomp refuses a rule that repeats the default
+            args = rule.get("args") or ()
+            try:
+                cmps = (ArgCmp * max(1, len(args)))(*(
+                    ArgCmp(a["index"], SCMP_OPS[a["op"]], a.get("value", 0), a.get("valueTwo", 0))
+                    for a in args))
+            except (KeyError, TypeError) as exc:
+                raise ContainerError("seccomp rule", f"bad argument comparison {exc}") from None
+            for name in rule.get("names") or ():
+                number = lib.seccomp_syscall_resolve_name(name.encode())
+                if number < 0:
+                    continue
+                rc = lib.seccomp_rule_add_array(self.ctx, action, number, len(args), cmps)
+                if rc < 0:
+                    raise ContainerError(f"seccomp rule for {name}", errno=-rc)
 
     def load(self):
         """Install the filter. Precondition: no_new_privs is set (or CAP_SYS_ADMIN)."""
         rc = self.lib.seccomp_load(self.ctx)
         if rc < 0:
             raise ContainerError("load the seccomp filter", errno=-rc)
+
+
+def seccomp_action(name, errno_ret, field):
+    """An OCI action name (and errnoRet) as libseccomp's number."""
+    if name not in SCMP_ACTIONS:
+        raise ContainerError(f"seccomp {field} {name}", "not an action this runtime supports"
+                             f" ({', '.join(SCMP_ACTIONS)})")
+    action = SCMP_ACTIONS[name]
+    if name == "SCMP_ACT_ERRNO":
+        action |= EPERM if errno_ret is None else errno_ret & 0xFFFF
+    return action
+
+
+def default_seccomp(caps):
+    """minicontainer's default policy, in the OCI format, for a container whose
+    bounding set holds the capabilities named in `caps`."""
+    refused = [name for cap, names in SECCOMP_REFUSED if cap not in caps for name in names]
+    rules = [{"names": refused, "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM}]
+    if "SYS_ADMIN" not in caps:
+        index = 1 if os.uname().machine.startswith("s390") else 0  # s390's clone swaps them
+        rules += [{"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM,
+                   "args": [{"index": index, "value": flag, "valueTwo": flag,
+                             "op": "SCMP_CMP_MASKED_EQ"}]} for flag in NAMESPACE_FLAGS]
+        rules.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS})
+    # ioctl's request is an int to the kernel: compare only its low 32 bits,
+    # so junk in the high bits cannot slip TIOCSTI past the filter.
+    rules.append({"names": ["ioctl"], "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM,
+                  "args": [{"index": 1, "value": 0xFFFFFFFF, "valueTwo": TIOCSTI,
+                            "op": "SCMP_CMP_MASKED_EQ"}]})
+    return {"defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": list(SECCOMP_ARCHES.get(os.uname().machine, ())),
+            "syscalls": rules}
 
 
 def set_window_size(fd, winsize):
@@ -390,6 +583,9 @@ def check_root(root):
     path = os.path.realpath(root)
     if path == "/":
         raise ContainerError(f"root {root}", "is the host's /; give a container root")
+    if any(path == top or path.startswith(top + "/") for top in ("/proc", "/sys", "/dev")):
+        raise ContainerError(f"root {root}", "is one of the kernel's file systems; give a"
+                             " container root")
     return path
 
 
@@ -407,19 +603,40 @@ def open_root(root):
     return os.open(check_root(root), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
+ROOT_FILE_MAX = 4 << 20  # a passwd or group file larger than this is not one
+
+
 def read_root_file(root, path):
-    """A text file of the root's, resolved with the root as "/"; '' if missing."""
+    """A text file of the root's, '' if missing: resolved with the root as "/"
+    and through no symlink at all, opened without blocking (a container can
+    plant a FIFO there between runs), a regular file, at most 4 MiB."""
     rootfd = open_root(root)
     try:
-        fd = openat2(rootfd, path, os.O_RDONLY, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+        fd = openat2(rootfd, path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY,
+                     IN_ROOT | RESOLVE_NO_SYMLINKS)
     except ContainerError as exc:
         if exc.errno == 2:
             return ""
-        raise
+        if exc.errno == 40:  # ELOOP
+            raise ContainerError(f"read {path} of the root", "it is (or goes through) a symlink;"
+                                 " minicontainer reads only real files there") from None
+        raise exc.within(f"read {path} of the root") from None
     finally:
         os.close(rootfd)
-    with open(fd, encoding="utf-8", errors="replace") as f:
-        return f.read()
+    try:
+        import stat
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ContainerError(f"read {path} of the root", "not a regular file")
+        data = os.read(fd, ROOT_FILE_MAX + 1)
+        while len(data) <= ROOT_FILE_MAX and (more := os.read(fd, ROOT_FILE_MAX + 1 - len(data))):
+            data += more
+    except OSError as exc:
+        raise ContainerError.from_os(f"read {path} of the root", exc) from None
+    finally:
+        os.close(fd)
+    if len(data) > ROOT_FILE_MAX:
+        raise ContainerError(f"read {path} of the root", f"larger than {ROOT_FILE_MAX >> 20} MiB")
+    return data.decode("utf-8", errors="replace")
 
 
 def open_dir_in_root(rootfd, path, create=False):
@@ -440,8 +657,7 @@ def open_dir_in_root(rootfd, path, create=False):
                     pass
                 except OSError as exc:
                     raise ContainerError.from_os(f"create /{prefix} in the root", exc) from None
-            new = openat2(rootfd, prefix, os.O_RDONLY | os.O_DIRECTORY,
-                          RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+            new = openat2(rootfd, "/" + prefix, os.O_RDONLY | os.O_DIRECTORY, IN_ROOT)
             os.close(fd)
             fd = new
         return fd
@@ -1168,10 +1384,15 @@ class Limits:
         return needed
 
 
+def is_number(text):
+    """Digits 0 to 9 only: int() would also take "６４" or "²"."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_size(text, option):
     """docker's sizes: bytes, or a number with b, k, m, g, t (powers of 1024)."""
     import re
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([bkmgt]?)b?", text.strip().lower())
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([bkmgt]?)b?", text.strip().lower(), re.ASCII)
     if not match:
         raise ContainerError(f"{option} {text}", "not a size (e.g. 64m, 1g, 1048576)")
     return int(float(match[1]) * SIZE_UNITS[match[2]])
@@ -1212,11 +1433,10 @@ def parse_ulimits(values):
         soft_text, _, hard_text = numbers.partition(":")
         if name not in ULIMITS:
             raise ContainerError(f"--ulimit {value}", "unknown limit (known: " + ", ".join(ULIMITS) + ")")
-        try:
-            soft = int(soft_text)
-            hard = int(hard_text) if hard_text else soft
-        except ValueError:
-            raise ContainerError(f"--ulimit {value}", "expected NAME=SOFT[:HARD] with numbers") from None
+        if not is_number(soft_text) or not (is_number(hard_text) or not hard_text):
+            raise ContainerError(f"--ulimit {value}", "expected NAME=SOFT[:HARD] with numbers")
+        soft = int(soft_text)
+        hard = int(hard_text) if hard_text else soft
         if not 0 <= soft <= hard:
             raise ContainerError(f"--ulimit {value}", "the soft limit must be between 0 and the hard one")
         number = getattr(resource, f"RLIMIT_{name.upper()}")
@@ -1498,9 +1718,9 @@ def join_cgroups(groups, pid):
 # a veth pair whose container end is eth0. pyroute2 does the netlink work;
 # it is imported only here (it costs ~170 ms). The last run to leave removes
 # the bridge and any masquerade rule; the holder does it if the supervisor is
-# SIGKILLed, and every run sweeps entries whose owners are gone. The shared
-# state lives in /run, reached through a directory fd opened up front, so
-# the holder can still reach it from behind pivot_root.
+# SIGKILLed (it keeps the host's root and /proc: see own_mount_namespace),
+# and every run sweeps entries whose owners are gone, judged by pid and
+# start time in the host's /proc.
 # ---------------------------------------------------------------------------
 
 BRIDGE = "mc0"
@@ -1561,7 +1781,7 @@ class Network:
         self.listeners = []
         self.veth = None
         self.owner = (os.getpid(), process_start(os.getpid()))
-        self.state_dir = self.host_root = self.forward_fd = None
+        self.state_dir = self.forward_fd = None
 
     # -- shared state, under an exclusive lock -------------------------------
 
@@ -1569,7 +1789,6 @@ class Network:
         import fcntl
         if self.state_dir is None:
             self.state_dir = os.open(NET_STATE_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            self.host_root = os.open("/", os.O_PATH | os.O_CLOEXEC)
         while True:  # the last run out unlinks the lock: make sure ours is still the file
             fd = os.open(NET_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=self.state_dir)
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -1609,7 +1828,6 @@ class Network:
         """Take the lowest free address, make sure the bridge is there (and the
         masquerade rule, for --outbound), and bind the published ports."""
         import socket
-        import subprocess  # noqa: F401  the holder may have to undo a rule from behind pivot_root
         fd = self.locked()
         try:
             state = self.load()
@@ -1674,8 +1892,8 @@ class Network:
         state["outbound"] = {"tool": tool, "ip_forward_before": forward_before}
 
     def forwarding(self):
-        """The host's ip_forward switch, opened once (it is per network namespace,
-        fixed at open, so the holder can still use it from the container's)."""
+        """The host's ip_forward switch, opened once. It is per network namespace,
+        fixed at open: the holder opens it only once back in the host's."""
         if self.forward_fd is None:
             self.forward_fd = os.open("/proc/sys/net/ipv4/ip_forward", os.O_RDWR | os.O_CLOEXEC)
         return self.forward_fd
@@ -1760,8 +1978,7 @@ class Network:
             if outbound:
                 os.pwrite(self.forwarding(), outbound["ip_forward_before"].encode(), 0)
                 try:
-                    firewall(outbound["tool"], "delete", state.get("subnet", str(self.subnet)),
-                             self.host_root)
+                    firewall(outbound["tool"], "delete", state.get("subnet", str(self.subnet)))
                 except ContainerError as exc:
                     failure = exc  # said after the rest is undone
             for name in (NET_STATE, NET_LOCK):
@@ -1789,9 +2006,8 @@ def delete_link(ip, name):
             raise ContainerError(f"delete network link {name}", os.strerror(exc.code), exc.code) from None
 
 
-def firewall(tool, action, subnet, host_root=None):
-    """Add or delete minicontainer's masquerade rule for the bridge's subnet.
-    From the holder, behind pivot_root, the tool runs chrooted to the host root."""
+def firewall(tool, action, subnet):
+    """Add or delete minicontainer's masquerade rule for the bridge's subnet."""
     import subprocess
     if os.path.basename(tool) == "nft":
         commands = ([[tool, "add", "table", "ip", NFT_TABLE],
@@ -1804,9 +2020,8 @@ def firewall(tool, action, subnet, host_root=None):
         flag = "-A" if action == "add" else "-D"
         commands = [[tool, "-t", "nat", flag, "POSTROUTING", "-s", subnet, "!", "-o", BRIDGE,
                      "-j", "MASQUERADE"]]
-    back = (lambda: (os.fchdir(host_root), os.chroot("."))) if host_root is not None else None
     for command in commands:
-        result = subprocess.run(command, capture_output=True, text=True, preexec_fn=back)
+        result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             raise ContainerError(" ".join(command), result.stderr.strip() or "failed")
 
@@ -1861,38 +2076,43 @@ class Spec:
     __slots__ = ("root", "command", "workdir", "hostname", "namespaces", "init",
                  "preserve_fds", "mask_paths", "caps", "user", "seccomp", "limits",
                  "env", "volumes", "tmpfs", "read_only", "read_only_tmpfs", "rm", "tty",
-                 "winsize", "stop_timeout", "etc_files")
+                 "winsize", "stop_timeout", "etc_files", "closed_stdio")
 
     def __init__(self, root, command, workdir="/", hostname=DEFAULT_HOSTNAME,
                  namespaces=BASE_NAMESPACES | sum(OPTIONAL_NAMESPACES.values()),
                  init=False, preserve_fds=0, mask_paths=True, caps=frozenset(),
-                 user=None, seccomp=True, limits=None, env=(), volumes=(), tmpfs=(),
+                 user=None, seccomp=None, limits=None, env=(), volumes=(), tmpfs=(),
                  read_only=False, read_only_tmpfs=True, rm=False, tty=False, winsize=None,
-                 stop_timeout=DEFAULT_STOP_TIMEOUT, etc_files=()):
+                 stop_timeout=DEFAULT_STOP_TIMEOUT, etc_files=(), closed_stdio=()):
         self.root, self.command, self.workdir = root, tuple(command), workdir
         self.hostname, self.namespaces, self.init = hostname, namespaces, init
         self.preserve_fds, self.mask_paths = preserve_fds, mask_paths
-        self.caps, self.user, self.seccomp = caps, user, seccomp  # user: (uid, gid, home)
+        self.caps, self.user = caps, user  # user: (uid, gid, home)
+        self.seccomp = seccomp  # a policy in the OCI format, or None: unconfined
         self.limits = limits or Limits()
         self.env, self.volumes, self.tmpfs = tuple(env), tuple(volumes), tuple(tmpfs)
         self.read_only, self.read_only_tmpfs, self.rm = read_only, read_only_tmpfs, rm
         self.tty, self.winsize, self.stop_timeout = tty, winsize, stop_timeout
         self.etc_files = tuple(etc_files)  # (name, text): /etc files written for this run
+        self.closed_stdio = tuple(closed_stdio)  # of 0, 1, 2: closed for minicontainer too
 
 
 class Handles:
-    """What the container's processes hold while it is set up: the report pipe,
-    the cgroups, the terminal socket (-t), and, in PID 1, the host root fd
-    (to explain a failed exec), the seccomp filter and the volume sources."""
+    """What the container's processes hold while it is set up: the report
+    socket, the cgroups, the terminal socket (-t), the network's go-ahead,
+    and, in PID 1, the seccomp filter, the volumes' detached mounts, and
+    descriptors of the container's root, /proc, /dev and /sys (never of the
+    host's: those are closed before anything inside the root is resolved)."""
 
-    __slots__ = ("report_fd", "groups", "tty_sock", "host_root", "seccomp", "volumes",
-                 "go_fd", "network")
+    __slots__ = ("report_fd", "groups", "tty_sock", "seccomp", "volumes", "go_fd",
+                 "network", "root_fd", "proc_fd", "dev_fd", "sys_fd")
 
     def __init__(self, report_fd, groups, tty_sock=None, go_fd=None, network=None):
         self.report_fd, self.groups, self.tty_sock = report_fd, groups, tty_sock
         self.go_fd, self.network = go_fd, network  # --network bridge only
-        self.host_root = self.seccomp = None
+        self.seccomp = None
         self.volumes = ()
+        self.root_fd = self.proc_fd = self.dev_fd = self.sys_fd = None
 
 
 def make_mounts_private():
@@ -1925,6 +2145,41 @@ def enter_cgroups(spec, groups):
         unshare(CLONE_NEWCGROUP)
 
 
+def close_inherited_fds(spec, handles):
+    """Close every descriptor but stdio, the --preserve-fds ones and the set-up's
+    own sockets and pipes, before anything inside the root is resolved.
+
+    A directory descriptor of the host (minicontainer's cgroup and network
+    state directories, or one its caller leaked) is a way out: a command,
+    a symlink or -w through /proc/self/fd/N would resolve on the host
+    (runc's CVE-2024-21626). None of those is ever a directory.
+    """
+    keep = {0, 1, 2, handles.report_fd, *range(3, 3 + spec.preserve_fds)}
+    if handles.go_fd is not None:
+        keep.add(handles.go_fd)
+    if handles.tty_sock is not None:
+        keep.add(handles.tty_sock.fileno())
+    low = 0
+    for fd in sorted(keep):
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, MAX_FD)
+
+
+def own_mount_namespace():
+    """A mount namespace of PID 1's own, below the holder's.
+
+    pivot_root moves every process of a mount namespace whose root is the old
+    root: sharing one, the holder would be moved into the container's root
+    too, where /proc is the container's and any lazy import of its Python
+    would load a file the container planted. So only PID 1 and its
+    descendants pivot; the holder keeps the host's root.
+    """
+    unshare(CLONE_NEWNS)
+    make_mounts_private()
+
+
 def set_hostname(spec):
     """Name the container's own UTS namespace; the host's name is untouched."""
     if spec.namespaces & CLONE_NEWUTS:
@@ -1937,107 +2192,36 @@ def bring_up_loopback(spec):
         set_link_up("lo")
 
 
-def bind_root(root):
-    """Bind the root onto itself, nosuid and nodev: pivot_root needs a mount point,
-    and no setuid file or device node planted in the root may take effect."""
-    mount(root, root, None, MS_BIND | MS_REC)
-    mount(root, root, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV)
-
-
-def enter_root(root):
-    """pivot_root into the root and detach the host's tree.
-
-    Unlike chroot, nothing of the host stays reachable: not by "..", not by a
-    second chroot, not in mountinfo. Falls back to chroot only where the host
-    root cannot be pivoted (an initramfs root), and says so. Every later mount
-    target is resolved inside the root, so no symlink in it can lead out.
-    """
-    os.chdir(root)
-    try:
-        pivot_root(".", ".")  # the old root is stacked on "." ...
-    except ContainerError as exc:
-        if exc.errno != 22:  # EINVAL: / is rootfs, which cannot be pivoted
-            raise
-        print("minicontainer: warning: pivot_root is not possible on this host"
-              " (initramfs root); using chroot, which is weaker", file=sys.stderr)
-        os.chroot(".")
-    else:
-        umount2(".", MNT_DETACH)  # ... and detached from it here
-    os.chdir("/")
-
-
-def mount_point(path, create=True):
-    """Check that a mount target inside the root is a real directory; make it if missing.
-
-    Returns False when it is missing and not to be made.
-    """
-    import stat
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        if not create:
-            return False
-        os.mkdir(path, 0o755)
-        return True
-    if not stat.S_ISDIR(st.st_mode):
-        raise ContainerError(f"mount {path}", "the root's mount point is not a directory")
-    return True
-
-
-def mount_proc():
-    """Mount a fresh /proc. Precondition: PID 1 of the new PID namespace, inside the root."""
-    mount_point("/proc")
-    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-
-
-def mount_dev():
-    """A small tmpfs /dev with the harmless devices, a private devpts and /dev/shm."""
-    import stat
-    mount_point("/dev")
-    mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k")
-    for name, major, minor in DEVICES:
-        os.mknod(f"/dev/{name}", stat.S_IFCHR | 0o666, os.makedev(major, minor))
-        os.chmod(f"/dev/{name}", 0o666)  # not the umask's
-    for name, target in DEV_LINKS:
-        os.symlink(target, f"/dev/{name}")
-    os.mkdir("/dev/pts")
-    mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
-          "newinstance,ptmxmode=0666,mode=0620,gid=5")
-    os.mkdir("/dev/shm")
-    mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=64m")
-
-
-def mount_sys():
-    """A read-only sysfs, where the root has a /sys folder."""
-    if mount_point("/sys", create=False):
-        mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-
-
-def protect_system_paths(spec):
-    """Make the host's knobs in /proc read-only and mask what leaks host secrets.
-
-    A read-only bind stops writes; masking hides: /dev/null over a file, an
-    empty read-only tmpfs over a directory. Paths this kernel lacks are skipped.
-    """
-    if not spec.mask_paths:
-        return
-    flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
-    for path in READONLY_PATHS:
-        if os.path.exists(path):
-            mount(path, path, None, MS_BIND | MS_REC)
-            mount(path, path, None, flags)
-    for path in MASKED_PATHS:
-        if os.path.isdir(path):
-            mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0")
-        elif os.path.exists(path):
-            mount("/dev/null", path, None, MS_BIND)
+def prepare_seccomp(spec):
+    """Build the seccomp filter now, while libseccomp is in sight; it is loaded last."""
+    return SeccompFilter(spec.seccomp) if spec.seccomp is not None else None
 
 
 def open_volume_sources(spec):
     """Clone each volume's host path as a detached mount while the host is in
-    sight; they are attached after pivot_root, so every target resolves inside
-    the container and no symlink of the root can aim one at the host."""
-    return tuple(open_tree_clone(src) for src, _, _ in spec.volumes)
+    sight, nosuid and nodev (and read-only with :ro) already; they are
+    attached after pivot_root, each onto a target resolved inside the root."""
+    sources = []
+    try:
+        for src, _, read_only in spec.volumes:
+            fd = clone_tree(src)
+            sources.append(fd)
+            set_mount_attrs(fd, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+                            | (MOUNT_ATTR_RDONLY if read_only else 0))
+    except ContainerError as exc:
+        raise exc.within(f"--volume {src}") from None
+    return tuple(sources)
+
+
+def wait_for_network(handles):
+    """--network bridge: the supervisor configures eth0 from outside; wait for its word."""
+    if handles.go_fd is None:
+        return
+    word = os.read(handles.go_fd, 1)
+    os.close(handles.go_fd)
+    handles.go_fd = None
+    if word != b"g":
+        raise ContainerError("network", "the supervisor could not set it up")
 
 
 def throwaway_root(spec):
@@ -2062,82 +2246,290 @@ def throwaway_root(spec):
     return f"{scratch}/merged"
 
 
-def make_target(path, directory):
-    """A mount target inside the container: a directory, or an empty file for a file."""
-    if directory:
-        os.makedirs(path, exist_ok=True)
+def bind_root(root):
+    """Bind the root onto itself, nosuid and nodev: pivot_root needs a mount point,
+    and no setuid file or device node planted in the root may take effect.
+    A bind mount does not inherit read-only or noexec from the mount it
+    copies: they are carried over, so a root the user mounted read-only stays so."""
+    kept = os.statvfs(root).f_flag & (os.ST_RDONLY | os.ST_NOEXEC)
+    mount(root, root, None, MS_BIND | MS_REC)
+    mount(root, root, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV
+          | (MS_RDONLY if kept & os.ST_RDONLY else 0) | (MS_NOEXEC if kept & os.ST_NOEXEC else 0))
+
+
+def forbid_imports():
+    """From here on no Python module may be loaded: the file system is about to
+    be the container's, and a module it planted (json.py on the interpreter's
+    path) would run as minicontainer, with every capability. What the set-up
+    needs is imported before; a missed import fails instead of loading."""
+    sys.meta_path[:] = [finder for finder in sys.meta_path
+                        if getattr(finder, "__name__", "") in ("BuiltinImporter", "FrozenImporter")]
+    sys.path_importer_cache.clear()
+
+
+def enter_root(root, handles):
+    """pivot_root into the root and detach the host's tree.
+
+    Unlike chroot, nothing of the host stays reachable: not by "..", not by a
+    second chroot, not in mountinfo. Falls back to chroot only where the host
+    root cannot be pivoted (an initramfs root), and says so. From here on
+    every path is resolved from handles.root_fd, inside the root.
+    """
+    os.chdir(root)
+    try:
+        pivot_root(".", ".")  # the old root is stacked on "." ...
+    except ContainerError as exc:
+        if exc.errno != 22:  # EINVAL: / is rootfs, which cannot be pivoted
+            raise
+        print("minicontainer: warning: pivot_root is not possible on this host"
+              " (initramfs root); using chroot, which is weaker", file=sys.stderr)
+        os.chroot(".")
+    else:
+        umount2(".", MNT_DETACH)  # ... and detached from it here
+    os.chdir("/")
+    handles.root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def top_dir(handles, name, create=True):
+    """The root's /proc, /dev or /sys as an O_PATH descriptor: a real directory,
+    never a symlink (even one inside the root), made if missing and `create`.
+    None if missing and not to be made."""
+    import stat
+    try:
+        return openat2(handles.root_fd, name, os.O_PATH | os.O_DIRECTORY,
+                       IN_ROOT | RESOLVE_NO_SYMLINKS)
+    except ContainerError as exc:
+        if exc.errno == 40:  # ELOOP
+            raise ContainerError(f"/{name} of the root", "is a symlink; it must be a directory") from None
+        if exc.errno == 20:  # ENOTDIR
+            raise ContainerError(f"/{name} of the root", "is not a directory") from None
+        if exc.errno != 2 or not create:
+            if exc.errno == 2:
+                return None
+            raise
+    try:
+        os.mkdir(name, 0o555, dir_fd=handles.root_fd)
+    except OSError as exc:
+        why = exc.strerror
+        if exc.errno == 30:  # EROFS
+            why = f"the root has no /{name} and is read-only (make the directory {name} in it)"
+        raise ContainerError(f"create /{name} in the root", why, exc.errno) from None
+    fd = openat2(handles.root_fd, name, os.O_PATH | os.O_DIRECTORY, IN_ROOT | RESOLVE_NO_SYMLINKS)
+    if not stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ContainerError(f"/{name} of the root", "is not a directory")
+    return fd
+
+
+def open_target(handles, path, directory):
+    """A mount target inside the root, as an O_PATH descriptor: the directory or
+    file at `path`, made (with any missing parents) if missing. Every step is
+    resolved inside the root, never through a magic link, and made there."""
+    import stat
+    parent, name = os.path.split(path)
+    parent_fd = open_dir_in_root(handles.root_fd, parent, create=True)
+    try:
+        try:
+            if directory:
+                os.mkdir(name, 0o755, dir_fd=parent_fd)
+            else:
+                os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                                 | os.O_CLOEXEC, 0o644, dir_fd=parent_fd))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ContainerError.from_os(f"create {path} in the root", exc) from None
+    finally:
+        os.close(parent_fd)
+    fd = openat2(handles.root_fd, path, os.O_PATH, IN_ROOT)
+    if directory != stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ContainerError(f"mount on {path}", "it is a directory in the root; this mount"
+                             " needs a file" if not directory else "it is a file in the root;"
+                             " this mount needs a directory")
+    return fd
+
+
+def attach(tree_fd, target_fd, target):
+    """Attach a detached mount onto a target descriptor; both are closed."""
+    try:
+        attach_mount(tree_fd, target_fd, target)
+    finally:
+        os.close(tree_fd)
+        os.close(target_fd)
+
+
+def mount_proc(handles):
+    """A fresh /proc of the container's PID namespace, nosuid, nodev, noexec.
+    Precondition: PID 1 of the new PID namespace, inside the root."""
+    handles.proc_fd = new_mount("proc", (), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
+    target = top_dir(handles, "proc")
+    attach_mount(handles.proc_fd, target, "/proc")
+    os.close(target)
+
+
+def mount_dev(handles):
+    """A small tmpfs /dev with the harmless devices, a private devpts and /dev/shm.
+    It is filled while still detached, so it appears complete."""
+    import stat
+    handles.dev_fd = dev = new_mount("tmpfs", (("mode", "755"), ("size", "64k")),
+                                     MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)
+    for name, major, minor in DEVICES:
+        os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
+        os.chmod(name, 0o666, dir_fd=dev)  # not the umask's
+    for name, target in DEV_LINKS:
+        os.symlink(target, name, dir_fd=dev)
+    os.mkdir("pts", 0o755, dir_fd=dev)
+    os.mkdir("shm", 0o1777, dir_fd=dev)
+    os.chmod("shm", 0o1777, dir_fd=dev)
+    target = top_dir(handles, "dev")
+    attach_mount(dev, target, "/dev")
+    os.close(target)
+    devpts = new_mount("devpts", (("ptmxmode", "0666"), ("mode", "0620"), ("gid", "5")),
+                       MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)
+    attach(devpts, os.open("pts", os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dev), "/dev/pts")
+    shm = new_mount("tmpfs", (("mode", "1777"), ("size", "64m")),
+                    MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, source="shm")
+    attach(shm, os.open("shm", os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dev), "/dev/shm")
+
+
+def mount_sys(handles):
+    """A read-only sysfs, where the root has a /sys folder."""
+    target = top_dir(handles, "sys", create=False)
+    if target is None:
         return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    if not os.path.lexists(path):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+    handles.sys_fd = new_mount("sysfs", (), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID
+                               | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
+    attach_mount(handles.sys_fd, target, "/sys")
+    os.close(target)
 
 
 def mount_volumes(spec, handles):
-    """-v HOST:CONTAINER[:ro]: bind the held sources, nosuid and nodev, and read-only
-    when asked (the container cannot remount: no CAP_SYS_ADMIN, and seccomp)."""
+    """-v HOST:CONTAINER[:ro]: attach the held sources, each onto its target
+    made and resolved inside the root (the container cannot remount them:
+    no CAP_SYS_ADMIN, and seccomp)."""
     import stat
-    for fd, (src, target, read_only) in zip(handles.volumes, spec.volumes):
-        make_target(target, stat.S_ISDIR(os.fstat(fd).st_mode))
-        move_mount(fd, target)
-        mount(None, target, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV
-              | (MS_RDONLY if read_only else 0))
-        os.close(fd)
+    for fd, (_, target, _) in zip(handles.volumes, spec.volumes):
+        try:
+            attach(fd, open_target(handles, target, stat.S_ISDIR(os.fstat(fd).st_mode)), target)
+        except ContainerError as exc:
+            raise exc.within(f"--volume {target}") from None
     handles.volumes = ()
 
 
-def mount_tmpfs(spec):
+def mount_tmpfs(spec, handles):
     """--tmpfs PATH[:OPTIONS]: a fresh tmpfs (nosuid, nodev, noexec unless asked)."""
-    for target, flags, data in spec.tmpfs:
-        make_target(target, True)
-        mount("tmpfs", target, "tmpfs", flags, data)
+    for target, attrs, options in spec.tmpfs:
+        try:
+            attach(new_mount("tmpfs", options, attrs), open_target(handles, target, True), target)
+        except ContainerError as exc:
+            raise exc.within(f"--tmpfs {target}") from None
 
 
-def wait_for_network(handles):
-    """--network bridge: the supervisor configures eth0 from outside; wait for its word."""
-    if handles.go_fd is None:
-        return
-    word = os.read(handles.go_fd, 1)
-    os.close(handles.go_fd)
-    if word != b"g":
-        raise ContainerError("network", "the supervisor could not set it up")
-
-
-def write_etc_files(spec):
+def write_etc_files(spec, handles):
     """/etc/hosts, /etc/hostname, /etc/resolv.conf of this run: written on the
-    container's /dev tmpfs and bound over the root's files, which stay as they are."""
+    container's /dev tmpfs and bound read-only over the root's files, which
+    stay as they are (an empty file is made as the mount point if missing)."""
     if not spec.etc_files:
         return
-    os.mkdir("/dev/.minicontainer", 0o755)
+    os.mkdir(".minicontainer", 0o755, dir_fd=handles.dev_fd)
     for name, text in spec.etc_files:
-        with open(f"/dev/.minicontainer/{name}", "w") as f:
+        fd = os.open(f".minicontainer/{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                     | os.O_CLOEXEC, 0o644, dir_fd=handles.dev_fd)
+        with open(fd, "w") as f:
             f.write(text)
-        make_target(f"/etc/{name}", False)
-        mount(f"/dev/.minicontainer/{name}", f"/etc/{name}", None, MS_BIND)
-        mount(None, f"/etc/{name}", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        tree = clone_tree(f".minicontainer/{name}", handles.dev_fd)
+        set_mount_attrs(tree, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+        try:
+            attach(tree, open_target(handles, f"/etc/{name}", False), f"/etc/{name}")
+        except ContainerError as exc:
+            raise exc.within(f"/etc/{name} for --network") from None
 
 
-def make_workdir(spec):
-    """-w: the working directory is made if missing, as docker does."""
-    os.makedirs(spec.workdir, exist_ok=True)
+def enter_workdir(spec, handles):
+    """-w: made if missing (as docker does) and entered through a descriptor
+    resolved inside the root; then checked to be inside the root, which a
+    working directory reached through a leaked descriptor would not be
+    (getcwd() says "(unreachable)", and fails)."""
+    try:
+        fd = open_dir_in_root(handles.root_fd, spec.workdir, create=True)
+    except ContainerError as exc:
+        raise exc.within(f"--workdir {spec.workdir}") from None
+    try:
+        os.fchdir(fd)
+    finally:
+        os.close(fd)
+    try:
+        here = os.getcwd()
+    except OSError:
+        here = None
+    if here is None or not here.startswith("/"):
+        raise ContainerError(f"--workdir {spec.workdir}", "it is not inside the container's root")
 
 
-def seal_root(spec):
+def protect_system_paths(spec, handles):
+    """Make the host's knobs in /proc read-only and mask what leaks host secrets.
+
+    A read-only bind stops writes; masking hides: /dev/null over a file, an
+    empty read-only tmpfs over a directory. Paths this kernel lacks are
+    skipped. All of it on the container's own /proc and /sys, by descriptor.
+    """
+    import stat
+    if not spec.mask_paths:
+        return
+    sealed = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC
+    bases = {"proc": handles.proc_fd, "sys": handles.sys_fd}
+    for path in READONLY_PATHS:
+        base, _, rest = path[1:].partition("/")
+        try:
+            tree = clone_tree(rest, bases[base], recursive=True, follow=False)
+        except ContainerError as exc:
+            if exc.errno == 2:
+                continue
+            raise
+        set_mount_attrs(tree, sealed, recursive=True)
+        attach(tree, os.open(rest, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=bases[base]), path)
+    for path in MASKED_PATHS:
+        base, _, rest = path[1:].partition("/")
+        if bases[base] is None:
+            continue
+        try:
+            target = os.open(rest, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=bases[base])
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(os.fstat(target).st_mode):
+            tree = new_mount("tmpfs", (("size", "0"),), sealed)
+        else:
+            tree = clone_tree("null", handles.dev_fd, follow=False)
+        attach(tree, target, path)
+
+
+def seal_root(spec, handles):
     """--read-only: the root becomes read-only, with /tmp and /run as tmpfs
     unless the user mounted something there or said --read-only-tmpfs=false."""
     if not spec.read_only:
         return
     taken = {target for _, target, _ in spec.volumes} | {target for target, _, _ in spec.tmpfs}
-    for target, data in READ_ONLY_TMPFS if spec.read_only_tmpfs else ():
+    for target, options in READ_ONLY_TMPFS if spec.read_only_tmpfs else ():
         if target not in taken:
-            make_target(target, True)
-            mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, data)
-    mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+            attach(new_mount("tmpfs", options, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV),
+                   open_target(handles, target, True), target)
+    set_mount_attrs(handles.root_fd, MOUNT_ATTR_RDONLY)
+
+
+def release_mounts(handles):
+    """The container's /proc, /dev and /sys are in place: let go of their descriptors."""
+    for name in ("proc_fd", "dev_fd", "sys_fd"):
+        fd = getattr(handles, name)
+        if fd is not None:
+            os.close(fd)
+            setattr(handles, name, None)
 
 
 def close_other_fds(spec):
     """Only 0, 1, 2 and the --preserve-fds ones reach the command.
 
-    They are marked close-on-exec rather than closed: the report pipe must
+    They are marked close-on-exec rather than closed: the report socket must
     stay open until the exec itself succeeds.
     """
     keep = 3 + spec.preserve_fds
@@ -2162,9 +2554,16 @@ def container_env(spec):
 
 
 def restore_signals():
-    """Undo what the supervisor and Python changed: the mask and SIG_IGNs survive exec."""
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(sig, signal.SIG_DFL)
+    """Every signal back to its default action, none blocked: dispositions and
+    the mask survive exec, and minicontainer's caller may have set SIG_IGN
+    (a shell's background job ignores SIGINT and SIGQUIT), Python SIGPIPE's
+    and SIGXFSZ's, and the supervisor blocked its own set."""
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):  # glibc's own real-time signals
+                pass
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
@@ -2184,31 +2583,44 @@ def resolve_command(command, workdir):
     return deployed if os.path.lexists(deployed) else here
 
 
-def shebang(path):
-    """The interpreter a script names on its #! line, or None."""
+def read_head(handles, path, size=256):
+    """The first bytes of a file of the container's, or None if it is not a
+    regular file there (a FIFO planted as a script must not hang PID 1)."""
+    import stat
     try:
-        with open(path, "rb") as f:
-            head = f.read(256)
+        fd = openat2(handles.root_fd, path, os.O_RDONLY | os.O_NONBLOCK, IN_ROOT)
+    except ContainerError:
+        return None
+    try:
+        return os.read(fd, size) if stat.S_ISREG(os.fstat(fd).st_mode) else None
     except OSError:
         return None
-    if not head.startswith(b"#!"):
+    finally:
+        os.close(fd)
+
+
+def shebang(head):
+    """The interpreter a script names on its #! line, or None."""
+    if not head or not head.startswith(b"#!"):
         return None
     return os.fsdecode(head[2:].split(b"\n")[0].strip().split(b" ")[0]) or None
 
 
-def refuse_host_interpreter(command, path, search_path):
-    """Never exec minicontainer's own interpreter, which is the host's Python.
+def check_command(command, path, spec, env, handles):
+    """Refuse a command that leads out of the container before exec follows it.
 
-    The kernel resolves /proc/self/exe, and a #!/proc/self/exe script or a
-    symlink to it, in the exec-ing process: that is this Python, and the
-    command would get a handle on a host binary (runc's CVE-2019-5736).
-    Each candidate and its chain of interpreters (the kernel follows four) is
+    The kernel follows /proc's magic links in a command's path and in a
+    script's #! line: /proc/self/exe is minicontainer's own interpreter, the
+    host's Python (runc's CVE-2019-5736), and /proc/self/fd/N whatever N
+    is open on. Each candidate and its chain of interpreters (the kernel
+    follows four) is resolved inside the root without magic links, and
     compared with this process's own executable.
     """
     own = os.stat("/proc/self/exe")
-    candidates = [path] if "/" in path else [os.path.join(d, path) for d in search_path.split(":")]
-    for candidate in candidates:
+    search = [path] if "/" in path else [os.path.join(d, path) for d in env["PATH"].split(":") if d]
+    for candidate in search:
         for _ in range(5):
+            candidate = os.path.join(spec.workdir, candidate)  # relative: from the working dir
             try:
                 st = os.stat(candidate)
             except OSError:
@@ -2216,7 +2628,15 @@ def refuse_host_interpreter(command, path, search_path):
             if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
                 raise ContainerError(f"exec {command}", "it leads to the host's Python interpreter"
                                      " (a /proc/self/exe trick); refused", code=EXIT_CANNOT_RUN)
-            candidate = shebang(candidate)
+            try:
+                os.close(openat2(handles.root_fd, candidate, os.O_PATH, IN_ROOT))
+            except ContainerError as exc:
+                if exc.errno == 40:  # ELOOP: a magic link, or a loop
+                    raise ContainerError(f"exec {command}", f"{candidate} leads through a /proc"
+                                         " magic link (or a symlink loop); refused",
+                                         code=EXIT_CANNOT_RUN) from None
+                break
+            candidate = shebang(read_head(handles, candidate))
             if candidate is None:
                 break
 
@@ -2243,72 +2663,65 @@ def attach_terminal(spec, handles):
         os.close(slave)
 
 
-def exec_command(spec, env, host_root):
-    """Replace this process with the command; on failure say why, docker-style."""
+def close_stdio(spec):
+    """Close again what minicontainer's caller had closed: the command gets
+    stdio as it was given (minicontainer held /dev/null there meanwhile, so
+    no descriptor of its own took the number)."""
+    if not spec.tty:
+        for fd in spec.closed_stdio:
+            os.close(fd)
+
+
+def find_command(spec, env, handles):
+    """The command's path inside the container, checked before exec follows it."""
     path = resolve_command(spec.command[0], spec.workdir)
-    refuse_host_interpreter(spec.command[0], path, env["PATH"])
+    check_command(spec.command[0], path, spec, env, handles)
+    return path
+
+
+def exec_command(spec, path, env, handles):
+    """Replace this process with the command; on failure say why, docker-style."""
     try:
         os.execvpe(path, spec.command, env)
     except OSError as exc:
-        raise exec_error(spec.command[0], path, env["PATH"], exc, host_root) from None
+        raise exec_error(spec.command[0], path, env["PATH"], exc, spec, handles) from None
 
 
-def exec_error(command, path, search_path, exc, host_root):
-    """Turn a failed exec into 127 (not found) or 126 (found but cannot run)."""
+def exec_error(command, path, search_path, exc, spec, handles):
+    """Turn a failed exec into 127 (not found) or 126 (found but cannot run).
+
+    Why an ELF file would not run (a missing interpreter, another machine's
+    code) takes the ELF library, which is on the host, out of sight: the
+    file goes to the supervisor, opened here, to be read there.
+    """
     import errno
     what = f"exec {command}"
     candidates = [path] if "/" in path else [os.path.join(d, path) for d in search_path.split(":")]
     found = next((c for c in candidates if os.path.exists(c)), None)
-    if exc.errno in (errno.ENOENT, errno.ENOTDIR) and found is None:
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG) and found is None:
         return ContainerError(what, "not found in the container", code=EXIT_NOT_FOUND)
     if found and os.path.isdir(found):
         return ContainerError(what, "is a directory", code=EXIT_CANNOT_RUN)
     if exc.errno == errno.EACCES and not os.access(found, os.X_OK):
         return ContainerError(what, "not executable (no x permission)", code=EXIT_CANNOT_RUN)
     if exc.errno in (errno.ENOENT, errno.ENOEXEC):
-        why = explain_program(found, exc.errno, host_root)
-        return ContainerError(what, why, code=EXIT_CANNOT_RUN)
+        found = os.path.join(spec.workdir, found)
+        head = read_head(handles, found, 4)
+        interp = shebang(read_head(handles, found))
+        if interp:
+            return ContainerError(what, f"its interpreter {interp} is missing in the container",
+                                  code=EXIT_CANNOT_RUN)
+        if head == b"\x7fELF":
+            error = ContainerError(what, code=EXIT_CANNOT_RUN)
+            error.elf = (openat2(handles.root_fd, found, os.O_RDONLY | os.O_NONBLOCK, IN_ROOT),
+                         exc.errno)
+            return error
+        if exc.errno == errno.ENOENT:
+            return ContainerError(what, "a file it needs is missing in the container",
+                                  code=EXIT_CANNOT_RUN)
+        return ContainerError(what, "exec format error: not a program this machine can run",
+                              code=EXIT_CANNOT_RUN)
     return ContainerError(what, exc.strerror, exc.errno, code=EXIT_CANNOT_RUN)
-
-
-def explain_program(path, err, host_root):
-    """Say why an existing file would not run: a missing interpreter (ENOENT)
-    or a format this machine cannot run (ENOEXEC).
-
-    Runs only after a failed exec, where no command code has run. The host's
-    site-packages are out of sight behind pivot_root, so the ELF library is
-    imported from the host root kept open for this (close-on-exec).
-    """
-    interp = shebang(path)
-    if interp:
-        return f"its interpreter {interp} is missing in the container"
-    try:
-        f = open(path, "rb")
-    except OSError as exc:
-        return f"{exc.strerror} (reading it to say more)"
-    if f.read(4) != b"\x7fELF":
-        if err == 2:
-            return "a file it needs is missing in the container"
-        return "exec format error: not a program this machine can run"
-    try:
-        os.fchdir(host_root)
-        os.chroot(".")
-        from elftools.elf.elffile import ELFFile
-        elf = ELFFile(f)
-        if err != 2:
-            return (f"exec format error: built for {elf.get_machine_arch()},"
-                    f" this machine is {os.uname().machine}")
-        interp = next(s.get_interp_name() for s in elf.iter_segments()
-                      if s["p_type"] == "PT_INTERP")
-    except Exception:  # no privilege, no library, a damaged file: say less
-        return "its ELF interpreter or a file it needs is missing in the container"
-    return (f"its ELF interpreter {interp} is missing in the container"
-            " (deploy it, or build the program statically)")
-
-
-def prepare_seccomp(spec):
-    """Build the seccomp filter now, while libseccomp is in sight; it is loaded last."""
-    return SeccompFilter(SECCOMP_DENIED, (TIOCSTI,)) if spec.seccomp else None
 
 
 def limit_capabilities(spec):
@@ -2323,15 +2736,26 @@ def limit_capabilities(spec):
     must stay inside inheritable). One set_caps call: Capset.limit() costs
     0.6 ms a set, re-parsing its list once per capability.
     """
+    limit_bounding_set(spec.caps)
+    if spec.user:
+        switch_user(*spec.user[:2])
+    lower_capability_sets(spec.caps)
+
+
+def limit_bounding_set(keep):
+    """Drop every capability but `keep` from the bounding set, by number."""
     import prctl
     with open("/proc/sys/kernel/cap_last_cap") as f:
         last = int(f.read())
     for cap in range(last + 1):
-        if cap not in spec.caps:
+        if cap not in keep:
             prctl.capbset_drop(cap)
-    if spec.user:
-        switch_user(*spec.user[:2])
-    drop = [cap for cap in prctl.ALL_CAPS if cap not in spec.caps]
+
+
+def lower_capability_sets(keep):
+    """Effective and permitted down to `keep`, inheritable (and so ambient) empty."""
+    import prctl
+    drop = [cap for cap in prctl.ALL_CAPS if cap not in keep]
     prctl.set_caps((drop, prctl.CAP_EFFECTIVE, False), (drop, prctl.CAP_PERMITTED, False),
                    (list(prctl.ALL_CAPS), prctl.CAP_INHERITABLE, False))
 
@@ -2350,23 +2774,31 @@ def forbid_new_privileges():
 
 
 def set_rlimits(spec):
-    """The --ulimit values and the default RLIMIT_NOFILE; only lowering, checked by the CLI."""
+    """The --ulimit values and the default RLIMIT_NOFILE; only lowering, checked by
+    the CLI. Set last, so that no limit (nofile=0) can fail the set-up itself."""
     import resource
     for number, soft, hard in spec.limits.rlimits:
         resource.setrlimit(number, (soft, hard))
 
 
+def load_seccomp(handles):
+    """Install the filter built before pivot_root (none with --seccomp unconfined)."""
+    if handles.seccomp:
+        handles.seccomp.load()
+
+
 def start_command(spec, env, handles):
-    """The last steps, in order: signal state, rlimits, terminal, privileges,
-    seccomp, exec."""
+    """The last steps, in order: signal state, terminal, privileges, seccomp,
+    the command found and checked, rlimits, stdio as given, exec."""
     restore_signals()
-    set_rlimits(spec)
     attach_terminal(spec, handles)
     limit_capabilities(spec)
     forbid_new_privileges()
-    if handles.seccomp:
-        handles.seccomp.load()
-    exec_command(spec, env, handles.host_root)
+    load_seccomp(handles)
+    path = find_command(spec, env, handles)
+    set_rlimits(spec)
+    close_stdio(spec)
+    exec_command(spec, path, env, handles)
 
 
 def run_init(spec, env, handles):
@@ -2374,7 +2806,9 @@ def run_init(spec, env, handles):
 
     The init reaps every orphan, forwards signals to the command and exits
     with its status. It is non-dumpable, so the container cannot open its
-    /proc/1/exe, fds or memory (the host's Python).
+    /proc/1/exe, fds or memory (the host's Python), and once the command is
+    forked it keeps no privilege but CAP_KILL (to signal the command as any
+    user), under no_new_privs and the container's seccomp filter.
     """
     import prctl
     prctl.set_dumpable(False)
@@ -2382,8 +2816,18 @@ def run_init(spec, env, handles):
     if pid == 0:
         # The command: PID 2 of the container, root, all set-up done; ends in exec.
         in_child(handles.report_fd, start_command, spec, env, handles)
-    os.closerange(3, 1 << 20)  # the init needs no descriptor at all
+    os.closerange(3, MAX_FD)  # the init needs no descriptor at all
+    confine_init(handles)
     return init_loop(pid)
+
+
+def confine_init(handles):
+    """The init's privileges once the command is forked: CAP_KILL alone."""
+    import prctl
+    limit_bounding_set({prctl.CAP_KILL})
+    lower_capability_sets({prctl.CAP_KILL})
+    forbid_new_privileges()
+    load_seccomp(handles)
 
 
 def init_loop(command_pid):
@@ -2410,7 +2854,8 @@ def container_main(spec, holder_pid, handles):
     die_with_parent(holder_pid)
     new_session()
     enter_cgroups(spec, handles.groups)
-    handles.host_root = os.open("/", os.O_PATH | os.O_CLOEXEC)  # only to explain a failed exec
+    close_inherited_fds(spec, handles)
+    own_mount_namespace()
     handles.seccomp = prepare_seccomp(spec)
     handles.volumes = open_volume_sources(spec)
     set_hostname(spec)
@@ -2418,18 +2863,19 @@ def container_main(spec, holder_pid, handles):
     wait_for_network(handles)
     root = throwaway_root(spec)
     bind_root(root)
-    enter_root(root)
-    mount_proc()
-    mount_dev()
-    mount_sys()
+    forbid_imports()
+    enter_root(root, handles)
+    mount_proc(handles)
+    mount_dev(handles)
+    mount_sys(handles)
     mount_volumes(spec, handles)
-    mount_tmpfs(spec)
-    write_etc_files(spec)
-    make_workdir(spec)
-    protect_system_paths(spec)
-    seal_root(spec)
+    mount_tmpfs(spec, handles)
+    write_etc_files(spec, handles)
+    enter_workdir(spec, handles)
+    protect_system_paths(spec, handles)
+    seal_root(spec, handles)
+    release_mounts(handles)
     close_other_fds(spec)
-    os.chdir(spec.workdir)
     env = container_env(spec)
     if spec.init:
         return run_init(spec, env, handles)
@@ -2441,33 +2887,48 @@ def container_main(spec, holder_pid, handles):
 # Process roles: the supervisor (minicontainer, on the host) forks the
 # namespace holder, which unshares and forks the container's PID 1. The
 # holder passes PID 1's status up; the supervisor forwards signals to PID 1.
-# A pipe carries the holder's "pid N" and any set-up error; its write ends
-# close on exec, so end-of-file means the command is running.
+# A socket carries the holder's "pid N" and any set-up error (with, for an
+# ELF file that would not run, a descriptor of it); its children's ends close
+# on exec, so end-of-file means the command is running.
 # ---------------------------------------------------------------------------
 
 def in_child(report_fd, fn, *args):
     """Run fn in a forked child that can only end in exec or os._exit.
 
     An exception never unwinds into the parent's code: it is sent up the
-    pipe as one line and the child exits with its code.
+    report socket as one message and the child exits with its code.
     """
     code = EXIT_OWN_FAILURE
     try:
         code = fn(*args)
     except ContainerError as exc:
         code = exc.code
-        report(report_fd, f"error {code} {exc}")
+        elf = getattr(exc, "elf", None)
+        if elf is not None:  # the supervisor says why this ELF file would not run
+            report(report_fd, f"elf {code} {elf[1]} {exc.what}", fds=(elf[0],))
+        else:
+            report(report_fd, f"error {code} {exc}")
     except BaseException as exc:  # a bug: still one line, never a traceback
         report(report_fd, f"error {code} internal error: {exc!r}")
     finally:
         os._exit(code)
 
 
-def report(fd, line):
-    """Send one line up the pipe; lines under PIPE_BUF are written atomically."""
+def report(fd, line, fds=()):
+    """Send one line up the report socket (a message each), with descriptors if
+    any; also used for a last word on stderr."""
     data = line.replace("\n", " ").encode(errors="replace")[:4000] + b"\n"
     try:
-        os.write(fd, data)
+        if fds:
+            import _socket  # imported by the supervisor before the fork
+            sock = _socket.socket(fileno=fd)
+            try:
+                sock.sendmsg([data], [(SOL_SOCKET, SCM_RIGHTS,
+                                       b"".join(f.to_bytes(4, sys.byteorder) for f in fds))])
+            finally:
+                sock.detach()
+        else:
+            os.write(fd, data)
     except OSError:
         pass
 
@@ -2544,19 +3005,24 @@ def clean_up_orphaned(handles, host_ns):
 
 
 def read_reports(fd, on_pid=None):
-    """Read the pipe to EOF: (PID 1's host pid, or None; error, or None).
+    """Read the report socket to its end: (PID 1's host pid, or None; error, or None).
 
     on_pid(pid) runs as soon as the pid arrives, while PID 1 is still being
     set up (it configures --network bridge); an error it raises is reported
     like a set-up error, and takes precedence over PID 1's own.
     """
-    pid, error, own_error, buffer = None, None, None, b""
-    while True:
-        data = os.read(fd, 4096)
-        buffer += data
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            kind, _, rest = line.decode(errors="replace").partition(" ")
+    import _socket
+    sock = _socket.socket(fileno=fd)
+    pid = error = own_error = None
+    try:
+        while True:
+            data, ancillary, _, _ = sock.recvmsg(4096, 64)
+            if not data:
+                break
+            fds = [int.from_bytes(blob[i:i + 4], sys.byteorder)
+                   for level, kind, blob in ancillary if (level, kind) == (SOL_SOCKET, SCM_RIGHTS)
+                   for i in range(0, len(blob) - 3, 4)]
+            kind, _, rest = data.decode(errors="replace").strip().partition(" ")
             if kind == "pid":
                 pid = int(rest)
                 if on_pid is not None:
@@ -2567,10 +3033,43 @@ def read_reports(fd, on_pid=None):
             elif kind == "error" and error is None:
                 code, _, message = rest.partition(" ")
                 error = ContainerError(message, code=int(code))
-        if not data:
-            break
-    os.close(fd)
+            elif kind == "elf" and error is None and fds:
+                code, err, message = rest.split(" ", 2)
+                error = ContainerError(message, explain_elf(fds.pop(0), int(err)), code=int(code))
+            for unused in fds:
+                os.close(unused)
+    finally:
+        sock.close()
     return pid, own_error or error
+
+
+def explain_elf(fd, err):
+    """Why the container's ELF file would not run (err: exec's ENOENT or ENOEXEC).
+
+    Read here, on the host, where the ELF library is, from the descriptor PID
+    1 opened inside the root: a regular file only, and its headers only.
+    """
+    import stat
+    fallback = ("its ELF interpreter or a file it needs is missing in the container" if err == 2
+                else "exec format error: not a program this machine can run")
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return fallback
+        from elftools.elf.elffile import ELFFile
+        with open(fd, "rb", closefd=False) as f:
+            elf = ELFFile(f)
+            if err != 2:
+                return (f"exec format error: built for {elf.get_machine_arch()},"
+                        f" this machine is {os.uname().machine}")
+            for segment in elf.iter_segments():
+                if segment["p_type"] == "PT_INTERP" and segment["p_filesz"] <= PATH_MAX:
+                    return (f"its ELF interpreter {segment.get_interp_name()} is missing in the"
+                            " container (deploy it, or build the program statically)")
+    except Exception:  # a damaged file: say less
+        pass
+    finally:
+        os.close(fd)
+    return fallback
 
 
 def signal_disposition(pid, sig):
@@ -2761,7 +3260,9 @@ def run_container(spec, name=None, network=None):
             network.allocate()
             spec.etc_files = network.etc_files(spec.hostname)
             go_read, go_write = os.pipe2(os.O_CLOEXEC)
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        import _socket  # the report socket: lines, and a descriptor to explain a failed exec
+        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        read_fd, write_fd = ours.detach(), theirs.detach()
         status_read, status_write = os.pipe2(os.O_CLOEXEC)
         tty_ours = tty_theirs = None
         if spec.tty:
@@ -2917,6 +3418,11 @@ def own_bounding_set():
     return 0
 
 
+def capability_names(numbers):
+    """The names (docker's spelling) of a set of capability numbers."""
+    return frozenset(name for name, number in capability_numbers().items() if number in numbers)
+
+
 def capability_numbers():
     """Capability names as docker spells them (CHOWN, SYS_ADMIN) to their numbers."""
     import prctl
@@ -2937,7 +3443,7 @@ def resolve_capabilities(adds, drops):
         names = set()
         for value in values:
             name = value.upper().removeprefix("CAP_")
-            if name != "ALL" and name not in numbers:
+            if not value.isascii() or (name != "ALL" and name not in numbers):
                 raise ContainerError(f"{option} {value}", "unknown capability (see capabilities(7))")
             names.add(name)
         return names
@@ -2962,11 +3468,11 @@ def resolve_user(root, user):
     /etc/passwd and /etc/group. A uid the root does not list gets the same
     number as its gid and / as its home."""
     name, _, group = user.partition(":")
-    if not name or (name.isdigit() and int(name) >= 2**32 - 1):
+    if not name or (is_number(name) and int(name) >= 2**32 - 1):
         raise ContainerError(f"--user {user}", "expected NAME or UID, optionally :GROUP or :GID")
     entries = [line.split(":") for line in read_root_file(root, "/etc/passwd").splitlines()]
-    entries = [e for e in entries if len(e) >= 7 and e[2].isdigit() and e[3].isdigit()]
-    if name.isdigit():
+    entries = [e for e in entries if len(e) >= 7 and is_number(e[2]) and is_number(e[3])]
+    if is_number(name):
         uid = int(name)
         entry = next((e for e in entries if int(e[2]) == uid), None)
     else:
@@ -2974,11 +3480,11 @@ def resolve_user(root, user):
         if entry is None:
             raise ContainerError(f"--user {user}", f"no user {name!r} in the root's /etc/passwd")
         uid = int(entry[2])
-    if group.isdigit():
+    if is_number(group):
         gid = int(group)
     elif group:
         groups = [line.split(":") for line in read_root_file(root, "/etc/group").splitlines()]
-        match = next((g for g in groups if len(g) >= 3 and g[0] == group and g[2].isdigit()), None)
+        match = next((g for g in groups if len(g) >= 3 and g[0] == group and is_number(g[2])), None)
         if match is None:
             raise ContainerError(f"--user {user}", f"no group {group!r} in the root's /etc/group")
         gid = int(match[2])
@@ -2994,8 +3500,8 @@ def parse_env(values, files):
     (the same, one a line; blank lines and # comments skipped), in order."""
     lines = []
     for path in files:
-        try:
-            with open(path) as f:
+        try:  # bytes as the file has them: an env value need not be UTF-8
+            with open(path, encoding=sys.getfilesystemencoding(), errors="surrogateescape") as f:
                 lines += [(f"--env-file {path}", line.rstrip("\n")) for line in f]
         except OSError as exc:
             raise ContainerError.from_os(f"--env-file {path}", exc) from None
@@ -3021,37 +3527,85 @@ def parse_volume(value):
     src, dst = parts[0], parts[1]
     if not os.path.isabs(src) and not src.startswith("."):
         raise ContainerError(f"--volume {value}", "the host path must be absolute or start with ./")
-    if not os.path.isabs(dst) or os.path.normpath(dst) == "/":
-        raise ContainerError(f"--volume {value}", "the container path must be absolute, and not /")
+    dst = check_mount_target("--volume", value, dst)
     if not os.path.exists(src):
         raise ContainerError(f"--volume {value}", f"the host path {src} does not exist")
-    return os.path.abspath(src), os.path.normpath(dst), len(parts) == 3 and parts[2] == "ro"
+    return os.path.abspath(src), dst, len(parts) == 3 and parts[2] == "ro"
 
 
-TMPFS_FLAGS = {"ro": (MS_RDONLY, 0), "rw": (0, MS_RDONLY), "exec": (0, MS_NOEXEC),
-               "noexec": (MS_NOEXEC, 0), "suid": (0, MS_NOSUID), "nosuid": (MS_NOSUID, 0),
-               "dev": (0, MS_NODEV), "nodev": (MS_NODEV, 0)}
+TMPFS_FLAGS = {"ro": (MOUNT_ATTR_RDONLY, 0), "rw": (0, MOUNT_ATTR_RDONLY),
+               "exec": (0, MOUNT_ATTR_NOEXEC), "noexec": (MOUNT_ATTR_NOEXEC, 0),
+               "suid": (0, MOUNT_ATTR_NOSUID), "nosuid": (MOUNT_ATTR_NOSUID, 0),
+               "dev": (0, MOUNT_ATTR_NODEV), "nodev": (MOUNT_ATTR_NODEV, 0)}
+TMPFS_OPTIONS = ("size", "mode", "uid", "gid", "nr_inodes", "nr_blocks")
 
 
 def parse_tmpfs(value):
     """--tmpfs PATH[:OPTIONS]: docker's options (size=, mode=, uid=, gid=, nr_inodes=,
-    ro, exec, suid, dev ...); nosuid, nodev and noexec unless asked otherwise."""
+    ro, exec, suid, dev ...); nosuid, nodev and noexec unless asked otherwise.
+    Returns (target, mount attributes, (key, value) options)."""
     target, _, options = value.partition(":")
-    if not os.path.isabs(target) or os.path.normpath(target) == "/":
-        raise ContainerError(f"--tmpfs {value}", "the container path must be absolute, and not /")
-    flags, data = MS_NOSUID | MS_NODEV | MS_NOEXEC, []
+    target = check_mount_target("--tmpfs", value, target)
+    attrs, data = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, []
     for option in filter(None, options.split(",")):
-        name = option.partition("=")[0]
+        name, sep, setting = option.partition("=")
         if option in TMPFS_FLAGS:
-            flags = (flags | TMPFS_FLAGS[option][0]) & ~TMPFS_FLAGS[option][1]
-        elif name in ("size", "mode", "uid", "gid", "nr_inodes", "nr_blocks"):
-            data.append(option)
+            attrs = (attrs | TMPFS_FLAGS[option][0]) & ~TMPFS_FLAGS[option][1]
+        elif name in TMPFS_OPTIONS and sep and setting:
+            data.append((name, setting))
         else:
             raise ContainerError(f"--tmpfs {value}", f"unknown option {option!r}")
-    return os.path.normpath(target), flags, ",".join(data)
+    return target, attrs, tuple(data)
+
+
+# Where no volume or tmpfs may go: the kernel's own file systems, which
+# minicontainer mounts fresh and masks (a mount there could undo a mask), and
+# the devices and links it puts in /dev.
+KERNEL_PATHS = ("/proc", "/sys")
+DEV_PATHS = frozenset([f"/dev/{name}" for name, _, _ in DEVICES]
+                      + [f"/dev/{name}" for name, _ in DEV_LINKS] + ["/dev/pts"])
+
+
+def check_container_path(option, value, path):
+    """An absolute path inside the container, short enough for the kernel."""
+    if not path.startswith("/"):
+        raise ContainerError(f"{option} {value}", "the container path must be absolute")
+    path = "/" + os.path.normpath(path).lstrip("/")  # POSIX keeps a leading "//"
+    data = os.fsencode(path)
+    if len(data) >= PATH_MAX or any(len(part) > NAME_MAX for part in data.split(b"/")):
+        raise ContainerError(f"{option} {value}", f"the container path is too long (at most"
+                             f" {PATH_MAX - 1} bytes, and {NAME_MAX} for a name)")
+    return path
+
+
+def check_mount_target(option, value, path):
+    """A volume's or a tmpfs's target: not /, not the kernel's, not minicontainer's devices."""
+    path = check_container_path(option, value, path)
+    if path == "/":
+        raise ContainerError(f"{option} {value}", "the container path must not be /")
+    for top in KERNEL_PATHS:
+        if path == top or path.startswith(top + "/"):
+            raise ContainerError(f"{option} {value}", f"{top} is the kernel's: minicontainer mounts"
+                                 " and masks it, and a mount there could undo a mask")
+    if any(path == dev or path.startswith(dev + "/") for dev in DEV_PATHS):
+        raise ContainerError(f"{option} {value}", f"{path} is one of the devices minicontainer"
+                             " puts in /dev")
+    return path
 
 
 NAME_CHARS = HOSTNAME_CHARS | {"_", "."}
+
+
+def hostname_for(name):
+    """The hostname a container gets from its --name ('_' becomes '-'), where the
+    name makes one; minicontainer's default otherwise (a name like a..b)."""
+    if name is not None:
+        candidate = name.replace("_", "-")
+        try:
+            return check_hostname(candidate)
+        except ContainerError:
+            pass
+    return DEFAULT_HOSTNAME
 
 
 def claim_name(name):
@@ -3082,6 +3636,28 @@ def terminal_size():
 SHARE = click.Choice(["private", "host"])
 
 
+class Number(click.ParamType):
+    """An integer or a decimal number in ASCII digits: click's own types, like
+    int() and float(), also take "６４" or "١٢"."""
+
+    def __init__(self, kind=int, minimum=None):
+        self.kind, self.minimum = kind, minimum
+        self.name = "integer" if kind is int else "number"
+
+    def convert(self, value, param, ctx):
+        import re
+        if isinstance(value, (int, float)):
+            return value
+        pattern = r"[+-]?\d+" if self.kind is int else r"[+-]?(\d+\.?\d*|\.\d+)"
+        if not re.fullmatch(pattern, value.strip(), re.ASCII):
+            self.fail(f"{value!r} is not {'an integer' if self.kind is int else 'a number'}",
+                      param, ctx)
+        number = self.kind(value)
+        if self.minimum is not None and number < self.minimum:
+            self.fail(f"{value} is below the minimum, {self.minimum}", param, ctx)
+        return number
+
+
 @cli.command(context_settings={"allow_interspersed_args": False})
 @root_option
 @click.option("--hostname", metavar="NAME",
@@ -3104,7 +3680,7 @@ SHARE = click.Choice(["private", "host"])
               help="cgroup namespace (the view of /proc/self/cgroup).")
 @click.option("--init", is_flag=True,
               help="Run a small init as PID 1 that reaps zombies and forwards signals.")
-@click.option("--preserve-fds", type=click.IntRange(min=0), default=0, metavar="N",
+@click.option("--preserve-fds", type=Number(int, 0), default=0, metavar="N",
               help="Pass descriptors 3 to 3+N-1 on to the command.")
 @click.option("--security-opt", multiple=True, metavar="OPT",
               help="systempaths=unconfined: leave /proc and /sys unmasked;"
@@ -3120,9 +3696,9 @@ SHARE = click.Choice(["private", "host"])
 @click.option("--memory", "-m", metavar="SIZE", help="Memory limit, e.g. 64m, 1g (at least 6m).")
 @click.option("--memory-swap", metavar="SIZE",
               help="Memory plus swap limit (needs --memory); -1 for unlimited swap.")
-@click.option("--pids-limit", type=int, metavar="N", help="Most processes at once; 0 or -1: no limit.")
-@click.option("--cpus", type=float, metavar="N", help="CPU time as a number of CPUs, e.g. 0.5.")
-@click.option("--cpu-shares", "-c", type=int, metavar="N",
+@click.option("--pids-limit", type=Number(int), metavar="N", help="Most processes at once; 0 or -1: no limit.")
+@click.option("--cpus", type=Number(float), metavar="N", help="CPU time as a number of CPUs, e.g. 0.5.")
+@click.option("--cpu-shares", "-c", type=Number(int), metavar="N",
               help="Relative CPU weight (default 1024 under contention).")
 @click.option("--ulimit", multiple=True, metavar="NAME=SOFT[:HARD]",
               help="A resource limit (only lowering); nofile defaults to 1024:524288.")
@@ -3146,7 +3722,7 @@ SHARE = click.Choice(["private", "host"])
               help="Keep stdin attached (it always is; accepted for docker's habit).")
 @click.option("--tty", "-t", is_flag=True,
               help="Give the command a pseudo-terminal of its own (job control, ^C, resize).")
-@click.option("--stop-timeout", type=click.IntRange(min=0), default=DEFAULT_STOP_TIMEOUT,
+@click.option("--stop-timeout", type=Number(int, 0), default=DEFAULT_STOP_TIMEOUT,
               show_default=True, metavar="SECONDS",
               help="After SIGTERM, SIGINT, SIGHUP or SIGQUIT, SIGKILL the command this much later.")
 @click.option("--name", metavar="NAME", help="Name the container (hostname and cgroup default to it).")
@@ -3163,8 +3739,10 @@ def run(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, 
     """
     if hostname is not None and uts == "host":
         raise ContainerError("--hostname", "cannot name the container with --uts host")
-    if not os.path.isabs(workdir):
-        raise ContainerError(f"--workdir {workdir}", "must be an absolute path")
+    workdir = check_container_path("--workdir", workdir, workdir)
+    if not command[0]:
+        raise ContainerError("exec ''", "not found in the container (an empty command name)",
+                             code=EXIT_NOT_FOUND)
     relaxed = parse_security_opts(security_opt)
     bridge = network in ("bridge", "private")
     if (publish or outbound) and not bridge:
@@ -3174,20 +3752,23 @@ def run(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, 
     root = check_run_root(root)
     name_lock = claim_name(name) if name is not None else None
     if hostname is None:
-        hostname = name.replace("_", "-") if name is not None else DEFAULT_HOSTNAME
-    spec = Spec(root, command, workdir=os.path.normpath(workdir),
+        hostname = hostname_for(name)
+    caps = resolve_capabilities(cap_add, cap_drop)
+    spec = Spec(root, command, workdir=workdir,
                 hostname=check_hostname(hostname),
                 namespaces=namespaces_for(network=network, ipc=ipc, uts=uts, cgroupns=cgroupns),
                 init=init, preserve_fds=check_preserved_fds(preserve_fds),
                 mask_paths="mask_paths" not in relaxed,
-                caps=resolve_capabilities(cap_add, cap_drop),
+                caps=caps,
                 user=resolve_user(root, user) if user is not None else None,
-                seccomp=seccomp == "default" and "seccomp" not in relaxed,
+                seccomp=default_seccomp(capability_names(caps))
+                if seccomp == "default" and "seccomp" not in relaxed else None,
                 limits=parse_limits(memory, memory_swap, pids_limit, cpus, cpu_shares, stats, ulimit),
                 env=parse_env(env, env_file), volumes=[parse_volume(v) for v in volume],
                 tmpfs=[parse_tmpfs(t) for t in tmpfs], read_only=read_only,
                 read_only_tmpfs=read_only_tmpfs, rm=rm, tty=tty,
-                winsize=terminal_size() if tty else None, stop_timeout=stop_timeout)
+                winsize=terminal_size() if tty else None, stop_timeout=stop_timeout,
+                closed_stdio=CLOSED_STDIO)
     if os.geteuid() != 0:
         raise ContainerError("run", "needs root (try: sudo minicontainer run ...)")
     import time
@@ -3225,24 +3806,73 @@ def report_resources(limits, memory_text, code, found, wall):
         click.echo("minicontainer: stats: " + ", ".join(parts), err=True)
 
 
+def one_line(text, limit=1000):
+    """A message as one printable line of sensible length: control characters
+    (a file name or an ELF interpreter from a container can hold any) shown
+    escaped, each very long word (a 4,000-character path) cut in its middle."""
+    words = []
+    for word in text.split(" "):
+        word = "".join(c if c.isprintable() else repr(c)[1:-1] for c in word)
+        words.append(word if len(word) <= 120 else f"{word[:60]}...{word[-40:]}")
+    line = " ".join(words)
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def say(message):
+    """The one line on stderr through which every failure is told."""
+    click.echo(f"minicontainer: {one_line(message)}", err=True)
+
+
 def main(argv=None):
     """Entry point: run the CLI; print any failure as one line; return the exit code."""
     try:
         return cli.main(args=argv, prog_name="minicontainer", standalone_mode=False) or 0
     except ContainerError as exc:
-        click.echo(f"minicontainer: {exc}", err=True)
+        say(str(exc))
         return exc.code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
-        click.echo(f"minicontainer: {exc.format_message()}", err=True)
+        say(exc.format_message())
         return EXIT_OWN_FAILURE
     except (click.Abort, KeyboardInterrupt):
-        click.echo("minicontainer: interrupted", err=True)
+        say("interrupted")
         return 128 + signal.SIGINT
     except Exception as exc:  # a bug: still one line, never a traceback
-        click.echo(f"minicontainer: internal error: {exc!r}", err=True)
+        say(f"internal error: {exc!r}")
         return EXIT_OWN_FAILURE
+
+
+# Which of stdin, stdout and stderr minicontainer's caller had closed (`>&-`).
+CLOSED_STDIO = ()
+
+
+def hold_stdio():
+    """Put /dev/null where the caller closed 0, 1 or 2, and remember which.
+
+    Otherwise the first descriptor minicontainer opens (the report socket,
+    say) would take the number, and the command would write into it. The
+    container gets them closed again (close_stdio), as it was asked.
+    """
+    global CLOSED_STDIO
+    closed = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.append(fd)
+    for fd in closed:
+        null = os.open("/dev/null", os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+    if 0 in closed:
+        sys.stdin = open(0, closefd=False)
+    if 1 in closed:
+        sys.stdout = open(1, "w", closefd=False)
+    if 2 in closed:
+        sys.stderr = open(2, "w", errors="backslashreplace", closefd=False)
+    CLOSED_STDIO = tuple(closed)
 
 
 def entry():
@@ -3251,6 +3881,8 @@ def entry():
     Tearing down click's modules costs about as much as starting a container;
     with the output flushed, nothing is lost by skipping it.
     """
+    if sys.stdin is None or sys.stdout is None or sys.stderr is None:
+        hold_stdio()
     code = main()
     try:
         sys.stdout.flush()

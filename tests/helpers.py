@@ -84,6 +84,12 @@ def container_pids(path):
     return found
 
 
+def parent_of(pid):
+    """A process's parent, from its /proc status."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("PPid:"))
+
+
 def wait_for(predicate, timeout):
     """Poll predicate until true or timeout; return its last value."""
     deadline = time.monotonic() + timeout

@@ -31,6 +31,11 @@
  *   probe mount TARGET        mount a tmpfs on TARGET: "ok" or the error
  *   probe syscall NAME        try one system call the seccomp filter denies,
  *                             with arguments that do nothing: "ok" or the error
+ *                             (clone-newuser and the like: clone with that flag)
+ *   probe userns-mount        clone into a new user and mount namespace, and there
+ *                             mount a tmpfs with the new mount API: "mounted"
+ *   probe packet              open an AF_PACKET socket: "ok" or the error
+ *   probe openat FD PATH      open PATH relative to descriptor FD: "ok" or the error
  *   probe ids                 "uid U euid E gid G egid H groups N..."
  *   probe mknod PATH          make a block device node (8,0): "ok" or the error
  *   probe killgroup SIG       kill(0, SIG): signal the whole process group; "alive" after
@@ -53,7 +58,10 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <linux/reboot.h>
+#include <linux/sched.h>
+#include <linux/if_ether.h>
 #include <sys/ioctl.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/times.h>
@@ -107,6 +115,65 @@ static int cat(const char *path)
 
 static int fail(void) { printf("error: %s\n", strerror(errno)); return 1; }
 
+/* clone with `flags` (raw, as libc's fallback does): the child exits at once. */
+static long try_clone(unsigned long flags)
+{
+    long pid = syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, NULL);
+    if (pid == 0) _exit(0);
+    if (pid > 0) waitpid(pid, NULL, 0);
+    return pid < 0 ? -1 : 0;
+}
+
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#define SYS_move_mount 429
+#define SYS_fsopen 430
+#define SYS_fsconfig 431
+#define SYS_fsmount 432
+#define SYS_fspick 433
+#endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+#ifndef SYS_io_uring_setup
+#define SYS_io_uring_setup 425
+#define SYS_io_uring_enter 426
+#define SYS_io_uring_register 427
+#endif
+#ifndef SYS_process_madvise
+#define SYS_process_madvise 440
+#endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
+#endif
+#define UFFD_USER_MODE_ONLY 1
+
+/* A tmpfs mounted with the new mount API where the caller is: "mounted". */
+static int new_api_mount(void)
+{
+    int fs = syscall(SYS_fsopen, "tmpfs", 0);
+    if (fs < 0) return -1;
+    if (syscall(SYS_fsconfig, fs, 6 /* FSCONFIG_CMD_CREATE */, NULL, NULL, 0) < 0) return -1;
+    int m = syscall(SYS_fsmount, fs, 0, 0);
+    return m < 0 ? -1 : 0;
+}
+
+static int userns_child(void *unused)
+{
+    (void)unused;
+    if (new_api_mount() < 0) {
+        printf("error in the new namespaces: %s\n", strerror(errno));
+        fflush(stdout);
+        return 1;
+    }
+    puts("mounted");
+    fflush(stdout);  /* the child leaves by the exit system call: no stdio flush */
+    return 0;
+}
+
 /* Each denied system call, with arguments that make it fail harmlessly (or
  * do nothing) when it is allowed, so the error tells who refused it. */
 static long try_syscall(const char *name)
@@ -135,6 +202,35 @@ static long try_syscall(const char *name)
     if (!strcmp(name, "iopl")) return syscall(SYS_iopl, 0);
     if (!strcmp(name, "ioperm")) return syscall(SYS_ioperm, 0, 0, 0);
 #endif
+    if (!strcmp(name, "clone-newuser")) return try_clone(CLONE_NEWUSER);
+    if (!strcmp(name, "clone-newns")) return try_clone(CLONE_NEWNS);
+    if (!strcmp(name, "clone-newpid")) return try_clone(CLONE_NEWPID);
+    if (!strcmp(name, "clone-newnet")) return try_clone(CLONE_NEWNET);
+    if (!strcmp(name, "clone-newuts")) return try_clone(CLONE_NEWUTS);
+    if (!strcmp(name, "clone-newipc")) return try_clone(CLONE_NEWIPC);
+    if (!strcmp(name, "clone-newcgroup")) return try_clone(CLONE_NEWCGROUP);
+    if (!strcmp(name, "clone-plain")) return try_clone(0);
+    if (!strcmp(name, "clone3")) {
+        struct clone_args args = { .exit_signal = SIGCHLD };
+        long pid = syscall(SYS_clone3, &args, sizeof args);
+        if (pid == 0) _exit(0);
+        if (pid > 0) waitpid(pid, NULL, 0);
+        return pid < 0 ? -1 : 0;
+    }
+    if (!strcmp(name, "fsopen")) { long fd = syscall(SYS_fsopen, "tmpfs", 0); if (fd >= 0) close(fd); return fd; }
+    if (!strcmp(name, "fsconfig")) return syscall(SYS_fsconfig, -1, 6, NULL, NULL, 0);
+    if (!strcmp(name, "fsmount")) return syscall(SYS_fsmount, -1, 0, 0);
+    if (!strcmp(name, "fspick")) return syscall(SYS_fspick, -1, "/nonexistent", 0);
+    if (!strcmp(name, "move_mount")) return syscall(SYS_move_mount, -1, "", -1, "", 0);
+    if (!strcmp(name, "open_tree")) { long fd = syscall(SYS_open_tree, AT_FDCWD, "/", 0); if (fd >= 0) close(fd); return fd; }
+    if (!strcmp(name, "mount_setattr")) return syscall(SYS_mount_setattr, -1, "", 0, NULL, 0);
+    if (!strcmp(name, "io_uring_setup")) return syscall(SYS_io_uring_setup, 0, NULL);
+    if (!strcmp(name, "io_uring_enter")) return syscall(SYS_io_uring_enter, -1, 0, 0, 0, NULL, 0);
+    if (!strcmp(name, "io_uring_register")) return syscall(SYS_io_uring_register, -1, 0, NULL, 0);
+    if (!strcmp(name, "userfaultfd")) { long fd = syscall(SYS_userfaultfd, UFFD_USER_MODE_ONLY); if (fd >= 0) close(fd); return fd; }
+    if (!strcmp(name, "kcmp")) return syscall(SYS_kcmp, getpid(), getpid(), 0 /* KCMP_FILE */, 0, 0);
+    if (!strcmp(name, "pidfd_getfd")) return syscall(SYS_pidfd_getfd, -1, 0, 0);
+    if (!strcmp(name, "process_madvise")) return syscall(SYS_process_madvise, -1, NULL, 0, 0, 0);
     if (!strcmp(name, "tiocsti")) { char c = 0; return ioctl(-1, TIOCSTI, &c); }
     /* The same request with junk in the upper 32 bits, which the kernel drops. */
     if (!strcmp(name, "tiocsti-high")) { char c = 0; return syscall(SYS_ioctl, -1, TIOCSTI | (1UL << 32), &c); }
@@ -334,6 +430,21 @@ int main(int argc, char **argv)
                + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6, wall);
     } else if (!strcmp(cmd, "mount")) {
         if (mount("none", arg, "tmpfs", 0, NULL) < 0) return fail();
+        puts("ok");
+    } else if (!strcmp(cmd, "userns-mount")) {
+        static char stack[1 << 16];
+        int pid = clone(userns_child, stack + sizeof stack, CLONE_NEWUSER | CLONE_NEWNS | SIGCHLD, NULL);
+        if (pid < 0) return fail();
+        int status;
+        waitpid(pid, &status, 0);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+    } else if (!strcmp(cmd, "packet")) {
+        int fd = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
+        if (fd < 0) return fail();
+        puts("ok");
+    } else if (!strcmp(cmd, "openat")) {
+        int fd = openat(atoi(arg), argc > 3 ? argv[3] : ".", O_RDONLY);
+        if (fd < 0) return fail();
         puts("ok");
     } else {
         fprintf(stderr, "probe: unknown subcommand '%s'\n", cmd);

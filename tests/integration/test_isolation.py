@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from helpers import cli, container_pids, processes_rooted_under, wait_for
+from helpers import cli, container_pids, parent_of, wait_for
 
 NAMESPACES = ("pid", "mnt", "uts", "ipc", "net", "cgroup")
 RELAX_ALL = ("--network", "host", "--ipc", "host", "--uts", "host", "--cgroupns", "host")
@@ -233,10 +233,8 @@ def test_killing_the_holder_kills_the_container(root, start, init):
     c = start(root, *(["--init"] if init else []), "/bin/probe", "nopdeath")
     c.proc.stdout.readline()
     c.wait_ready()
-    inside = container_pids(root)
-    holder = [pid for pid in processes_rooted_under(root) if pid not in inside]
-    assert len(holder) == 1
-    os.kill(holder[0], 9)
+    holder = parent_of(c.pid1())
+    os.kill(holder, 9)
     assert wait_for(lambda: not container_pids(root), 1.0)
     assert c.wait()[0] == 137
 
@@ -252,3 +250,18 @@ def test_container_cannot_signal_minicontainers_process_group(run, probe):
     # Under --init the probe is PID 2 and dies of its own SIGKILL; minicontainer
     # lives to report it (a killed minicontainer would show as -9 here).
     assert run("--init", "/bin/probe", "killgroup", 9).returncode == 137
+
+
+def test_the_holder_keeps_the_hosts_root(root, start):
+    """pivot_root moves every process of a mount namespace: the holder (host
+    privileges, host descriptors) must not be moved into the container's root,
+    where /proc and any module it imports are the container's."""
+    c = start(root, "/bin/probe", "sleep", 30)
+    c.wait_ready()
+    pid1 = c.pid1()
+    holder = parent_of(pid1)
+    assert os.stat(f"/proc/{holder}/root") == os.stat("/")
+    assert os.readlink(f"/proc/{holder}/root") == "/"
+    # Control: PID 1, forked by the holder, is in the root.
+    assert os.stat(f"/proc/{pid1}/root") == os.stat(root)
+    assert os.readlink(f"/proc/{holder}/ns/mnt") != os.readlink(f"/proc/{pid1}/ns/mnt")

@@ -186,3 +186,66 @@ def test_nothing_is_left_after_sigkill(root, start):
     c.proc.wait()
     assert wait_for(lambda: network_leftovers() == [] and not container_pids(root), 3.0), \
         network_leftovers()
+
+
+def state_of_network():
+    import json
+    try:
+        with open("/run/minicontainer-network.json") as f:
+            return json.load(f)["containers"]
+    except FileNotFoundError:
+        return {}
+
+
+def test_a_killed_container_leaves_the_others_network_alone(root, start):
+    """Its holder judges who else is alive in the host's /proc, not the container's."""
+    first = start(root, *BRIDGE, "/bin/probe", "sleep", 30)
+    first.wait_ready()
+    second = start(root, *BRIDGE, "/bin/busybox", "sh", "-c",
+                   "echo ready; echo still here | busybox nc -l -p 7000")
+    second.wait_ready()
+    assert set(state_of_network()) == {FIRST, SECOND}
+    first.proc.kill()
+    first.proc.wait()
+    assert wait_for(lambda: FIRST not in state_of_network(), 3.0)
+    assert set(state_of_network()) == {SECOND} and "mc0" in network_leftovers()
+    # The survivor still answers on its address, and a newcomer gets another one.
+    result = start(root, *BRIDGE, "/bin/busybox", "sh", "-c",
+                   "busybox ip -o -4 addr show eth0; " + RETRY_NC.format(SECOND, 7000))
+    code, out, err = result.wait()
+    assert code == 0, err
+    assert f"inet {FIRST}/24".encode() in out and b"still here\n" in out
+    assert second.wait()[0] == 0
+
+
+def test_a_run_killed_during_set_up_is_swept_by_the_next(root, run):
+    """What a run killed between taking an address and starting leaves (an entry
+    whose owner is gone, the lock, the state file) goes with the next run."""
+    import json
+    dead = __import__("subprocess").Popen(["true"])
+    dead.wait()
+    with open("/run/minicontainer-network.lock", "w"):
+        pass
+    with open("/run/minicontainer-network.json", "w") as f:
+        json.dump({"subnet": SUBNET, "containers": {FIRST: [dead.pid, 1]}}, f)
+    result = run(*BRIDGE, "/bin/busybox", "ip", "-o", "-4", "addr", "show", "eth0")
+    assert result.returncode == 0 and f"inet {FIRST}/24".encode() in result.stdout
+    assert network_leftovers() == []
+
+
+def test_the_last_one_out_restores_forwarding_after_sigkill(root, start, nft):
+    """The last container to leave undoes --outbound even if it did not ask for
+    it, and even when its minicontainer was SIGKILLed (its holder opens the
+    host's ip_forward, back in the host's network namespace)."""
+    before = ip_forward()
+    outbound = start(root, *BRIDGE, "--outbound", "/bin/probe", "sleep", 30)
+    outbound.wait_ready()
+    plain = start(root, *BRIDGE, "/bin/probe", "sleep", 30)
+    plain.wait_ready()
+    outbound.proc.terminate()
+    assert outbound.wait()[0] == 143
+    assert "masquerade" in nft_table() and ip_forward() == "1"
+    plain.proc.kill()
+    plain.proc.wait()
+    assert wait_for(lambda: nft_table() == "" and ip_forward() == before, 3.0), \
+        (nft_table(), ip_forward(), plain.proc.stderr.read())

@@ -34,8 +34,16 @@ def test_volumes_parse(tmp_path):
 
 @pytest.mark.parametrize("value, message", [
     ("/nonexistent-mc:/data", "does not exist"),
-    ("TMP:data", "must be absolute, and not /"),
-    ("TMP:/", "must be absolute, and not /"),
+    ("TMP:data", "the container path must be absolute"),
+    ("TMP:/", "the container path must not be /"),
+    ("TMP://", "the container path must not be /"),
+    ("TMP:/proc", "/proc is the kernel's"),
+    ("TMP:/proc/sys/x", "/proc is the kernel's"),
+    ("TMP:/sys", "/sys is the kernel's"),
+    ("TMP:/dev/null", "one of the devices minicontainer puts in /dev"),
+    ("TMP:/dev/pts/x", "one of the devices minicontainer puts in /dev"),
+    ("TMP:/" + "a" * 256, "the container path is too long"),
+    ("TMP:/" + "a/" * 2100, "the container path is too long"),
     ("TMP:/d:rx", "expected HOST:CONTAINER[:ro]"),
     ("named:/d", "must be absolute or start with ./"),
 ])
@@ -46,13 +54,14 @@ def test_bad_volumes_are_refused(tmp_path, value, message):
 
 
 def test_tmpfs_options():
-    target, flags, data = mc.parse_tmpfs("/cache:size=64m,mode=1777,exec")
-    assert (target, data) == ("/cache", "size=64m,mode=1777")
-    assert flags == mc.MS_NOSUID | mc.MS_NODEV
-    assert mc.parse_tmpfs("/x")[1] == mc.MS_NOSUID | mc.MS_NODEV | mc.MS_NOEXEC
-    assert mc.parse_tmpfs("/x:ro")[1] & mc.MS_RDONLY
-    with pytest.raises(mc.ContainerError):
-        mc.parse_tmpfs("/x:bogus")
+    target, attrs, options = mc.parse_tmpfs("/cache:size=64m,mode=1777,exec")
+    assert (target, options) == ("/cache", (("size", "64m"), ("mode", "1777")))
+    assert attrs == mc.MOUNT_ATTR_NOSUID | mc.MOUNT_ATTR_NODEV
+    assert mc.parse_tmpfs("/x")[1] == mc.MOUNT_ATTR_NOSUID | mc.MOUNT_ATTR_NODEV | mc.MOUNT_ATTR_NOEXEC
+    assert mc.parse_tmpfs("/x:ro")[1] & mc.MOUNT_ATTR_RDONLY
+    for bad in ("/x:bogus", "/x:size=", "/proc/x", "/sys", "/dev/zero", "rel"):
+        with pytest.raises(mc.ContainerError):
+            mc.parse_tmpfs(bad)
 
 
 @pytest.mark.parametrize("name", ["", "-x", "_x", "a b", "x" * 64, "a/b"])
@@ -83,7 +92,7 @@ def test_tty_needs_a_terminal(monkeypatch):
 def test_relative_workdir_is_refused(tmp_path, capsys):
     (tmp_path / "proc").mkdir()
     assert mc.main(["run", "--root", str(tmp_path), "-w", "rel", "true"]) == 125
-    assert "must be an absolute path" in capsys.readouterr().err
+    assert "must be absolute" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("value, expected", [
