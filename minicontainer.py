@@ -695,20 +695,78 @@ class Plan:
 
     def __init__(self, rootfd):
         self.rootfd, self.ops, self.skipped, self.open_files = rootfd, [], [], []
-        self.planned = {}
+        self.planned, self.removed = {}, set()
 
     def add(self, op):
         """Add an op; a second op for the same place and kind is dropped."""
         if self.planned.get(op.dst) == op.kind and op.kind in ("dir", "symlink", "file"):
             return
+        check_name(op.dst, f"deploy {op.src or op.dst}")
         self.planned[op.dst] = op.kind
         self.ops.append(op)
+
+    def remove(self, op):
+        """Add a whiteout's op: what it removes is no longer planned or there."""
+        self.ops.append(op)
+        self.removed.add(op.dst)
+        for path in [p for p in self.planned if p == op.dst or p.startswith(op.dst.rstrip("/") + "/")]:
+            del self.planned[path]
+
+    def check_parents(self):
+        """Refuse, before anything is written, an entry whose directory cannot be
+        had: a file of the root's (or of this deploy's) where a directory is
+        needed, or a symlink leading nowhere. A directory this deploy makes
+        replaces what is there; a symlink to a directory is followed, inside
+        the root."""
+        import stat
+        verdicts = {}
+        for op in self.ops:
+            if op.kind in ("remove", "clear"):
+                continue
+            parts = op.dst.strip("/").split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                prefix = "/" + "/".join(parts[:i])
+                if prefix not in verdicts:
+                    verdicts[prefix] = self.directory_verdict(prefix, stat)
+                verdict = verdicts[prefix]
+                if verdict in ("dir", "missing", "symlink"):
+                    if verdict != "dir":
+                        break  # made below, or followed at write time
+                    continue
+                raise ContainerError(f"deploy {op.src or op.dst} to {op.dst}", verdict)
+
+    def directory_verdict(self, path, stat):
+        kind = self.planned.get(path)
+        if kind == "dir":
+            return "dir"
+        if kind in ("file", "hardlink"):
+            return f"{path} is a file this deploy writes, where a directory is needed"
+        if kind == "symlink":
+            return "symlink"
+        if self.rootfd is None or any(path == r or path.startswith(r.rstrip("/") + "/")
+                                      for r in self.removed):
+            return "missing"
+        try:
+            os.close(openat2(self.rootfd, path, os.O_PATH | os.O_DIRECTORY, IN_ROOT))
+            return "dir"
+        except ContainerError as exc:
+            if exc.errno == 20:  # ENOTDIR
+                return f"{path} is a file in the root, where a directory is needed"
+            if exc.errno != 2:
+                return str(exc)
+        try:  # missing, or a symlink that leads nowhere?
+            os.close(openat2(self.rootfd, path, os.O_PATH | os.O_NOFOLLOW, IN_ROOT))
+        except ContainerError:
+            return "missing"
+        return f"{path} is a symlink in the root that leads nowhere, where a directory is needed"
 
     def root_kind(self, path):
         """'dir', 'symlink', 'other', or None: what the root (or this plan) has at `path`."""
         import stat
         if path in self.planned:
             return self.planned[path]
+        if self.rootfd is None:
+            return None
         try:
             fd = openat2(self.rootfd, path, os.O_PATH | os.O_NOFOLLOW,
                          RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
@@ -723,6 +781,14 @@ class Plan:
     def close(self):
         for f in self.open_files:
             f.close()
+
+
+def check_name(path, what):
+    """A path inside the root the kernel can take: 255 bytes a name, 4,095 in all."""
+    data = os.fsencode(path)
+    if len(data) >= PATH_MAX or any(len(part) > NAME_MAX for part in data.split(b"/")):
+        raise ContainerError(what, f"the name is too long (at most {NAME_MAX} bytes a name and"
+                             f" {PATH_MAX - 1} in all); refused")
 
 
 def readable(path, st):
@@ -850,9 +916,14 @@ def elf_info(path):
 def read_elf_info(path):
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
+    import stat
     info = ElfInfo()
     try:
-        with open(path, "rb") as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO would hang the deploy
+            os.close(fd)
+            return None
+        with open(fd, "rb") as f:
             if f.read(4) != b"\x7fELF":
                 return None
             f.seek(0)
@@ -999,13 +1070,35 @@ def member_checker():
 
 
 def plan_members(plan, tar, members, archive, to, check):
-    """Plan a tar archive's members under `to`; whiteouts are handled by the caller."""
+    """Plan a tar archive's members under `to`; whiteouts are handled by the caller.
+
+    The archive is checked whole before anything is written: besides each
+    member's own checks, no member may lie inside a symlink or a file that
+    the same archive makes, nor be a directory and a file at once. tar would
+    follow or replace; a deploy refuses, rather than guess what was meant.
+    """
+    seen = {}
     for member in members:
         name = check(member, archive)
         if name is None:
             plan.skipped.append(f"{archive}:{member.name}")
             continue
         dst = os.path.normpath(os.path.join(to, name))
+        kind = ("dir" if member.isdir() else "symlink" if member.issym()
+                else "hardlink" if member.islnk() else "file")
+        parts = dst.strip("/").split("/")
+        for i in range(1, len(parts)):
+            prefix = "/" + "/".join(parts[:i])
+            if seen.get(prefix) == "symlink":
+                raise ContainerError(f"deploy {archive}", f"member {member.name} goes through the"
+                                     f" symlink member {prefix}; refused")
+            if seen.get(prefix) in ("file", "hardlink"):
+                raise ContainerError(f"deploy {archive}", f"member {member.name} lies inside the"
+                                     f" file member {prefix}; refused")
+        if dst in seen and (seen[dst] == "dir") != (kind == "dir"):
+            raise ContainerError(f"deploy {archive}", f"member {member.name} is both a directory"
+                                 " and a file in this archive; refused")
+        seen[dst] = kind
         meta = (member.mode & 0o7777, member.uid, member.gid, int(member.mtime * 1e9), member.size)
         if member.isdir():
             plan.add(Op("dir", dst, None, meta))
@@ -1093,17 +1186,22 @@ def plan_layer(plan, tar, name, to):
             if base == ".wh..wh..opq":
                 plan.ops.append(Op("clear", where))
             else:
-                plan.ops.append(Op("remove", os.path.join(where, base[4:])))
+                plan.remove(Op("remove", os.path.join(where, base[4:])))
             plan.planned.pop(where, None)
     plan_members(plan, tar, [m for m in members if not os.path.basename(m.name).startswith(".wh.")],
                  name, to, check)
 
 
+STAGING = ".minicontainer-tmp."  # a deploy's staging directory (at the root's top) or temporary
+
+
 class Writer:
     """Applies a plan inside the root. Each path is resolved with the root as
-    "/" (openat2), and each file is made with O_EXCL|O_NOFOLLOW or written
-    under a temporary name and renamed over the old one, so a symlink planted
-    in the root is replaced, never followed."""
+    "/" (openat2). Each file, link and symlink is made whole under a temporary
+    name in the deploy's staging directory, then renamed into place: it
+    appears at its name only when complete, and a symlink planted in the
+    root is replaced, never followed. A deploy killed midway leaves only its
+    staging directory, which the next deploy removes."""
 
     def __init__(self, rootfd, link=False):
         self.rootfd, self.link, self.owner = rootfd, link, os.geteuid() == 0
@@ -1111,6 +1209,9 @@ class Writer:
         self.dirfds, self.made, self.late_modes = {}, set(), []
         self.files = self.links = self.size = 0
         self.warnings = []
+        self.tag = f"{os.getpid()}.{process_start(os.getpid())}"
+        self.stage_fd = self.stage_dev = None
+        self.temps, self.swept = 0, set()
 
     def dirfd(self, path, create=True, mode=0o755):
         """An fd of a directory of the root, cached; made (with `mode`) if missing
@@ -1142,6 +1243,25 @@ class Writer:
         for cached in [p for p in self.dirfds if p == path or p.startswith(path.rstrip("/") + "/")]:
             os.close(self.dirfds.pop(cached))
 
+    def stage(self, target_fd):
+        """Where to make an entry before renaming it into the directory target_fd:
+        the staging directory at the root's top (made at the first use), or,
+        when the target is on another file system (a mount inside the root),
+        that directory itself, under a temporary name."""
+        if self.stage_fd is None:
+            name = STAGING + self.tag
+            os.mkdir(name, 0o700, dir_fd=self.rootfd)
+            self.stage_fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                                    | os.O_CLOEXEC, dir_fd=self.rootfd)
+            self.stage_dev = os.fstat(self.stage_fd).st_dev
+        self.temps += 1
+        if os.fstat(target_fd).st_dev == self.stage_dev:
+            return self.stage_fd, str(self.temps)
+        if target_fd not in self.swept:
+            sweep_staging(target_fd)
+            self.swept.add(target_fd)
+        return target_fd, f"{STAGING}{self.tag}.{self.temps}"
+
     def close(self):
         for fd, mode in self.late_modes:
             os.fchmod(fd, mode)
@@ -1149,6 +1269,10 @@ class Writer:
         for fd in self.dirfds.values():
             os.close(fd)
         self.dirfds.clear()
+        if self.stage_fd is not None:  # empty, unless a failure left a temporary
+            os.close(self.stage_fd)
+            self.stage_fd = None
+            shutil_rmtree(STAGING + self.tag, self.rootfd)
 
     def apply(self, op):
         try:
@@ -1157,48 +1281,78 @@ class Writer:
             raise ContainerError.from_os(f"deploy {op.src or op.dst} to {op.dst}", exc) from None
 
     def do_dir(self, op):
-        """Make a directory with its owner and mode; an existing one (or a link
-        to one) keeps what it has."""
+        """Make a directory with its owner and mode. An existing one (or a link to
+        one) keeps what it has; anything else there is replaced, as an image
+        layer's directory replaces a lower layer's file."""
+        import stat
         mode, uid, gid = op.meta[:3]
+        parent, name = os.path.split(op.dst)
+        if name and op.dst not in self.dirfds:
+            parent_fd = self.dirfd(parent)
+            try:
+                st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                st = None
+            if st is not None and not stat.S_ISDIR(st.st_mode) and not self.leads_to_dir(op.dst, st):
+                os.unlink(name, dir_fd=parent_fd)
         fd = self.dirfd(op.dst, mode=mode)
         if op.dst in self.made and self.owner and (uid, gid) != self.me:
             os.fchown(fd, uid, gid)
             os.fchmod(fd, mode | 0o700 if mode & 0o700 != 0o700 else mode)  # chown clears setgid
 
+    def leads_to_dir(self, path, st):
+        import stat
+        if not stat.S_ISLNK(st.st_mode):
+            return False
+        try:
+            os.close(openat2(self.rootfd, path, os.O_PATH | os.O_DIRECTORY, IN_ROOT))
+            return True
+        except ContainerError:
+            return False
+
     def place(self, op, make):
-        """Create `op.dst` with make(dirfd, name); if something is there, make it
-        under a temporary name and rename it over (never into a directory)."""
+        """Make `op.dst` whole with make(dirfd, name) under a temporary name, then
+        rename it into place (over what is there, but never over a directory
+        that holds anything: that is kept, with a warning)."""
         import stat
         parent, name = os.path.split(op.dst)
         fd = self.dirfd(parent)
+        stage_fd, tmp = self.stage(fd)
+        make(stage_fd, tmp)
         try:
-            make(fd, name)
-            return
-        except FileExistsError:
-            pass
-        existing = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        if stat.S_ISDIR(existing.st_mode):
-            if not skeleton_dir(fd, name):
-                self.warnings.append(f"kept the root's directory {op.dst} (the source has a"
-                                     f" {op.kind} there)")
-                return
-            self.forget(op.dst)  # no cached fd may lead into the removed directory
-            shutil_rmtree(name, fd)
-        tmp = f".{name}.minicontainer-{os.getpid()}"
-        make(fd, tmp)
-        os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+            try:
+                existing = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                existing = None
+            if existing is not None and stat.S_ISDIR(existing.st_mode):
+                if not empty_dir(fd, name):
+                    self.warnings.append(f"kept the root's directory {op.dst} (the source has a"
+                                         f" {op.kind} there)")
+                    os.unlink(tmp, dir_fd=stage_fd)
+                    return
+                self.forget(op.dst)  # no cached fd may lead into the removed directory
+                os.rmdir(name, dir_fd=fd)
+            os.rename(tmp, name, src_dir_fd=stage_fd, dst_dir_fd=fd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=stage_fd)
+            except OSError:
+                pass
+            raise
 
     def do_file(self, op):
         if self.link and op.src:
-            parent, _, name = op.dst.rpartition("/")
-            if self.try_link(op.src, self.dirfd(parent or "/"), name):
-                self.files += 1
-                return
-            if self.link:  # something is there: link under a temporary name, rename over it
+            try:  # --link: hard-link the source
                 self.place(op, lambda fd, tmp: os.link(op.src, tmp, dst_dir_fd=fd,
                                                        follow_symlinks=False))
                 self.files += 1
                 return
+            except OSError as exc:
+                if exc.errno != 18:  # EXDEV: on another filesystem, so copy
+                    raise
+                self.link = False
+                self.warnings.append(f"--link: {op.src} is on another filesystem than the root;"
+                                     " copying instead")
         self.place(op, self.file_maker(op))
         self.files += 1
         self.size += op.meta[4]
@@ -1226,22 +1380,6 @@ class Writer:
             os.close(out)
 
         return make
-
-    def try_link(self, src, fd, name):
-        """--link: hard-link the source. Something already there: False, to be
-        replaced by a copy. On another filesystem: say so once, and copy."""
-        try:
-            os.link(src, name, dst_dir_fd=fd, follow_symlinks=False)
-            return True
-        except FileExistsError:
-            return False
-        except OSError as exc:
-            if exc.errno != 18:  # EXDEV
-                raise
-            self.link = False
-            self.warnings.append(f"--link: {src} is on another filesystem than the root;"
-                                 " copying instead")
-            return False
 
     @staticmethod
     def fill(op, out):
@@ -1299,13 +1437,35 @@ class Writer:
             self.do_remove(Op("remove", os.path.join(op.dst, name)))
 
 
-def skeleton_dir(dirfd, name):
-    """An empty directory, or one holding only newroot's .keep placeholder."""
-    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dirfd)
+def empty_dir(dirfd, name):
+    """Whether a directory holds nothing."""
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
     try:
-        return set(os.listdir(fd)) <= {".keep"}
+        return not os.listdir(fd)
     finally:
         os.close(fd)
+
+
+def sweep_staging(dirfd):
+    """Remove what deploys killed midway left in a directory: staging
+    directories and temporaries whose deploy (pid and start time) is gone."""
+    for name in os.listdir(dirfd):
+        if not name.startswith(STAGING):
+            continue
+        owner = name[len(STAGING):].split(".")
+        try:
+            alive = process_start(int(owner[0])) == int(owner[1])
+        except (IndexError, ValueError):
+            alive = False
+        if not alive:
+            import stat
+            try:
+                if stat.S_ISDIR(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode):
+                    shutil_rmtree(name, dirfd)
+                else:
+                    os.unlink(name, dir_fd=dirfd)
+            except FileNotFoundError:  # another deploy swept it first
+                pass
 
 
 def shutil_rmtree(name, dirfd):
@@ -1325,16 +1485,61 @@ def describe(op):
     return f"{'mkdir' if op.kind == 'dir' else op.kind} {op.dst}"
 
 
+# What `run` needs in a root, and a program expects: made by deploy where missing.
+SKELETON = (("bin", 0o755), ("dev", 0o755), ("etc", 0o755), ("proc", 0o555), ("root", 0o700),
+            ("run", 0o755), ("sys", 0o555), ("tmp", 0o1777))
+
+
+def make_root(root):
+    """Make a missing root (not its parents: a typo should not build a tree).
+    Returns whether it was made."""
+    if os.path.lexists(root):
+        return False
+    try:
+        os.mkdir(root, 0o755)
+    except OSError as exc:
+        raise ContainerError.from_os(f"make the root {root}", exc) from None
+    return True
+
+
+def make_skeleton(rootfd):
+    """The skeleton's directories the root lacks, with their modes."""
+    made = []
+    for name, mode in SKELETON:
+        try:
+            os.mkdir(name, mode, dir_fd=rootfd)
+            made.append(name)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ContainerError.from_os(f"make /{name} in the root", exc) from None
+    return made
+
+
 def deploy_paths(root, sources, to=None, deps=True, link=False, dry_run=False, progress=False):
-    """Deploy sources into the root; return the Writer (its counts) and the plan."""
-    rootfd = open_root(root)
+    """Deploy sources into the root, made with its skeleton if missing; return
+    the Writer (its counts), the plan and the skeleton directories made.
+
+    Everything is planned and checked before the first write; what a deploy
+    killed earlier left behind is swept first.
+    """
+    missing = not os.path.lexists(root)
+    if missing and dry_run:
+        rootfd = None  # nothing is made: plan against an empty root
+    else:
+        make_root(root)
+        rootfd = open_root(root)
     plan = Plan(rootfd)
     writer = Writer(rootfd, link=link)
     umask = os.umask(0)  # modes are set exactly, as the sources have them
+    made = []
     try:
         plan_sources(plan, sources, to, deps)
+        plan.check_parents()
         if dry_run:
-            return writer, plan
+            made = [name for name, _ in SKELETON] if missing else []
+            return writer, plan, made
+        sweep_staging(rootfd)
         ops = plan.ops
         if progress and len(ops) > 1000:
             with click.progressbar(ops, label="deploying", file=sys.stderr) as bar:
@@ -1343,12 +1548,14 @@ def deploy_paths(root, sources, to=None, deps=True, link=False, dry_run=False, p
         else:
             for op in ops:
                 writer.apply(op)
-        return writer, plan
+        made = make_skeleton(rootfd)
+        return writer, plan, made
     finally:
         os.umask(umask)
-        writer.close()
+        if rootfd is not None:
+            writer.close()
+            os.close(rootfd)
         plan.close()
-        os.close(rootfd)
 
 
 # ---------------------------------------------------------------------------
@@ -3340,9 +3547,11 @@ def cli():
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 def deploy(root, to, no_deps, link, dry_run, paths):
     """Copy programs (with the libraries they need), directories, root filesystem
-    archives and images into the container root."""
-    writer, plan = deploy_paths(root, paths, to, deps=not no_deps, link=link, dry_run=dry_run,
-                                progress=sys.stderr.isatty())
+    archives and images into the container root (made, with the directories
+    `run` needs, if it is missing)."""
+    missing = not os.path.lexists(root)
+    writer, plan, made = deploy_paths(root, paths, to, deps=not no_deps, link=link,
+                                      dry_run=dry_run, progress=sys.stderr.isatty())
     for path in plan.skipped:
         click.echo(f"minicontainer: warning: skipped {path}: not a file, directory or symlink",
                    err=True)
@@ -3351,7 +3560,11 @@ def deploy(root, to, no_deps, link, dry_run, paths):
     if dry_run:
         for op in plan.ops:
             click.echo(describe(op))
+        for name in made:
+            click.echo(f"mkdir /{name} (the skeleton)")
         return 0
+    if missing:
+        click.echo(f"minicontainer: made the root {root}, with /{', /'.join(made)}", err=True)
     files, links = writer.files, writer.links
     click.echo(f"deployed {files} file{'s' * (files != 1)} ({writer.size} bytes), {links} "
                f"link{'s' * (links != 1)}, {len(plan.skipped)} skipped into {root}")

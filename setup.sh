@@ -25,7 +25,6 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/pip install -q --disable-pip-version-check '.[test]'
 # sudo's secure_path does not include a virtualenv, but it does include /usr/local/bin.
 ln -sf "$PWD/.venv/bin/minicontainer" /usr/local/bin/minicontainer
-chmod 1777 newroot/tmp
 
 # The walkthrough.
 gcc -static -O2 -o containerclient examples/containerclient.c

@@ -3,7 +3,6 @@
 The probe and a template root (skeleton + probe + busybox, deployed with the
 real CLI) are built once per session; each test gets its own copy.
 """
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,9 +33,8 @@ def busybox():
 def template_root(tmp_path_factory, probe, busybox):
     """newroot's skeleton with probe and busybox deployed by the real CLI."""
     root = tmp_path_factory.mktemp("template") / "root"
-    shutil.copytree(REPO / "newroot", root, ignore=shutil.ignore_patterns(".keep"))
-    os.chmod(root / "tmp", 0o1777)
-    result = cli("deploy", "--root", root, probe, busybox)
+    shutil.copytree(REPO / "newroot" / "etc", root / "etc")  # what the repository's newroot holds
+    result = cli("deploy", "--root", root, probe, busybox)  # makes the rest of the skeleton
     assert result.returncode == 0, result.stderr
     return root
 

@@ -28,7 +28,7 @@ def no_leftovers(tmp_path, needs_root):
         f"cgroups left: {sorted(set(container_cgroups()) - set(groups_before))}"
     assert wait_for(lambda: network_leftovers() == network_before, 2.0), \
         f"network state left: {network_leftovers()}"
-    temps = [p for p in Path(tmp_path).rglob(".*.minicontainer-*")]
+    temps = [p for p in Path(tmp_path).rglob(".minicontainer-tmp.*")]
     assert not temps, f"temporary files left: {temps}"
 
 

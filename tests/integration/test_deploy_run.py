@@ -83,9 +83,43 @@ def test_hostile_archive_changes_nothing_outside_the_root(tmp_path, empty_root):
     outside.mkdir()
     members = [(f"{outside}/abs", b"x", tarfile.REGTYPE, "", 0o644),
                ("link", b"", tarfile.SYMTYPE, str(outside), 0o777),
-               ("link/through", b"x", tarfile.REGTYPE, "", 0o644),
                ("dev/sda", b"", tarfile.BLKTYPE, "", 0o600)]
     result = cli("deploy", "--root", empty_root, write_tar(tmp_path / "hostile.tar", members))
     assert result.returncode == 0 and b"skipped" in result.stderr
     assert os.listdir(outside) == []
+    assert (empty_root / outside.relative_to("/") / "abs").read_bytes() == b"x"  # inside instead
     assert not (empty_root / "dev" / "sda").exists()
+    # A member through the archive's own link to the outside is refused whole.
+    through = members[1:2] + [("link/through", b"x", tarfile.REGTYPE, "", 0o644)]
+    result = cli("deploy", "--root", empty_root, write_tar(tmp_path / "through.tar", through))
+    assert result.returncode == 125 and b"goes through the symlink member /link" in result.stderr
+    assert os.listdir(outside) == []
+
+
+@pytest.fixture(scope="session")
+def containerclient(tmp_path_factory):
+    """The walkthrough's static hello program, built as the README says."""
+    from helpers import REPO, build_static
+    return build_static(REPO / "examples" / "containerclient.c",
+                        tmp_path_factory.mktemp("hello") / "containerclient")
+
+
+def test_the_walkthrough_works_verbatim_in_an_empty_directory(tmp_path, containerclient):
+    """Someone who installed the tool, not the repository: deploy makes ./newroot."""
+    from helpers import CLI
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "containerclient").write_bytes(containerclient.read_bytes())
+    (work / "containerclient").chmod(0o755)
+    deployed = subprocess.run([*CLI, "deploy", "./containerclient"], cwd=work, capture_output=True)
+    size = (work / "containerclient").stat().st_size
+    assert deployed.stdout == f"deployed 1 file ({size} bytes), 0 links, 0 skipped into newroot\n".encode()
+    ran = subprocess.run([*CLI, "run", "./containerclient"], cwd=work, capture_output=True)
+    assert (ran.returncode, ran.stdout) == (0, b"Hello from the container!\n")
+    assert os.listdir(work / "newroot" / "tmp") == []  # no placeholder shows inside
+    # run, unlike deploy, makes no root: a missing one stays a clear 125.
+    (tmp_path / "elsewhere").mkdir()
+    missing = subprocess.run([*CLI, "run", "./containerclient"], cwd=tmp_path / "elsewhere",
+                             capture_output=True)
+    assert (missing.returncode, missing.stderr) == (
+        125, b"minicontainer: root newroot: No such file or directory\n")

@@ -151,7 +151,8 @@ def test_dry_run_lists_and_writes_nothing(tmp_path, root, capsys):
 
 def test_no_deps_copies_only_the_program(root):
     assert deploy(root, "--no-deps", "/bin/ls") == 0
-    assert sorted(os.listdir(root)) == ["bin", "proc"]
+    assert sorted(os.listdir(root)) == sorted(name for name, _ in mc.SKELETON)
+    assert os.listdir(root / "bin") == ["ls"]
 
 
 def test_dynamic_program_brings_its_loader_and_libraries(root):
@@ -209,9 +210,8 @@ def test_directory_modes_and_nesting_survive(tmp_path, root):
 
 
 def test_merged_usr_rootfs_replaces_the_skeletons_bin(tmp_path, root):
-    """newroot ships bin/ with a .keep placeholder; a Debian-style rootfs has bin -> usr/bin."""
+    """deploy's skeleton has an empty bin/; a Debian-style rootfs has bin -> usr/bin."""
     (root / "bin").mkdir()
-    (root / "bin" / ".keep").write_text("")
     archive = write_tar(tmp_path / "rootfs.tar", [
         ("usr", b"", DIR, "", 0o755), ("usr/bin", b"", DIR, "", 0o755),
         ("bin", b"", SYM, "usr/bin", 0o777), ("usr/bin/tool", b"t", REG, "", 0o755)])
@@ -221,11 +221,12 @@ def test_merged_usr_rootfs_replaces_the_skeletons_bin(tmp_path, root):
 
 
 def test_a_later_layer_can_turn_a_directory_into_a_link(tmp_path, root):
-    """Layer 1's bin/ is cached by the writer; layer 2 makes bin a link and writes
-    through it: nothing may land in the directory that was removed."""
+    """Layer 1's bin/ is cached by the writer; layer 2 makes bin a link, and layer
+    3 writes through it: nothing may land in the directory that was removed."""
     lower = [("bin", b"", DIR, "", 0o755), ("usr", b"", DIR, "", 0o755),
              ("usr/bin", b"", DIR, "", 0o755)]
-    upper = [("bin", b"", SYM, "usr/bin", 0o777), ("bin/tool", b"t", REG, "", 0o755)]
-    assert deploy(root, docker_save(tmp_path / "image.tar", [lower, upper])) == 0
+    middle = [("bin", b"", SYM, "usr/bin", 0o777)]
+    upper = [("bin/tool", b"t", REG, "", 0o755)]
+    assert deploy(root, docker_save(tmp_path / "image.tar", [lower, middle, upper])) == 0
     assert os.readlink(root / "bin") == "usr/bin"
     assert (root / "usr" / "bin" / "tool").read_text() == "t"
