@@ -3,7 +3,8 @@
 `deploy` copies programs into a container root (default ./newroot); `run`
 starts a command inside that root as PID 1 of its own PID and mount
 namespaces, behind pivot_root, with a fresh /proc, and passes its exit
-status through the way docker does.
+status through the way docker does; `run -d` keeps it in the background,
+and docker's verbs (ps, logs, exec, stop, kill, wait, rm, inspect) see to it.
 
 The module reads top to bottom as a container's life, one banner a section:
 
@@ -13,9 +14,10 @@ The module reads top to bottom as a container's life, one banner a section:
     Root filesystem and deploy   plan, check, then write inside the root
     Resource limits           cgroups v2 and v1, made before the fork
     Network (host side)       the bridge, addresses, veths, published ports
-    Container set-up          PID 1's steps, in order, from container_main
-    Supervision               supervisor and holder: fork, wait, signals, status
-    Command line              click: deploy, run; main and entry
+    State                     containers that outlive a command: entries, moves, logs
+    Container set-up          PID 1's steps, in order, from container_main; exec's
+    Supervision               supervisor, monitor, holder: fork, wait, signals, exec
+    Command line              click: deploy, run, and the verbs; main and entry
 """
 
 __version__ = "0.1.0"
@@ -205,8 +207,11 @@ HOLDER_PDEATH = signal.SIGRTMIN
 # status pipe: the supervisor need not wait for the holder's own exit, which
 # tears down the container's mount namespace (about 2 ms).
 HOLDER_DONE = signal.SIGRTMIN + 1
+# `minicontainer stop`'s word to a container's monitor: pass SIGTERM on, and
+# leave the SIGKILL after the timeout to the stop command (its -t).
+MONITOR_STOP = signal.SIGRTMIN + 2
 # What the supervisor blocks and waits for: the same set, or a signal is lost.
-SUPERVISOR_SIGNALS = SUPERVISED_SIGNALS + (HOLDER_DONE,)
+SUPERVISOR_SIGNALS = SUPERVISED_SIGNALS + (HOLDER_DONE, MONITOR_STOP)
 
 
 # ---------------------------------------------------------------------------
@@ -607,10 +612,11 @@ ROOT_FILE_MAX = 4 << 20  # a passwd or group file larger than this is not one
 
 
 def read_root_file(root, path):
-    """A text file of the root's, '' if missing: resolved with the root as "/"
-    and through no symlink at all, opened without blocking (a container can
-    plant a FIFO there between runs), a regular file, at most 4 MiB."""
-    rootfd = open_root(root)
+    """A text file of the root's (a path, or a directory descriptor), '' if
+    missing: resolved with the root as "/" and through no symlink at all,
+    opened without blocking (a container can plant a FIFO there between
+    runs), a regular file, at most 4 MiB."""
+    rootfd = os.dup(root) if isinstance(root, int) else open_root(root)
     try:
         fd = openat2(rootfd, path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY,
                      IN_ROOT | RESOLVE_NO_SYMLINKS)
@@ -1969,11 +1975,16 @@ def parse_publish(value):
 
 
 def process_start(pid):
-    """A process's start time (clock ticks since boot), or None if it is gone."""
+    """A process's start time (clock ticks since boot), or None if it is gone
+    (a zombie is gone: it has ended, whether or not it was reaped)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    try:
+        return None if fields[0] in (b"Z", b"X") else int(fields[19])
+    except (IndexError, ValueError):
         return None
 
 
@@ -2272,6 +2283,335 @@ def relay_bytes(src, dst):
 
 
 # ---------------------------------------------------------------------------
+# State
+# Containers that outlive one command line. The state directory (default
+# /run/minicontainer: a tmpfs, so a reboot forgets) holds one directory per
+# container: state.json (written whole: a temporary file and a rename, under
+# the container's lock), the lock, and the log. Every verb is a short-lived
+# process that reads it; the monitor of a detached container (its
+# supervisor) writes its start and its end, and the holder writes the end
+# if the monitor was killed. A process is known by its pid and start time,
+# so a recycled pid is never taken for the container.
+# ---------------------------------------------------------------------------
+
+STATE_DIR = "/run/minicontainer"
+STATE_ENV = "MINICONTAINER_STATE"
+LOG_MAX = 16 << 20  # a log keeps at most its last 16 MiB, in two halves
+
+# A container's life: the statuses, and the moves each allows (youki's and
+# runc's model). "dead": the file says it runs, but its monitor is gone
+# without saying how it ended (a crash, or the monitor and the holder killed).
+CREATING, CREATED, RUNNING, PAUSED, EXITED, DEAD = (
+    "creating", "created", "running", "paused", "exited", "dead")
+MOVES = {"start": (CREATED,), "exec": (RUNNING,), "stop": (RUNNING, PAUSED),
+         "kill": (CREATED, RUNNING, PAUSED), "pause": (RUNNING,), "resume": (PAUSED,),
+         "rm": (CREATED, EXITED, DEAD), "rm -f": (CREATING, CREATED, RUNNING, PAUSED, EXITED, DEAD)}
+NAME_ADJECTIVES = ("brave", "calm", "clever", "eager", "fond", "gentle", "happy", "jolly",
+                   "keen", "kind", "lucid", "merry", "nimble", "proud", "quiet", "sharp",
+                   "steady", "tender", "vivid", "wise")
+NAME_NOUNS = ("badger", "finch", "gecko", "heron", "ibex", "koala", "lynx", "marten",
+              "ocelot", "otter", "puffin", "quail", "raven", "stoat", "tapir", "vole",
+              "walrus", "wren", "yak", "zebu")
+
+
+def alive(owner):
+    """Whether (pid, start time) is still the same running process."""
+    return bool(owner) and owner[1] is not None and process_start(owner[0]) == owner[1]
+
+
+def now_iso():
+    """The time as docker writes it (RFC 3339, UTC, nanoseconds)."""
+    import time
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
+
+
+def parse_iso(text):
+    """Seconds since the epoch of a time now_iso() wrote."""
+    import calendar
+    import time
+    if not text:
+        return None
+    whole, _, fraction = text.rstrip("Z").partition(".")
+    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + float(f"0.{fraction or 0}")
+
+
+def human_duration(seconds):
+    """docker's words for a duration: "Less than a second", "3 seconds", "About a minute"."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = round(s / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(s / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    days = s // 86400
+    if days < 14:
+        return f"{days} days"
+    if days < 60:
+        return f"{days // 7} weeks"
+    if days < 730:
+        return f"{days // 30} months"
+    return f"{days // 365} years"
+
+
+class Container:
+    """One state entry: its fields (data, as in state.json) and its moves."""
+
+    def __init__(self, store, id, data):
+        self.store, self.id, self.data = store, id, data
+
+    @property
+    def name(self):
+        return self.data.get("name", self.id[:12])
+
+    @property
+    def status(self):
+        """The status as it truly is: a running container whose monitor (or, with
+        none, whose PID 1) is gone is not shown as running."""
+        status = self.data.get("status")
+        if status in (CREATING, CREATED, RUNNING, PAUSED):
+            monitor = self.data.get("monitor")
+            if monitor is not None and not alive(monitor):
+                return DEAD
+            if monitor is None and status != CREATING and not alive(self.data.get("pid1")):
+                return EXITED  # an OCI container: its PID 1 was reaped by whoever held it
+        return status
+
+    def check(self, move):
+        """Refuse a move the status does not allow, in one place, with one message."""
+        status = self.status
+        if status not in MOVES[move]:
+            why = {RUNNING: "it is running", EXITED: "it is not running (it exited)",
+                   DEAD: "it is not running (its monitor died)", CREATED: "it is not started",
+                   CREATING: "it is being created", PAUSED: "it is paused"}[status]
+            hint = " (stop it first, or rm -f)" if move == "rm" and status in (RUNNING, PAUSED) else ""
+            raise ContainerError(f"{move} {self.name}", why + hint)
+        return status
+
+    def path(self, name=""):
+        return os.path.join(self.store.path, self.id, name)
+
+    def locked(self):
+        """An exclusive lock on this entry (flock on its lock file), as a context."""
+        return flock_file(self.path("lock"))
+
+    def save(self):
+        """Write state.json whole: a temporary file, then a rename."""
+        write_json(self.path(), "state.json", self.data)
+
+    def reload(self):
+        data = read_json(self.path("state.json"))
+        if data is not None:
+            self.data = data
+        return data is not None
+
+    def update(self, **fields):
+        """Set fields under the lock, on the newest state; False if the entry is gone."""
+        try:
+            with self.locked():
+                if not self.reload():
+                    return False
+                self.data.update(fields)
+                self.save()
+                return True
+        except FileNotFoundError:
+            return False
+
+    def remove(self):
+        """Remove the entry: under its lock (no writer is half-way), renamed away
+        first, so that of two removers one does it and the other finds it gone."""
+        import shutil
+        gone = os.path.join(self.store.path, f".removed.{self.id}.{os.getpid()}")
+        try:
+            with self.locked():
+                os.rename(self.path(), gone)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(gone)
+
+
+class Store:
+    """The state directory: where entries are made, found and listed."""
+
+    def __init__(self, path=None):
+        self.path = os.path.abspath(path or os.environ.get(STATE_ENV) or STATE_DIR)
+
+    def ensure(self):
+        try:
+            os.makedirs(self.path, 0o700, exist_ok=True)
+        except OSError as exc:
+            raise ContainerError.from_os(f"state directory {self.path}", exc) from None
+        return self
+
+    def entries(self):
+        """Every container, in order of creation."""
+        found = []
+        try:
+            names = os.listdir(self.path)
+        except FileNotFoundError:
+            return []
+        for id in names:
+            if len(id) == 64:
+                data = read_json(os.path.join(self.path, id, "state.json"))
+                if data is not None:
+                    found.append(Container(self, id, data))
+        return sorted(found, key=lambda c: c.data.get("created", ""))
+
+    def create(self, name, data):
+        """A new entry, status "creating", with a name no other entry has (docker's
+        rule: until it is removed); None for a generated name."""
+        import random
+        self.ensure()
+        with flock_file(os.path.join(self.path, ".lock")):
+            taken = {c.name for c in self.entries()}
+            if name is None:
+                choices = [f"{a}_{n}" for a in NAME_ADJECTIVES for n in NAME_NOUNS]
+                free = [c for c in choices if c not in taken]
+                name = random.choice(free) if free else f"mc_{os.urandom(4).hex()}"
+            elif name in taken:
+                raise ContainerError(f"--name {name}", "the name is in use by another container"
+                                     " (rm it first)")
+            id = os.urandom(32).hex()
+            os.mkdir(os.path.join(self.path, id), 0o700)
+            entry = Container(self, id, dict(data, id=id, name=name, status=CREATING,
+                                             created=now_iso()))
+            entry.save()
+            return entry
+
+    def find(self, ref):
+        """The container `ref` names: its full id, its name, or a unique id prefix."""
+        entries = self.entries()
+        for match in ([c for c in entries if c.id == ref], [c for c in entries if c.name == ref],
+                      [c for c in entries if ref and c.id.startswith(ref)]):
+            if len(match) == 1:
+                return match[0]
+            if len(match) > 1:
+                raise ContainerError(f"container {ref}", f"the id prefix is ambiguous: it matches"
+                                     f" {len(match)} containers")
+        raise ContainerError(f"container {ref}", "no such container")
+
+
+class flock_file:
+    """An exclusive flock on a file (made if missing), as a context manager."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        import fcntl
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+
+def write_json(directory, name, data):
+    """Write a JSON file whole: a temporary file in the same directory, then a rename."""
+    import json
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "w") as f:
+        json.dump(data, f)
+    os.rename(tmp, os.path.join(directory, name))
+
+
+def read_json(path):
+    """A JSON file's data, or None if it is missing or (being written) unreadable."""
+    import json
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+class Log:
+    """A detached container's output: records of (stream, time, bytes), in
+    container.log; past half of LOG_MAX the file becomes container.log.1 and
+    a new one starts, so the log keeps the last part and says how much it
+    dropped. Written by the monitor's reader threads, under a lock."""
+
+    def __init__(self, directory, on_drop=None):
+        import threading
+        self.directory, self.on_drop = directory, on_drop
+        self.lock = threading.Lock()
+        self.fd = os.open(os.path.join(directory, "container.log"),
+                          os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self.size, self.dropped = os.fstat(self.fd).st_size, 0
+
+    def write(self, stream, data):
+        import time
+        record = b"%c %d %d\n" % (stream, time.time_ns(), len(data)) + data
+        with self.lock:
+            if self.size + len(record) > LOG_MAX // 2 and self.size:
+                self.rotate()
+            os.write(self.fd, record)
+            self.size += len(record)
+
+    def rotate(self):
+        old = os.path.join(self.directory, "container.log.1")
+        try:
+            self.dropped += os.stat(old).st_size
+        except FileNotFoundError:
+            pass
+        os.rename(os.path.join(self.directory, "container.log"), old)
+        os.close(self.fd)
+        self.fd = os.open(os.path.join(self.directory, "container.log"),
+                          os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self.size = 0
+        if self.dropped and self.on_drop:
+            self.on_drop(self.dropped)
+
+    def pump(self, fd, stream):
+        """Copy one of the container's outputs into the log until it closes."""
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:  # EIO: a terminal's other side is gone
+                data = b""
+            if not data:
+                os.close(fd)
+                return
+            self.write(stream, data)
+
+
+def read_records(path, offset=0):
+    """(stream, time_ns, bytes) records of a log file from `offset`, and the
+    offset after the last whole one."""
+    records = []
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return records, offset
+    pos = 0
+    while True:
+        end = data.find(b"\n", pos)
+        if end < 0:
+            break
+        stream, stamp, size = data[pos:end].split(b" ")
+        size = int(size)
+        if end + 1 + size > len(data):
+            break  # a record still being written
+        records.append((stream, int(stamp), data[end + 1:end + 1 + size]))
+        pos = end + 1 + size
+    return records, offset + pos
+
+
+# ---------------------------------------------------------------------------
 # Container set-up (child side)
 # One small function per step, in the order they run; `container_main` below
 # calls them one per line. All of it runs in forked children.
@@ -2303,6 +2643,27 @@ class Spec:
         self.etc_files = tuple(etc_files)  # (name, text): /etc files written for this run
         self.closed_stdio = tuple(closed_stdio)  # of 0, 1, 2: closed for minicontainer too
 
+    def to_json(self):
+        """The description as JSON data, kept in a container's state entry."""
+        data = {name: getattr(self, name) for name in self.__slots__}
+        data["caps"] = sorted(self.caps)
+        data["limits"] = {name: getattr(self.limits, name) for name in Limits.__slots__}
+        data["winsize"] = self.winsize.hex() if self.winsize else None
+        return data
+
+    @classmethod
+    def from_json(cls, data):
+        """A description back from its JSON data (lists where tuples were: the steps
+        only iterate them)."""
+        spec = cls.__new__(cls)
+        for name in cls.__slots__:
+            setattr(spec, name, data.get(name))
+        spec.caps = frozenset(spec.caps or ())
+        spec.limits = Limits(**{name: (tuple(map(tuple, value)) if name == "rlimits" else value)
+                                for name, value in (data.get("limits") or {}).items()})
+        spec.winsize = bytes.fromhex(spec.winsize) if spec.winsize else None
+        return spec
+
 
 class Handles:
     """What the container's processes hold while it is set up: the report
@@ -2312,11 +2673,13 @@ class Handles:
     host's: those are closed before anything inside the root is resolved)."""
 
     __slots__ = ("report_fd", "groups", "tty_sock", "seccomp", "volumes", "go_fd",
-                 "network", "root_fd", "proc_fd", "dev_fd", "sys_fd")
+                 "network", "root_fd", "proc_fd", "dev_fd", "sys_fd", "stdio", "entry")
 
-    def __init__(self, report_fd, groups, tty_sock=None, go_fd=None, network=None):
+    def __init__(self, report_fd, groups, tty_sock=None, go_fd=None, network=None, stdio=None,
+                 entry=None):
         self.report_fd, self.groups, self.tty_sock = report_fd, groups, tty_sock
         self.go_fd, self.network = go_fd, network  # --network bridge only
+        self.stdio, self.entry = stdio, entry  # -d: the log's pipes; a state entry
         self.seccomp = None
         self.volumes = ()
         self.root_fd = self.proc_fd = self.dev_fd = self.sys_fd = None
@@ -2653,13 +3016,13 @@ def write_etc_files(spec, handles):
             raise exc.within(f"/etc/{name} for --network") from None
 
 
-def enter_workdir(spec, handles):
-    """-w: made if missing (as docker does) and entered through a descriptor
-    resolved inside the root; then checked to be inside the root, which a
-    working directory reached through a leaked descriptor would not be
-    (getcwd() says "(unreachable)", and fails)."""
+def enter_workdir(spec, handles, create=True):
+    """-w: made if missing (as docker run does; exec's must exist) and entered
+    through a descriptor resolved inside the root; then checked to be inside
+    the root, which a working directory reached through a leaked descriptor
+    would not be (getcwd() says "(unreachable)", and fails)."""
     try:
-        fd = open_dir_in_root(handles.root_fd, spec.workdir, create=True)
+        fd = open_dir_in_root(handles.root_fd, spec.workdir, create=create)
     except ContainerError as exc:
         raise exc.within(f"--workdir {spec.workdir}") from None
     try:
@@ -2855,7 +3218,7 @@ def attach_terminal(spec, handles):
     if handles.tty_sock is None:
         return
     import socket
-    if os.getpid() != 1:  # under --init the command leads a session of its own
+    if os.getsid(0) != os.getpid():  # under --init the command leads a session of its own
         os.setsid()
     master, slave = os.openpty()
     if spec.winsize:
@@ -3089,6 +3452,35 @@ def container_main(spec, holder_pid, handles):
     start_command(spec, env, handles)
 
 
+def exec_main(spec, handles, pidfd, supervisor_pid, detached):
+    """A process joining a running container (exec): forked into its PID
+    namespace by the supervisor; it joins the container's cgroups, then its
+    other namespaces through PID 1's pidfd (never through a path), and from
+    there takes the same steps as PID 1's command. Nothing of the host's
+    (descriptors, working directory, environment) reaches the command."""
+    if not detached:
+        die_with_parent(supervisor_pid)
+    new_session()
+    join_cgroups(handles.groups, os.getpid())
+    handles.seccomp = prepare_seccomp(spec)
+    forbid_imports()
+    enter_namespaces(spec, pidfd)
+    close_inherited_fds(spec, handles)
+    handles.root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    enter_workdir(spec, handles, create=False)
+    close_other_fds(spec)
+    start_command(spec, container_env(spec), handles)
+
+
+def enter_namespaces(spec, pidfd):
+    """Join the container's own namespaces (not those it shares with the host)
+    at once, through PID 1's pidfd (Linux 5.8). The mount namespace's join sets
+    the root and the working directory to the container's."""
+    flags = spec.namespaces & (CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET
+                               | CLONE_NEWCGROUP)
+    setns(pidfd, flags)
+
+
 # ---------------------------------------------------------------------------
 # Supervision
 # Process roles: the supervisor (minicontainer, on the host) forks the
@@ -3154,6 +3546,7 @@ def holder_main(spec, handles, supervisor_pid, status_fd):
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, (HOLDER_PDEATH,))
     die_with_parent(supervisor_pid, HOLDER_PDEATH)
+    take_stdio(handles)
     host_ns = None
     if handles.network is not None:
         handles.network.close_listeners()  # the supervisor serves the published ports
@@ -3192,15 +3585,28 @@ def hold(pid1, handles, host_ns):
         done, status = os.waitpid(pid1, os.WNOHANG)
         if done:
             if orphaned:
-                clean_up_orphaned(handles, host_ns)
+                clean_up_orphaned(handles, host_ns, exit_code(status))
             return exit_code(status)
 
 
-def clean_up_orphaned(handles, host_ns):
-    """The supervisor is gone: remove its cgroups and network state here, and say
-    on stderr (still the user's) what could not be undone. The network work
-    happens back in the host's network namespace, and with children in the
-    host's PID namespace: the container's is dead, and forks into it fail."""
+def take_stdio(handles):
+    """-d: the container's stdin is /dev/null, its stdout and stderr the pipes
+    to the monitor's log; the holder passes them on to PID 1."""
+    if handles.stdio is None:
+        return
+    for fd, source in enumerate(handles.stdio):
+        os.dup2(source, fd)
+    for source in set(handles.stdio):
+        os.close(source)
+    handles.stdio = None
+
+
+def clean_up_orphaned(handles, host_ns, code):
+    """The supervisor is gone: remove its cgroups and network state here, write
+    the end into the state entry, and say on stderr (still the user's, or the
+    log) what could not be undone. The network work happens back in the
+    host's network namespace, and with children in the host's PID namespace:
+    the container's is dead, and forks into it fail."""
     try:
         remove_cgroups(handles.groups)
         if handles.network is not None:
@@ -3209,6 +3615,8 @@ def clean_up_orphaned(handles, host_ns):
             handles.network.release()
     except Exception as exc:  # the supervisor would have printed it; no one else will
         report(2, f"minicontainer: warning: cleaning up after minicontainer was killed: {exc!r}")
+    if handles.entry is not None:
+        record_end(handles.entry, code, "its monitor was killed")
 
 
 def read_reports(fd, on_pid=None):
@@ -3324,7 +3732,7 @@ def send(pidfd, sig):
         pass
 
 
-def forward(info, pid1, pidfd, own_init=False):
+def forward(sig, pid1, pidfd, own_init=False):
     """Pass a signal to the container's PID 1; return it if we applied its default.
 
     PID 1 of a namespace never gets a signal it has no handler for (the
@@ -3336,28 +3744,38 @@ def forward(info, pid1, pidfd, own_init=False):
     minicontainer and is passed on like any other. minicontainer's own init
     (--init) takes every signal and passes it on.
     """
-    how = "caught" if own_init else signal_disposition(pid1, info.si_signo)
+    how = "caught" if own_init else signal_disposition(pid1, sig)
     if how == "caught":
-        send(pidfd, info.si_signo)
-    elif how == "default" and info.si_signo in TERMINATING_SIGNALS:
+        send(pidfd, sig)
+    elif how == "default" and sig in TERMINATING_SIGNALS:
         send(pidfd, signal.SIGKILL)
-        return info.si_signo
+        return sig
     return None
 
 
-def supervise(spec, holder, report_fd, status_fd, tty_sock, on_pid=None):
+def supervise(spec, holder, report_fd, status_fd, tty_sock, on_pid=None, on_started=None,
+              detach=None, forward_all=False):
     """Parent, host namespaces, root: wait for the container and return its exit code.
 
     The holder reports the status (HOLDER_DONE, then the status pipe) as soon
     as PID 1 is reaped; if instead the holder itself ends first, its own exit
     status stands in, and a holder that was killed takes PID 1 with it. After
     a stop signal (SIGTERM, SIGINT, SIGHUP, SIGQUIT), a command still running
-    when --stop-timeout runs out gets SIGKILL, as `docker stop` does.
+    when --stop-timeout runs out gets SIGKILL, as `docker stop` does; after
+    `minicontainer stop`'s word, the timeout is the stop command's.
+    on_started(pid1, error) hears once whether the command runs. `holder` is
+    the exec'd process itself for `exec` (forward_all: not a PID 1).
     """
     import time
     pid1, error = read_reports(report_fd, on_pid)
+    if on_started is not None:
+        on_started(pid1, error)
     pidfd = open_pid(pid1)
-    terminal = Terminal.attach(tty_sock) if tty_sock is not None and error is None else None
+    terminal = None
+    if tty_sock is not None and error is None:
+        master = receive_terminal(tty_sock)
+        if master is not None:
+            terminal = detach.terminal(master) if detach is not None else Terminal(master)
     applied = code = deadline = None
     try:
         while code is None:
@@ -3377,8 +3795,10 @@ def supervise(spec, holder, report_fd, status_fd, tty_sock, on_pid=None):
                 code = os.read(status_fd, 1)[0]
             elif info.si_signo == signal.SIGWINCH and terminal is not None:
                 terminal.resize()
+            elif info.si_signo == MONITOR_STOP and pidfd is not None:
+                applied = forward(signal.SIGTERM, pid1, pidfd, spec.init or forward_all) or applied
             elif info.si_signo != signal.SIGCHLD and pidfd is not None:
-                applied = forward(info, pid1, pidfd, spec.init) or applied
+                applied = forward(info.si_signo, pid1, pidfd, spec.init or forward_all) or applied
                 if info.si_signo in STOP_SIGNALS and deadline is None:
                     deadline = time.monotonic() + spec.stop_timeout
     finally:
@@ -3407,16 +3827,6 @@ class Terminal:
         self.output.start()
         threading.Thread(target=pump, args=(0, master), daemon=True).start()
 
-    @classmethod
-    def attach(cls, sock):
-        """Receive the master PID 1 (or, under --init, the command) sent, if it did."""
-        import socket
-        try:
-            _, fds, _, _ = socket.recv_fds(sock, 16, 1, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return None
-        return cls(fds[0]) if fds else None
-
     def resize(self):
         """Pass the host terminal's size on; the kernel sends SIGWINCH inside."""
         import fcntl
@@ -3427,6 +3837,16 @@ class Terminal:
         self.output.join(timeout=2)  # the last output, up to the master's EIO
         termios.tcsetattr(0, termios.TCSADRAIN, self.saved)
         os.close(self.master)
+
+
+def receive_terminal(sock):
+    """The pty master PID 1 (or, under --init, the command) sent, if it did."""
+    import socket
+    try:
+        _, fds, _, _ = socket.recv_fds(sock, 16, 1, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
+    return fds[0] if fds else None
 
 
 def pump(src, dst):
@@ -3445,11 +3865,13 @@ def pump(src, dst):
             return
 
 
-def run_container(spec, name=None, network=None):
+def run_container(spec, network=None, entry=None, detach=None):
     """Start the container; return its exit code and the post-mortem of its cgroups.
 
-    Parent side, host namespaces, root. The cgroups are made before the fork
-    and removed after the holder is gone, whatever happened in between.
+    Parent side, host namespaces, root: the supervisor, or with -d the
+    monitor. The cgroups are made before the fork and removed after the
+    holder is gone, whatever happened in between. With a state entry, the
+    start and (after the clean-up) the end are written to it.
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
     # No cyclic GC from here on, in this process and the forked ones: a
@@ -3458,10 +3880,14 @@ def run_container(spec, name=None, network=None):
     gc.disable()
     gc.freeze()
     supervisor_pid = os.getpid()
-    label = name or f"{supervisor_pid}-{os.urandom(3).hex()}"
+    label = entry.name if entry is not None else f"{supervisor_pid}-{os.urandom(3).hex()}"
     groups = make_cgroups(spec.limits, f"minicontainer-{label}")
-    found = {}
+    if entry is not None:
+        entry.update(monitor=[supervisor_pid, process_start(supervisor_pid)],
+                     cgroups=[[g.version, g.path] for g in groups])
+    found, code, ran = {}, EXIT_OWN_FAILURE, False
     go_read = go_write = None
+    stdio = detach.stdio() if detach is not None and not spec.tty else None
     try:
         if network is not None:
             network.allocate()
@@ -3486,13 +3912,17 @@ def run_container(spec, name=None, network=None):
                 tty_ours.close()
             if go_write is not None:
                 os.close(go_write)
+            if detach is not None and detach.notify_fd is not None:
+                os.close(detach.notify_fd)  # run -d hears the monitor, not the holder
             in_child(write_fd, holder_main, spec,
-                     Handles(write_fd, groups, tty_theirs, go_read, network),
+                     Handles(write_fd, groups, tty_theirs, go_read, network, stdio, entry),
                      supervisor_pid, status_write)
         os.close(write_fd)
         os.close(status_write)
         if tty_theirs is not None:
             tty_theirs.close()
+        if detach is not None:
+            detach.started_holder()
 
         def connect(pid1):
             """Configure --network bridge for PID 1, then let it go on."""
@@ -3503,21 +3933,248 @@ def run_container(spec, name=None, network=None):
             finally:
                 os.close(go_write)  # without the word, PID 1 gives up
 
+        def started(pid1, error):
+            """The command runs (or could not start): the entry, and -d's caller, hear it."""
+            nonlocal ran
+            if error is None:
+                ran = True
+                if entry is not None:
+                    entry.update(status=RUNNING, pid1=[pid1, process_start(pid1)],
+                                 started=now_iso())
+                if detach is not None:
+                    detach.tell(None)  # a failure is told only once all is cleaned up
+
         try:
             code = supervise(spec, holder, read_fd, status_read, tty_ours,
-                             connect if network is not None else None)
+                             connect if network is not None else None, started, detach)
         finally:
             os.close(status_read)
             if tty_ours is not None:
                 tty_ours.close()
+    except ContainerError as exc:
+        code = exc.code
+        raise
     finally:
         if go_read is not None:
             os.close(go_read)
         found, errors = remove_cgroups(groups, post_mortem_too=True)
         found["cleanup_errors"] = errors
-        if network is not None:
-            network.release()
+        try:
+            if network is not None:
+                network.release()
+        finally:
+            if detach is not None:
+                detach.finish(errors)
+            if entry is not None and ran:
+                record_end(entry, code)
+            elif entry is not None:  # it never ran: it leaves nothing, its name is free again
+                entry.remove()
     return code, found
+
+
+def remove_entry(entry):
+    """Remove an entry once no `wait` is still reading it (they hold the waiters
+    lock shared while they wait)."""
+    import fcntl
+    try:
+        fd = os.open(entry.path("waiters"), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:
+        return  # removed meanwhile
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        entry.remove()
+    finally:
+        os.close(fd)
+
+
+def exec_container(entry, spec, detached=False):
+    """Run one more process in a running container (exec): its exit code, or 0
+    as soon as it runs with -d. Parent side, on the host: like the supervisor
+    of a run, with the process itself in the holder's place (it is no PID 1,
+    so signals are passed on as they are)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
+    gc.disable()
+    gc.freeze()
+    pidfd = open_owner(entry.data.get("pid1"))
+    if pidfd is None:
+        raise ContainerError(f"exec {entry.name}", "it is not running")
+    groups = []
+    try:
+        for version, path in entry.data.get("cgroups") or ():
+            group = Cgroup(version, path, ())
+            group.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            groups.append(group)
+        import _socket
+        preload(spec)
+        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        read_fd, write_fd = ours.detach(), theirs.detach()
+        tty_ours = tty_theirs = None
+        if spec.tty:
+            import socket
+            tty_ours, tty_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        setns(pidfd, CLONE_NEWPID)  # this process's children are born in the container's
+        supervisor_pid = os.getpid()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        child = os.fork()
+        if child == 0:
+            # The exec'd process: the container's PID namespace, soon all its namespaces.
+            os.close(read_fd)
+            if tty_ours is not None:
+                tty_ours.close()
+            if detached:
+                null = os.open("/dev/null", os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                os.close(null)
+            in_child(write_fd, exec_main, spec, Handles(write_fd, groups, tty_theirs),
+                     pidfd, supervisor_pid, detached)
+        # Back to our own: a thread (the terminal's relay) cannot be made while
+        # children would be born in another PID namespace.
+        setns(own_pid_ns, CLONE_NEWPID)
+        os.close(own_pid_ns)
+        os.close(write_fd)
+        if tty_theirs is not None:
+            tty_theirs.close()
+        if detached:  # it runs on its own, a child of the container's PID 1 once we are gone
+            _, error = read_reports(read_fd)
+            if error is not None:
+                raise error
+            return 0
+        try:
+            return supervise(spec, child, read_fd, None, tty_ours, forward_all=True)
+        finally:
+            if tty_ours is not None:
+                tty_ours.close()
+    finally:
+        os.close(pidfd)
+        for group in groups:
+            os.close(group.fd)
+
+
+def preload(spec):
+    """Import now what the set-up steps import as they go, and load libseccomp:
+    a process that joins a container's mount namespace may load no module
+    there (forbid_imports)."""
+    for name in ("prctl", "resource", "_socket") + (("socket",) if spec.tty else ()):
+        __import__(name)
+    if spec.seccomp is not None:
+        libseccomp()
+
+
+def open_owner(owner):
+    """A pidfd of the process (pid, start time), or None if that process is gone:
+    opened first, then checked, so a recycled pid is never taken for it."""
+    if not owner:
+        return None
+    try:
+        pidfd = os.pidfd_open(owner[0])
+    except OSError:
+        return None
+    if process_start(owner[0]) != owner[1]:
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
+def signal_owner(owner, sig):
+    """Send `sig` to the process (pid, start time); False if it is gone."""
+    pidfd = open_owner(owner)
+    if pidfd is None:
+        return False
+    try:
+        send(pidfd, sig)
+    finally:
+        os.close(pidfd)
+    return True
+
+
+def wait_gone(owner, timeout=None):
+    """Wait until the process (pid, start time) has ended; False on timeout."""
+    import select
+    pidfd = open_owner(owner)
+    if pidfd is None:
+        return True
+    try:
+        return bool(select.select([pidfd], [], [], timeout)[0])
+    finally:
+        os.close(pidfd)
+
+
+def record_end(entry, code, why=None):
+    """Write how the container ended into its entry, after the clean-up; with
+    --rm, then remove the entry, once its waiters have read the end. Nothing
+    to do if someone removed it already."""
+    fields = {"status": EXITED, "exit_code": code, "finished": now_iso()}
+    if why:
+        fields["end"] = why
+    if entry.update(**fields) and entry.data.get("rm"):
+        remove_entry(entry)
+
+
+class Detached:
+    """What the monitor of a detached container adds to a supervisor: the pipes
+    of the container's output into its log, the word to the `run -d` waiting
+    for the start, and the terminal's output (-t) into the log too."""
+
+    def __init__(self, entry, notify_fd):
+        self.entry, self.notify_fd = entry, notify_fd
+        self.log = Log(entry.path(), on_drop=lambda n: entry.update(log_dropped=n))
+        self.readers, self.pipes = [], []
+
+    def stdio(self):
+        """(stdin, stdout, stderr) for the holder to pass on: /dev/null and two pipes."""
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        self.pipes = [(out_r, out_w, ord("1")), (err_r, err_w, ord("2"))]
+        self.null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        return self.null, out_w, err_w
+
+    def started_holder(self):
+        """After the fork: read the pipes into the log, in threads of the monitor."""
+        import threading
+        if self.pipes:
+            os.close(self.null)
+        for read_end, write_end, stream in self.pipes:
+            os.close(write_end)
+            self.readers.append(threading.Thread(target=self.log.pump, args=(read_end, stream),
+                                                 daemon=True))
+            self.readers[-1].start()
+
+    def terminal(self, master):
+        """-dt: the terminal's output goes to the log as stdout; nothing types into it."""
+        import threading
+        self.readers.append(threading.Thread(target=self.log.pump, args=(master, ord("1")),
+                                             daemon=True))
+        self.readers[-1].start()
+        return DetachedTerminal()
+
+    def tell(self, error):
+        """Tell the waiting `run -d` that the command runs, or why it does not."""
+        if self.notify_fd is None:
+            return
+        word = "started" if error is None else f"error {error.code} {error}"
+        report(self.notify_fd, word)
+        os.close(self.notify_fd)
+        self.notify_fd = None
+
+    def finish(self, errors):
+        """The last output into the log, and any clean-up error after it."""
+        for reader in self.readers:
+            reader.join(timeout=2)
+        for error in errors:
+            self.log.write(ord("2"), f"minicontainer: warning: {error}\n".encode())
+
+
+class DetachedTerminal:
+    """A detached container's terminal: the monitor has no terminal to resize from."""
+
+    def resize(self):
+        pass
+
+    def close(self):
+        pass
 
 
 # ---------------------------------------------------------------------------
@@ -3531,8 +4188,16 @@ root_option = click.option(
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="minicontainer")
-def cli():
+@click.option("--root", "state", metavar="DIR", envvar=STATE_ENV,
+              help=f"The state directory, where containers are kept [default: {STATE_DIR};"
+                   f" or set {STATE_ENV}].")
+def cli(state):
     """A small Linux container: deploy programs into a root, run them isolated."""
+
+
+def store():
+    """The state directory the command line names (the group's --root)."""
+    return Store(click.get_current_context().find_root().params.get("state"))
 
 
 @cli.command()
@@ -3821,27 +4486,21 @@ def hostname_for(name):
     return DEFAULT_HOSTNAME
 
 
-def claim_name(name):
-    """--name: docker's rule for names; a name is held by an abstract Unix socket
-    for as long as any of this run's processes lives (the kernel releases it
-    even after SIGKILL, so nothing is left behind). Returns the socket."""
-    import socket
+def check_container_name(name):
+    """--name: docker's rule for container names."""
     if not (0 < len(name) <= 63 and set(name) <= NAME_CHARS and name[0] not in "_.-"):
         raise ContainerError(f"--name {name!r}", "expected letters, digits, '_', '.' and '-',"
                              " 63 at most, starting with a letter or digit")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(f"\0minicontainer/{name}")
-    except OSError:
-        sock.close()
-        raise ContainerError(f"--name {name}", "a running container already has this name") from None
-    return sock
+    return name
 
 
-def terminal_size():
-    """-t: the host terminal's size, to start the container's terminal with."""
+def terminal_size(detach=False):
+    """-t: the host terminal's size, to start the container's terminal with
+    (24 by 80 for a detached container started from no terminal)."""
     import fcntl
     if not os.isatty(0):
+        if detach:
+            return (24).to_bytes(2, sys.byteorder) + (80).to_bytes(2, sys.byteorder) + bytes(4)
         raise ContainerError("-t", "the input is not a terminal (drop -t, or run from one)")
     return fcntl.ioctl(0, TIOCGWINSZ, bytes(8))
 
@@ -3930,7 +4589,11 @@ class Number(click.ParamType):
 @click.option("--read-only-tmpfs", type=click.BOOL, default=True, show_default=True,
               metavar="BOOL", help="With --read-only, keep /tmp and /run writable as tmpfs.")
 @click.option("--rm", is_flag=True,
-              help="Throw-away root: writes go to an overlay that is discarded afterwards.")
+              help="Keep nothing: writes go to an overlay that is discarded afterwards, and"
+                   " the container's entry (-d, --name) is removed when it ends.")
+@click.option("--detach", "-d", is_flag=True,
+              help="Run in the background: print the container's id once the command runs;"
+                   " its output goes to its log (see logs).")
 @click.option("--interactive", "-i", is_flag=True,
               help="Keep stdin attached (it always is; accepted for docker's habit).")
 @click.option("--tty", "-t", is_flag=True,
@@ -3938,14 +4601,16 @@ class Number(click.ParamType):
 @click.option("--stop-timeout", type=Number(int, 0), default=DEFAULT_STOP_TIMEOUT,
               show_default=True, metavar="SECONDS",
               help="After SIGTERM, SIGINT, SIGHUP or SIGQUIT, SIGKILL the command this much later.")
-@click.option("--name", metavar="NAME", help="Name the container (hostname and cgroup default to it).")
+@click.option("--name", metavar="NAME",
+              help="Name the container (hostname and cgroup default to it); it is kept, with"
+                   " its exit status, until rm (unless --rm).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED,
                 metavar="COMMAND [ARG]...")
 def run(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, init,
         preserve_fds, security_opt,
         cap_add, cap_drop, seccomp, user, memory, memory_swap, pids_limit, cpus, cpu_shares,
         ulimit, stats, env, env_file, workdir, volume, tmpfs, read_only, read_only_tmpfs, rm,
-        interactive, tty, stop_timeout, name, command):
+        detach, interactive, tty, stop_timeout, name, command):
     """Run COMMAND as PID 1 of a new container; exits with its status.
 
     Options go before COMMAND; everything after it is passed on untouched.
@@ -3963,7 +4628,8 @@ def run(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, 
     net = Network(parse_subnet(subnet), [parse_publish(p) for p in publish], outbound) \
         if bridge else None
     root = check_run_root(root)
-    name_lock = claim_name(name) if name is not None else None
+    if name is not None:
+        check_container_name(name)
     if hostname is None:
         hostname = hostname_for(name)
     caps = resolve_capabilities(cap_add, cap_drop)
@@ -3980,16 +4646,406 @@ def run(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, 
                 env=parse_env(env, env_file), volumes=[parse_volume(v) for v in volume],
                 tmpfs=[parse_tmpfs(t) for t in tmpfs], read_only=read_only,
                 read_only_tmpfs=read_only_tmpfs, rm=rm, tty=tty,
-                winsize=terminal_size() if tty else None, stop_timeout=stop_timeout,
+                winsize=terminal_size(detach) if tty else None, stop_timeout=stop_timeout,
                 closed_stdio=CLOSED_STDIO)
     if os.geteuid() != 0:
         raise ContainerError("run", "needs root (try: sudo minicontainer run ...)")
+    entry = None
+    if detach or name is not None:  # docker's rule: a named container is kept until rm
+        entry = store().create(name, {
+            "root": root, "command": list(command), "spec": spec.to_json(), "rm": rm,
+            "detached": detach, "monitor": [os.getpid(), process_start(os.getpid())],
+            "ports": [f"{ip}:{host}->{port}/tcp" for ip, host, port in net.publish] if net else []})
+    if detach:
+        return run_detached(spec, net, entry)
     import time
     started = time.monotonic()
-    code, found = run_container(spec, name, net)
-    if name_lock is not None:
-        name_lock.close()  # the holder's copy keeps the name until the container is gone
+    code, found = run_container(spec, net, entry)
     report_resources(spec.limits, memory, code, found, time.monotonic() - started)
+    return code
+
+
+def run_detached(spec, network, entry):
+    """run -d: fork the monitor, wait for its word that the command runs (or why
+    not), print the container's id. The monitor leaves this session and
+    terminal and keeps no descriptor of the caller's: it outlives them."""
+    notify_read, notify_write = os.pipe2(os.O_CLOEXEC)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.fork() == 0:
+        # The monitor: a session of its own, no terminal; root, host namespaces.
+        os.close(notify_read)
+        in_child(notify_write, monitor_main, spec, network, entry, notify_write)
+    os.close(notify_write)
+    word = b""
+    while not word.endswith(b"\n") and (data := os.read(notify_read, 4096)):
+        word += data  # one line: the monitor's word, however long it lives on
+    os.close(notify_read)
+    kind, _, rest = word.decode(errors="replace").strip().partition(" ")
+    if kind == "started":
+        click.echo(entry.id)
+        return 0
+    if kind == "error":  # the monitor has cleaned up, and removed the entry
+        code, _, message = rest.partition(" ")
+        raise ContainerError(message, code=int(code))
+    entry.remove()  # nothing may be left of a container that never ran
+    raise ContainerError(f"run -d {entry.name}", "its monitor ended before the command started")
+
+
+def monitor_main(spec, network, entry, notify_fd):
+    """The monitor of a detached container: run it (as the supervisor does),
+    logging its output, and write its end into its entry."""
+    os.setsid()
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    keep = sorted({0, 1, 2, notify_fd})
+    for low, high in zip(keep, keep[1:] + [MAX_FD]):
+        os.closerange(low + 1, high)
+    os.chdir("/")
+    detach = Detached(entry, notify_fd)
+    try:
+        run_container(spec, network, entry, detach)
+    except ContainerError as exc:
+        detach.tell(exc)  # said already, if it happened once the command ran
+    return 0
+
+
+# -- the verbs of containers that outlive the command line ------------------
+
+def each_container(refs, act):
+    """act(container) for each reference; a failure is said in one line and the
+    others go on, as docker does; 125 at the end if any failed."""
+    failed = False
+    for ref in refs:
+        try:
+            act(store().find(ref), ref)
+        except ContainerError as exc:
+            say(str(exc))
+            failed = True
+    return EXIT_OWN_FAILURE if failed else 0
+
+
+def parse_signal(text):
+    """A signal by name (KILL, SIGKILL, kill) or number (9), as docker and runc take it."""
+    name = text.strip().upper()
+    if name.isascii() and name.isdigit():
+        number = int(name)
+    else:
+        name = name.removeprefix("SIG")
+        if name.startswith("RTMIN") or name.startswith("RTMAX"):
+            base, _, offset = name.partition("+") if "+" in name else name.partition("-")
+            sign = -1 if "-" in name else 1
+            number = (signal.SIGRTMIN if base == "RTMIN" else signal.SIGRTMAX) + sign * int(offset or 0)
+        else:
+            number = getattr(signal, "SIG" + name, None) if name.isalnum() else None
+    if not isinstance(number, int) or number not in signal.valid_signals():
+        raise ContainerError(f"signal {text}", "not a signal (a name like TERM or KILL, or a number)")
+    return number
+
+
+def kill_container(entry, sig):
+    """Send `sig` to a container: through its monitor for the signals a
+    supervisor passes on (so that minicontainer's PID 1 rule applies and the
+    end is told right), else to its PID 1."""
+    monitor = entry.data.get("monitor")
+    if sig in FORWARDED_SIGNALS and alive(monitor):
+        signal_owner(monitor, sig)
+    elif not signal_owner(entry.data.get("pid1"), sig):
+        raise ContainerError(f"kill {entry.name}", "it is not running")
+
+
+def stop_container(entry, timeout):
+    """SIGTERM (through the monitor), then SIGKILL after `timeout` seconds; wait
+    until the monitor has written the end. A container already ended is done."""
+    if entry.status not in (RUNNING, PAUSED, CREATED):
+        return
+    monitor, pid1 = entry.data.get("monitor"), entry.data.get("pid1")
+    if not (alive(monitor) and signal_owner(monitor, MONITOR_STOP)):
+        signal_owner(pid1, signal.SIGTERM)
+    owner = monitor if alive(monitor) else pid1
+    if not wait_gone(owner, timeout):
+        signal_owner(pid1, signal.SIGKILL)
+        wait_gone(owner, 10)
+
+
+def wait_container(entry):
+    """Wait for a container to end; return its exit code (None if nobody knows it).
+    A waiter holds the entry's waiters lock, so a --rm container's monitor
+    removes the entry only once every waiter has read how it ended."""
+    import fcntl
+    import time
+    try:
+        fd = os.open(entry.path("waiters"), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:
+        raise ContainerError(f"wait {entry.name}", "no such container") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        while entry.reload() and entry.status in (CREATING, CREATED, RUNNING, PAUSED):
+            wait_gone(entry.data.get("monitor") or entry.data.get("pid1"), 1)
+            time.sleep(0.01)  # the monitor's last write comes just before it ends
+        if entry.status == DEAD:
+            raise ContainerError(f"wait {entry.name}", "its monitor died without saying how"
+                                 " it ended")
+        return entry.data.get("exit_code")
+    finally:
+        os.close(fd)
+
+
+def remove_container(entry, force):
+    """rm: a running container only with force (SIGKILL, then its end); the
+    entry, and what a dead one's monitor could not clean (its cgroups)."""
+    status = entry.check("rm -f" if force else "rm")
+    if status in (RUNNING, PAUSED, CREATED, CREATING):
+        signal_owner(entry.data.get("pid1"), signal.SIGKILL)
+        wait_gone(entry.data.get("monitor") or entry.data.get("pid1"), 10)
+    if status == DEAD:
+        groups = []
+        for version, path in entry.data.get("cgroups") or ():
+            group = Cgroup(version, path, ())
+            try:
+                group.parent_fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY
+                                          | os.O_CLOEXEC)
+                group.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                groups.append(group)
+            except OSError:
+                pass
+        remove_cgroups(groups)
+    remove_entry(entry)
+
+
+def describe_status(entry):
+    """The STATUS column of ps, in docker's words."""
+    import time
+    status, now = entry.status, time.time()
+    if status == RUNNING:
+        return f"Up {human_duration(now - (parse_iso(entry.data.get('started')) or now))}"
+    if status == EXITED:
+        finished = parse_iso(entry.data.get("finished"))
+        code = entry.data.get("exit_code")
+        ago = f" {human_duration(now - finished)} ago" if finished else ""
+        return f"Exited ({'?' if code is None else code}){ago}"
+    return {CREATED: "Created", CREATING: "Created", PAUSED: "Paused", DEAD: "Dead"}[status]
+
+
+def container_summary(entry):
+    """ps --format json's fields."""
+    status = entry.status
+    return {"Id": entry.id, "Name": entry.name, "Command": entry.data.get("command"),
+            "Status": status, "ExitCode": entry.data.get("exit_code") if status == EXITED else None,
+            "Pid": entry.data["pid1"][0] if status == RUNNING and entry.data.get("pid1") else 0,
+            "Created": entry.data.get("created")}
+
+
+def inspect_data(entry):
+    """inspect's JSON: docker's shape where it has one, and everything the entry holds."""
+    status, data = entry.status, entry.data
+    spec = data.get("spec") or {}
+    return {
+        "Id": entry.id, "Name": entry.name, "Created": data.get("created"),
+        "Path": (data.get("command") or [""])[0], "Args": (data.get("command") or [])[1:],
+        "State": {"Status": status, "Running": status == RUNNING, "Paused": status == PAUSED,
+                  "Dead": status == DEAD,
+                  "Pid": data["pid1"][0] if status in (RUNNING, PAUSED) and data.get("pid1") else 0,
+                  "ExitCode": data.get("exit_code") if status == EXITED else None,
+                  "StartedAt": data.get("started"), "FinishedAt": data.get("finished"),
+                  "Error": data.get("end", "")},
+        "Root": data.get("root"), "Bundle": data.get("bundle"),
+        "Config": {"Hostname": spec.get("hostname"), "Env": [f"{k}={v}" for k, v in spec.get("env") or ()],
+                   "Cmd": data.get("command"), "WorkingDir": spec.get("workdir"),
+                   "Tty": bool(spec.get("tty"))},
+        "HostConfig": {"AutoRemove": bool(data.get("rm")), "Ports": data.get("ports") or []},
+        "LogPath": entry.path("container.log") if data.get("detached") else "",
+        "Monitor": data.get("monitor"), "Cgroups": data.get("cgroups") or [],
+        "Spec": spec,
+    }
+
+
+@cli.command(name="ps")
+@click.option("--all", "-a", "show_all", is_flag=True, help="Show every container, not only running ones.")
+@click.option("--quiet", "-q", is_flag=True, help="Only the ids.")
+@click.option("--format", "form", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="json: one JSON array.")
+def ps_command(show_all, quiet, form):
+    """List containers (running ones; -a: all), as docker ps does."""
+    import json
+    entries = [c for c in store().entries() if show_all or c.status == RUNNING]
+    if form == "json":
+        click.echo(json.dumps([container_summary(c) for c in entries]))
+    elif quiet:
+        for c in entries:
+            click.echo(c.id[:12])
+    else:
+        import shlex
+        import time
+        rows = [("CONTAINER ID", "ROOT", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")]
+        for c in entries:
+            command = shlex.join(c.data.get("command") or [])
+            command = '"' + (command if len(command) <= 20 else command[:19] + "…") + '"'
+            created = parse_iso(c.data.get("created")) or time.time()
+            rows.append((c.id[:12], c.data.get("root") or "", command,
+                         f"{human_duration(time.time() - created)} ago", describe_status(c),
+                         ", ".join(c.data.get("ports") or []), c.name))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            click.echo("   ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+@cli.command()
+@click.option("--follow", "-f", is_flag=True, help="Keep printing output until the container ends.")
+@click.option("--tail", metavar="N", type=Number(int, 0), help="Only the last N lines.")
+@click.argument("container")
+def logs(follow, tail, container):
+    """Print a detached container's output: its stdout to stdout, its stderr to stderr."""
+    import time
+    entry = store().find(container)
+    if not entry.data.get("detached"):
+        raise ContainerError(f"logs {entry.name}", "it was not started with -d: its output went"
+                             " where its run's went, and has no log")
+    if entry.data.get("log_dropped"):
+        say(f"logs {entry.name}: the log keeps its last {LOG_MAX >> 20} MiB; the"
+            f" {entry.data['log_dropped']} bytes before were dropped")
+    out = {b"1": sys.stdout.buffer, b"2": sys.stderr.buffer}
+    records, offset = read_records(entry.path("container.log.1"))
+    current, offset = read_records(entry.path("container.log"))
+    records += current
+    if tail is not None:
+        lines = [(stream, line) for stream, _, data in records
+                 for line in data.splitlines(keepends=True)]
+        records = [(stream, 0, line) for stream, line in lines[len(lines) - tail:]] if tail else []
+    for stream, _, data in records:
+        out[stream].write(data)
+        out[stream].flush()
+    while follow:
+        running = entry.reload() and entry.status in (CREATING, CREATED, RUNNING, PAUSED)
+        try:
+            size = os.stat(entry.path("container.log")).st_size
+        except FileNotFoundError:
+            size = 0
+        if size < offset:  # rotated: the rest of the old file, then the new one from its start
+            rest, _ = read_records(entry.path("container.log.1"), offset)
+            records, offset = rest, 0
+        else:
+            records = []
+        more, offset = read_records(entry.path("container.log"), offset)
+        for stream, _, data in records + more:
+            out[stream].write(data)
+            out[stream].flush()
+        if not running and not more:
+            break
+        time.sleep(0.1)
+    return 0
+
+
+@cli.command(name="exec", context_settings={"allow_interspersed_args": False})
+@click.option("--detach", "-d", is_flag=True, help="Start the command and return; its output is dropped.")
+@click.option("--interactive", "-i", is_flag=True,
+              help="Keep stdin attached (it always is; accepted for docker's habit).")
+@click.option("--tty", "-t", is_flag=True, help="Give the command a pseudo-terminal of its own.")
+@click.option("--env", "-e", multiple=True, metavar="KEY[=VALUE]", help="Set an environment variable.")
+@click.option("--workdir", "-w", metavar="DIR", help="Working directory inside the container (must exist).")
+@click.option("--user", "-u", metavar="USER[:GROUP]", help="Run as this user (from the container's /etc/passwd).")
+@click.argument("container")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="COMMAND [ARG]...")
+def exec_command_line(detach, interactive, tty, env, workdir, user, container, command):
+    """Run COMMAND in a running container: its namespaces, cgroups, capabilities,
+    no_new_privs and seccomp filter, its environment plus -e."""
+    entry = store().find(container)
+    entry.check("exec")
+    if not command[0]:
+        raise ContainerError("exec ''", "not found in the container (an empty command name)",
+                             code=EXIT_NOT_FOUND)
+    spec = Spec.from_json(entry.data["spec"])
+    spec.command, spec.init, spec.preserve_fds = tuple(command), False, 0
+    spec.env = list(spec.env or ()) + parse_env(env, ())
+    if workdir is not None:
+        spec.workdir = check_container_path("--workdir", workdir, workdir)
+    if user is not None:
+        root_fd = container_root_fd(entry)
+        try:
+            spec.user = resolve_user(root_fd, user)
+        finally:
+            os.close(root_fd)
+    spec.tty, spec.closed_stdio = tty and not detach, CLOSED_STDIO
+    spec.winsize = terminal_size() if spec.tty else None
+    if os.geteuid() != 0:
+        raise ContainerError("exec", "needs root (try: sudo minicontainer exec ...)")
+    return exec_container(entry, spec, detached=detach)
+
+
+def container_root_fd(entry):
+    """The root as the container's PID 1 sees it (its mount namespace: --rm's
+    overlay, volumes), opened through /proc/PID/root and checked to be that
+    process's; for reading its /etc/passwd inside it."""
+    pid1 = entry.data.get("pid1")
+    try:
+        fd = os.open(f"/proc/{pid1[0]}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (OSError, TypeError):
+        raise ContainerError(f"exec {entry.name}", "it is not running") from None
+    if not alive(pid1):
+        os.close(fd)
+        raise ContainerError(f"exec {entry.name}", "it is not running")
+    return fd
+
+
+@cli.command()
+@click.option("--time", "-t", "timeout", type=Number(int, 0), metavar="SECONDS",
+              help="Seconds to wait before SIGKILL [default: the container's --stop-timeout].")
+@click.argument("containers", nargs=-1, required=True, metavar="CONTAINER...")
+def stop(timeout, containers):
+    """Stop containers: SIGTERM, then SIGKILL after the timeout."""
+    def act(entry, ref):
+        stop_container(entry, timeout if timeout is not None
+                       else (entry.data.get("spec") or {}).get("stop_timeout", DEFAULT_STOP_TIMEOUT))
+        click.echo(ref)
+    return each_container(containers, act)
+
+
+@cli.command()
+@click.option("--signal", "-s", "sig", default="KILL", show_default=True, metavar="SIGNAL",
+              help="The signal, by name or number.")
+@click.argument("containers", nargs=-1, required=True, metavar="CONTAINER...")
+def kill(sig, containers):
+    """Send a signal to containers (SIGKILL by default)."""
+    number = parse_signal(sig)
+
+    def act(entry, ref):
+        entry.check("kill")
+        kill_container(entry, number)
+        click.echo(ref)
+    return each_container(containers, act)
+
+
+@cli.command()
+@click.argument("containers", nargs=-1, required=True, metavar="CONTAINER...")
+def wait(containers):
+    """Wait for containers to end; print each one's exit code."""
+    def act(entry, ref):
+        code = wait_container(entry)
+        click.echo("" if code is None else code)
+    return each_container(containers, act)
+
+
+@cli.command()
+@click.option("--force", "-f", is_flag=True, help="Kill a running container first.")
+@click.argument("containers", nargs=-1, required=True, metavar="CONTAINER...")
+def rm(force, containers):
+    """Remove containers (a running one only with -f)."""
+    def act(entry, ref):
+        remove_container(entry, force)
+        click.echo(ref)
+    return each_container(containers, act)
+
+
+@cli.command()
+@click.argument("containers", nargs=-1, required=True, metavar="CONTAINER...")
+def inspect(containers):
+    """Print everything known of containers, as a JSON array."""
+    import json
+    found = []
+    code = each_container(containers, lambda entry, ref: found.append(inspect_data(entry)))
+    click.echo(json.dumps(found, indent=4))
     return code
 
 

@@ -84,6 +84,30 @@ def container_pids(path):
     return found
 
 
+def live_monitors(state_dir):
+    """The monitors (pid, start time) of containers in a state directory that still run."""
+    import json
+    live = []
+    for entry in Path(state_dir).glob("*/state.json"):
+        try:
+            monitor = json.loads(entry.read_text()).get("monitor")
+        except (OSError, ValueError):
+            continue
+        if monitor and start_time(monitor[0]) == monitor[1]:
+            live.append(monitor[0])
+    return live
+
+
+def start_time(pid):
+    """A live (not zombie) process's start time, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] in (b"Z", b"X") else int(fields[19])
+
+
 def parent_of(pid):
     """A process's parent, from its /proc status."""
     with open(f"/proc/{pid}/status") as f:

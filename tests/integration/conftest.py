@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Container, cli, container_cgroups, host_mounts, network_leftovers, processes_rooted_under, wait_for
+from helpers import (Container, cli, container_cgroups, host_mounts, live_monitors,
+                     network_leftovers, processes_rooted_under, wait_for)
 
 
 @pytest.fixture(autouse=True)
@@ -14,13 +15,24 @@ def needs_root():
 
 
 @pytest.fixture(autouse=True)
-def no_leftovers(tmp_path, needs_root):
+def state_dir(tmp_path, monkeypatch, needs_root):
+    """A state directory of the test's own, for the CLI it starts; the host's
+    /run/minicontainer is never touched."""
+    path = tmp_path / "state"
+    monkeypatch.setenv("MINICONTAINER_STATE", str(path))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(tmp_path, needs_root, state_dir):
     """Every test, passing or not, leaves the host's mounts, processes and
-    cgroups as it found them."""
+    cgroups as it found them, and no container's monitor running."""
     before = host_mounts()
     groups_before = container_cgroups()
     network_before = network_leftovers()
     yield
+    assert wait_for(lambda: not live_monitors(state_dir), 5.0), \
+        f"monitors left running: {live_monitors(state_dir)}"
     assert wait_for(lambda: not processes_rooted_under(tmp_path), 2.0), \
         f"container processes left: {processes_rooted_under(tmp_path)}"
     assert host_mounts() == before, "mounts left on the host"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from helpers import CLI, container_pids, on_terminal, read_until
+from helpers import CLI, cli, container_pids, on_terminal, read_until
 
 
 def test_env_workdir_and_hostname_seen_inside(tmp_path, run):
@@ -164,11 +164,18 @@ def test_stop_timeout_escalates_to_sigkill(root, start):
 
 
 def test_names_label_and_exclude(root, start, run):
+    """docker's rule: a name is taken until its container is removed."""
     c = start(root, "--name", "web_1", "/bin/probe", "sleep", 30)
     c.wait_ready()
     taken = run("--name", "web_1", "/bin/probe", "pid")
-    assert taken.returncode == 125 and b"already has this name" in taken.stderr
+    assert taken.returncode == 125 and b"the name is in use by another container" in taken.stderr
     assert run("--name", "web_2", "/bin/probe", "hostname").stdout == b"web-2\n"
     c.proc.terminate()
     c.wait()
+    still = run("--name", "web_1", "/bin/probe", "pid")  # exited, but kept: still taken
+    assert still.returncode == 125 and b"rm it first" in still.stderr
+    assert cli("rm", "web_1", "web_2").returncode == 0
     assert run("--name", "web_1", "/bin/probe", "hostname").stdout == b"web-1\n"  # free again
+    assert run("--rm", "--name", "web_3", "/bin/probe", "hostname").stdout == b"web-3\n"
+    assert cli("rm", "web_1").returncode == 0
+    assert cli("ps", "-a", "-q").stdout == b""  # --rm left nothing

@@ -99,11 +99,6 @@ def test_signal_disposition_reads_the_kernel_masks():
         signal.signal(signal.SIGUSR1, old)
 
 
-class Info:
-    def __init__(self, signo, code):
-        self.si_signo, self.si_code = signo, code
-
-
 @pytest.mark.parametrize("how, sent, applied", [
     ("caught", [signal.SIGTERM], None),              # PID 1 handles it: pass it on
     ("ignored", [], None),                           # PID 1 chose to ignore it
@@ -113,7 +108,7 @@ def test_forward_respects_pid1_signal_rule(monkeypatch, how, sent, applied):
     kills = []
     monkeypatch.setattr(mc, "signal_disposition", lambda pid, sig: how)
     monkeypatch.setattr(mc, "send", lambda pidfd, sig: kills.append(sig))
-    assert mc.forward(Info(signal.SIGTERM, 0), 1234, 99) == applied
+    assert mc.forward(signal.SIGTERM, 1234, 99) == applied
     assert kills == sent
 
 
@@ -121,8 +116,8 @@ def test_forward_to_own_init_always_passes_signals(monkeypatch):
     kills = []
     monkeypatch.setattr(mc, "send", lambda pidfd, sig: kills.append(sig))
     monkeypatch.setattr(mc, "signal_disposition", lambda pid, sig: "default")
-    assert mc.forward(Info(signal.SIGTERM, 0), 1234, 99, own_init=True) is None
-    assert mc.forward(Info(signal.SIGINT, 0x80), 1234, 99, own_init=True) is None
+    assert mc.forward(signal.SIGTERM, 1234, 99, own_init=True) is None
+    assert mc.forward(signal.SIGINT, 1234, 99, own_init=True) is None
     assert kills == [signal.SIGTERM, signal.SIGINT]
 
 
