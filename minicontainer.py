@@ -81,6 +81,29 @@ MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH = 0x4, 0x40
 FSOPEN_CLOEXEC, FSMOUNT_CLOEXEC = 0x1, 0x1
 FSCONFIG_SET_FLAG, FSCONFIG_SET_STRING, FSCONFIG_CMD_CREATE = 0, 1, 6
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 0x1, 0x2, 0x4, 0x8
+MOUNT_ATTR__ATIME, MOUNT_ATTR_RELATIME, MOUNT_ATTR_NOATIME, MOUNT_ATTR_STRICTATIME = 0x70, 0, 0x10, 0x20
+MOUNT_ATTR_NODIRATIME, MOUNT_ATTR_NOSYMFOLLOW = 0x80, 0x200000
+MS_UNBINDABLE, MS_SLAVE, MS_SHARED = 1 << 17, 1 << 19, 1 << 20
+# Mount options as mount(8) and OCI spell them: (attributes set, attributes cleared).
+# An "r" in front (rro, rnosuid) applies it to every mount below too.
+MOUNT_ATTR_OPTIONS = {
+    "ro": (MOUNT_ATTR_RDONLY, 0), "rw": (0, MOUNT_ATTR_RDONLY),
+    "nosuid": (MOUNT_ATTR_NOSUID, 0), "suid": (0, MOUNT_ATTR_NOSUID),
+    "nodev": (MOUNT_ATTR_NODEV, 0), "dev": (0, MOUNT_ATTR_NODEV),
+    "noexec": (MOUNT_ATTR_NOEXEC, 0), "exec": (0, MOUNT_ATTR_NOEXEC),
+    "noatime": (MOUNT_ATTR_NOATIME, MOUNT_ATTR__ATIME),
+    "strictatime": (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR__ATIME),
+    "norelatime": (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR__ATIME),
+    "relatime": (MOUNT_ATTR_RELATIME, MOUNT_ATTR__ATIME),
+    "atime": (MOUNT_ATTR_RELATIME, MOUNT_ATTR__ATIME),
+    "nostrictatime": (MOUNT_ATTR_RELATIME, MOUNT_ATTR__ATIME),
+    "nodiratime": (MOUNT_ATTR_NODIRATIME, 0), "diratime": (0, MOUNT_ATTR_NODIRATIME),
+    "nosymfollow": (MOUNT_ATTR_NOSYMFOLLOW, 0), "symfollow": (0, MOUNT_ATTR_NOSYMFOLLOW)}
+MOUNT_PROPAGATION = {"private": MS_PRIVATE, "rprivate": MS_PRIVATE, "shared": MS_SHARED,
+                     "rshared": MS_SHARED, "slave": MS_SLAVE, "rslave": MS_SLAVE,
+                     "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE}
+SUPERBLOCK_FLAGS = ("sync", "async", "dirsync", "lazytime", "nolazytime", "mand", "nomand",
+                    "silent", "loud")
 AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW = 0x100
 PATH_MAX, NAME_MAX = 4096, 255
@@ -110,6 +133,20 @@ DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
 DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
              ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
              ("ptmx", "pts/ptmx"))
+
+# The mounts every container of `run` gets, first, in the OCI format.
+KERNEL_MOUNTS = (
+    {"destination": "/proc", "type": "proc", "source": "proc",
+     "options": ["nosuid", "noexec", "nodev"]},
+    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+     "options": ["nosuid", "noexec", "mode=755", "size=64k"]},
+    {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+     "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+    {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+     "options": ["nosuid", "nodev", "noexec", "mode=1777", "size=64m"]},
+    {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+     "options": ["ro", "nosuid", "nodev", "noexec"]},
+)
 
 # Podman's default bounding set. Docker's older one adds MKNOD, NET_RAW and
 # AUDIT_WRITE; MKNOD without a device cgroup lets root inside create and open
@@ -182,7 +219,7 @@ ULIMITS = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice
 DEFAULT_HOSTNAME = "minicontainer"
 DEFAULT_ROOT = "newroot"
 # --read-only keeps these writable, as tmpfs (podman's --read-only-tmpfs).
-READ_ONLY_TMPFS = (("/tmp", (("mode", "1777"),)), ("/run", (("mode", "755"),)))
+READ_ONLY_TMPFS = (("/tmp", "1777"), ("/run", "755"))
 # Where --rm puts its throw-away upper layer: a tmpfs mounted, inside the
 # container's private mount namespace only, on the first of these that is
 # neither the root nor above it.
@@ -330,7 +367,7 @@ def clone_tree(path, dirfd=AT_FDCWD, recursive=False, follow=True):
     open_tree follows whatever it meets."""
     import ctypes
     flags = (OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
-             | (0 if follow else AT_SYMLINK_NOFOLLOW))
+             | (0 if follow else AT_SYMLINK_NOFOLLOW) | (0 if path else AT_EMPTY_PATH))
     return _libc_call("syscall", ctypes.c_long(SYS_OPEN_TREE), dirfd, _bytes(path), flags,
                       what=f"open_tree {path}")
 
@@ -375,9 +412,10 @@ def _fsconfig(fs, command, key, value, what):
 _mount_attr = None
 
 
-def set_mount_attrs(fd, attrs, recursive=False):
-    """mount_setattr(2) (Linux 5.12+): add read-only, nosuid, nodev, noexec to the
-    mount `fd` refers to (attached or not); they cannot be taken off from inside."""
+def set_mount_attrs(fd, attrs, clear=0, propagation=0, recursive=False):
+    """mount_setattr(2) (Linux 5.12+): set and clear attributes (read-only, nosuid,
+    nodev, noexec, atime) and the propagation of the mount `fd` refers to,
+    attached or not; root inside cannot take them off."""
     import ctypes
     global _mount_attr
     if _mount_attr is None:
@@ -385,7 +423,7 @@ def set_mount_attrs(fd, attrs, recursive=False):
             _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
                         ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
         _mount_attr = MountAttr
-    attr = _mount_attr(attrs, 0, 0, 0)
+    attr = _mount_attr(attrs, clear, propagation, 0)
     _libc_call("syscall", ctypes.c_long(SYS_MOUNT_SETATTR), fd, b"",
                AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0), ctypes.byref(attr),
                ctypes.sizeof(attr), what="mount_setattr")
@@ -2621,24 +2659,28 @@ class Spec:
     """What to run and how: built and checked by the CLI, read by every step."""
 
     __slots__ = ("root", "command", "workdir", "hostname", "namespaces", "init",
-                 "preserve_fds", "mask_paths", "caps", "user", "seccomp", "limits",
-                 "env", "volumes", "tmpfs", "read_only", "read_only_tmpfs", "rm", "tty",
+                 "preserve_fds", "caps", "user", "seccomp", "limits", "env", "mounts",
+                 "devices", "masked_paths", "readonly_paths", "read_only", "rm", "tty",
                  "winsize", "stop_timeout", "etc_files", "closed_stdio")
 
     def __init__(self, root, command, workdir="/", hostname=DEFAULT_HOSTNAME,
                  namespaces=BASE_NAMESPACES | sum(OPTIONAL_NAMESPACES.values()),
-                 init=False, preserve_fds=0, mask_paths=True, caps=frozenset(),
-                 user=None, seccomp=None, limits=None, env=(), volumes=(), tmpfs=(),
-                 read_only=False, read_only_tmpfs=True, rm=False, tty=False, winsize=None,
-                 stop_timeout=DEFAULT_STOP_TIMEOUT, etc_files=(), closed_stdio=()):
+                 init=False, preserve_fds=0, caps=frozenset(), user=None, seccomp=None,
+                 limits=None, env=(), mounts=None, devices=(), masked_paths=MASKED_PATHS,
+                 readonly_paths=READONLY_PATHS, read_only=False, rm=False, tty=False,
+                 winsize=None, stop_timeout=DEFAULT_STOP_TIMEOUT, etc_files=(), closed_stdio=()):
         self.root, self.command, self.workdir = root, tuple(command), workdir
         self.hostname, self.namespaces, self.init = hostname, namespaces, init
-        self.preserve_fds, self.mask_paths = preserve_fds, mask_paths
+        self.preserve_fds = preserve_fds
         self.caps, self.user = caps, user  # user: (uid, gid, home)
         self.seccomp = seccomp  # a policy in the OCI format, or None: unconfined
         self.limits = limits or Limits()
-        self.env, self.volumes, self.tmpfs = tuple(env), tuple(volumes), tuple(tmpfs)
-        self.read_only, self.read_only_tmpfs, self.rm = read_only, read_only_tmpfs, rm
+        self.env = tuple(env)
+        # Mounts in the OCI format, in order; devices beyond the default ones.
+        self.mounts = list(KERNEL_MOUNTS if mounts is None else mounts)
+        self.devices, self.masked_paths = tuple(devices), tuple(masked_paths)
+        self.readonly_paths = tuple(readonly_paths)
+        self.read_only, self.rm = read_only, rm
         self.tty, self.winsize, self.stop_timeout = tty, winsize, stop_timeout
         self.etc_files = tuple(etc_files)  # (name, text): /etc files written for this run
         self.closed_stdio = tuple(closed_stdio)  # of 0, 1, 2: closed for minicontainer too
@@ -2673,7 +2715,7 @@ class Handles:
     host's: those are closed before anything inside the root is resolved)."""
 
     __slots__ = ("report_fd", "groups", "tty_sock", "seccomp", "volumes", "go_fd",
-                 "network", "root_fd", "proc_fd", "dev_fd", "sys_fd", "stdio", "entry")
+                 "network", "root_fd", "stdio", "entry", "cgroup_views", "cgroup_links")
 
     def __init__(self, report_fd, groups, tty_sock=None, go_fd=None, network=None, stdio=None,
                  entry=None):
@@ -2682,7 +2724,8 @@ class Handles:
         self.stdio, self.entry = stdio, entry  # -d: the log's pipes; a state entry
         self.seccomp = None
         self.volumes = ()
-        self.root_fd = self.proc_fd = self.dev_fd = self.sys_fd = None
+        self.root_fd = None
+        self.cgroup_views = self.cgroup_links = ()  # for a `cgroup` mount: (name, host dir)
 
 
 def make_mounts_private():
@@ -2767,22 +2810,6 @@ def prepare_seccomp(spec):
     return SeccompFilter(spec.seccomp) if spec.seccomp is not None else None
 
 
-def open_volume_sources(spec):
-    """Clone each volume's host path as a detached mount while the host is in
-    sight, nosuid and nodev (and read-only with :ro) already; they are
-    attached after pivot_root, each onto a target resolved inside the root."""
-    sources = []
-    try:
-        for src, _, read_only in spec.volumes:
-            fd = clone_tree(src)
-            sources.append(fd)
-            set_mount_attrs(fd, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
-                            | (MOUNT_ATTR_RDONLY if read_only else 0))
-    except ContainerError as exc:
-        raise exc.within(f"--volume {src}") from None
-    return tuple(sources)
-
-
 def wait_for_network(handles):
     """--network bridge: the supervisor configures eth0 from outside; wait for its word."""
     if handles.go_fd is None:
@@ -2827,6 +2854,13 @@ def bind_root(root):
           | (MS_RDONLY if kept & os.ST_RDONLY else 0) | (MS_NOEXEC if kept & os.ST_NOEXEC else 0))
 
 
+def open_root_fd(root, handles):
+    """The root (bound onto itself), by descriptor: every mount target, the
+    working directory, the command and its interpreters are resolved from
+    it, with it as "/", before pivot_root and after."""
+    handles.root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
 def forbid_imports():
     """From here on no Python module may be loaded: the file system is about to
     be the container's, and a module it planted (json.py on the interpreter's
@@ -2842,8 +2876,7 @@ def enter_root(root, handles):
 
     Unlike chroot, nothing of the host stays reachable: not by "..", not by a
     second chroot, not in mountinfo. Falls back to chroot only where the host
-    root cannot be pivoted (an initramfs root), and says so. From here on
-    every path is resolved from handles.root_fd, inside the root.
+    root cannot be pivoted (an initramfs root), and says so.
     """
     os.chdir(root)
     try:
@@ -2857,38 +2890,6 @@ def enter_root(root, handles):
     else:
         umount2(".", MNT_DETACH)  # ... and detached from it here
     os.chdir("/")
-    handles.root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-
-
-def top_dir(handles, name, create=True):
-    """The root's /proc, /dev or /sys as an O_PATH descriptor: a real directory,
-    never a symlink (even one inside the root), made if missing and `create`.
-    None if missing and not to be made."""
-    import stat
-    try:
-        return openat2(handles.root_fd, name, os.O_PATH | os.O_DIRECTORY,
-                       IN_ROOT | RESOLVE_NO_SYMLINKS)
-    except ContainerError as exc:
-        if exc.errno == 40:  # ELOOP
-            raise ContainerError(f"/{name} of the root", "is a symlink; it must be a directory") from None
-        if exc.errno == 20:  # ENOTDIR
-            raise ContainerError(f"/{name} of the root", "is not a directory") from None
-        if exc.errno != 2 or not create:
-            if exc.errno == 2:
-                return None
-            raise
-    try:
-        os.mkdir(name, 0o555, dir_fd=handles.root_fd)
-    except OSError as exc:
-        why = exc.strerror
-        if exc.errno == 30:  # EROFS
-            why = f"the root has no /{name} and is read-only (make the directory {name} in it)"
-        raise ContainerError(f"create /{name} in the root", why, exc.errno) from None
-    fd = openat2(handles.root_fd, name, os.O_PATH | os.O_DIRECTORY, IN_ROOT | RESOLVE_NO_SYMLINKS)
-    if not stat.S_ISDIR(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise ContainerError(f"/{name} of the root", "is not a directory")
-    return fd
 
 
 def open_target(handles, path, directory):
@@ -2908,7 +2909,10 @@ def open_target(handles, path, directory):
         except FileExistsError:
             pass
         except OSError as exc:
-            raise ContainerError.from_os(f"create {path} in the root", exc) from None
+            why = exc.strerror
+            if exc.errno == 30:  # EROFS
+                why = f"the root is read-only and has no {path} (make it in the root)"
+            raise ContainerError(f"create {path} in the root", why, exc.errno) from None
     finally:
         os.close(parent_fd)
     fd = openat2(handles.root_fd, path, os.O_PATH, IN_ROOT)
@@ -2929,71 +2933,214 @@ def attach(tree_fd, target_fd, target):
         os.close(target_fd)
 
 
-def mount_proc(handles):
-    """A fresh /proc of the container's PID namespace, nosuid, nodev, noexec.
-    Precondition: PID 1 of the new PID namespace, inside the root."""
-    handles.proc_fd = new_mount("proc", (), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
-    target = top_dir(handles, "proc")
-    attach_mount(handles.proc_fd, target, "/proc")
-    os.close(target)
+def parse_mount_options(options):
+    """OCI mount options, as mount(8) spells them, sorted into what each part of
+    the new mount API takes. Unknown words are the file system's own data
+    (mode=755, size=64k, newinstance), passed to it as they are."""
+    parsed = {"bind": False, "rbind": False, "set": 0, "clear": 0, "rset": 0, "rclear": 0,
+              "propagation": None, "sb": [], "data": []}
+    for option in options or ():
+        name, sep, value = option.partition("=")
+        recursive = name.startswith("r") and name[1:] in MOUNT_ATTR_OPTIONS
+        if option in ("bind", "rbind"):
+            parsed[option] = True
+        elif name in MOUNT_ATTR_OPTIONS or recursive:
+            set_, clear = MOUNT_ATTR_OPTIONS[name[1:] if recursive else name]
+            key = "r" if recursive else ""
+            parsed[key + "set"] = (parsed[key + "set"] & ~clear) | set_
+            parsed[key + "clear"] = (parsed[key + "clear"] & ~set_) | clear
+        elif name in MOUNT_PROPAGATION:
+            parsed["propagation"] = (MOUNT_PROPAGATION[name], name.startswith("r"))
+        elif name in SUPERBLOCK_FLAGS:
+            parsed["sb"].append((name, None))
+        elif name in ("defaults", "auto", "noauto", "_netdev") or name.startswith("x-"):
+            pass
+        elif name == "context" or name.endswith("context"):  # SELinux: off on this host
+            if selinux_enabled():
+                parsed["data"].append((name, value))
+        else:
+            parsed["data"].append((name, value if sep else None))
+    return parsed
 
 
-def mount_dev(handles):
-    """A small tmpfs /dev with the harmless devices, a private devpts and /dev/shm.
-    It is filled while still detached, so it appears complete."""
+def selinux_enabled():
+    return os.path.exists("/sys/fs/selinux/enforce")
+
+
+def mount_all(spec, handles):
+    """Every mount of the container, in the order given: each made detached (a
+    new file system, or a clone of a host path for a bind) and attached onto
+    its target, made and resolved inside the root. A bind's source is the
+    host's, resolved here, before pivot_root; nothing else is."""
     import stat
-    handles.dev_fd = dev = new_mount("tmpfs", (("mode", "755"), ("size", "64k")),
-                                     MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)
-    for name, major, minor in DEVICES:
-        os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
-        os.chmod(name, 0o666, dir_fd=dev)  # not the umask's
-    for name, target in DEV_LINKS:
-        os.symlink(target, name, dir_fd=dev)
-    os.mkdir("pts", 0o755, dir_fd=dev)
-    os.mkdir("shm", 0o1777, dir_fd=dev)
-    os.chmod("shm", 0o1777, dir_fd=dev)
-    target = top_dir(handles, "dev")
-    attach_mount(dev, target, "/dev")
-    os.close(target)
-    devpts = new_mount("devpts", (("ptmxmode", "0666"), ("mode", "0620"), ("gid", "5")),
-                       MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)
-    attach(devpts, os.open("pts", os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dev), "/dev/pts")
-    shm = new_mount("tmpfs", (("mode", "1777"), ("size", "64m")),
-                    MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, source="shm")
-    attach(shm, os.open("shm", os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dev), "/dev/shm")
+    for entry in spec.mounts:
+        target = entry["destination"]
+        kind, source = entry.get("type") or "", entry.get("source") or ""
+        options = parse_mount_options(entry.get("options"))
+        try:
+            if kind == "cgroup":
+                mount_cgroups(handles, target, options)
+                continue
+            if kind == "bind" or options["bind"] or options["rbind"]:
+                tree = clone_tree(source, recursive=options["rbind"])
+                directory = stat.S_ISDIR(os.fstat(tree).st_mode)
+                if options["set"] or options["clear"]:
+                    set_mount_attrs(tree, options["set"], clear=options["clear"])
+            else:
+                tree = new_mount(kind, options["sb"] + options["data"], options["set"],
+                                 source=source or kind)
+                directory = True
+            try:
+                if options["rset"] or options["rclear"]:
+                    set_mount_attrs(tree, options["rset"], clear=options["rclear"], recursive=True)
+                target_fd = open_target(handles, target, directory)
+                try:
+                    attach_mount(tree, target_fd, target)
+                finally:
+                    os.close(target_fd)
+                if options["propagation"]:
+                    flag, recursive = options["propagation"]
+                    set_mount_attrs(tree, 0, propagation=flag, recursive=recursive)
+            finally:
+                os.close(tree)
+        except ContainerError as exc:
+            if entry.get("why"):  # the run option that asked for it
+                raise exc.within(entry["why"]) from None
+            raise
 
 
-def mount_sys(handles):
-    """A read-only sysfs, where the root has a /sys folder."""
-    target = top_dir(handles, "sys", create=False)
-    if target is None:
-        return
-    handles.sys_fd = new_mount("sysfs", (), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID
-                               | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
-    attach_mount(handles.sys_fd, target, "/sys")
-    os.close(target)
+def mount_cgroups(handles, target, options):
+    """A `cgroup` mount: a tmpfs at the target (/sys/fs/cgroup), and in it each
+    hierarchy of the host's, as the container's own group of it (runc's way):
+    a clone of the group's directory, read-only unless asked otherwise."""
+    tmpfs = new_mount("tmpfs", (("mode", "755"),), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+                      | MOUNT_ATTR_NOEXEC, source="cgroup")
+    try:
+        target_fd = open_target(handles, target, True)
+        try:
+            attach_mount(tmpfs, target_fd, target)
+        finally:
+            os.close(target_fd)
+    finally:
+        os.close(tmpfs)
+    for name, directory in handles.cgroup_views:
+        tree = clone_tree(directory, recursive=True)
+        try:
+            set_mount_attrs(tree, options["set"] | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+                            | MOUNT_ATTR_NOEXEC, clear=options["clear"], recursive=True)
+            attach(tree, open_target(handles, f"{target}/{name}", True), f"{target}/{name}")
+        except BaseException:
+            os.close(tree)
+            raise
+    for name, link in handles.cgroup_links:  # cpu -> cpu,cpuacct
+        target_fd = open_target(handles, target, True)
+        try:
+            os.symlink(link, name, dir_fd=target_fd)
+        except FileExistsError:
+            pass
+        finally:
+            os.close(target_fd)
+    if options["set"] & MOUNT_ATTR_RDONLY:  # the tmpfs itself read-only, once filled
+        target_fd = open_target(handles, target, True)
+        try:
+            set_mount_attrs(target_fd, MOUNT_ATTR_RDONLY)
+        finally:
+            os.close(target_fd)
 
 
-def mount_volumes(spec, handles):
-    """-v HOST:CONTAINER[:ro]: attach the held sources, each onto its target
-    made and resolved inside the root (the container cannot remount them:
-    no CAP_SYS_ADMIN, and seccomp)."""
+def make_devices(spec, handles):
+    """/dev's nodes: the harmless default ones (null, zero, full, random,
+    urandom, tty) and a bundle's linux.devices, with the usual links (fd,
+    stdin, stdout, stderr, ptmx). Made in the container's /dev, by descriptor."""
     import stat
-    for fd, (_, target, _) in zip(handles.volumes, spec.volumes):
-        try:
-            attach(fd, open_target(handles, target, stat.S_ISDIR(os.fstat(fd).st_mode)), target)
-        except ContainerError as exc:
-            raise exc.within(f"--volume {target}") from None
-    handles.volumes = ()
+    try:
+        dev = openat2(handles.root_fd, "/dev", os.O_PATH | os.O_DIRECTORY, IN_ROOT | RESOLVE_NO_SYMLINKS)
+    except ContainerError as exc:
+        raise exc.within("make /dev's devices") from None
+    try:
+        nodes = [(name, stat.S_IFCHR, major, minor, 0o666, 0, 0) for name, major, minor in DEVICES]
+        for device in spec.devices or ():
+            kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+            nodes.append((device["path"].removeprefix("/dev/"), kind[device["type"]],
+                          device.get("major", 0), device.get("minor", 0),
+                          device.get("fileMode", 0o666) & 0o777, device.get("uid", 0),
+                          device.get("gid", 0)))
+        for name, kind, major, minor, mode, uid, gid in nodes:
+            parent, _, base = name.rpartition("/")
+            where = open_dir_in_root(dev, parent, create=True) if parent else os.dup(dev)
+            try:
+                try:
+                    os.unlink(base, dir_fd=where)  # a bundle's device replaces a default one
+                except FileNotFoundError:
+                    pass
+                os.mknod(base, kind | mode, os.makedev(major, minor), dir_fd=where)
+                os.chmod(base, mode, dir_fd=where, follow_symlinks=False)  # not the umask's
+                if (uid, gid) != (0, 0):
+                    os.chown(base, uid, gid, dir_fd=where, follow_symlinks=False)
+            except OSError as exc:
+                raise ContainerError.from_os(f"make /dev/{name}", exc) from None
+            finally:
+                os.close(where)
+        for name, target in DEV_LINKS:
+            try:
+                os.symlink(target, name, dir_fd=dev)
+            except FileExistsError:
+                pass
+    finally:
+        os.close(dev)
 
 
-def mount_tmpfs(spec, handles):
-    """--tmpfs PATH[:OPTIONS]: a fresh tmpfs (nosuid, nodev, noexec unless asked)."""
-    for target, attrs, options in spec.tmpfs:
-        try:
-            attach(new_mount("tmpfs", options, attrs), open_target(handles, target, True), target)
-        except ContainerError as exc:
-            raise exc.within(f"--tmpfs {target}") from None
+def protect_paths(spec, handles):
+    """readonlyPaths become read-only (a recursive read-only bind of each onto
+    itself); maskedPaths are hidden (/dev/null over a file, an empty read-only
+    tmpfs over a directory). Each resolved inside the root, by descriptor;
+    paths this kernel or root lacks are skipped."""
+    import stat
+    sealed = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC
+    for path in spec.readonly_paths or ():
+        target = open_existing(handles, path)
+        if target is None:
+            continue
+        tree = clone_tree("", target, recursive=True, follow=False)
+        set_mount_attrs(tree, sealed, recursive=True)
+        attach(tree, target, path)
+    null = None
+    try:
+        for path in spec.masked_paths or ():
+            target = open_existing(handles, path)
+            if target is None:
+                continue
+            if stat.S_ISDIR(os.fstat(target).st_mode):
+                tree = new_mount("tmpfs", (("size", "0"),), sealed)
+            else:
+                if null is None:
+                    null = open_null(handles)
+                tree = clone_tree("", null, follow=False)
+            attach(tree, target, path)
+    finally:
+        if null is not None:
+            os.close(null)
+
+
+def open_existing(handles, path):
+    """An O_PATH descriptor of `path` inside the root, or None if it is missing."""
+    try:
+        return openat2(handles.root_fd, path, os.O_PATH, IN_ROOT)
+    except ContainerError as exc:
+        if exc.errno in (2, 20):  # ENOENT, ENOTDIR
+            return None
+        raise exc.within(f"mask {path}") from None
+
+
+def open_null(handles):
+    """The container's /dev/null, checked to be the null device (the mask's source)."""
+    import stat
+    fd = openat2(handles.root_fd, "/dev/null", os.O_PATH, IN_ROOT | RESOLVE_NO_SYMLINKS)
+    st = os.fstat(fd)
+    if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+        os.close(fd)
+        raise ContainerError("mask a file", "the container's /dev/null is not the null device")
+    return fd
 
 
 def write_etc_files(spec, handles):
@@ -3002,18 +3149,22 @@ def write_etc_files(spec, handles):
     stay as they are (an empty file is made as the mount point if missing)."""
     if not spec.etc_files:
         return
-    os.mkdir(".minicontainer", 0o755, dir_fd=handles.dev_fd)
-    for name, text in spec.etc_files:
-        fd = os.open(f".minicontainer/{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                     | os.O_CLOEXEC, 0o644, dir_fd=handles.dev_fd)
-        with open(fd, "w") as f:
-            f.write(text)
-        tree = clone_tree(f".minicontainer/{name}", handles.dev_fd)
-        set_mount_attrs(tree, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
-        try:
-            attach(tree, open_target(handles, f"/etc/{name}", False), f"/etc/{name}")
-        except ContainerError as exc:
-            raise exc.within(f"/etc/{name} for --network") from None
+    dev = openat2(handles.root_fd, "/dev", os.O_PATH | os.O_DIRECTORY, IN_ROOT | RESOLVE_NO_SYMLINKS)
+    try:
+        os.mkdir(".minicontainer", 0o755, dir_fd=dev)
+        for name, text in spec.etc_files:
+            fd = os.open(f".minicontainer/{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                         | os.O_CLOEXEC, 0o644, dir_fd=dev)
+            with open(fd, "w") as f:
+                f.write(text)
+            tree = clone_tree(f".minicontainer/{name}", dev)
+            set_mount_attrs(tree, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+            try:
+                attach(tree, open_target(handles, f"/etc/{name}", False), f"/etc/{name}")
+            except ContainerError as exc:
+                raise exc.within(f"/etc/{name} for --network") from None
+    finally:
+        os.close(dev)
 
 
 def enter_workdir(spec, handles, create=True):
@@ -3037,63 +3188,11 @@ def enter_workdir(spec, handles, create=True):
         raise ContainerError(f"--workdir {spec.workdir}", "it is not inside the container's root")
 
 
-def protect_system_paths(spec, handles):
-    """Make the host's knobs in /proc read-only and mask what leaks host secrets.
-
-    A read-only bind stops writes; masking hides: /dev/null over a file, an
-    empty read-only tmpfs over a directory. Paths this kernel lacks are
-    skipped. All of it on the container's own /proc and /sys, by descriptor.
-    """
-    import stat
-    if not spec.mask_paths:
-        return
-    sealed = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC
-    bases = {"proc": handles.proc_fd, "sys": handles.sys_fd}
-    for path in READONLY_PATHS:
-        base, _, rest = path[1:].partition("/")
-        try:
-            tree = clone_tree(rest, bases[base], recursive=True, follow=False)
-        except ContainerError as exc:
-            if exc.errno == 2:
-                continue
-            raise
-        set_mount_attrs(tree, sealed, recursive=True)
-        attach(tree, os.open(rest, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=bases[base]), path)
-    for path in MASKED_PATHS:
-        base, _, rest = path[1:].partition("/")
-        if bases[base] is None:
-            continue
-        try:
-            target = os.open(rest, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=bases[base])
-        except FileNotFoundError:
-            continue
-        if stat.S_ISDIR(os.fstat(target).st_mode):
-            tree = new_mount("tmpfs", (("size", "0"),), sealed)
-        else:
-            tree = clone_tree("null", handles.dev_fd, follow=False)
-        attach(tree, target, path)
-
-
 def seal_root(spec, handles):
-    """--read-only: the root becomes read-only, with /tmp and /run as tmpfs
-    unless the user mounted something there or said --read-only-tmpfs=false."""
-    if not spec.read_only:
-        return
-    taken = {target for _, target, _ in spec.volumes} | {target for target, _, _ in spec.tmpfs}
-    for target, options in READ_ONLY_TMPFS if spec.read_only_tmpfs else ():
-        if target not in taken:
-            attach(new_mount("tmpfs", options, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV),
-                   open_target(handles, target, True), target)
-    set_mount_attrs(handles.root_fd, MOUNT_ATTR_RDONLY)
-
-
-def release_mounts(handles):
-    """The container's /proc, /dev and /sys are in place: let go of their descriptors."""
-    for name in ("proc_fd", "dev_fd", "sys_fd"):
-        fd = getattr(handles, name)
-        if fd is not None:
-            os.close(fd)
-            setattr(handles, name, None)
+    """--read-only (root.readonly): the root's own mount becomes read-only;
+    what is mounted on it keeps its own."""
+    if spec.read_only:
+        set_mount_attrs(handles.root_fd, MOUNT_ATTR_RDONLY)
 
 
 def close_other_fds(spec):
@@ -3427,24 +3526,20 @@ def container_main(spec, holder_pid, handles):
     close_inherited_fds(spec, handles)
     own_mount_namespace()
     handles.seccomp = prepare_seccomp(spec)
-    handles.volumes = open_volume_sources(spec)
     set_hostname(spec)
     bring_up_loopback(spec)
     wait_for_network(handles)
     root = throwaway_root(spec)
     bind_root(root)
+    open_root_fd(root, handles)
+    mount_all(spec, handles)
+    make_devices(spec, handles)
+    write_etc_files(spec, handles)
+    protect_paths(spec, handles)
+    seal_root(spec, handles)
     forbid_imports()
     enter_root(root, handles)
-    mount_proc(handles)
-    mount_dev(handles)
-    mount_sys(handles)
-    mount_volumes(spec, handles)
-    mount_tmpfs(spec, handles)
-    write_etc_files(spec, handles)
     enter_workdir(spec, handles)
-    protect_system_paths(spec, handles)
-    seal_root(spec, handles)
-    release_mounts(handles)
     close_other_fds(spec)
     env = container_env(spec)
     if spec.init:
@@ -4398,7 +4493,8 @@ def parse_env(values, files):
 
 
 def parse_volume(value):
-    """-v HOST:CONTAINER[:ro|rw]: the host path must exist; both absolute."""
+    """-v HOST:CONTAINER[:ro|rw]: the host path must exist; both absolute.
+    Returns the mount, in the OCI format: a bind, nosuid and nodev."""
     parts = value.split(":")
     if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
         raise ContainerError(f"--volume {value}", "expected HOST:CONTAINER[:ro]")
@@ -4408,32 +4504,48 @@ def parse_volume(value):
     dst = check_mount_target("--volume", value, dst)
     if not os.path.exists(src):
         raise ContainerError(f"--volume {value}", f"the host path {src} does not exist")
-    return os.path.abspath(src), dst, len(parts) == 3 and parts[2] == "ro"
+    read_only = len(parts) == 3 and parts[2] == "ro"
+    return {"destination": dst, "type": "bind", "source": os.path.abspath(src),
+            "options": ["bind", "nosuid", "nodev"] + (["ro"] if read_only else []),
+            "why": f"--volume {dst}"}
 
 
-TMPFS_FLAGS = {"ro": (MOUNT_ATTR_RDONLY, 0), "rw": (0, MOUNT_ATTR_RDONLY),
-               "exec": (0, MOUNT_ATTR_NOEXEC), "noexec": (MOUNT_ATTR_NOEXEC, 0),
-               "suid": (0, MOUNT_ATTR_NOSUID), "nosuid": (MOUNT_ATTR_NOSUID, 0),
-               "dev": (0, MOUNT_ATTR_NODEV), "nodev": (MOUNT_ATTR_NODEV, 0)}
+# --tmpfs's flags: each word and its opposite; what is not said stays nosuid,
+# nodev and noexec.
+TMPFS_FLAGS = {"ro": "rw", "rw": "ro", "exec": "noexec", "noexec": "exec", "suid": "nosuid",
+               "nosuid": "suid", "dev": "nodev", "nodev": "dev"}
 TMPFS_OPTIONS = ("size", "mode", "uid", "gid", "nr_inodes", "nr_blocks")
 
 
 def parse_tmpfs(value):
     """--tmpfs PATH[:OPTIONS]: docker's options (size=, mode=, uid=, gid=, nr_inodes=,
     ro, exec, suid, dev ...); nosuid, nodev and noexec unless asked otherwise.
-    Returns (target, mount attributes, (key, value) options)."""
+    Returns the mount, in the OCI format."""
     target, _, options = value.partition(":")
     target = check_mount_target("--tmpfs", value, target)
-    attrs, data = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, []
+    flags, data = ["nosuid", "nodev", "noexec"], []
     for option in filter(None, options.split(",")):
         name, sep, setting = option.partition("=")
         if option in TMPFS_FLAGS:
-            attrs = (attrs | TMPFS_FLAGS[option][0]) & ~TMPFS_FLAGS[option][1]
+            flags = [f for f in flags if f not in (option, TMPFS_FLAGS[option])] + [option]
         elif name in TMPFS_OPTIONS and sep and setting:
-            data.append((name, setting))
+            data.append(option)
         else:
             raise ContainerError(f"--tmpfs {value}", f"unknown option {option!r}")
-    return target, attrs, tuple(data)
+    return {"destination": target, "type": "tmpfs", "source": "tmpfs", "options": flags + data,
+            "why": f"--tmpfs {target}"}
+
+
+def run_mounts(volumes, tmpfs, read_only, read_only_tmpfs):
+    """run's mounts, in order: the kernel's and /dev's, then -v, --tmpfs, and,
+    with --read-only, /tmp and /run as tmpfs where nothing else is mounted."""
+    mounts = list(KERNEL_MOUNTS) + [parse_volume(v) for v in volumes] + [parse_tmpfs(t) for t in tmpfs]
+    if read_only and read_only_tmpfs:
+        taken = {m["destination"] for m in mounts}
+        mounts += [{"destination": target, "type": "tmpfs", "source": "tmpfs",
+                    "options": ["nosuid", "nodev", f"mode={mode}"]}
+                   for target, mode in READ_ONLY_TMPFS if target not in taken]
+    return mounts
 
 
 # Where no volume or tmpfs may go: the kernel's own file systems, which
@@ -4637,15 +4749,16 @@ def run(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, 
                 hostname=check_hostname(hostname),
                 namespaces=namespaces_for(network=network, ipc=ipc, uts=uts, cgroupns=cgroupns),
                 init=init, preserve_fds=check_preserved_fds(preserve_fds),
-                mask_paths="mask_paths" not in relaxed,
+                masked_paths=MASKED_PATHS if "mask_paths" not in relaxed else (),
+                readonly_paths=READONLY_PATHS if "mask_paths" not in relaxed else (),
                 caps=caps,
                 user=resolve_user(root, user) if user is not None else None,
                 seccomp=default_seccomp(capability_names(caps))
                 if seccomp == "default" and "seccomp" not in relaxed else None,
                 limits=parse_limits(memory, memory_swap, pids_limit, cpus, cpu_shares, stats, ulimit),
-                env=parse_env(env, env_file), volumes=[parse_volume(v) for v in volume],
-                tmpfs=[parse_tmpfs(t) for t in tmpfs], read_only=read_only,
-                read_only_tmpfs=read_only_tmpfs, rm=rm, tty=tty,
+                env=parse_env(env, env_file),
+                mounts=run_mounts(volume, tmpfs, read_only, read_only_tmpfs),
+                read_only=read_only, rm=rm, tty=tty,
                 winsize=terminal_size(detach) if tty else None, stop_timeout=stop_timeout,
                 closed_stdio=CLOSED_STDIO)
     if os.geteuid() != 0:

@@ -236,6 +236,6 @@ def test_a_read_only_root_without_proc_says_what_to_do(tmp_path, root):
     finally:
         subprocess.run(["umount", ro], check=True)
     assert result.returncode == 125
-    assert result.stderr == (b"minicontainer: create /proc in the root: the root has no /proc and"
-                             b" is read-only (make the directory proc in it)\n")
+    assert result.stderr == (b"minicontainer: create /proc in the root: the root is read-only and"
+                             b" has no /proc (make it in the root)\n")
     assert cli("run", "--root", root, "/bin/probe", "exit", "4").returncode == 4  # control: made

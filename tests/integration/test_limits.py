@@ -78,7 +78,7 @@ def test_no_group_is_left_after_an_error(root, run):
     (root / "proc").rmdir()
     (root / "proc").write_text("not a directory")
     result = run("--memory", "64m", "/bin/probe", "pid")
-    assert result.returncode == 125 and b"/proc of the root: is not a directory" in result.stderr
+    assert result.returncode == 125 and b"mount on /proc: it is a file in the root; this mount needs a directory" in result.stderr
     assert container_cgroups() == []
 
 

@@ -28,8 +28,10 @@ def test_missing_env_file_is_refused(tmp_path):
 
 
 def test_volumes_parse(tmp_path):
-    assert mc.parse_volume(f"{tmp_path}:/data") == (str(tmp_path), "/data", False)
-    assert mc.parse_volume(f"{tmp_path}:/data/:ro") == (str(tmp_path), "/data", True)
+    assert mc.parse_volume(f"{tmp_path}:/data") == {
+        "destination": "/data", "type": "bind", "source": str(tmp_path),
+        "options": ["bind", "nosuid", "nodev"], "why": "--volume /data"}
+    assert mc.parse_volume(f"{tmp_path}:/data/:ro")["options"] == ["bind", "nosuid", "nodev", "ro"]
 
 
 @pytest.mark.parametrize("value, message", [
@@ -54,14 +56,35 @@ def test_bad_volumes_are_refused(tmp_path, value, message):
 
 
 def test_tmpfs_options():
-    target, attrs, options = mc.parse_tmpfs("/cache:size=64m,mode=1777,exec")
-    assert (target, options) == ("/cache", (("size", "64m"), ("mode", "1777")))
-    assert attrs == mc.MOUNT_ATTR_NOSUID | mc.MOUNT_ATTR_NODEV
-    assert mc.parse_tmpfs("/x")[1] == mc.MOUNT_ATTR_NOSUID | mc.MOUNT_ATTR_NODEV | mc.MOUNT_ATTR_NOEXEC
-    assert mc.parse_tmpfs("/x:ro")[1] & mc.MOUNT_ATTR_RDONLY
+    mount = mc.parse_tmpfs("/cache:size=64m,mode=1777,exec")
+    assert (mount["destination"], mount["type"]) == ("/cache", "tmpfs")
+    assert mount["options"] == ["nosuid", "nodev", "exec", "size=64m", "mode=1777"]
+    parsed = mc.parse_mount_options(mount["options"])
+    assert parsed["set"] == mc.MOUNT_ATTR_NOSUID | mc.MOUNT_ATTR_NODEV
+    assert parsed["data"] == [("size", "64m"), ("mode", "1777")]
+    assert mc.parse_tmpfs("/x")["options"] == ["nosuid", "nodev", "noexec"]
+    assert mc.parse_mount_options(mc.parse_tmpfs("/x:ro")["options"])["set"] & mc.MOUNT_ATTR_RDONLY
     for bad in ("/x:bogus", "/x:size=", "/proc/x", "/sys", "/dev/zero", "rel"):
         with pytest.raises(mc.ContainerError):
             mc.parse_tmpfs(bad)
+
+
+def test_mount_options_sort_into_the_mount_api():
+    parsed = mc.parse_mount_options(["rbind", "ro", "rnosuid", "rslave", "noatime", "sync",
+                                     "mode=755", "newinstance", "x-whatever", "defaults"])
+    assert parsed["rbind"] and parsed["set"] == mc.MOUNT_ATTR_RDONLY | mc.MOUNT_ATTR_NOATIME
+    assert parsed["clear"] == mc.MOUNT_ATTR__ATIME
+    assert parsed["rset"] == mc.MOUNT_ATTR_NOSUID and parsed["propagation"] == (mc.MS_SLAVE, True)
+    assert parsed["sb"] == [("sync", None)]
+    assert parsed["data"] == [("mode", "755"), ("newinstance", None)]
+    assert mc.parse_mount_options(["rw", "ro"])["set"] == mc.MOUNT_ATTR_RDONLY
+    assert mc.parse_mount_options(["ro", "rw"])["set"] == 0
+
+
+def test_run_mounts_keep_their_order_and_read_only_tmpfs():
+    mounts = mc.run_mounts(["/tmp:/data"], ["/run"], True, True)
+    assert [m["destination"] for m in mounts] == ["/proc", "/dev", "/dev/pts", "/dev/shm", "/sys",
+                                                  "/data", "/run", "/tmp"]
 
 
 @pytest.mark.parametrize("name", ["", "-x", "_x", "a b", "x" * 64, "a/b"])
