@@ -50,6 +50,7 @@ MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
+MS_MOVE = 0x2000
 
 MNT_DETACH = 0x2
 
@@ -71,6 +72,11 @@ SOL_SOCKET, SCM_RIGHTS = 1, 1
 SYS_PIVOT_ROOT = {"x86_64": 155, "i386": 217, "i686": 217, "aarch64": 41,
                   "riscv64": 41, "armv7l": 218, "ppc64le": 203, "s390x": 217}
 SYS_OPENAT2 = 437
+SYS_KEYCTL = {"x86_64": 250, "i386": 288, "i686": 288, "aarch64": 219, "riscv64": 219,
+              "armv7l": 311, "ppc64le": 271, "s390x": 280}
+KEYCTL_JOIN_SESSION_KEYRING = 1
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE = 47, 2
+PER_LINUX, PER_LINUX32 = 0x0000, 0x0008
 # The new mount API (Linux 5.2, mount_setattr 5.12): every mount of the
 # container is made detached and attached to a descriptor, never to a path.
 SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_FSOPEN, SYS_FSCONFIG, SYS_FSMOUNT = 428, 429, 430, 431, 432
@@ -201,6 +207,10 @@ SCMP_ACTIONS = {"SCMP_ACT_KILL": 0x00000000, "SCMP_ACT_KILL_THREAD": 0x00000000,
                 "SCMP_ACT_LOG": 0x7FFC0000, "SCMP_ACT_ALLOW": 0x7FFF0000}
 SCMP_OPS = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4,
             "SCMP_CMP_GE": 5, "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
+SCMP_FLTATR_CTL_NNP, SCMP_FLTATR_CTL_TSYNC, SCMP_FLTATR_CTL_LOG, SCMP_FLTATR_CTL_SSB = 3, 4, 6, 7
+SECCOMP_FLAG_ATTRIBUTES = {"SECCOMP_FILTER_FLAG_TSYNC": SCMP_FLTATR_CTL_TSYNC,
+                           "SECCOMP_FILTER_FLAG_LOG": SCMP_FLTATR_CTL_LOG,
+                           "SECCOMP_FILTER_FLAG_SPEC_ALLOW": SCMP_FLTATR_CTL_SSB}
 # 32-bit ABIs the native filter also covers, as docker's profile does.
 SECCOMP_ARCHES = {"x86_64": ("SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"),
                   "aarch64": ("SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM")}
@@ -244,6 +254,8 @@ HOLDER_PDEATH = signal.SIGRTMIN
 # status pipe: the supervisor need not wait for the holder's own exit, which
 # tears down the container's mount namespace (about 2 ms).
 HOLDER_DONE = signal.SIGRTMIN + 1
+# `create`'s word to the holder: PID 1 is ready; leave it to the caller's reaper.
+HOLDER_RELEASE = signal.SIGRTMIN + 3
 # `minicontainer stop`'s word to a container's monitor: pass SIGTERM on, and
 # leave the SIGKILL after the timeout to the stop command (its -t).
 MONITOR_STOP = signal.SIGRTMIN + 2
@@ -360,6 +372,18 @@ def openat2(dirfd, path, flags, resolve, mode=0):
         raise
 
 
+def write_at(dir_fd, name, value, what, flags=0):
+    """Write a value into a kernel file (a cgroup's, a sysctl's) below an open directory."""
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CLOEXEC | flags, dir_fd=dir_fd)
+        try:
+            os.write(fd, str(value).encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise ContainerError.from_os(what, exc) from None
+
+
 def clone_tree(path, dirfd=AT_FDCWD, recursive=False, follow=True):
     """open_tree(OPEN_TREE_CLONE): a detached copy of the mount at `path`, as an fd
     to attach later, even behind pivot_root (Linux 5.2+). Only for paths of
@@ -454,6 +478,35 @@ def sethostname(name):
     _libc_call("sethostname", data, len(data), what=f"set hostname {name}")
 
 
+def setdomainname(name):
+    """setdomainname(2). Precondition: in the container's own UTS namespace."""
+    data = name.encode()
+    _libc_call("setdomainname", data, len(data), what=f"set domainname {name}")
+
+
+def set_personality(persona):
+    """personality(2): the execution domain (LINUX32 for a 32-bit userland's uname)."""
+    _libc_call("personality", persona, what=f"personality {persona:#x}")
+
+
+def raise_ambient(cap):
+    """PR_CAP_AMBIENT_RAISE: keep `cap` across exec for a process that is not root.
+    Precondition: `cap` is permitted and inheritable."""
+    _libc_call("prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0,
+               what=f"raise the ambient capability {cap}")
+
+
+def join_session_keyring(name):
+    """keyctl(KEYCTL_JOIN_SESSION_KEYRING): a new session keyring, so that the
+    container does not share the caller's (keyrings are not namespaced)."""
+    import ctypes
+    number = SYS_KEYCTL.get(os.uname().machine)
+    if number is None:
+        raise ContainerError("keyctl", f"unknown on {os.uname().machine}")
+    _libc_call("syscall", ctypes.c_long(number), KEYCTL_JOIN_SESSION_KEYRING, _bytes(name),
+               what="join a new session keyring")
+
+
 def set_link_up(name):
     """Bring a network interface up (SIOCGIFFLAGS, SIOCSIFFLAGS on a struct ifreq).
     Precondition: in the container's own network namespace."""
@@ -491,6 +544,7 @@ def libseccomp():
         lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
                                                ctypes.c_uint, ctypes.c_void_p]
         lib.seccomp_load.argtypes = [ctypes.c_void_p]
+        lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
         _libseccomp = lib
     return _libseccomp
 
@@ -503,7 +557,7 @@ class SeccompFilter:
     A name libseccomp does not know is skipped, as runc does: it is not a
     system call of this architecture (iopl on arm64)."""
 
-    def __init__(self, policy):
+    def __init__(self, policy, no_new_privs=True):
         import ctypes
         self.lib = lib = libseccomp()
         default = seccomp_action(policy.get("defaultAction", "SCMP_ACT_ALLOW"),
@@ -511,6 +565,15 @@ class SeccompFilter:
         self.ctx = lib.seccomp_init(default)
         if not self.ctx:
             raise ContainerError("seccomp", "libseccomp could not make a filter")
+        # libseccomp sets no_new_privs itself when it loads, unless told not to:
+        # a bundle may ask for a filter without it (loaded with CAP_SYS_ADMIN).
+        attributes = {SCMP_FLTATR_CTL_NNP: int(no_new_privs)}
+        for flag in policy.get("flags") or ():
+            attributes[SECCOMP_FLAG_ATTRIBUTES[flag]] = 1
+        for attribute, value in attributes.items():
+            rc = lib.seccomp_attr_set(self.ctx, attribute, value)
+            if rc < 0:
+                raise ContainerError(f"seccomp attribute {attribute}", errno=-rc)
         for arch in policy.get("architectures") or ():
             token = lib.seccomp_arch_resolve_name(arch.removeprefix("SCMP_ARCH_").lower().encode())
             if not token:
@@ -526,19 +589,25 @@ class SeccompFilter:
             if action == default:
                 continue  # libseccomp refuses a rule that repeats the default
             args = rule.get("args") or ()
-            try:
-                cmps = (ArgCmp * max(1, len(args)))(*(
-                    ArgCmp(a["index"], SCMP_OPS[a["op"]], a.get("value", 0), a.get("valueTwo", 0))
-                    for a in args))
-            except (KeyError, TypeError) as exc:
-                raise ContainerError("seccomp rule", f"bad argument comparison {exc}") from None
-            for name in rule.get("names") or ():
-                number = lib.seccomp_syscall_resolve_name(name.encode())
-                if number < 0:
-                    continue
-                rc = lib.seccomp_rule_add_array(self.ctx, action, number, len(args), cmps)
-                if rc < 0:
-                    raise ContainerError(f"seccomp rule for {name}", errno=-rc)
+            # libseccomp takes one comparison per argument in a rule; several on
+            # the same argument (docker's old profiles) mean any of them: as runc
+            # does, one rule each.
+            indexes = [a.get("index") for a in args]
+            groups = [[a] for a in args] if len(set(indexes)) < len(indexes) else [args]
+            for group in groups:
+                try:
+                    cmps = (ArgCmp * max(1, len(group)))(*(
+                        ArgCmp(a["index"], SCMP_OPS[a["op"]], a.get("value", 0), a.get("valueTwo", 0))
+                        for a in group))
+                except (KeyError, TypeError) as exc:
+                    raise ContainerError("seccomp rule", f"bad argument comparison {exc}") from None
+                for name in rule.get("names") or ():
+                    number = lib.seccomp_syscall_resolve_name(name.encode())
+                    if number < 0:
+                        continue
+                    rc = lib.seccomp_rule_add_array(self.ctx, action, number, len(group), cmps)
+                    if rc < 0:
+                        raise ContainerError(f"seccomp rule for {name}", errno=-rc)
 
     def load(self):
         """Install the filter. Precondition: no_new_privs is set (or CAP_SYS_ADMIN)."""
@@ -1705,16 +1774,12 @@ def parse_ulimits(values):
 
 def cgroup_mounts(mountinfo):
     """From mountinfo text: (cgroup2 mount point or None, {v1 controller: mount point})."""
-    v2, v1 = None, {}
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        rest = fields[fields.index("-") + 1:]
-        if rest[0] == "cgroup2" and v2 is None:
-            v2 = fields[4]
-        elif rest[0] == "cgroup":
-            for option in rest[2].split(","):
-                if option in CGROUP_CONTROLLERS or option == "cpuacct":
-                    v1.setdefault(option, fields[4])
+    hierarchies, v2 = cgroup_hierarchies(mountinfo)
+    v1 = {}
+    for mount, names in hierarchies:
+        for name in names:
+            if name in CGROUP_CONTROLLERS or name == "cpuacct":
+                v1.setdefault(name, mount)
     return v2, v1
 
 
@@ -1746,14 +1811,7 @@ class Cgroup:
             raise ContainerError.from_os(f"create cgroup {self.path}", exc) from None
 
     def write(self, name, value):
-        try:
-            fd = os.open(name, os.O_WRONLY | os.O_CLOEXEC, dir_fd=self.fd)
-            try:
-                os.write(fd, str(value).encode())
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise ContainerError.from_os(f"write {value} to {self.path}/{name}", exc) from None
+        write_at(self.fd, name, value, f"write {value} to {self.path}/{name}")
 
     def read(self, name):
         """A file's text, or None where this kernel lacks it."""
@@ -2500,32 +2558,42 @@ class Store:
         except FileNotFoundError:
             return []
         for id in names:
-            if len(id) == 64:
+            if not id.startswith("."):
                 data = read_json(os.path.join(self.path, id, "state.json"))
                 if data is not None:
                     found.append(Container(self, id, data))
         return sorted(found, key=lambda c: c.data.get("created", ""))
 
-    def create(self, name, data):
+    def create(self, name, data, id=None):
         """A new entry, status "creating", with a name no other entry has (docker's
-        rule: until it is removed); None for a generated name."""
+        rule: until it is removed); None for a generated name. An OCI container
+        comes with its id, which is also its name."""
         import random
         self.ensure()
         with flock_file(os.path.join(self.path, ".lock")):
-            taken = {c.name for c in self.entries()}
-            if name is None:
+            entries = self.entries()
+            taken = {c.name for c in entries} | {c.id for c in entries}
+            if id is not None:
+                if id in taken:
+                    raise ContainerError(f"container {id}", "a container with this id already exists")
+                name = id
+            elif name is None:
                 choices = [f"{a}_{n}" for a in NAME_ADJECTIVES for n in NAME_NOUNS]
                 free = [c for c in choices if c not in taken]
                 name = random.choice(free) if free else f"mc_{os.urandom(4).hex()}"
             elif name in taken:
                 raise ContainerError(f"--name {name}", "the name is in use by another container"
                                      " (rm it first)")
-            id = os.urandom(32).hex()
+            id = id or os.urandom(32).hex()
             os.mkdir(os.path.join(self.path, id), 0o700)
             entry = Container(self, id, dict(data, id=id, name=name, status=CREATING,
                                              created=now_iso()))
             entry.save()
             return entry
+
+    def named(self, ref):
+        """Whether a container has exactly this id or name (no prefix)."""
+        return any(ref in (c.id, c.name) for c in self.entries())
 
     def find(self, ref):
         """The container `ref` names: its full id, its name, or a unique id prefix."""
@@ -2650,6 +2718,561 @@ def read_records(path, offset=0):
 
 
 # ---------------------------------------------------------------------------
+# OCI bundles
+# A bundle's config.json becomes the same Spec that run's options make, and
+# the same set-up steps serve it. What this host or runtime cannot honour
+# fails `create` with one line naming the field, never silently.
+# ---------------------------------------------------------------------------
+
+OCI_VERSION = "1.0.2"
+OCI_NAMESPACES = {"pid": CLONE_NEWPID, "network": CLONE_NEWNET, "mount": CLONE_NEWNS,
+                  "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS, "cgroup": CLONE_NEWCGROUP,
+                  "user": CLONE_NEWUSER}
+OCI_HOOKS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
+             "poststop")
+OCI_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
+
+
+def check_oci_id(id):
+    """A container id as runc takes it: letters, digits, _ + - ., at most 1024."""
+    if not id or len(id) > 1024 or not set(id) <= OCI_ID_CHARS or id[0] == ".":
+        raise ContainerError(f"container id {id!r}", "expected letters, digits, '_', '+', '-'"
+                             " and '.', not starting with '.'")
+    return id
+
+
+def field(data, path, kind, what=None):
+    """data[path], checked to be of `kind` (None if absent); a wrong one names the field."""
+    value = data
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    if value is not None and not isinstance(value, kind):
+        raise ContainerError(f"config.json {what or path}", f"expected {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def load_bundle(bundle, id, preserve_fds=0, keyring=True):
+    """A bundle's config.json as a Spec (process, root, mounts, hooks, linux)."""
+    import json
+    bundle = os.path.abspath(bundle)
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            config = json.load(f)
+    except OSError as exc:
+        raise ContainerError.from_os(f"bundle {bundle}: config.json", exc) from None
+    except ValueError as exc:
+        raise ContainerError(f"bundle {bundle}: config.json", f"not JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise ContainerError(f"bundle {bundle}: config.json", "not a JSON object")
+    version = field(config, "ociVersion", str) or ""
+    if not version.startswith("1."):
+        raise ContainerError("config.json ociVersion", f"{version!r}: this runtime takes 1.x")
+    process = field(config, "process", dict)
+    if not process or not field(config, "process.args", list):
+        raise ContainerError("config.json process.args", "missing: nothing to run")
+    for name in ("args", "env"):
+        if not all(isinstance(item, str) for item in process.get(name) or ()):
+            raise ContainerError(f"config.json process.{name}", "each must be a string")
+    root = field(config, "root.path", str)
+    if not root:
+        raise ContainerError("config.json root.path", "missing")
+    root = os.path.join(bundle, root)
+    if not os.path.isdir(root):
+        raise ContainerError(f"config.json root.path {root}", "not a directory")
+    linux = field(config, "linux", dict) or {}
+    spec = Spec(os.path.realpath(root), process["args"], mounts=oci_mounts(config, bundle),
+                masked_paths=field(config, "linux.maskedPaths", list) or (),
+                readonly_paths=field(config, "linux.readonlyPaths", list) or (),
+                read_only=bool(field(config, "root.readonly", bool)),
+                hostname=field(config, "hostname", str) or None,
+                env=[tuple(item.partition("=")[::2]) for item in field(config, "process.env", list) or ()],
+                workdir=field(config, "process.cwd", str) or "/", preserve_fds=preserve_fds,
+                tty=bool(field(config, "process.terminal", bool)),
+                seccomp=oci_seccomp(linux.get("seccomp")))
+    if not spec.workdir.startswith("/"):
+        raise ContainerError(f"config.json process.cwd {spec.workdir}", "must be absolute")
+    spec.namespaces, spec.ns_paths = oci_namespaces(linux)
+    spec.domainname = field(config, "domainname", str)
+    load_process(spec, process)
+    spec.devices = oci_devices(linux)
+    spec.sysctl = field(config, "linux.sysctl", dict) or {}
+    spec.hooks = oci_hooks(config)
+    spec.propagation = oci_propagation(linux)
+    spec.personality = oci_personality(linux)
+    spec.keyring = id if keyring else False
+    spec.oci, spec.init = True, False
+    spec.uid_map, spec.gid_map = oci_id_map(linux, "uidMappings"), oci_id_map(linux, "gidMappings")
+    if spec.namespaces & CLONE_NEWUSER:
+        for name, mapping in (("uidMappings", spec.uid_map), ("gidMappings", spec.gid_map)):
+            if not any(inside == 0 for inside, _, _ in mapping):
+                raise ContainerError(f"config.json linux.{name}", "a user namespace needs id 0"
+                                     " inside mapped (the container's root)")
+    elif spec.uid_map or spec.gid_map:
+        raise ContainerError("config.json linux.uidMappings", "mappings need a user namespace")
+    for unsupported in ("intelRdt", "memoryPolicy", "timeOffsets"):
+        if linux.get(unsupported):
+            raise ContainerError(f"config.json linux.{unsupported}", "not supported by this runtime")
+    if linux.get("mountLabel") and selinux_enabled():
+        raise ContainerError("config.json linux.mountLabel", "SELinux labels are not supported")
+    return spec, config
+
+
+def load_process(spec, process):
+    """process: user, capabilities, rlimits, noNewPrivileges, terminal size, OOM score."""
+    import resource
+    user = process.get("user") or {}
+    spec.user = (user.get("uid", 0), user.get("gid", 0), "/")
+    spec.additional_gids = tuple(user.get("additionalGids") or ())
+    spec.umask = user.get("umask")
+    spec.no_new_privs = bool(process.get("noNewPrivileges"))
+    spec.oom_score_adj = process.get("oomScoreAdj")
+    size = process.get("consoleSize")
+    if size:
+        spec.winsize = b"".join(int(size.get(k, 0)).to_bytes(2, sys.byteorder)
+                                for k in ("height", "width")) + bytes(4)
+    numbers = capability_numbers()
+    held = {n for n in numbers.values() if own_bounding_set() >> n & 1}
+    sets = {}
+    for name in ("bounding", "effective", "permitted", "inheritable", "ambient"):
+        caps = set()
+        for cap in (process.get("capabilities") or {}).get(name) or ():
+            number = numbers.get(str(cap).upper().removeprefix("CAP_"))
+            if number is None:
+                raise ContainerError(f"config.json process.capabilities.{name}",
+                                     f"unknown capability {cap}")
+            if number not in held:
+                raise ContainerError(f"config.json process.capabilities.{name}",
+                                     f"{cap}: this runtime does not hold it itself")
+            caps.add(number)
+        sets[name] = frozenset(caps)
+    spec.caps = sets.pop("bounding")
+    spec.cap_sets = sets
+    rlimits = []
+    for limit in process.get("rlimits") or ():
+        name = str(limit.get("type", ""))
+        number = getattr(resource, name, None) if name.startswith("RLIMIT_") else None
+        if number is None:
+            raise ContainerError(f"config.json process.rlimits {name}", "unknown resource")
+        rlimits.append((number, limit.get("soft", 0), limit.get("hard", 0)))
+    spec.limits = Limits(rlimits=tuple(rlimits))
+    if process.get("apparmorProfile"):
+        raise ContainerError("config.json process.apparmorProfile",
+                             "AppArmor is not enabled on this host")
+    for unsupported in ("scheduler", "ioPriority", "execCPUAffinity"):
+        if process.get(unsupported):
+            raise ContainerError(f"config.json process.{unsupported}", "not supported by this runtime")
+
+
+def oci_mounts(config, bundle):
+    """config.json mounts, in order; a bind's source relative to the bundle."""
+    mounts = []
+    for index, mount in enumerate(config.get("mounts") or ()):
+        if not isinstance(mount, dict) or not str(mount.get("destination", "")).startswith("/"):
+            raise ContainerError(f"config.json mounts[{index}]", "needs an absolute destination")
+        entry = {"destination": mount["destination"], "type": mount.get("type") or "",
+                 "source": mount.get("source") or "", "options": list(mount.get("options") or ())}
+        if entry["type"] == "bind" or {"bind", "rbind"} & set(entry["options"]):
+            entry["source"] = os.path.join(bundle, entry["source"])
+        elif entry["type"] in ("", "none"):
+            raise ContainerError(f"config.json mounts[{index}] {mount['destination']}",
+                                 "a mount that is no bind needs a type")
+        for option in entry["options"]:
+            if option in ("idmap", "ridmap") or option.startswith("tmpcopyup"):
+                raise ContainerError(f"config.json mounts[{index}] {mount['destination']}",
+                                     f"option {option} is not supported")
+        mounts.append(entry)
+    return mounts
+
+
+def oci_namespaces(linux):
+    """linux.namespaces: the flags to make, and {flag: path} to join. A type
+    left out is the runtime's own, except the mount namespace: a container
+    set up in the host's would mount on the host."""
+    flags, paths = 0, {}
+    for ns in linux.get("namespaces") or ():
+        kind = ns.get("type") if isinstance(ns, dict) else None
+        if kind not in OCI_NAMESPACES:
+            raise ContainerError(f"config.json linux.namespaces {kind}", "not a namespace this"
+                                 f" runtime knows ({', '.join(OCI_NAMESPACES)})")
+        flag = OCI_NAMESPACES[kind]
+        if flag & (flags | sum(paths)):
+            raise ContainerError(f"config.json linux.namespaces {kind}", "given twice")
+        if ns.get("path"):
+            if kind in ("mount", "user"):
+                raise ContainerError(f"config.json linux.namespaces {kind}",
+                                     "joining one by path is not supported")
+            paths[flag] = ns["path"]
+        else:
+            flags |= flag
+    if not flags & CLONE_NEWNS:
+        raise ContainerError("config.json linux.namespaces", "needs a mount namespace: this"
+                             " runtime sets up no container in the host's")
+    return flags, paths
+
+
+def oci_id_map(linux, key):
+    """linux.uidMappings or gidMappings as (inside, outside, count) triples."""
+    mapping = []
+    for entry in linux.get(key) or ():
+        try:
+            mapping.append((int(entry["containerID"]), int(entry["hostID"]), int(entry["size"])))
+        except (KeyError, TypeError, ValueError):
+            raise ContainerError(f"config.json linux.{key}", "expected containerID, hostID and size") from None
+    return tuple(mapping)
+
+
+def oci_devices(linux):
+    devices = []
+    for device in linux.get("devices") or ():
+        path = str(device.get("path", ""))
+        if not path.startswith("/dev/") or ".." in path.split("/"):
+            raise ContainerError(f"config.json linux.devices {path}", "must be below /dev")
+        if device.get("type") not in ("c", "b", "u", "p"):
+            raise ContainerError(f"config.json linux.devices {path}",
+                                 f"type {device.get('type')!r}: not c, b, u or p")
+        devices.append(device)
+    return devices
+
+
+def oci_hooks(config):
+    hooks = field(config, "hooks", dict) or {}
+    for kind, entries in hooks.items():
+        if kind not in OCI_HOOKS:
+            raise ContainerError(f"config.json hooks.{kind}", "not a hook this runtime knows")
+        for hook in entries or ():
+            if not str(hook.get("path", "")).startswith("/"):
+                raise ContainerError(f"config.json hooks.{kind}", "a hook's path must be absolute")
+    return hooks
+
+
+def oci_propagation(linux):
+    propagation = linux.get("rootfsPropagation")
+    if propagation and propagation not in MOUNT_PROPAGATION:
+        raise ContainerError(f"config.json linux.rootfsPropagation {propagation}",
+                             f"not one of {', '.join(MOUNT_PROPAGATION)}")
+    return propagation
+
+
+def oci_personality(linux):
+    domain = (linux.get("personality") or {}).get("domain")
+    if domain is None:
+        return None
+    if domain not in ("LINUX", "LINUX32"):
+        raise ContainerError(f"config.json linux.personality.domain {domain}",
+                             "not LINUX or LINUX32")
+    return PER_LINUX32 if domain == "LINUX32" else PER_LINUX
+
+
+def oci_seccomp(policy):
+    """linux.seccomp, checked here, compiled by PID 1 (SeccompFilter)."""
+    if not policy:
+        return None
+    if policy.get("listenerPath"):
+        raise ContainerError("config.json linux.seccomp.listenerPath",
+                             "seccomp user notification is not supported")
+    for flag in policy.get("flags") or ():
+        if flag not in SECCOMP_FLAG_ATTRIBUTES:
+            raise ContainerError(f"config.json linux.seccomp.flags {flag}", "not supported")
+    seccomp_action(policy.get("defaultAction", "SCMP_ACT_ALLOW"), policy.get("defaultErrnoRet"),
+                   "defaultAction")
+    for rule in policy.get("syscalls") or ():
+        seccomp_action(rule.get("action"), rule.get("errnoRet"), "action")
+        for arg in rule.get("args") or ():
+            if arg.get("op") not in SCMP_OPS:
+                raise ContainerError(f"config.json linux.seccomp op {arg.get('op')}",
+                                     "not a comparison libseccomp knows")
+    return policy
+
+
+def oci_state(entry, status=None, pid=None):
+    """The state the runtime spec defines, as `state` prints it and hooks read it."""
+    data = entry.data
+    return {"ociVersion": OCI_VERSION, "id": entry.id,
+            "status": status or oci_status(entry), "pid": pid if pid is not None else (
+                data["pid1"][0] if data.get("pid1") and oci_status(entry) != "stopped" else 0),
+            "bundle": data.get("bundle", ""), "rootfs": data.get("root", ""),
+            "created": data.get("created"), "owner": "",
+            "annotations": data.get("annotations") or {}}
+
+
+def oci_status(entry):
+    """creating, created, running, paused or stopped: the spec's names."""
+    status = entry.status
+    if status == CREATED and not os.path.exists(entry.path("exec.fifo")):
+        status = RUNNING  # started a moment ago
+    return {EXITED: "stopped", DEAD: "stopped"}.get(status, status)
+
+
+def oci_features():
+    """`features`: what this runtime supports, in the runtime spec's shape."""
+    return {"ociVersionMin": "1.0.0", "ociVersionMax": OCI_VERSION,
+            "hooks": list(OCI_HOOKS),
+            "mountOptions": sorted(set(MOUNT_ATTR_OPTIONS) | {"r" + o for o in MOUNT_ATTR_OPTIONS}
+                                   | set(MOUNT_PROPAGATION) | set(SUPERBLOCK_FLAGS)
+                                   | {"bind", "rbind"}),
+            "linux": {"namespaces": [n for n in OCI_NAMESPACES if n != "user"],
+                      "capabilities": sorted("CAP_" + n for n in capability_numbers()),
+                      "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
+                      "seccomp": {"enabled": True, "actions": sorted(SCMP_ACTIONS),
+                                  "operators": sorted(SCMP_OPS),
+                                  "archs": sorted(a for arches in SECCOMP_ARCHES.values()
+                                                  for a in arches)},
+                      "apparmor": {"enabled": False}, "selinux": {"enabled": selinux_enabled()}},
+            "annotations": {"org.opencontainers.runtime-spec.features.runtime": "minicontainer",
+                            "org.opencontainers.runtime-spec.features.version": __version__}}
+
+
+def default_config():
+    """`spec`: runc's default config.json, with minicontainer's default
+    capabilities, masks and seccomp policy."""
+    caps = [f"CAP_{name}" for name in DEFAULT_CAPABILITIES]
+    return {
+        "ociVersion": OCI_VERSION,
+        "process": {"terminal": True, "user": {"uid": 0, "gid": 0}, "args": ["sh"],
+                    "env": [f"PATH={CONTAINER_PATH}", "TERM=xterm"], "cwd": "/",
+                    "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+                    "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+                    "noNewPrivileges": True},
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": DEFAULT_HOSTNAME,
+        "mounts": [{k: v for k, v in m.items()} for m in KERNEL_MOUNTS[:4]] + [
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}],
+        "linux": {"resources": {"devices": [{"allow": False, "access": "rwm"}]},
+                  "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount",
+                                                       "cgroup")],
+                  "maskedPaths": list(MASKED_PATHS), "readonlyPaths": list(READONLY_PATHS),
+                  "seccomp": default_seccomp(DEFAULT_CAPABILITIES)},
+    }
+
+
+def cgroup_hierarchies(mountinfo):
+    """From mountinfo: every cgroup v1 hierarchy as (mount point, its controllers
+    and name=), and the cgroup2 mount point or None."""
+    v1, v2 = [], None
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        rest = fields[fields.index("-") + 1:]
+        if rest[0] == "cgroup2" and v2 is None:
+            v2 = fields[4]
+        elif rest[0] == "cgroup":
+            names = [o for o in rest[2].split(",") if o not in ("rw", "ro", "relatime", "noatime",
+                                                               "nosuid", "nodev", "noexec")
+                     and not o.startswith("release_agent") and o != "clone_children"]
+            v1.append((fields[4], frozenset(names)))
+    return v1, v2
+
+
+def make_oci_cgroups(path, resources, id, devices=()):
+    """A bundle's container's groups: at linux.cgroupsPath (absolute: from each
+    hierarchy's root; relative: below minicontainer's own group; missing:
+    minicontainer-ID there) in every v1 hierarchy and in cgroup2, made with
+    their missing parents, then linux.resources written. On an error,
+    every group it made is removed."""
+    with open("/proc/self/mountinfo") as f:
+        v1, v2 = cgroup_hierarchies(f.read())
+    with open("/proc/self/cgroup") as f:
+        own = own_cgroups(f.read())
+    path = path or f"minicontainer-{id}"
+    groups = []
+    try:
+        places = [(2, v2, frozenset(), own.get(""))] if v2 and "" in own else []
+        places += [(1, mount, names, own.get(next(iter(names)))) for mount, names in v1]
+        for version, mount, names, own_path in places:
+            base = os.path.join(mount, (path if path.startswith("/") else
+                                        os.path.join(own_path or "/", path)).lstrip("/"))
+            group = Cgroup(version, base, names)
+            make_group_dirs(mount, base, names)
+            group.parent_fd = os.open(os.path.dirname(base), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            group.fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            groups.append(group)
+        write_resources(groups, resources or {}, devices)
+    except BaseException:
+        remove_cgroups(groups)
+        raise
+    return groups
+
+
+def make_group_dirs(mount, path, names):
+    """mkdir -p below a hierarchy's mount; a new cpuset group gets its parent's
+    cpus and mems (it can take no task without them)."""
+    parts = os.path.relpath(path, mount).split("/")
+    current = mount
+    for part in parts:
+        current = os.path.join(current, part)
+        try:
+            os.mkdir(current, 0o755)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise ContainerError.from_os(f"create cgroup {current}", exc) from None
+        if "cpuset" in names:
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                with open(os.path.join(os.path.dirname(current), name)) as f:
+                    value = f.read().strip()
+                with open(os.path.join(current, name), "w") as f:
+                    f.write(value)
+
+
+# linux.resources: each value's file, as (field, controller, v1 file, v2 file, how
+# the value is written). None: that version has no such file.
+RESOURCE_FILES = (
+    ("memory.limit", "memory", "memory.limit_in_bytes", "memory.max", None),
+    ("memory.reservation", "memory", "memory.soft_limit_in_bytes", "memory.low", None),
+    ("memory.swap", "memory", "memory.memsw.limit_in_bytes", "memory.swap.max", "swap"),
+    ("memory.kernel", "memory", "memory.kmem.limit_in_bytes", None, None),
+    ("memory.kernelTCP", "memory", "memory.kmem.tcp.limit_in_bytes", None, None),
+    ("memory.swappiness", "memory", "memory.swappiness", None, None),
+    ("memory.disableOOMKiller", "memory", "memory.oom_control", None, "bool"),
+    ("memory.useHierarchy", "memory", "memory.use_hierarchy", None, "bool"),
+    ("cpu.shares", "cpu", "cpu.shares", "cpu.weight", "weight"),
+    ("cpu.period", "cpu", "cpu.cfs_period_us", None, None),
+    ("cpu.quota", "cpu", "cpu.cfs_quota_us", "cpu.max", "quota"),
+    ("cpu.realtimePeriod", "cpu", "cpu.rt_period_us", None, None),
+    ("cpu.realtimeRuntime", "cpu", "cpu.rt_runtime_us", None, None),
+    ("cpu.cpus", "cpuset", "cpuset.cpus", "cpuset.cpus", None),
+    ("cpu.mems", "cpuset", "cpuset.mems", "cpuset.mems", None),
+    ("cpu.idle", "cpu", None, "cpu.idle", None),
+    ("pids.limit", "pids", "pids.max", "pids.max", "max"),
+    ("blockIO.weight", "blkio", "blkio.weight", "io.bfq.weight", None),
+    ("blockIO.leafWeight", "blkio", "blkio.leaf_weight", None, None),
+    ("network.classID", "net_cls", "net_cls.classid", None, None),
+)
+BLKIO_DEVICE_FILES = {"weightDevice": "blkio.weight_device",
+                      "throttleReadBpsDevice": "blkio.throttle.read_bps_device",
+                      "throttleWriteBpsDevice": "blkio.throttle.write_bps_device",
+                      "throttleReadIOPSDevice": "blkio.throttle.read_iops_device",
+                      "throttleWriteIOPSDevice": "blkio.throttle.write_iops_device"}
+# Devices a container always may use: those make_devices makes, and terminals.
+DEFAULT_DEVICE_RULES = ("c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
+                        "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm")
+
+
+def write_resources(groups, resources, devices=()):
+    """Write linux.resources into the groups, each value where its controller
+    is; a value with no place on this host, or refused by the kernel, names
+    its field."""
+    def group_of(controller):
+        return next((g for g in groups if (g.version == 1 and controller in g.controllers)
+                     or (g.version == 2 and controller in cgroup_v2_controllers(g))), None)
+
+    def put(name, group, filename, value):
+        try:
+            group.write(filename, value)
+        except ContainerError as exc:
+            raise exc.within(f"config.json linux.resources.{name}") from None
+
+    memory = resources.get("memory") or {}
+    swap_first = "swap" in memory and "limit" in memory  # memsw may not go below the limit
+    for name, controller, v1_file, v2_file, how in RESOURCE_FILES:
+        section, _, key = name.partition(".")
+        value = (resources.get(section) or {}).get(key)
+        if value is None or (how == "bool" and not value):
+            continue
+        group = group_of(controller)
+        filename = None if group is None else (v1_file if group.version == 1 else v2_file)
+        if filename is None or not os.path.exists(os.path.join(group.path, filename)):
+            raise ContainerError(f"config.json linux.resources.{name}",
+                                 f"this host has no place for it (no {controller} controller"
+                                 f" file {filename or v1_file or v2_file})")
+        if how == "bool":
+            value = 1
+        elif how == "max" and value <= 0:
+            value = "max"
+        elif how == "weight" and group.version == 2:
+            value = 1 + (value - 2) * 9999 // 262142
+        elif how == "quota" and group.version == 2:
+            value = f"{'max' if value <= 0 else value} {(resources.get('cpu') or {}).get('period') or CFS_PERIOD_US}"
+        elif how == "swap" and group.version == 2:
+            value = "max" if value < 0 else value - memory.get("limit", 0)
+        if name == "memory.limit" and swap_first and group.version == 1:
+            try:
+                put(name, group, filename, value)
+            except ContainerError:  # lowering: memsw first, then the limit
+                put("memory.swap", group, "memory.memsw.limit_in_bytes", memory["swap"])
+                put(name, group, filename, value)
+            continue
+        put(name, group, filename, value)
+    for key, filename in BLKIO_DEVICE_FILES.items():
+        for device in (resources.get("blockIO") or {}).get(key) or ():
+            group = group_of("blkio")
+            if group is None:
+                raise ContainerError(f"config.json linux.resources.blockIO.{key}",
+                                     "this host has no blkio controller")
+            rate = device.get("rate", device.get("weight"))
+            put(f"blockIO.{key}", group, filename, f"{device['major']}:{device['minor']} {rate}")
+    for limit in resources.get("hugepageLimits") or ():
+        group = group_of("hugetlb")
+        filename = f"hugetlb.{limit.get('pageSize')}.{'limit_in_bytes' if group and group.version == 1 else 'max'}"
+        if group is None or not os.path.exists(os.path.join(group.path, filename)):
+            raise ContainerError(f"config.json linux.resources.hugepageLimits {limit.get('pageSize')}",
+                                 f"this host has no place for it (no {filename})")
+        put("hugepageLimits", group, filename, limit.get("limit"))
+    for priority in (resources.get("network") or {}).get("priorities") or ():
+        raise ContainerError("config.json linux.resources.network.priorities",
+                             "this host has no net_prio controller")
+    for key, value in (resources.get("unified") or {}).items():
+        group = next((g for g in groups if g.version == 2), None)
+        if group is None or "/" in key or not os.path.exists(os.path.join(group.path, key)):
+            raise ContainerError(f"config.json linux.resources.unified {key}",
+                                 "this host's cgroup2 has no such file")
+        put(f"unified.{key}", group, key, value)
+    write_device_rules(group_of("devices"), resources.get("devices"), devices)
+
+
+def cgroup_v2_controllers(group):
+    try:
+        with open(os.path.join(os.path.dirname(group.path), "cgroup.controllers")) as f:
+            return set(f.read().split())
+    except OSError:
+        return set()
+
+
+def write_device_rules(group, rules, devices=()):
+    """linux.resources.devices, in order, on the v1 devices controller; then the
+    devices every container may use, and those linux.devices makes (as runc
+    does). A v2-only host cannot (that takes eBPF)."""
+    if not rules:
+        return
+    if group is None:
+        raise ContainerError("config.json linux.resources.devices",
+                             "this host has no cgroup v1 devices controller")
+    for rule in rules:
+        major = "*" if rule.get("major") in (None, -1) else rule["major"]
+        minor = "*" if rule.get("minor") in (None, -1) else rule["minor"]
+        kind = rule.get("type") or "a"
+        line = "a" if kind == "a" and major == minor == "*" else \
+            f"{kind} {major}:{minor} {rule.get('access') or 'rwm'}"
+        try:
+            group.write("devices.allow" if rule.get("allow") else "devices.deny", line)
+        except ContainerError as exc:
+            raise exc.within("config.json linux.resources.devices") from None
+    for line in DEFAULT_DEVICE_RULES + tuple(
+            f"{'c' if d['type'] == 'u' else d['type']} {d.get('major', 0)}:{d.get('minor', 0)} rwm"
+            for d in devices or () if d["type"] != "p"):
+        group.write("devices.allow", line)
+
+
+def cgroup_views(groups):
+    """For a `cgroup` mount: each v1 hierarchy as the container sees it (its own
+    group there), named as the host names it, and the links (cpu -> cpu,cpuacct)."""
+    views, links = [], []
+    for group in groups:
+        if group.version == 2:
+            views.append(("unified", group.path))
+            continue
+        name = ",".join(sorted(n.removeprefix("name=") for n in group.controllers))
+        views.append((name, group.path))
+        if "," in name:
+            links += [(part, name) for part in name.split(",")]
+    return tuple(views), tuple(links)
+
+
+# ---------------------------------------------------------------------------
 # Container set-up (child side)
 # One small function per step, in the order they run; `container_main` below
 # calls them one per line. All of it runs in forked children.
@@ -2661,7 +3284,11 @@ class Spec:
     __slots__ = ("root", "command", "workdir", "hostname", "namespaces", "init",
                  "preserve_fds", "caps", "user", "seccomp", "limits", "env", "mounts",
                  "devices", "masked_paths", "readonly_paths", "read_only", "rm", "tty",
-                 "winsize", "stop_timeout", "etc_files", "closed_stdio")
+                 "winsize", "stop_timeout", "etc_files", "closed_stdio",
+                 # What a bundle's config.json can ask for beyond run's options:
+                 "cap_sets", "no_new_privs", "umask", "additional_gids", "oom_score_adj",
+                 "domainname", "personality", "propagation", "sysctl", "hooks", "ns_paths",
+                 "keyring", "oci", "state", "no_pivot", "uid_map", "gid_map")
 
     def __init__(self, root, command, workdir="/", hostname=DEFAULT_HOSTNAME,
                  namespaces=BASE_NAMESPACES | sum(OPTIONAL_NAMESPACES.values()),
@@ -2684,6 +3311,14 @@ class Spec:
         self.tty, self.winsize, self.stop_timeout = tty, winsize, stop_timeout
         self.etc_files = tuple(etc_files)  # (name, text): /etc files written for this run
         self.closed_stdio = tuple(closed_stdio)  # of 0, 1, 2: closed for minicontainer too
+        self.cap_sets = None  # {"effective", "permitted", "inheritable", "ambient"}: sets
+        self.no_new_privs, self.umask, self.additional_gids = True, None, ()
+        self.oom_score_adj = self.domainname = self.personality = self.propagation = None
+        self.sysctl, self.hooks, self.ns_paths = {}, {}, {}  # ns_paths: {clone flag: path}
+        self.keyring = self.oci = False  # oci: created by `create`, started by `start`
+        self.state = None  # OCI: the state hooks are given on stdin
+        self.no_pivot = False  # create --no-pivot: move the root onto / and chroot
+        self.uid_map = self.gid_map = ()  # a user namespace's: (inside, outside, count)
 
     def to_json(self):
         """The description as JSON data, kept in a container's state entry."""
@@ -2691,6 +3326,10 @@ class Spec:
         data["caps"] = sorted(self.caps)
         data["limits"] = {name: getattr(self.limits, name) for name in Limits.__slots__}
         data["winsize"] = self.winsize.hex() if self.winsize else None
+        data["cap_sets"] = ({k: sorted(v) for k, v in self.cap_sets.items()}
+                            if self.cap_sets is not None else None)
+        data["ns_paths"] = {str(k): v for k, v in self.ns_paths.items()}
+        data["state"] = None  # PID 1's only
         return data
 
     @classmethod
@@ -2704,6 +3343,11 @@ class Spec:
         spec.limits = Limits(**{name: (tuple(map(tuple, value)) if name == "rlimits" else value)
                                 for name, value in (data.get("limits") or {}).items()})
         spec.winsize = bytes.fromhex(spec.winsize) if spec.winsize else None
+        if spec.cap_sets is not None:
+            spec.cap_sets = {k: frozenset(v) for k, v in spec.cap_sets.items()}
+        spec.ns_paths = {int(k): v for k, v in (spec.ns_paths or {}).items()}
+        spec.sysctl, spec.hooks = spec.sysctl or {}, spec.hooks or {}
+        spec.no_new_privs = True if spec.no_new_privs is None else spec.no_new_privs
         return spec
 
 
@@ -2715,7 +3359,8 @@ class Handles:
     host's: those are closed before anything inside the root is resolved)."""
 
     __slots__ = ("report_fd", "groups", "tty_sock", "seccomp", "volumes", "go_fd",
-                 "network", "root_fd", "stdio", "entry", "cgroup_views", "cgroup_links")
+                 "network", "root_fd", "stdio", "entry", "cgroup_views", "cgroup_links",
+                 "exec_fifo", "map_fd")
 
     def __init__(self, report_fd, groups, tty_sock=None, go_fd=None, network=None, stdio=None,
                  entry=None):
@@ -2726,6 +3371,8 @@ class Handles:
         self.volumes = ()
         self.root_fd = None
         self.cgroup_views = self.cgroup_links = ()  # for a `cgroup` mount: (name, host dir)
+        self.exec_fifo = None  # OCI create: where PID 1 waits for `start`
+        self.map_fd = None  # a user namespace: the holder waits here for its id maps
 
 
 def make_mounts_private():
@@ -2747,15 +3394,40 @@ def new_session():
     os.setsid()
 
 
+def become_root_inside(spec):
+    """In a user namespace: uid and gid 0 there (mapped to the host's ids the
+    bundle gave), with no supplementary groups."""
+    if spec.namespaces & CLONE_NEWUSER:
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        os.setgroups([])
+
+
 def enter_cgroups(spec, groups):
     """Join the container's groups, then a cgroup namespace rooted at them.
 
     PID 1 joins before anything of the command runs, so nothing escapes the
-    limits; the holder stays outside, uncharged, to clean up afterwards.
+    limits; the holder stays outside, uncharged, to clean up afterwards. A
+    bundle's PID 1 was joined by `create` before its go-ahead: from inside
+    a user namespace it could not write the host's cgroup files.
     """
-    join_cgroups(groups, os.getpid())
-    if spec.namespaces & CLONE_NEWCGROUP:
+    if not spec.oci:
+        join_cgroups(groups, os.getpid())
+    if CLONE_NEWCGROUP in spec.ns_paths:
+        join_namespace(spec.ns_paths[CLONE_NEWCGROUP], CLONE_NEWCGROUP)
+    elif spec.namespaces & CLONE_NEWCGROUP:
         unshare(CLONE_NEWCGROUP)
+
+
+def join_namespace(path, flag):
+    """setns into the namespace a bundle names by path (/proc/PID/ns/net, /run/netns/x)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns(fd, flag)
+    except ContainerError as exc:
+        raise exc.within(f"join the namespace {path}") from None
+    finally:
+        os.close(fd)
 
 
 def close_inherited_fds(spec, handles):
@@ -2772,6 +3444,8 @@ def close_inherited_fds(spec, handles):
         keep.add(handles.go_fd)
     if handles.tty_sock is not None:
         keep.add(handles.tty_sock.fileno())
+    if handles.exec_fifo is not None:  # a FIFO: no way to a file system through it
+        keep.add(handles.exec_fifo)
     low = 0
     for fd in sorted(keep):
         if fd > low:
@@ -2794,9 +3468,59 @@ def own_mount_namespace():
 
 
 def set_hostname(spec):
-    """Name the container's own UTS namespace; the host's name is untouched."""
+    """Name the container's own UTS namespace (and, from a bundle, its NIS
+    domain); the host's names are untouched."""
     if spec.namespaces & CLONE_NEWUTS:
-        sethostname(spec.hostname)
+        if spec.hostname:
+            sethostname(spec.hostname)
+        if spec.domainname:
+            setdomainname(spec.domainname)
+
+
+def set_oom_score(spec):
+    """A bundle's process.oomScoreAdj, through the host's /proc while it is in
+    sight (lowering it needs CAP_SYS_RESOURCE, which root may lack)."""
+    if spec.oom_score_adj is None:
+        return
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(spec.oom_score_adj))
+    except OSError as exc:
+        raise ContainerError.from_os(f"process.oomScoreAdj {spec.oom_score_adj}", exc) from None
+
+
+def join_keyring(spec):
+    """A session keyring of the container's own (OCI, unless --no-new-keyring)."""
+    if spec.keyring:
+        join_session_keyring(f"_ses.{spec.keyring}")
+
+
+# The sysctls a container may set: those of its own namespaces (runc's list).
+NAMESPACED_SYSCTLS = {CLONE_NEWIPC: ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni",
+                                     "kernel.sem", "kernel.shmall", "kernel.shmmax",
+                                     "kernel.shmmni", "kernel.shm_rmid_forced", "fs.mqueue."),
+                      CLONE_NEWNET: ("net.",), CLONE_NEWUTS: ("kernel.hostname",
+                                                              "kernel.domainname")}
+
+
+def write_sysctls(spec):
+    """A bundle's linux.sysctl, each in a namespace of the container's own (a
+    sysctl of the host's is refused), through a proc of its own, detached."""
+    if not spec.sysctl:
+        return
+    proc = new_mount("proc", (), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
+    try:
+        for key, value in spec.sysctl.items():
+            flag = next((f for f, names in NAMESPACED_SYSCTLS.items()
+                         if any(key == n or (n.endswith(".") and key.startswith(n)) for n in names)),
+                        None)
+            if flag is None or not spec.namespaces & flag or "/" in key or ".." in key:
+                raise ContainerError(f"linux.sysctl {key}", "not in a namespace of the"
+                                     " container's own: it would change the host")
+            write_at(proc, "sys/" + key.replace(".", "/"), value, f"linux.sysctl {key}={value}",
+                     os.O_NOFOLLOW)
+    finally:
+        os.close(proc)
 
 
 def bring_up_loopback(spec):
@@ -2807,18 +3531,23 @@ def bring_up_loopback(spec):
 
 def prepare_seccomp(spec):
     """Build the seccomp filter now, while libseccomp is in sight; it is loaded last."""
-    return SeccompFilter(spec.seccomp) if spec.seccomp is not None else None
+    return SeccompFilter(spec.seccomp, spec.no_new_privs) if spec.seccomp is not None else None
 
 
-def wait_for_network(handles):
-    """--network bridge: the supervisor configures eth0 from outside; wait for its word."""
+def wait_for_go(spec, handles):
+    """Wait for the supervisor's word: it configures --network bridge from
+    outside, or runs a bundle's createRuntime hooks; the word carries the
+    state a bundle's own hooks are given (with PID 1's host pid in it)."""
     if handles.go_fd is None:
         return
-    word = os.read(handles.go_fd, 1)
+    word = b""
+    while not word.endswith(b"\n") and (data := os.read(handles.go_fd, 65536)):
+        word += data
     os.close(handles.go_fd)
     handles.go_fd = None
-    if word != b"g":
-        raise ContainerError("network", "the supervisor could not set it up")
+    if not word.startswith(b"g"):
+        raise ContainerError("set-up", "the supervisor could not finish its part")
+    spec.state = word[1:].strip()
 
 
 def throwaway_root(spec):
@@ -2871,7 +3600,7 @@ def forbid_imports():
     sys.path_importer_cache.clear()
 
 
-def enter_root(root, handles):
+def enter_root(spec, root):
     """pivot_root into the root and detach the host's tree.
 
     Unlike chroot, nothing of the host stays reachable: not by "..", not by a
@@ -2879,6 +3608,11 @@ def enter_root(root, handles):
     root cannot be pivoted (an initramfs root), and says so.
     """
     os.chdir(root)
+    if spec.no_pivot:  # runc's --no-pivot: for a ramfs root, where pivot_root cannot be
+        mount(".", "/", None, MS_MOVE)
+        os.chroot(".")
+        os.chdir("/")
+        return
     try:
         pivot_root(".", ".")  # the old root is stacked on "." ...
     except ContainerError as exc:
@@ -3073,7 +3807,13 @@ def make_devices(spec, handles):
                     os.unlink(base, dir_fd=where)  # a bundle's device replaces a default one
                 except FileNotFoundError:
                     pass
-                os.mknod(base, kind | mode, os.makedev(major, minor), dir_fd=where)
+                try:
+                    os.mknod(base, kind | mode, os.makedev(major, minor), dir_fd=where)
+                except PermissionError:
+                    if not spec.namespaces & CLONE_NEWUSER:
+                        raise
+                    bind_host_device(name, base, where)  # no mknod in a user namespace
+                    continue
                 os.chmod(base, mode, dir_fd=where, follow_symlinks=False)  # not the umask's
                 if (uid, gid) != (0, 0):
                     os.chown(base, uid, gid, dir_fd=where, follow_symlinks=False)
@@ -3088,6 +3828,16 @@ def make_devices(spec, handles):
                 pass
     finally:
         os.close(dev)
+
+
+def bind_host_device(name, base, where):
+    """The host's /dev/NAME bound onto an empty file (runc's way inside a user
+    namespace, where no device node may be made). Before pivot_root: the
+    host's /dev is in sight."""
+    os.close(os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600,
+                     dir_fd=where))
+    tree = clone_tree(f"/dev/{name}")
+    attach(tree, os.open(base, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=where), f"/dev/{name}")
 
 
 def protect_paths(spec, handles):
@@ -3188,6 +3938,20 @@ def enter_workdir(spec, handles, create=True):
         raise ContainerError(f"--workdir {spec.workdir}", "it is not inside the container's root")
 
 
+def create_container_hooks(spec):
+    """A bundle's createContainer hooks: in the container's namespaces, before
+    pivot_root, so their paths are the host's."""
+    run_hooks(spec.hooks, "createContainer", spec.state)
+
+
+def set_root_propagation(spec, handles):
+    """A bundle's linux.rootfsPropagation, for the root's mount (and, with an r-,
+    those below it); private is where run leaves it."""
+    if spec.propagation:
+        flag, recursive = MOUNT_PROPAGATION[spec.propagation], spec.propagation.startswith("r")
+        set_mount_attrs(handles.root_fd, 0, propagation=flag, recursive=recursive)
+
+
 def seal_root(spec, handles):
     """--read-only (root.readonly): the root's own mount becomes read-only;
     what is mounted on it keeps its own."""
@@ -3212,14 +3976,8 @@ def close_other_fds(spec):
 
 
 def container_env(spec):
-    """A clean environment for the command, not the host's; -e and --env-file on top."""
-    hostname = spec.hostname if spec.namespaces & CLONE_NEWUTS else os.uname().nodename
-    home = spec.user[2] if spec.user else "/root"
-    env = {"PATH": CONTAINER_PATH, "HOME": home, "HOSTNAME": hostname}
-    if "TERM" in os.environ:
-        env["TERM"] = os.environ["TERM"]
-    env.update(spec.env)
-    return env
+    """The command's environment: the spec's, whole (run's defaults are in it)."""
+    return dict(spec.env)
 
 
 def restore_signals():
@@ -3322,7 +4080,7 @@ def attach_terminal(spec, handles):
     master, slave = os.openpty()
     if spec.winsize:
         set_window_size(slave, spec.winsize)
-    socket.send_fds(handles.tty_sock, [b"t"], [master])
+    socket.send_fds(handles.tty_sock, [os.ttyname(slave).encode()], [master])
     os.close(master)
     handles.tty_sock.close()
     take_controlling_terminal(slave)
@@ -3342,9 +4100,22 @@ def close_stdio(spec):
 
 
 def find_command(spec, env, handles):
-    """The command's path inside the container, checked before exec follows it."""
-    path = resolve_command(spec.command[0], spec.workdir)
-    check_command(spec.command[0], path, spec, env, handles)
+    """The command's path inside the container, checked before exec follows it:
+    it leads nowhere out, and it is there, a file, executable (so a created
+    container fails at `create`, as runc's does, not at `start`)."""
+    command = spec.command[0]
+    path = resolve_command(command, spec.workdir)
+    check_command(command, path, spec, env, handles)
+    candidates = [path] if "/" in path else [os.path.join(d, path) for d in env["PATH"].split(":") if d]
+    found = next((c for c in candidates if os.path.exists(c)), None)
+    if found is None:
+        raise ContainerError(f"exec {command}", "not found in the container (no such file or"
+                             " directory)", code=EXIT_NOT_FOUND)
+    if "/" in path and os.path.isdir(found):
+        raise ContainerError(f"exec {command}", "is a directory", code=EXIT_CANNOT_RUN)
+    if "/" in path and not os.access(found, os.X_OK):
+        raise ContainerError(f"exec {command}", "not executable (no x permission; permission"
+                             " denied)", code=EXIT_CANNOT_RUN)
     return path
 
 
@@ -3368,11 +4139,13 @@ def exec_error(command, path, search_path, exc, spec, handles):
     candidates = [path] if "/" in path else [os.path.join(d, path) for d in search_path.split(":")]
     found = next((c for c in candidates if os.path.exists(c)), None)
     if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG) and found is None:
-        return ContainerError(what, "not found in the container", code=EXIT_NOT_FOUND)
+        return ContainerError(what, "not found in the container (no such file or directory)",
+                              code=EXIT_NOT_FOUND)
     if found and os.path.isdir(found):
         return ContainerError(what, "is a directory", code=EXIT_CANNOT_RUN)
     if exc.errno == errno.EACCES and not os.access(found, os.X_OK):
-        return ContainerError(what, "not executable (no x permission)", code=EXIT_CANNOT_RUN)
+        return ContainerError(what, "not executable (no x permission; permission denied)",
+                              code=EXIT_CANNOT_RUN)
     if exc.errno in (errno.ENOENT, errno.ENOEXEC):
         found = os.path.join(spec.workdir, found)
         head = read_head(handles, found, 4)
@@ -3406,10 +4179,33 @@ def limit_capabilities(spec):
     0.6 ms a set, re-parsing its list once per capability.
     """
     limit_bounding_set(spec.caps)
+    if spec.cap_sets is not None:  # a bundle's process.capabilities, set by set
+        return set_capability_sets(spec)
     if spec.user:
-        switch_user(*spec.user[:2])
+        switch_user(*spec.user[:2], spec.additional_gids)
     lower_capability_sets(spec.caps)
 
+
+def set_capability_sets(spec):
+    """A bundle's five sets exactly, as runc sets them: the user is switched with
+    the capabilities kept (PR_SET_KEEPCAPS), then effective, permitted and
+    inheritable are set, then each ambient one is raised."""
+    import prctl
+    sets = spec.cap_sets
+    if spec.user:
+        prctl.set_keepcaps(True)
+        switch_user(*spec.user[:2], spec.additional_gids)
+        prctl.set_keepcaps(False)
+    every = list(prctl.ALL_CAPS)
+    changes = []
+    for flag, name in ((prctl.CAP_PERMITTED, "permitted"), (prctl.CAP_EFFECTIVE, "effective"),
+                       (prctl.CAP_INHERITABLE, "inheritable")):
+        keep = sets.get(name, ())
+        changes += [([c for c in every if c not in keep], flag, False),
+                    ([c for c in every if c in keep], flag, True)]
+    prctl.set_caps(*changes)
+    for cap in sets.get("ambient", ()):
+        raise_ambient(cap)
 
 def limit_bounding_set(keep):
     """Drop every capability but `keep` from the bounding set, by number."""
@@ -3429,9 +4225,10 @@ def lower_capability_sets(keep):
                    (list(prctl.ALL_CAPS), prctl.CAP_INHERITABLE, False))
 
 
-def switch_user(uid, gid):
-    """Become uid:gid with no supplementary groups; leaving uid 0 clears the capabilities."""
-    os.setgroups([])
+def switch_user(uid, gid, groups=()):
+    """Become uid:gid with only the given supplementary groups (none for run);
+    leaving uid 0 clears the capabilities, unless they are kept."""
+    os.setgroups(list(groups))
     os.setgid(gid)
     os.setuid(uid)
 
@@ -3458,16 +4255,96 @@ def load_seccomp(handles):
 
 def start_command(spec, env, handles):
     """The last steps, in order: signal state, terminal, privileges, seccomp,
-    the command found and checked, rlimits, stdio as given, exec."""
+    the command found and checked, (a created container: its start), rlimits,
+    umask, personality, stdio as given, exec."""
     restore_signals()
     attach_terminal(spec, handles)
+    if not spec.no_new_privs:  # without no_new_privs, loading needs CAP_SYS_ADMIN: first
+        load_seccomp(handles)
     limit_capabilities(spec)
-    forbid_new_privileges()
-    load_seccomp(handles)
+    if spec.no_new_privs:
+        forbid_new_privileges()
+        load_seccomp(handles)
     path = find_command(spec, env, handles)
+    wait_for_start(spec, handles)
     set_rlimits(spec)
+    set_process_details(spec)
     close_stdio(spec)
     exec_command(spec, path, env, handles)
+
+
+def set_process_details(spec):
+    """A bundle's umask and personality (run leaves them as they are)."""
+    if spec.umask is not None:
+        os.umask(spec.umask)
+    if spec.personality is not None:
+        set_personality(spec.personality)
+
+
+def wait_for_start(spec, handles):
+    """A created container (OCI `create`) stops here, all set up: it tells `create`
+    it is ready, then waits for `start` to write a byte into its exec FIFO,
+    then runs the startContainer hooks. A signal that would end it meanwhile
+    does (it is PID 1, which the kernel spares signals it has no handler for)."""
+    if not spec.oci:
+        return
+    import prctl
+    prctl.set_pdeathsig(0)  # it outlives `create` from here on
+    for sig in TERMINATING_SIGNALS:
+        signal.signal(sig, lambda number, frame: os._exit(128 + number))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, TERMINATING_SIGNALS)
+    report(handles.report_fd, "ready")
+    try:
+        while not os.read(handles.exec_fifo, 1):
+            pass
+    except OSError as exc:
+        raise ContainerError.from_os("wait for start", exc) from None
+    os.close(handles.exec_fifo)
+    restore_signals()
+    run_hooks(spec.hooks, "startContainer", spec.state)
+
+
+def run_hooks(hooks, kind, state, fail=True):
+    """A bundle's hooks of one kind, in order, each with the container's state
+    (JSON bytes) on its stdin and its own args and environment. A hook that
+    fails or outlives its timeout fails the step; with fail=False (poststart,
+    poststop: the spec's rule) it is only warned about, on stderr."""
+    import time
+    for hook in (hooks or {}).get(kind) or ():
+        what = f"{kind} hook {hook.get('path')}"
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            # A hook: the runtime's (or, for createContainer and startContainer, the
+            # container's) namespaces; ends in exec or os._exit.
+            try:
+                os.dup2(read_end, 0)
+                os.closerange(3, MAX_FD)
+                env = dict(item.partition("=")[::2] for item in hook.get("env") or ())
+                os.execve(hook["path"], hook.get("args") or [hook["path"]], env)
+            finally:
+                os._exit(127)
+        os.close(read_end)
+        try:
+            os.write(write_end, state)
+        except OSError:  # it did not read its stdin: fine
+            pass
+        os.close(write_end)
+        timeout = hook.get("timeout")
+        deadline = time.monotonic() + timeout if timeout else None
+        while not (status := os.waitpid(pid, os.WNOHANG))[0]:
+            if deadline is not None and time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                status = None
+                break
+            time.sleep(0.002)
+        why = (f"ran longer than its timeout ({timeout} s)" if status is None else
+               f"exited with {exit_code(status[1])}" if exit_code(status[1]) else None)
+        if why and fail:
+            raise ContainerError(what, why)
+        if why:
+            report(2, f"minicontainer: warning: {what}: {why}")
 
 
 def run_init(spec, env, handles):
@@ -3521,14 +4398,18 @@ def container_main(spec, holder_pid, handles):
     """PID 1 of the new namespaces, root, not yet in the root: the whole set-up
     of the container, in order, ending in exec (or in the init, with --init)."""
     die_with_parent(holder_pid)
+    become_root_inside(spec)
     new_session()
+    wait_for_go(spec, handles)
     enter_cgroups(spec, handles.groups)
+    set_oom_score(spec)
     close_inherited_fds(spec, handles)
     own_mount_namespace()
+    join_keyring(spec)
     handles.seccomp = prepare_seccomp(spec)
     set_hostname(spec)
     bring_up_loopback(spec)
-    wait_for_network(handles)
+    write_sysctls(spec)
     root = throwaway_root(spec)
     bind_root(root)
     open_root_fd(root, handles)
@@ -3536,9 +4417,11 @@ def container_main(spec, holder_pid, handles):
     make_devices(spec, handles)
     write_etc_files(spec, handles)
     protect_paths(spec, handles)
+    create_container_hooks(spec)
     seal_root(spec, handles)
     forbid_imports()
-    enter_root(root, handles)
+    enter_root(spec, root)
+    set_root_propagation(spec, handles)
     enter_workdir(spec, handles)
     close_other_fds(spec)
     env = container_env(spec)
@@ -3610,8 +4493,14 @@ def in_child(report_fd, fn, *args):
 
 def report(fd, line, fds=()):
     """Send one line up the report socket (a message each), with descriptors if
-    any; also used for a last word on stderr."""
+    any; also used for a last word on stderr. When no one reads the socket
+    any more (a created container, once `create` has gone), an error is said
+    on stderr instead: the engine's."""
     data = line.replace("\n", " ").encode(errors="replace")[:4000] + b"\n"
+    if fd != 2 and line.startswith("error "):
+        data_for_stderr = b"minicontainer: " + data.split(b" ", 2)[2]
+    else:
+        data_for_stderr = None
     try:
         if fds:
             import _socket  # imported by the supervisor before the fork
@@ -3623,6 +4512,12 @@ def report(fd, line, fds=()):
                 sock.detach()
         else:
             os.write(fd, data)
+    except BrokenPipeError:
+        if data_for_stderr is not None:
+            try:
+                os.write(2, data_for_stderr)
+            except OSError:
+                pass
     except OSError:
         pass
 
@@ -3639,7 +4534,7 @@ def holder_main(spec, handles, supervisor_pid, status_fd):
 
     PID 1 unshares the cgroup namespace itself, once it is in its groups.
     """
-    signal.pthread_sigmask(signal.SIG_BLOCK, (HOLDER_PDEATH,))
+    signal.pthread_sigmask(signal.SIG_BLOCK, (HOLDER_PDEATH, HOLDER_RELEASE))
     die_with_parent(supervisor_pid, HOLDER_PDEATH)
     take_stdio(handles)
     host_ns = None
@@ -3647,7 +4542,11 @@ def holder_main(spec, handles, supervisor_pid, status_fd):
         handles.network.close_listeners()  # the supervisor serves the published ports
         host_ns = tuple(os.open(f"/proc/self/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
                         for ns in ("net", "pid"))
-    unshare(spec.namespaces & ~CLONE_NEWCGROUP)
+    enter_user_namespace(spec, handles)
+    for flag, path in spec.ns_paths.items():  # a bundle's namespaces to join, by path
+        if flag != CLONE_NEWCGROUP:  # joined by PID 1, once in its cgroups
+            join_namespace(path, flag)
+    unshare(spec.namespaces & ~(CLONE_NEWCGROUP | CLONE_NEWUSER))
     make_mounts_private()
     holder_pid = os.getpid()
     pid = os.fork()
@@ -3658,22 +4557,26 @@ def holder_main(spec, handles, supervisor_pid, status_fd):
     os.close(handles.report_fd)
     if handles.tty_sock is not None:
         handles.tty_sock.close()
-    code = hold(pid, handles, host_ns)
-    if os.getppid() == supervisor_pid:
+    code = hold(pid, handles, host_ns, release=spec.oci)
+    if os.getppid() == supervisor_pid and not spec.oci:
         os.write(status_fd, bytes([code]))
         os.kill(supervisor_pid, HOLDER_DONE)
     return code
 
 
-def hold(pid1, handles, host_ns):
+def hold(pid1, handles, host_ns, release=False):
     """Wait for PID 1. If the supervisor dies first, kill PID 1, and with it the
     whole PID namespace: this holds even if the command cleared its own
     parent-death signal, since the holder is out of the container's reach.
     Then remove the cgroups and the network the supervisor can no longer
-    remove (back in the host's network namespace for that)."""
+    remove (back in the host's network namespace for that). A created
+    container's holder (release) goes once `create` says PID 1 is ready: PID
+    1 then belongs to the engine that called `create` (its child reaper)."""
     orphaned = False
     while True:
-        info = signal.sigwaitinfo((signal.SIGCHLD, HOLDER_PDEATH))
+        info = signal.sigwaitinfo((signal.SIGCHLD, HOLDER_PDEATH, HOLDER_RELEASE))
+        if info.si_signo == HOLDER_RELEASE and release:
+            return 0
         if info.si_signo == HOLDER_PDEATH:
             orphaned = True
             os.kill(pid1, signal.SIGKILL)
@@ -3682,6 +4585,31 @@ def hold(pid1, handles, host_ns):
             if orphaned:
                 clean_up_orphaned(handles, host_ns, exit_code(status))
             return exit_code(status)
+
+
+def enter_user_namespace(spec, handles):
+    """A user namespace first, so that the holder's other namespaces belong to
+    it; the supervisor writes its id maps from outside, then says so."""
+    if not spec.namespaces & CLONE_NEWUSER:
+        return
+    unshare(CLONE_NEWUSER)
+    report(handles.report_fd, "userns")
+    word = os.read(handles.map_fd, 1)
+    os.close(handles.map_fd)
+    handles.map_fd = None
+    if word != b"m":
+        raise ContainerError("user namespace", "the supervisor could not write its id maps")
+
+
+def write_id_maps(pid, spec):
+    """A user namespace's uid and gid maps, written for process `pid` from outside
+    (root may map any ids; rootless use goes through newuidmap)."""
+    for name, mapping in (("uid_map", spec.uid_map), ("gid_map", spec.gid_map)):
+        try:
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write("".join(f"{inside} {outside} {count}\n" for inside, outside, count in mapping))
+        except OSError as exc:
+            raise ContainerError.from_os(f"write the user namespace's {name}", exc) from None
 
 
 def take_stdio(handles):
@@ -3714,12 +4642,13 @@ def clean_up_orphaned(handles, host_ns, code):
         record_end(handles.entry, code, "its monitor was killed")
 
 
-def read_reports(fd, on_pid=None):
+def read_reports(fd, on_pid=None, until=None, on_userns=None):
     """Read the report socket to its end: (PID 1's host pid, or None; error, or None).
 
     on_pid(pid) runs as soon as the pid arrives, while PID 1 is still being
     set up (it configures --network bridge); an error it raises is reported
-    like a set-up error, and takes precedence over PID 1's own.
+    like a set-up error, and takes precedence over PID 1's own. With until,
+    reading stops at that word (a created container's "ready").
     """
     import _socket
     sock = _socket.socket(fileno=fd)
@@ -3733,6 +4662,13 @@ def read_reports(fd, on_pid=None):
                    for level, kind, blob in ancillary if (level, kind) == (SOL_SOCKET, SCM_RIGHTS)
                    for i in range(0, len(blob) - 3, 4)]
             kind, _, rest = data.decode(errors="replace").strip().partition(" ")
+            if kind == until and error is None and own_error is None:
+                break
+            if kind == "userns" and on_userns is not None:
+                try:
+                    on_userns()
+                except ContainerError as exc:
+                    own_error = exc
             if kind == "pid":
                 pid = int(rest)
                 if on_pid is not None:
@@ -3988,17 +4924,13 @@ def run_container(spec, network=None, entry=None, detach=None):
             network.allocate()
             spec.etc_files = network.etc_files(spec.hostname)
             go_read, go_write = os.pipe2(os.O_CLOEXEC)
-        import _socket  # the report socket: lines, and a descriptor to explain a failed exec
-        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
-        read_fd, write_fd = ours.detach(), theirs.detach()
+        read_fd, write_fd = report_channel()
         status_read, status_write = os.pipe2(os.O_CLOEXEC)
         tty_ours = tty_theirs = None
         if spec.tty:
             import socket
             tty_ours, tty_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        holder = os.fork()
+        holder = fork()
         if holder == 0:
             # Namespace holder: host PID namespace, soon its own mount namespace, root.
             os.close(read_fd)
@@ -4024,7 +4956,7 @@ def run_container(spec, network=None, entry=None, detach=None):
             try:
                 network.attach(pid1)
                 network.relay()
-                os.write(go_write, b"g")
+                os.write(go_write, b"g\n")
             finally:
                 os.close(go_write)  # without the word, PID 1 gives up
 
@@ -4082,11 +5014,13 @@ def remove_entry(entry):
         os.close(fd)
 
 
-def exec_container(entry, spec, detached=False):
+def exec_container(entry, spec, detached=False, keep_stdio=False, pid_file=None,
+                   console_socket=None):
     """Run one more process in a running container (exec): its exit code, or 0
     as soon as it runs with -d. Parent side, on the host: like the supervisor
     of a run, with the process itself in the holder's place (it is no PID 1,
-    so signals are passed on as they are)."""
+    so signals are passed on as they are). For an engine (keep_stdio), a
+    detached process keeps this stdio and becomes its reaper's."""
     signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
     gc.disable()
     gc.freeze()
@@ -4099,26 +5033,24 @@ def exec_container(entry, spec, detached=False):
             group = Cgroup(version, path, ())
             group.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             groups.append(group)
-        import _socket
         preload(spec)
-        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
-        read_fd, write_fd = ours.detach(), theirs.detach()
+        read_fd, write_fd = report_channel()
         tty_ours = tty_theirs = None
-        if spec.tty:
+        if spec.tty and console_socket:
+            tty_theirs = connect_console(console_socket)
+        elif spec.tty:
             import socket
             tty_ours, tty_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         setns(pidfd, CLONE_NEWPID)  # this process's children are born in the container's
         supervisor_pid = os.getpid()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        child = os.fork()
+        child = fork()
         if child == 0:
             # The exec'd process: the container's PID namespace, soon all its namespaces.
             os.close(read_fd)
             if tty_ours is not None:
                 tty_ours.close()
-            if detached:
+            if detached and not keep_stdio:
                 null = os.open("/dev/null", os.O_RDWR)
                 for fd in (0, 1, 2):
                     os.dup2(null, fd)
@@ -4132,7 +5064,9 @@ def exec_container(entry, spec, detached=False):
         os.close(write_fd)
         if tty_theirs is not None:
             tty_theirs.close()
-        if detached:  # it runs on its own, a child of the container's PID 1 once we are gone
+        if pid_file:
+            write_pid_file(pid_file, child)
+        if detached:  # it runs on its own: its reaper's once we are gone
             _, error = read_reports(read_fd)
             if error is not None:
                 raise error
@@ -4146,6 +5080,21 @@ def exec_container(entry, spec, detached=False):
         os.close(pidfd)
         for group in groups:
             os.close(group.fd)
+
+
+def report_channel():
+    """The report socket (read end, write end): lines, and a descriptor to
+    explain a failed exec."""
+    import _socket
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    return ours.detach(), theirs.detach()
+
+
+def fork():
+    """os.fork, with Python's buffers flushed first so no output is written twice."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return os.fork()
 
 
 def preload(spec):
@@ -4195,6 +5144,126 @@ def wait_gone(owner, timeout=None):
         return bool(select.select([pidfd], [], [], timeout)[0])
     finally:
         os.close(pidfd)
+
+
+def create_container(spec, entry, config, pid_file=None, console_socket=None):
+    """OCI create: set the container up to the last step before its program,
+    and leave PID 1 waiting there (on the entry's exec FIFO) for `start`, a
+    child of the caller's reaper (conmon, containerd's shim). Nothing of
+    minicontainer's stays: the state is in the entry, the clean-up is
+    `delete`'s. Parent side, host namespaces, root."""
+    import json
+    signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS + (HOLDER_RELEASE,))
+    gc.disable()
+    gc.freeze()
+    linux = config.get("linux") or {}
+    groups = make_oci_cgroups(linux.get("cgroupsPath"), linux.get("resources"), entry.id,
+                              spec.devices)
+    views, links = cgroup_views(groups)
+    entry.update(cgroups=[[g.version, g.path] for g in groups])
+    fifo = entry.path("exec.fifo")
+    holder = pid1 = None
+    closing = []
+    try:
+        os.mkfifo(fifo, 0o600)
+        # Opened for reading and writing, so that neither end waits: PID 1 keeps
+        # it and reads; `start` writes the byte that lets it go.
+        exec_fifo = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)
+        closing.append(exec_fifo)
+        preload(spec)
+        read_fd, write_fd = report_channel()
+        closing.append(read_fd)
+        go_read, go_write = os.pipe2(os.O_CLOEXEC)
+        map_read, map_write = os.pipe2(os.O_CLOEXEC)
+        closing.append(map_write)
+        console = connect_console(console_socket) if console_socket else None
+        supervisor_pid = os.getpid()
+        holder = fork()
+        if holder == 0:
+            # Namespace holder: host PID namespace; it goes once PID 1 is ready.
+            os.close(read_fd)
+            os.close(go_write)
+            handles = Handles(write_fd, groups, console, go_read, entry=entry)
+            handles.exec_fifo, handles.cgroup_views, handles.cgroup_links = exec_fifo, views, links
+            handles.map_fd = map_read
+            in_child(write_fd, holder_main, spec, handles, supervisor_pid, None)
+        for fd in (write_fd, go_read, map_read):
+            os.close(fd)
+        if console is not None:
+            console.close()
+
+        def go(pid):
+            """PID 1 exists: the createRuntime hooks, then PID 1's go-ahead, with the
+            state its own hooks will be given."""
+            nonlocal pid1
+            pid1 = pid
+            try:
+                join_cgroups(groups, pid)  # before anything of the command runs
+                state = json.dumps(oci_state(entry, "created", pid)).encode()
+                run_hooks(spec.hooks, "createRuntime", state)
+                os.write(go_write, b"g" + state + b"\n")
+            finally:
+                os.close(go_write)
+
+        def maps():
+            """The holder made a user namespace: its id maps, from outside."""
+            try:
+                write_id_maps(holder, spec)
+                os.write(map_write, b"m")
+            finally:
+                os.close(map_write)
+                closing.remove(map_write)
+
+        pid1, error = read_reports(read_fd, go, until="ready", on_userns=maps)
+        closing.remove(read_fd)
+        if error is not None:
+            raise error
+        if pid_file:
+            write_pid_file(pid_file, pid1)
+        entry.update(status=CREATED, pid1=[pid1, process_start(pid1)])
+    except BaseException:
+        if pid1 is not None:
+            signal_owner([pid1, process_start(pid1)], signal.SIGKILL)
+        remove_cgroups(groups)
+        try:
+            os.unlink(fifo)
+        except FileNotFoundError:
+            pass
+        raise
+    finally:
+        for fd in closing:
+            os.close(fd)
+        if holder is not None:
+            try:
+                os.kill(holder, HOLDER_RELEASE)
+            except ProcessLookupError:
+                pass
+            os.waitpid(holder, 0)
+    return 0
+
+
+def connect_console(path):
+    """--console-socket: connect to the engine's socket, on the host, for PID 1
+    to send its terminal's master through."""
+    import socket
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError as exc:
+        sock.close()
+        raise ContainerError.from_os(f"--console-socket {path}", exc) from None
+    return sock
+
+
+def write_pid_file(path, pid):
+    """--pid-file: the host pid, written whole (a temporary file, then a rename)."""
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(str(pid))
+        os.rename(tmp, path)
+    except OSError as exc:
+        raise ContainerError.from_os(f"--pid-file {path}", exc) from None
 
 
 def record_end(entry, code, why=None):
@@ -4282,12 +5351,24 @@ root_option = click.option(
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="minicontainer")
+@click.version_option(__version__, prog_name="minicontainer",
+                      message=f"%(prog)s version %(version)s\nspec: {OCI_VERSION}")
 @click.option("--root", "state", metavar="DIR", envvar=STATE_ENV,
               help=f"The state directory, where containers are kept [default: {STATE_DIR};"
                    f" or set {STATE_ENV}].")
-def cli(state):
+@click.option("--log", metavar="FILE", help="Also write errors to FILE (runc's option).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="json: one JSON object a line, as runc writes them.")
+@click.option("--debug", is_flag=True, help="Write what each verb does to the --log file too.")
+@click.option("--systemd-cgroup", is_flag=True,
+              help="Refused: minicontainer manages cgroups itself (cgroupfs).")
+def cli(state, log, log_format, debug, systemd_cgroup):
     """A small Linux container: deploy programs into a root, run them isolated."""
+    global LOG
+    LOG = (log, log_format, debug) if log else None
+    if systemd_cgroup:
+        raise ContainerError("--systemd-cgroup", "not supported: minicontainer manages cgroups"
+                             " itself, in cgroupfs (use cgroup_manager=cgroupfs)")
 
 
 def store():
@@ -4490,6 +5571,16 @@ def parse_env(values, files):
         elif key in os.environ:
             env.append((key, os.environ[key]))
     return env
+
+
+def run_env(hostname, user, extra):
+    """A clean environment for the command, not the host's: PATH, HOME, HOSTNAME
+    and TERM; -e and --env-file on top."""
+    env = {"PATH": CONTAINER_PATH, "HOME": user[2] if user else "/root", "HOSTNAME": hostname}
+    if "TERM" in os.environ:
+        env["TERM"] = os.environ["TERM"]
+    env.update(extra)
+    return list(env.items())
 
 
 def parse_volume(value):
@@ -4745,18 +5836,19 @@ def run(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, 
     if hostname is None:
         hostname = hostname_for(name)
     caps = resolve_capabilities(cap_add, cap_drop)
+    namespaces = namespaces_for(network=network, ipc=ipc, uts=uts, cgroupns=cgroupns)
+    user = resolve_user(root, user) if user is not None else None
     spec = Spec(root, command, workdir=workdir,
-                hostname=check_hostname(hostname),
-                namespaces=namespaces_for(network=network, ipc=ipc, uts=uts, cgroupns=cgroupns),
+                hostname=check_hostname(hostname), namespaces=namespaces,
                 init=init, preserve_fds=check_preserved_fds(preserve_fds),
                 masked_paths=MASKED_PATHS if "mask_paths" not in relaxed else (),
                 readonly_paths=READONLY_PATHS if "mask_paths" not in relaxed else (),
-                caps=caps,
-                user=resolve_user(root, user) if user is not None else None,
+                caps=caps, user=user,
                 seccomp=default_seccomp(capability_names(caps))
                 if seccomp == "default" and "seccomp" not in relaxed else None,
                 limits=parse_limits(memory, memory_swap, pids_limit, cpus, cpu_shares, stats, ulimit),
-                env=parse_env(env, env_file),
+                env=run_env(hostname if namespaces & CLONE_NEWUTS else os.uname().nodename, user,
+                            parse_env(env, env_file)),
                 mounts=run_mounts(volume, tmpfs, read_only, read_only_tmpfs),
                 read_only=read_only, rm=rm, tty=tty,
                 winsize=terminal_size(detach) if tty else None, stop_timeout=stop_timeout,
@@ -4783,9 +5875,7 @@ def run_detached(spec, network, entry):
     not), print the container's id. The monitor leaves this session and
     terminal and keeps no descriptor of the caller's: it outlives them."""
     notify_read, notify_write = os.pipe2(os.O_CLOEXEC)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if os.fork() == 0:
+    if fork() == 0:
         # The monitor: a session of its own, no terminal; root, host namespaces.
         os.close(notify_read)
         in_child(notify_write, monitor_main, spec, network, entry, notify_write)
@@ -4913,18 +6003,24 @@ def remove_container(entry, force):
         signal_owner(entry.data.get("pid1"), signal.SIGKILL)
         wait_gone(entry.data.get("monitor") or entry.data.get("pid1"), 10)
     if status == DEAD:
-        groups = []
-        for version, path in entry.data.get("cgroups") or ():
-            group = Cgroup(version, path, ())
-            try:
-                group.parent_fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY
-                                          | os.O_CLOEXEC)
-                group.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                groups.append(group)
-            except OSError:
-                pass
-        remove_cgroups(groups)
+        remove_cgroups(recorded_cgroups(entry))
     remove_entry(entry)
+
+
+def recorded_cgroups(entry):
+    """The cgroups an entry records, opened for removal (those already gone skipped)."""
+    groups = []
+    for version, path in entry.data.get("cgroups") or ():
+        group = Cgroup(version, path, ())
+        try:
+            group.parent_fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY
+                                      | os.O_CLOEXEC)
+            group.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            groups.append(group)
+        except OSError:
+            if group.parent_fd is not None:
+                os.close(group.parent_fd)
+    return groups
 
 
 def describe_status(entry):
@@ -4977,11 +6073,22 @@ def inspect_data(entry):
 @cli.command(name="ps")
 @click.option("--all", "-a", "show_all", is_flag=True, help="Show every container, not only running ones.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the ids.")
-@click.option("--format", "form", type=click.Choice(["table", "json"]), default="table",
+@click.option("--format", "-f", "form", type=click.Choice(["table", "json"]), default="table",
               show_default=True, help="json: one JSON array.")
-def ps_command(show_all, quiet, form):
-    """List containers (running ones; -a: all), as docker ps does."""
+@click.argument("container", required=False)
+def ps_command(show_all, quiet, form, container):
+    """List containers (running ones; -a: all), as docker ps does; with a
+    CONTAINER, its processes' host pids, as runc ps does."""
     import json
+    if container is not None:
+        pids = container_processes(store().find(container))
+        if form == "json":
+            click.echo(json.dumps(pids))
+        else:
+            click.echo("PID")
+            for pid in pids:
+                click.echo(pid)
+        return 0
     entries = [c for c in store().entries() if show_all or c.status == RUNNING]
     if form == "json":
         click.echo(json.dumps([container_summary(c) for c in entries]))
@@ -4999,10 +6106,15 @@ def ps_command(show_all, quiet, form):
             rows.append((c.id[:12], c.data.get("root") or "", command,
                          f"{human_duration(time.time() - created)} ago", describe_status(c),
                          ", ".join(c.data.get("ports") or []), c.name))
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        for row in rows:
-            click.echo("   ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print_table(rows)
     return 0
+
+
+def print_table(rows):
+    """Rows of strings as left-aligned columns three spaces apart, as docker and runc print."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("   ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 @cli.command()
@@ -5052,25 +6164,43 @@ def logs(follow, tail, container):
 
 
 @cli.command(name="exec", context_settings={"allow_interspersed_args": False})
-@click.option("--detach", "-d", is_flag=True, help="Start the command and return; its output is dropped.")
+@click.option("--detach", "-d", is_flag=True,
+              help="Return once the command runs (docker's: its output is dropped; runc's: it"
+                   " keeps this stdio, for the engine that reaps it).")
 @click.option("--interactive", "-i", is_flag=True,
               help="Keep stdin attached (it always is; accepted for docker's habit).")
 @click.option("--tty", "-t", is_flag=True, help="Give the command a pseudo-terminal of its own.")
 @click.option("--env", "-e", multiple=True, metavar="KEY[=VALUE]", help="Set an environment variable.")
-@click.option("--workdir", "-w", metavar="DIR", help="Working directory inside the container (must exist).")
+@click.option("--workdir", "-w", "--cwd", metavar="DIR",
+              help="Working directory inside the container (must exist).")
 @click.option("--user", "-u", metavar="USER[:GROUP]", help="Run as this user (from the container's /etc/passwd).")
+@click.option("--process", "-p", "process_file", metavar="FILE",
+              help="runc's: the process as JSON (args, env, cwd, user, capabilities, ...).")
+@click.option("--pid-file", metavar="FILE", help="Write the process's host pid here.")
+@click.option("--console-socket", metavar="SOCKET", help="Send the terminal's master here (with -t).")
+@click.option("--cap", "-c", multiple=True, metavar="CAP", help="runc's: one more capability.")
+@click.option("--no-new-privs", is_flag=True, help="runc's: set no_new_privs.")
 @click.argument("container")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="COMMAND [ARG]...")
-def exec_command_line(detach, interactive, tty, env, workdir, user, container, command):
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[COMMAND [ARG]...]")
+def exec_command_line(detach, interactive, tty, env, workdir, user, process_file, pid_file,
+                      console_socket, cap, no_new_privs, container, command):
     """Run COMMAND in a running container: its namespaces, cgroups, capabilities,
-    no_new_privs and seccomp filter, its environment plus -e."""
+    no_new_privs and seccomp filter, its environment plus -e. Takes docker's
+    options and runc's (--process, --pid-file, --console-socket, --cap)."""
     entry = store().find(container)
     entry.check("exec")
-    if not command[0]:
+    spec = Spec.from_json(entry.data["spec"])
+    oci = bool(entry.data.get("bundle"))
+    spec.init, spec.preserve_fds, spec.oci, spec.hooks = False, 0, False, {}
+    if process_file:
+        load_exec_process(spec, process_file)
+    elif not command:
+        raise ContainerError("exec", "missing COMMAND (or --process FILE)")
+    else:
+        spec.command = tuple(command)
+    if not spec.command or not spec.command[0]:
         raise ContainerError("exec ''", "not found in the container (an empty command name)",
                              code=EXIT_NOT_FOUND)
-    spec = Spec.from_json(entry.data["spec"])
-    spec.command, spec.init, spec.preserve_fds = tuple(command), False, 0
     spec.env = list(spec.env or ()) + parse_env(env, ())
     if workdir is not None:
         spec.workdir = check_container_path("--workdir", workdir, workdir)
@@ -5080,11 +6210,40 @@ def exec_command_line(detach, interactive, tty, env, workdir, user, container, c
             spec.user = resolve_user(root_fd, user)
         finally:
             os.close(root_fd)
-    spec.tty, spec.closed_stdio = tty and not detach, CLOSED_STDIO
-    spec.winsize = terminal_size() if spec.tty else None
+    if cap:
+        added = frozenset(capability_numbers()[c.upper().removeprefix("CAP_")] for c in cap
+                          if c.upper().removeprefix("CAP_") in capability_numbers())
+        spec.caps = frozenset(spec.caps) | added
+        if spec.cap_sets is not None:
+            spec.cap_sets = {k: frozenset(v) | added for k, v in spec.cap_sets.items()}
+    if no_new_privs:
+        spec.no_new_privs = True
+    spec.tty = spec.tty if process_file else tty
+    if console_socket is None:
+        spec.tty = spec.tty and not (detach and not oci)
+        spec.winsize = terminal_size() if spec.tty else None
+    spec.closed_stdio = CLOSED_STDIO
     if os.geteuid() != 0:
         raise ContainerError("exec", "needs root (try: sudo minicontainer exec ...)")
-    return exec_container(entry, spec, detached=detach)
+    return exec_container(entry, spec, detached=detach, keep_stdio=oci, pid_file=pid_file,
+                          console_socket=console_socket)
+
+
+def load_exec_process(spec, path):
+    """runc exec --process FILE: the process JSON as engines write it."""
+    import json
+    try:
+        with open(path) as f:
+            process = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ContainerError(f"--process {path}", str(exc)) from None
+    if not isinstance(process, dict) or not process.get("args"):
+        raise ContainerError(f"--process {path}", "needs args")
+    spec.command = tuple(process["args"])
+    spec.env = [tuple(item.partition("=")[::2]) for item in process.get("env") or ()]
+    spec.workdir = process.get("cwd") or "/"
+    spec.tty = bool(process.get("terminal"))
+    load_process(spec, process)
 
 
 def container_root_fd(entry):
@@ -5116,18 +6275,66 @@ def stop(timeout, containers):
 
 
 @cli.command()
-@click.option("--signal", "-s", "sig", default="KILL", show_default=True, metavar="SIGNAL",
-              help="The signal, by name or number.")
-@click.argument("containers", nargs=-1, required=True, metavar="CONTAINER...")
-def kill(sig, containers):
-    """Send a signal to containers (SIGKILL by default)."""
-    number = parse_signal(sig)
+@click.option("--signal", "-s", "sig", metavar="SIGNAL",
+              help="The signal, by name or number [default: KILL; TERM for a created one].")
+@click.option("--all", "-a", "every", is_flag=True,
+              help="Every process of the container, not only its PID 1 (runc's option).")
+@click.argument("args", nargs=-1, required=True, metavar="CONTAINER... | ID [SIGNAL]")
+def kill(sig, every, args):
+    """Send a signal to containers: docker's `kill [-s SIGNAL] CONTAINER...`
+    (SIGKILL by default), and runc's `kill ID [SIGNAL]` (SIGTERM by default)."""
+    refs = list(args)
+    if sig is None and len(refs) == 2 and is_signal(refs[1]) and not store().named(refs[1]):
+        sig = refs.pop()  # runc's form: ID SIGNAL
 
     def act(entry, ref):
+        oci = bool(entry.data.get("bundle"))
+        number = parse_signal(sig or ("TERM" if oci else "KILL"))
         entry.check("kill")
-        kill_container(entry, number)
-        click.echo(ref)
-    return each_container(containers, act)
+        if every:
+            kill_every_process(entry, number)
+        elif oci:
+            if not signal_owner(entry.data.get("pid1"), number):
+                raise ContainerError(f"kill {entry.name}", "container not running")
+        else:
+            kill_container(entry, number)
+        if not oci:
+            click.echo(ref)
+    return each_container(refs, act)
+
+
+def is_signal(text):
+    try:
+        parse_signal(text)
+        return True
+    except ContainerError:
+        return False
+
+
+def kill_every_process(entry, sig):
+    """kill --all: every process of the container: those in its PID namespace."""
+    for pid in container_processes(entry):
+        signal_owner([pid, process_start(pid)], sig)
+
+
+def container_processes(entry):
+    """The host pids of the processes in a container's PID namespace, PID 1 first."""
+    pid1 = entry.data.get("pid1")
+    if not alive(pid1):
+        return []
+    try:
+        ns = os.readlink(f"/proc/{pid1[0]}/ns/pid")
+    except OSError:
+        return []
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.readlink(f"/proc/{name}/ns/pid") == ns:
+                    found.append(int(name))
+            except OSError:
+                pass
+    return sorted(found, key=lambda pid: (pid != pid1[0], pid))
 
 
 @cli.command()
@@ -5160,6 +6367,249 @@ def inspect(containers):
     code = each_container(containers, lambda entry, ref: found.append(inspect_data(entry)))
     click.echo(json.dumps(found, indent=4))
     return code
+
+
+# -- the OCI runtime's verbs (runc's command line) ----------------------------
+
+@cli.command()
+@click.option("--bundle", "-b", default=".", metavar="DIR", help="The bundle (config.json, the root).")
+@click.option("--pid-file", metavar="FILE", help="Write PID 1's host pid here.")
+@click.option("--console-socket", metavar="SOCKET", help="Send the terminal's master here.")
+@click.option("--no-pivot", is_flag=True, help="Move the root onto / and chroot (for a ramfs host).")
+@click.option("--no-new-keyring", is_flag=True, help="Keep the caller's session keyring.")
+@click.option("--preserve-fds", type=Number(int, 0), default=0, metavar="N",
+              help="Pass descriptors 3 to 3+N-1 on.")
+@click.argument("id")
+def create(bundle, pid_file, console_socket, no_pivot, no_new_keyring, preserve_fds, id):
+    """Create a container from a bundle: set it up, and leave its process
+    waiting, before its program, for `start`."""
+    check_oci_id(id)
+    spec, config = load_bundle(bundle, id, check_preserved_fds(preserve_fds),
+                               keyring=not no_new_keyring)
+    spec.no_pivot = no_pivot
+    if spec.tty and not console_socket:
+        raise ContainerError("config.json process.terminal", "needs --console-socket")
+    if os.geteuid() != 0:
+        raise ContainerError("create", "needs root")
+    entry = store().create(None, {
+        "root": spec.root, "command": list(spec.command), "spec": spec.to_json(),
+        "bundle": os.path.abspath(bundle), "annotations": config.get("annotations") or {},
+        "monitor": None}, id=id)
+    try:
+        return create_container(spec, entry, config, pid_file, console_socket)
+    except BaseException:
+        entry.remove()
+        raise
+
+
+@cli.command()
+@click.argument("id")
+def start(id):
+    """Start a created container: its program runs."""
+    import json
+    entry = store().find(id)
+    if not os.path.exists(entry.path("exec.fifo")):
+        raise ContainerError(f"start {entry.name}", f"it is not created (it is {oci_status(entry)})")
+    entry.check("start")
+    spec = Spec.from_json(entry.data["spec"])
+    try:
+        run_hooks(spec.hooks, "prestart", json.dumps(oci_state(entry, "created")).encode())
+    except ContainerError:  # the spec: stop the container, delete it, and say why
+        delete_container(entry)
+        raise
+    try:
+        fd = os.open(entry.path("exec.fifo"), os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        why = "its process has exited" if exc.errno == 6 else exc.strerror  # ENXIO: no reader
+        raise ContainerError(f"start {entry.name}", why) from None
+    try:
+        os.write(fd, b"0")
+    finally:
+        os.close(fd)
+    os.unlink(entry.path("exec.fifo"))
+    entry.update(status=RUNNING, started=now_iso())
+    run_hooks(spec.hooks, "poststart", json.dumps(oci_state(entry, "running")).encode(), fail=False)
+    return 0
+
+
+@cli.command()
+@click.argument("id")
+def state(id):
+    """Print a container's state, as the runtime spec defines it (JSON)."""
+    import json
+    click.echo(json.dumps(oci_state(store().find(id)), indent=2))
+    return 0
+
+
+@cli.command()
+@click.option("--force", "-f", is_flag=True, help="Kill it first if it runs (and succeed if it is gone).")
+@click.argument("id")
+def delete(force, id):
+    """Delete a stopped container (a running or created one only with --force):
+    its processes, cgroups and state; then its poststop hooks."""
+    try:
+        entry = store().find(id)
+    except ContainerError:
+        if force:
+            return 0  # engines delete --force after they deleted: nothing to do
+        raise
+    status = oci_status(entry)
+    if status not in ("stopped",) and not force:
+        raise ContainerError(f"delete {entry.name}", f"it is {status}, not stopped (use --force)")
+    delete_container(entry)
+    return 0
+
+
+def delete_container(entry):
+    """Kill what is left of a container, remove its cgroups and its entry, then
+    run its poststop hooks (their failure is only warned about)."""
+    import json
+    kill_every_process(entry, signal.SIGKILL)
+    wait_gone(entry.data.get("monitor") or entry.data.get("pid1"), 10)
+    remove_cgroups(recorded_cgroups(entry))
+    spec = Spec.from_json(entry.data["spec"]) if entry.data.get("spec") else None
+    state = json.dumps(oci_state(entry, "stopped")).encode()
+    remove_entry(entry)
+    if spec is not None:
+        run_hooks(spec.hooks, "poststop", state, fail=False)
+
+
+@cli.command()
+@click.option("--resources", "-r", metavar="FILE",
+              help="linux.resources as JSON (- for stdin), as podman passes them.")
+@click.option("--memory", type=Number(int), metavar="BYTES", help="Memory limit.")
+@click.option("--pids-limit", type=Number(int), metavar="N", help="Most processes.")
+@click.option("--cpu-shares", type=Number(int), metavar="N", help="CPU weight.")
+@click.option("--cpu-quota", type=Number(int), metavar="USEC", help="CFS quota.")
+@click.option("--cpu-period", type=Number(int), metavar="USEC", help="CFS period.")
+@click.argument("id")
+def update(resources, memory, pids_limit, cpu_shares, cpu_quota, cpu_period, id):
+    """Change a running container's resources (runc's update)."""
+    import json
+    entry = store().find(id)
+    entry.check("kill")  # created, running or paused
+    wanted = {}
+    if resources:
+        try:
+            wanted = json.load(sys.stdin if resources == "-" else open(resources))
+        except (OSError, ValueError) as exc:
+            raise ContainerError(f"--resources {resources}", str(exc)) from None
+    for section, key, value in (("memory", "limit", memory), ("pids", "limit", pids_limit),
+                                ("cpu", "shares", cpu_shares), ("cpu", "quota", cpu_quota),
+                                ("cpu", "period", cpu_period)):
+        if value is not None:
+            wanted.setdefault(section, {})[key] = value
+    groups = []
+    try:
+        for version, path in entry.data.get("cgroups") or ():
+            group = Cgroup(version, path, cgroup_controllers_of(version, path))
+            group.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            groups.append(group)
+        if not groups:
+            raise ContainerError(f"update {entry.name}", "it has no cgroups to update")
+        write_resources(groups, wanted)
+    finally:
+        for group in groups:
+            os.close(group.fd)
+    return 0
+
+
+def cgroup_controllers_of(version, path):
+    """The controllers of a group's hierarchy, from the host's mountinfo."""
+    if version == 2:
+        return frozenset()
+    with open("/proc/self/mountinfo") as f:
+        v1, _ = cgroup_hierarchies(f.read())
+    return next((names for mount, names in v1 if path.startswith(mount.rstrip("/") + "/")),
+                frozenset())
+
+
+@cli.command(name="list")
+@click.option("--format", "-f", "form", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="Only the ids.")
+def list_command(form, quiet):
+    """List containers as runc does: id, pid, status, bundle, created."""
+    import json
+    states = [oci_state(c) for c in store().entries()]
+    if form == "json":
+        click.echo(json.dumps(states))
+    elif quiet:
+        for st in states:
+            click.echo(st["id"])
+    else:
+        rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")] + [
+            (st["id"], str(st["pid"]), st["status"], st["bundle"], st["created"] or "", "root")
+            for st in states]
+        print_table(rows)
+    return 0
+
+
+@cli.command()
+@click.argument("id")
+def pause(id):
+    """Freeze every process of a running container (the freezer cgroup)."""
+    freeze(store().find(id), True)
+    return 0
+
+
+@cli.command()
+@click.argument("id")
+def resume(id):
+    """Thaw a paused container."""
+    freeze(store().find(id), False)
+    return 0
+
+
+def freeze(entry, frozen):
+    """Freeze or thaw through the container's freezer group (v1 freezer.state,
+    or v2 cgroup.freeze), wait until the kernel says it is done, and record it."""
+    import time
+    entry.check("pause" if frozen else "resume")
+    for version, path in entry.data.get("cgroups") or ():
+        name, value, done = (("freezer.state", "FROZEN" if frozen else "THAWED", None)
+                             if version == 1 else ("cgroup.freeze", "1" if frozen else "0", None))
+        target = os.path.join(path, name)
+        if not os.path.exists(target):
+            continue
+        with open(target, "w") as f:
+            f.write(value)
+        for _ in range(500):
+            with open(target) as f:
+                done = f.read().strip() == value
+            if done or version == 2:
+                entry.update(status=PAUSED if frozen else RUNNING)
+                return
+            time.sleep(0.002)
+        raise ContainerError(f"{'pause' if frozen else 'resume'} {entry.name}",
+                             "the freezer did not settle")
+    raise ContainerError(f"{'pause' if frozen else 'resume'} {entry.name}",
+                         "it has no freezer cgroup (containers of run have none)")
+
+
+@cli.command()
+def features():
+    """Print what this runtime supports, as the runtime spec's features document."""
+    import json
+    click.echo(json.dumps(oci_features(), indent=2))
+    return 0
+
+
+@cli.command(name="spec")
+@click.option("--bundle", "-b", default=".", metavar="DIR", help="Where to write config.json.")
+def spec_command(bundle):
+    """Write a default config.json: runc's, with minicontainer's capabilities,
+    masks and seccomp policy."""
+    import json
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644), "w") as f:
+            json.dump(default_config(), f, indent=2)
+    except FileExistsError:
+        raise ContainerError(f"spec {path}", "it exists; remove it first") from None
+    except OSError as exc:
+        raise ContainerError.from_os(f"spec {path}", exc) from None
+    return 0
 
 
 def mib(size):
@@ -5200,9 +6650,25 @@ def one_line(text, limit=1000):
     return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
-def say(message):
-    """The one line on stderr through which every failure is told."""
+# runc's --log FILE and --log-format: where an engine reads why a call failed.
+LOG = None
+
+
+def say(message, level="error"):
+    """The one line on stderr through which every failure is told; in the --log
+    file too, as a JSON object with an RFC 3339 time when asked (what
+    containerd's shim and podman read)."""
     click.echo(f"minicontainer: {one_line(message)}", err=True)
+    if LOG is not None:
+        import json
+        path, form, _ = LOG
+        line = (json.dumps({"level": level, "msg": one_line(message), "time": now_iso()})
+                if form == "json" else f"{now_iso()} {level}: {one_line(message)}")
+        try:
+            with open(path, "a") as f:
+                f.write(line + "\n")
+        except OSError:
+            pass
 
 
 def main(argv=None):

@@ -94,7 +94,8 @@ def test_pid_1_killed_by_a_signal_gives_128_plus_n(root, start):
 def test_command_not_found_is_127(run):
     result = run("nosuchcommand")
     assert result.returncode == 127
-    assert result.stderr == b"minicontainer: exec nosuchcommand: not found in the container\n"
+    assert result.stderr == (b"minicontainer: exec nosuchcommand: not found in the container"
+                             b" (no such file or directory)\n")
 
 
 def test_directory_is_126(run):
