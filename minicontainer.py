@@ -5,6 +5,9 @@ starts a command inside that root as PID 1 of its own PID and mount
 namespaces, behind pivot_root, with a fresh /proc, and passes its exit
 status through the way docker does; `run -d` keeps it in the background,
 and docker's verbs (ps, logs, exec, stop, kill, wait, rm, inspect) see to it.
+It is also an OCI runtime with runc's command line (create, start, state,
+kill, delete, ...), so podman and containerd can drive it: a bundle's
+config.json becomes the same Spec that run's options make.
 
 The module reads top to bottom as a container's life, one banner a section:
 
@@ -15,9 +18,11 @@ The module reads top to bottom as a container's life, one banner a section:
     Resource limits           cgroups v2 and v1, made before the fork
     Network (host side)       the bridge, addresses, veths, published ports
     State                     containers that outlive a command: entries, moves, logs
+    OCI bundles               config.json to Spec, state and features, cgroup resources
     Container set-up          PID 1's steps, in order, from container_main; exec's
-    Supervision               supervisor, monitor, holder: fork, wait, signals, exec
-    Command line              click: deploy, run, and the verbs; main and entry
+    Supervision               supervisor, monitor, holder: fork, wait, signals, exec,
+                              create's gate and hooks
+    Command line              click: deploy, run, docker's verbs, runc's verbs; main
 """
 
 __version__ = "0.1.0"
@@ -2861,6 +2866,8 @@ def load_process(spec, process):
     for unsupported in ("scheduler", "ioPriority", "execCPUAffinity"):
         if process.get(unsupported):
             raise ContainerError(f"config.json process.{unsupported}", "not supported by this runtime")
+    if process.get("selinuxLabel") and selinux_enabled():
+        raise ContainerError("config.json process.selinuxLabel", "SELinux labels are not supported")
 
 
 def oci_mounts(config, bundle):
@@ -3083,12 +3090,22 @@ def make_oci_cgroups(path, resources, id, devices=()):
         places = [(2, v2, frozenset(), own.get(""))] if v2 and "" in own else []
         places += [(1, mount, names, own.get(next(iter(names)))) for mount, names in v1]
         for version, mount, names, own_path in places:
-            base = os.path.join(mount, (path if path.startswith("/") else
-                                        os.path.join(own_path or "/", path)).lstrip("/"))
+            # Lexically, as runc's CleanPath: ".." never climbs out of the hierarchy.
+            inside = os.path.normpath("/" + (path if path.startswith("/") else
+                                             os.path.join(own_path or "/", path))).lstrip("/")
+            if not inside:
+                raise ContainerError(f"config.json linux.cgroupsPath {path}",
+                                     "that is the hierarchy's root, not a container's group")
+            base = os.path.join(mount, inside)
             group = Cgroup(version, base, names)
             make_group_dirs(mount, base, names)
             group.parent_fd = os.open(os.path.dirname(base), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             group.fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            if (group.read("cgroup.procs") or "").strip():  # never to be killed or removed by us
+                os.close(group.fd)
+                os.close(group.parent_fd)
+                raise ContainerError(f"config.json linux.cgroupsPath {path}", f"{base} already"
+                                     " holds processes: a container's group must be its own")
             groups.append(group)
         write_resources(groups, resources or {}, devices)
     except BaseException:

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from helpers import CLI, cli, container_cgroups, network_leftovers, wait_for
+from helpers import (CLI, cli, container_cgroups, network_leftovers, readme_step,
+                     readme_walkthrough, without_digits, wait_for)
 
 
 def detach(root, *args):
@@ -374,36 +375,16 @@ def test_a_foreground_named_container_can_be_stopped_by_name(root, start):
     assert cli("rm", "fg").returncode == 0
 
 
-def readme_walkthrough(title):
-    """The (command, shown output) pairs of the console block under a README heading."""
-    from helpers import REPO
-    text = (REPO / "README.md").read_text()
-    block = text.split(title, 1)[1].split("```console\n", 1)[1].split("```", 1)[0]
-    steps = []
-    for line in block.splitlines():
-        if line.startswith("$ "):
-            steps.append((line[2:], []))
-        else:
-            steps[-1][1].append(line)
-    return steps
-
-
 def test_the_services_walkthrough_runs_as_the_readme_shows(tmp_path):
-    from helpers import REPO
-    import sys
     work = tmp_path / "work"
     work.mkdir()
-    shell = (f"minicontainer() {{ {sys.executable} {REPO / 'minicontainer.py'} \"$@\"; }}\n"
-             "sudo() { \"$@\"; }\n")
     try:
         for command, shown in readme_walkthrough("### Services: containers in the background"):
-            result = subprocess.run(["bash", "-c", shell + command], cwd=work, capture_output=True,
-                                    timeout=60)
+            result = readme_step(command, work)
             assert result.returncode == 0, (command, result.stderr)
             out = result.stdout.decode().splitlines()
             if " deploy " in command:  # the size is the host's busybox's
-                digits = re.compile(r"\d+")
-                assert [digits.sub("N", line) for line in out] == [digits.sub("N", l) for l in shown]
+                assert without_digits(out) == without_digits(shown)
             elif " run -d " in command:
                 assert re.fullmatch(r"[0-9a-f]{64}", out[0]) and re.fullmatch(r"[0-9a-f]{64}", shown[0])
             elif command.endswith(" ps"):

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from helpers import CLI, cli, container_cgroups, wait_for
+from helpers import (CLI, cli, container_cgroups, readme_step, readme_walkthrough, run_to_files,
+                     wait_for, without_digits)
 
 
 @pytest.fixture(autouse=True)
@@ -60,14 +61,7 @@ def oci(*args, **kwargs):
     engines expect: they go to files here, not to pipes read to their end."""
     if "create" not in args:
         return cli(*map(str, args), **kwargs)
-    import tempfile
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        result = subprocess.run([*CLI, *map(str, args)], stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=err, timeout=60, **kwargs)
-        out.seek(0)
-        err.seek(0)
-        result.stdout, result.stderr = out.read(), err.read()
-    return result
+    return run_to_files([*CLI, *args], **kwargs)
 
 
 def state(id):
@@ -380,3 +374,79 @@ def test_an_error_after_start_is_said_on_the_containers_stderr(tmp_path, bundle)
     assert oci("start", "r1").returncode == 0
     assert wait_for(lambda: b"minicontainer: " in err.read_bytes(), 5)
     assert b"Traceback" not in err.read_bytes()
+
+
+def test_cgroups_path_stays_in_its_hierarchy_and_takes_no_busy_group(bundle):
+    """linux.cgroupsPath is cleaned as runc cleans it: ".." stops at each
+    hierarchy's root. A group that already holds processes is refused (delete
+    --force and kill --all would kill them), and so is a hierarchy's root."""
+    bundle.args("/bin/probe", "sleep", 30)
+    name = f"minicontainer-climb-{os.getpid()}"
+    climb = f"/../../../../{name}"
+    # Joined as a plain path, it would be the host's /NAME.
+    assert os.path.realpath(os.path.join("/sys/fs/cgroup/pids", climb.lstrip("/"))) == f"/{name}"
+    bundle.set(lambda c: c["linux"].update(cgroupsPath=climb))
+    assert oci("create", "--bundle", bundle.path, "g1").returncode == 0
+    assert not os.path.exists(f"/{name}")
+    assert str(state("g1")["pid"]) in open(f"/sys/fs/cgroup/pids/{name}/cgroup.procs").read().split()
+    assert oci("delete", "--force", "g1").returncode == 0
+
+    root = oci_refused(bundle, "/")
+    assert b"the hierarchy's root" in root.stderr
+    busy = f"/sys/fs/cgroup/pids/minicontainer-busy-{os.getpid()}"
+    os.mkdir(busy)
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        with open(f"{busy}/cgroup.procs", "w") as f:
+            f.write(str(sleeper.pid))
+        taken = oci_refused(bundle, os.path.basename(busy).join("//"))
+        assert b"already holds processes" in taken.stderr
+        assert sleeper.poll() is None  # untouched
+        with open("/sys/fs/cgroup/pids/cgroup.procs", "w") as f:
+            f.write(str(sleeper.pid))  # out again: now the same group is free to take
+        bundle.set(lambda c: c["linux"].update(cgroupsPath=os.path.basename(busy).join("//")))
+        assert oci("create", "--bundle", bundle.path, "g2").returncode == 0
+        assert oci("delete", "--force", "g2").returncode == 0
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        if os.path.exists(busy):
+            os.rmdir(busy)
+    assert not container_cgroups()
+
+
+def oci_refused(bundle, cgroups_path):
+    bundle.set(lambda c: c["linux"].update(cgroupsPath=cgroups_path))
+    result = oci("create", "--bundle", bundle.path, "refused")
+    assert result.returncode == 125 and result.stderr.count(b"\n") == 1, result.stderr
+    assert oci("state", "refused").returncode == 125
+    return result
+
+
+def test_the_oci_walkthrough_runs_as_the_readme_shows(tmp_path):
+    import re
+    work = tmp_path
+    for command, shown in readme_walkthrough("### An OCI runtime"):
+        made = re.fullmatch(r"mkdir (\w+) && cd \1", command)
+        if made:  # each line is its own shell: the directory is carried here
+            work = work / made.group(1)
+            work.mkdir()
+            continue
+        if " exec " in command:  # start returns before PID 1 has exec'd its program
+            pid = state("demo")["pid"]
+            assert wait_for(lambda: open(f"/proc/{pid}/cmdline", "rb").read().startswith(
+                b"busybox\0httpd"), 5)
+        result = readme_step(command, work)
+        assert result.returncode == 0, (command, result.stderr)
+        out = result.stdout.decode().splitlines()
+        if " deploy " in command:  # the size is the host's busybox's
+            assert without_digits(out) == without_digits(shown)
+        elif command.endswith(" list"):
+            assert out[0].split() == shown[0].split()
+            id, pid, status, bundle, created, owner = out[1].split()
+            assert (id, status, bundle, owner) == ("demo", "created", str(work), "root")
+            assert int(pid) > 0 and created.endswith("Z")
+        else:
+            assert out == shown, command
+    assert json.loads(oci("list", "--format", "json").stdout) == []
