@@ -229,4 +229,4 @@ def test_installed_console_script_runs(tmp_path):
     if script is None:
         pytest.skip("minicontainer is not installed on PATH (run setup.sh)")
     result = subprocess.run([script, "--version"], capture_output=True, text=True)
-    assert result.returncode == 0 and "minicontainer, version" in result.stdout
+    assert result.returncode == 0 and "minicontainer version" in result.stdout
