@@ -7,7 +7,9 @@ status through the way docker does; `run -d` keeps it in the background,
 and docker's verbs (ps, logs, exec, stop, kill, wait, rm, inspect) see to it.
 It is also an OCI runtime with runc's command line (create, start, state,
 kill, delete, ...), so podman and containerd can drive it: a bundle's
-config.json becomes the same Spec that run's options make.
+config.json becomes the same Spec that run's options make. An ordinary user
+runs the same way, without root: in a user namespace of its own in which it
+is root, with slirp4netns for a private network.
 
 The module reads top to bottom as a container's life, one banner a section:
 
@@ -16,7 +18,8 @@ The module reads top to bottom as a container's life, one banner a section:
     Syscall wrappers          the only ctypes: mount API, openat2, seccomp, ...
     Root filesystem and deploy   plan, check, then write inside the root
     Resource limits           cgroups v2 and v1, made before the fork
-    Network (host side)       the bridge, addresses, veths, published ports
+    Network (host side)       the bridge, addresses, veths, published ports;
+                              a user's slirp4netns
     State                     containers that outlive a command: entries, moves, logs
     OCI bundles               config.json to Spec, state and features, cgroup resources
     Container set-up          PID 1's steps, in order, from container_main; exec's
@@ -814,10 +817,14 @@ class Plan:
     def __init__(self, rootfd):
         self.rootfd, self.ops, self.skipped, self.open_files = rootfd, [], [], []
         self.planned, self.removed = {}, set()
+        self.foreign = 0  # archive members whose owners a user's deploy cannot keep
+        self.layering, self.cleared = False, set()  # image layers: an upper one's files win
 
     def add(self, op):
-        """Add an op; a second op for the same place and kind is dropped."""
-        if self.planned.get(op.dst) == op.kind and op.kind in ("dir", "symlink", "file"):
+        """Add an op; a second op for the same place and kind is dropped, except
+        that an image layer's file or symlink replaces a lower layer's."""
+        if self.planned.get(op.dst) == op.kind and (op.kind == "dir" or op.kind in (
+                "symlink", "file") and not self.layering):
             return
         check_name(op.dst, f"deploy {op.src or op.dst}")
         self.planned[op.dst] = op.kind
@@ -828,6 +835,14 @@ class Plan:
         self.ops.append(op)
         self.removed.add(op.dst)
         for path in [p for p in self.planned if p == op.dst or p.startswith(op.dst.rstrip("/") + "/")]:
+            del self.planned[path]
+
+    def clear(self, op):
+        """Add an opaque whiteout's op: what lies below its directory is no
+        longer planned or there; the directory stays."""
+        self.ops.append(op)
+        self.cleared.add(op.dst.rstrip("/"))
+        for path in [p for p in self.planned if p.startswith(op.dst.rstrip("/") + "/")]:
             del self.planned[path]
 
     def check_parents(self):
@@ -862,7 +877,8 @@ class Plan:
         if kind == "symlink":
             return "symlink"
         if self.rootfd is None or any(path == r or path.startswith(r.rstrip("/") + "/")
-                                      for r in self.removed):
+                                      for r in self.removed) \
+                or any(path.startswith(c + "/") for c in self.cleared):
             return "missing"
         try:
             os.close(openat2(self.rootfd, path, os.O_PATH | os.O_DIRECTORY, IN_ROOT))
@@ -1166,8 +1182,8 @@ def member_checker():
     and nothing here ever follows one out), and modes and owners are kept as
     tar keeps them for root (the container mounts its root nosuid anyway).
     """
-    import tarfile
     import tempfile
+    tarfile = tar_module()
     empty = tempfile.mkdtemp(prefix="minicontainer-tarcheck-")
     os.rmdir(empty)  # only its name is used: nothing at it can be followed
 
@@ -1218,6 +1234,9 @@ def plan_members(plan, tar, members, archive, to, check):
                                  " and a file in this archive; refused")
         seen[dst] = kind
         meta = (member.mode & 0o7777, member.uid, member.gid, int(member.mtime * 1e9), member.size)
+        if (member.isdir() or member.isreg()) and os.geteuid() != 0 \
+                and (member.uid, member.gid) != (os.geteuid(), os.getegid()):
+            plan.foreign += 1
         if member.isdir():
             plan.add(Op("dir", dst, None, meta))
         elif member.issym():
@@ -1228,8 +1247,24 @@ def plan_members(plan, tar, members, archive, to, check):
             plan.add(Op("file", dst, None, meta, data=lambda m=member, t=tar: t.extractfile(m)))
 
 
-def open_tar(path, fileobj=None):
+def tar_module():
+    """The standard library's tarfile, or its backport (backports.tarfile, a
+    dependency before 3.12) where this Python's has no extraction filters:
+    they came in 3.11.4, and Debian 12's python3 is 3.11.2."""
     import tarfile
+    if hasattr(tarfile, "data_filter"):
+        return tarfile
+    try:
+        from backports import tarfile
+    except ImportError:
+        raise ContainerError("deploy", f"Python {sys.version.split()[0]}'s tarfile has no data"
+                             " filter and backports.tarfile is not installed: pip install"
+                             " backports.tarfile") from None
+    return tarfile
+
+
+def open_tar(path, fileobj=None):
+    tarfile = tar_module()
     try:
         return tarfile.open(path, "r:*", fileobj=fileobj)
     except (tarfile.TarError, OSError) as exc:
@@ -1302,12 +1337,16 @@ def plan_layer(plan, tar, name, to):
             checked = check(member, name) or member.name
             where = os.path.normpath(os.path.join(to, os.path.dirname(checked)))
             if base == ".wh..wh..opq":
-                plan.ops.append(Op("clear", where))
+                plan.clear(Op("clear", where))
             else:
                 plan.remove(Op("remove", os.path.join(where, base[4:])))
             plan.planned.pop(where, None)
-    plan_members(plan, tar, [m for m in members if not os.path.basename(m.name).startswith(".wh.")],
-                 name, to, check)
+    plan.layering = True
+    try:
+        plan_members(plan, tar, [m for m in members if not os.path.basename(m.name).startswith(".wh.")],
+                     name, to, check)
+    finally:
+        plan.layering = False
 
 
 STAGING = ".minicontainer-tmp."  # a deploy's staging directory (at the root's top) or temporary
@@ -2093,6 +2132,8 @@ class Network:
     """A container's place on the bridge: address, veth, published ports, and
     the shared state (/run/minicontainer/network.json) saying who else is there."""
 
+    host_side = True  # links, addresses and rules on the host, for the holder to undo
+
     def __init__(self, subnet, publish=(), outbound=False):
         self.subnet, self.publish, self.outbound = subnet, tuple(publish), outbound
         self.gateway = str(subnet[1])
@@ -2146,7 +2187,6 @@ class Network:
     def allocate(self):
         """Take the lowest free address, make sure the bridge is there (and the
         masquerade rule, for --outbound), and bind the published ports."""
-        import socket
         fd = self.locked()
         try:
             state = self.load()
@@ -2159,16 +2199,7 @@ class Network:
             self.address = next(free, None)
             if self.address is None:
                 raise ContainerError(f"--subnet {self.subnet}", "no free address left")
-            for host_ip, host_port, _ in self.publish:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    sock.bind((host_ip, host_port))
-                except OSError as exc:
-                    sock.close()
-                    raise ContainerError.from_os(f"--publish {host_ip}:{host_port}", exc) from None
-                sock.listen(64)
-                self.listeners.append(sock)
+            self.listeners = listen_published(self.publish)
             self.ensure_bridge()
             if self.outbound:
                 self.ensure_outbound(state)
@@ -2252,9 +2283,9 @@ class Network:
 
     def relay(self):
         """-p: a userspace relay per published port, in threads of the supervisor."""
-        import threading
-        for sock, (_, _, port) in zip(self.listeners, self.publish):
-            threading.Thread(target=accept_loop, args=(sock, self.address, port), daemon=True).start()
+        import socket
+        relay_published(self.listeners, self.publish,
+                        lambda port: socket.create_connection((self.address, port), timeout=5))
 
     def etc_files(self, hostname):
         """/etc/hosts, /etc/hostname, /etc/resolv.conf for inside, written from this run."""
@@ -2312,6 +2343,174 @@ class Network:
             self.address = None
 
 
+SLIRP_ADDRESS, SLIRP_GATEWAY, SLIRP_DNS = "10.0.2.100", "10.0.2.2", "10.0.2.3"
+
+
+class SlirpNetwork:
+    """--network bridge for a user's container, who cannot make links on the
+    host: slirp4netns, a user-mode network stack, gives it eth0 (10.0.2.100/24)
+    and reaches the outside on the user's behalf (as rootless podman does);
+    the host's loopback stays out of reach. Without --outbound, its default
+    route is taken away, so the container reaches nothing beyond slirp's
+    network. -p goes through the same relay as root's: the connections to the
+    container come from a connector, a process of minicontainer's that joins
+    the container's user and network namespaces (never its mount namespace)
+    and hands each connected socket back. slirp4netns ends when this process
+    closes its exit descriptor; the connector, when its socket closes; both,
+    also when this process is SIGKILLed: nothing is left on the host."""
+
+    host_side = False  # nothing of the host's to undo: no links, no addresses, no rules
+
+    def __init__(self, publish=(), outbound=False):
+        self.publish, self.outbound = tuple(publish), outbound
+        self.address, self.gateway = SLIRP_ADDRESS, SLIRP_GATEWAY
+        self.listeners, self.slirp, self.exit_fd = [], None, None
+        self.connector = self.connector_sock = None
+
+    def allocate(self):
+        """Find slirp4netns, bind the published ports, and fork the connector
+        now, while this process has no thread (a user namespace takes only a
+        single-threaded process)."""
+        import shutil
+        import socket
+        if shutil.which("slirp4netns") is None:
+            raise ContainerError("--network bridge", "a user's container needs slirp4netns"
+                                 " for it (apt install slirp4netns), or root")
+        if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+            raise ContainerError("--network bridge", "slirp4netns needs /dev/net/tun, which"
+                                 " you cannot open here (distributions make it mode 0666)")
+        __import__("pyroute2.iproute")  # the connector's, imported once, before the fork
+        self.listeners = listen_published(self.publish)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        supervisor = os.getpid()
+        self.connector = fork()
+        if self.connector == 0:
+            ours.close()
+            for sock in self.listeners:
+                sock.close()
+            code = 0
+            try:
+                die_with_parent(supervisor)
+                connector_main(theirs, self.address, self.outbound, self.publish)
+            except BaseException as exc:
+                try:
+                    theirs.send(f"error {exc}".encode())
+                except OSError:
+                    pass
+                code = EXIT_OWN_FAILURE
+            finally:
+                os._exit(code)
+        theirs.close()
+        self.connector_sock = ours
+
+    def etc_files(self, hostname):
+        hosts = (f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                 f"{self.address}\t{hostname}\n")
+        resolv = (f"nameserver {SLIRP_DNS}\n" if self.outbound else
+                  "# no outbound access: no name servers (minicontainer --outbound adds them)\n")
+        return (("hosts", hosts), ("hostname", f"{hostname}\n"), ("resolv.conf", resolv))
+
+    def attach(self, pid1):
+        """slirp4netns for PID 1's namespaces, up and configured; then the
+        connector joins them and takes the default route away unless --outbound."""
+        import subprocess
+        ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
+        exit_read, self.exit_fd = os.pipe2(os.O_CLOEXEC)
+        try:
+            self.slirp = subprocess.Popen(
+                ["slirp4netns", "--configure", "--mtu=65520", "--disable-host-loopback",
+                 "--enable-sandbox", "--enable-seccomp", f"--ready-fd={ready_write}",
+                 f"--exit-fd={exit_read}", str(pid1), "eth0"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                pass_fds=(ready_write, exit_read))
+        except OSError as exc:
+            raise ContainerError.from_os("slirp4netns", exc) from None
+        finally:
+            os.close(ready_write)
+            os.close(exit_read)
+        try:
+            ready = os.read(ready_read, 1)
+        finally:
+            os.close(ready_read)
+        if ready != b"1":
+            why = self.slirp.stderr.read().decode(errors="replace").strip().splitlines()
+            raise ContainerError("slirp4netns", why[-1] if why else "it ended before the network was up")
+        self.connector_sock.send(f"pid {pid1}".encode())
+        answer = self.connector_sock.recv(4096).decode(errors="replace")
+        if answer != "ok":
+            raise ContainerError("set up the container's network",
+                                 answer.removeprefix("error ") or "the connector ended")
+
+    def relay(self):
+        import threading
+        lock = threading.Lock()
+
+        def connect(port):
+            """A connection to the container's port, made by the connector."""
+            import socket
+            with lock:
+                self.connector_sock.send(port.to_bytes(2, "big"))
+                message, fds, _, _ = socket.recv_fds(self.connector_sock, 64, 1)
+            if not fds:
+                raise ConnectionRefusedError(message.decode(errors="replace"))
+            return socket.socket(fileno=fds[0])
+
+        relay_published(self.listeners, self.publish, connect)
+
+    def close_listeners(self):
+        """The ports' sockets and the connector's are the supervisor's alone."""
+        for sock in self.listeners:
+            sock.close()
+        self.listeners = []
+        if self.connector_sock is not None:
+            self.connector_sock.close()
+            self.connector_sock = None
+
+    def release(self):
+        """slirp4netns and the connector end; nothing else is left."""
+        self.close_listeners()
+        if self.exit_fd is not None:
+            os.close(self.exit_fd)
+            self.exit_fd = None
+        if self.slirp is not None:
+            self.slirp.wait()
+            self.slirp.stderr.close()
+            self.slirp = None
+        if self.connector is not None:
+            os.waitpid(self.connector, 0)
+            self.connector = None
+
+
+def connector_main(sock, address, outbound, publish):
+    """The connector (see SlirpNetwork): it waits for PID 1's pid, joins its
+    user and network namespaces through a pidfd, removes the default route
+    unless --outbound, then answers each port number with a socket connected
+    to that port of the container's, until its socket closes."""
+    import socket
+    from pyroute2.iproute import IPRoute
+    word = sock.recv(64).decode()
+    if not word.startswith("pid "):
+        return
+    pidfd = os.pidfd_open(int(word[4:]))
+    setns(pidfd, CLONE_NEWUSER | CLONE_NEWNET)
+    os.close(pidfd)
+    if not outbound:
+        with IPRoute() as ip:
+            ip.route("del", dst="0.0.0.0/0")
+    sock.send(b"ok")
+    if not publish:
+        return
+    while (request := sock.recv(2)):
+        port = int.from_bytes(request, "big")
+        try:
+            upstream = socket.create_connection((address, port), timeout=5)
+        except OSError as exc:
+            sock.send(f"{exc.strerror}".encode())
+            continue
+        socket.send_fds(sock, [b"c"], [upstream.fileno()])
+        upstream.close()
+
+
 def delete_link(ip, name):
     """Delete a network link if it is there; one that is already gone is fine."""
     from pyroute2.netlink.exceptions import NetlinkError
@@ -2353,9 +2552,38 @@ def read_lines(path):
         return []
 
 
-def accept_loop(listener, address, port):
-    """Accept connections on a published port and relay each to the container."""
+def listen_published(publish):
+    """-p's listening sockets on the host, bound before the container starts,
+    so that a port already taken fails the run at once."""
     import socket
+    listeners = []
+    try:
+        for host_ip, host_port, _ in publish:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listeners.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host_ip, host_port))
+            except OSError as exc:
+                raise ContainerError.from_os(f"--publish {host_ip}:{host_port}", exc) from None
+            sock.listen(64)
+    except BaseException:
+        for sock in listeners:
+            sock.close()
+        raise
+    return listeners
+
+
+def relay_published(listeners, publish, connect):
+    """-p: a userspace relay per published port, in threads of the supervisor;
+    connect(port) makes each connection to the container's port."""
+    import threading
+    for sock, (_, _, port) in zip(listeners, publish):
+        threading.Thread(target=accept_loop, args=(sock, port, connect), daemon=True).start()
+
+
+def accept_loop(listener, port, connect):
+    """Accept connections on a published port and relay each to the container."""
     import threading
     while True:
         try:
@@ -2363,7 +2591,7 @@ def accept_loop(listener, address, port):
         except OSError:  # closed at the end of the run
             return
         try:
-            upstream = socket.create_connection((address, port), timeout=5)
+            upstream = connect(port)
         except OSError:
             client.close()
             continue
@@ -2413,6 +2641,17 @@ NAME_ADJECTIVES = ("brave", "calm", "clever", "eager", "fond", "gentle", "happy"
 NAME_NOUNS = ("badger", "finch", "gecko", "heron", "ibex", "koala", "lynx", "marten",
               "ocelot", "otter", "puffin", "quail", "raven", "stoat", "tapir", "vole",
               "walrus", "wren", "yak", "zebu")
+
+
+def default_state_dir():
+    """root's /run/minicontainer; a user's $XDG_RUNTIME_DIR/minicontainer (as
+    podman and runc keep theirs), else /tmp/minicontainer-UID."""
+    if os.geteuid() == 0:
+        return STATE_DIR
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime):
+        return os.path.join(runtime, "minicontainer")
+    return f"/tmp/minicontainer-{os.geteuid()}"
 
 
 def alive(owner):
@@ -2546,13 +2785,19 @@ class Store:
     """The state directory: where entries are made, found and listed."""
 
     def __init__(self, path=None):
-        self.path = os.path.abspath(path or os.environ.get(STATE_ENV) or STATE_DIR)
+        self.path = os.path.abspath(path or os.environ.get(STATE_ENV) or default_state_dir())
 
     def ensure(self):
         try:
             os.makedirs(self.path, 0o700, exist_ok=True)
+            st = os.lstat(self.path)
         except OSError as exc:
             raise ContainerError.from_os(f"state directory {self.path}", exc) from None
+        import stat
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            # Another user's (a directory made first in /tmp) would be theirs to forge.
+            raise ContainerError(f"state directory {self.path}", "not a directory of yours"
+                                 " that only you can enter (mode 0700)")
         return self
 
     def entries(self):
@@ -3305,7 +3550,7 @@ class Spec:
                  # What a bundle's config.json can ask for beyond run's options:
                  "cap_sets", "no_new_privs", "umask", "additional_gids", "oom_score_adj",
                  "domainname", "personality", "propagation", "sysctl", "hooks", "ns_paths",
-                 "keyring", "oci", "state", "no_pivot", "uid_map", "gid_map")
+                 "keyring", "oci", "state", "no_pivot", "uid_map", "gid_map", "groups_locked")
 
     def __init__(self, root, command, workdir="/", hostname=DEFAULT_HOSTNAME,
                  namespaces=BASE_NAMESPACES | sum(OPTIONAL_NAMESPACES.values()),
@@ -3336,6 +3581,9 @@ class Spec:
         self.state = None  # OCI: the state hooks are given on stdin
         self.no_pivot = False  # create --no-pivot: move the root onto / and chroot
         self.uid_map = self.gid_map = ()  # a user namespace's: (inside, outside, count)
+        # Its gid map written without newgidmap by a user: setgroups is denied there,
+        # so the supplementary groups stay the caller's.
+        self.groups_locked = False
 
     def to_json(self):
         """The description as JSON data, kept in a container's state entry."""
@@ -3413,11 +3661,12 @@ def new_session():
 
 def become_root_inside(spec):
     """In a user namespace: uid and gid 0 there (mapped to the host's ids the
-    bundle gave), with no supplementary groups."""
+    maps gave), with no supplementary groups where setgroups is allowed."""
     if spec.namespaces & CLONE_NEWUSER:
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
-        os.setgroups([])
+        if not spec.groups_locked:
+            os.setgroups([])
 
 
 def enter_cgroups(spec, groups):
@@ -4199,7 +4448,7 @@ def limit_capabilities(spec):
     if spec.cap_sets is not None:  # a bundle's process.capabilities, set by set
         return set_capability_sets(spec)
     if spec.user:
-        switch_user(*spec.user[:2], spec.additional_gids)
+        switch_user(*spec.user[:2], spec.additional_gids, spec.groups_locked)
     lower_capability_sets(spec.caps)
 
 
@@ -4211,7 +4460,7 @@ def set_capability_sets(spec):
     sets = spec.cap_sets
     if spec.user:
         prctl.set_keepcaps(True)
-        switch_user(*spec.user[:2], spec.additional_gids)
+        switch_user(*spec.user[:2], spec.additional_gids, spec.groups_locked)
         prctl.set_keepcaps(False)
     every = list(prctl.ALL_CAPS)
     changes = []
@@ -4223,6 +4472,7 @@ def set_capability_sets(spec):
     prctl.set_caps(*changes)
     for cap in sets.get("ambient", ()):
         raise_ambient(cap)
+
 
 def limit_bounding_set(keep):
     """Drop every capability but `keep` from the bounding set, by number."""
@@ -4242,10 +4492,12 @@ def lower_capability_sets(keep):
                    (list(prctl.ALL_CAPS), prctl.CAP_INHERITABLE, False))
 
 
-def switch_user(uid, gid, groups=()):
-    """Become uid:gid with only the given supplementary groups (none for run);
-    leaving uid 0 clears the capabilities, unless they are kept."""
-    os.setgroups(list(groups))
+def switch_user(uid, gid, groups=(), groups_locked=False):
+    """Become uid:gid with only the given supplementary groups (none for run;
+    in a user namespace whose setgroups is denied, the caller's stay); leaving
+    uid 0 clears the capabilities, unless they are kept."""
+    if not groups_locked:
+        os.setgroups(list(groups))
     os.setgid(gid)
     os.setuid(uid)
 
@@ -4447,7 +4699,31 @@ def container_main(spec, holder_pid, handles):
     start_command(spec, env, handles)
 
 
-def exec_main(spec, handles, pidfd, supervisor_pid, detached):
+def exec_as_user(spec, handles, pidfd, supervisor_pid, detached):
+    """A user's way into its container's PID namespace: only a process with
+    CAP_SYS_ADMIN in its own user namespace may join another's PID namespace,
+    so this one joins the container's user namespace first (a user may: it
+    owns it), then its PID namespace, and forks the process, which takes
+    exec_main's steps. It tells the supervisor that process's pid (to pass
+    signals to it), then passes its status on as its own; with -d it goes."""
+    if not detached:
+        die_with_parent(supervisor_pid)
+    setns(pidfd, CLONE_NEWUSER)
+    setns(pidfd, CLONE_NEWPID)
+    me = os.getpid()
+    process = os.fork()
+    if process == 0:
+        in_child(handles.report_fd, exec_main, spec, handles, pidfd, me, detached, True)
+    report(handles.report_fd, f"pid {process}")
+    os.close(handles.report_fd)
+    if handles.tty_sock is not None:
+        handles.tty_sock.close()
+    if detached:
+        return 0
+    return exit_code(os.waitpid(process, 0)[1])
+
+
+def exec_main(spec, handles, pidfd, supervisor_pid, detached, in_user_namespace=False):
     """A process joining a running container (exec): forked into its PID
     namespace by the supervisor; it joins the container's cgroups, then its
     other namespaces through PID 1's pidfd (never through a path), and from
@@ -4459,7 +4735,8 @@ def exec_main(spec, handles, pidfd, supervisor_pid, detached):
     join_cgroups(handles.groups, os.getpid())
     handles.seccomp = prepare_seccomp(spec)
     forbid_imports()
-    enter_namespaces(spec, pidfd)
+    enter_namespaces(spec, pidfd, in_user_namespace)
+    become_root_inside(spec)
     close_inherited_fds(spec, handles)
     handles.root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     enter_workdir(spec, handles, create=False)
@@ -4467,12 +4744,16 @@ def exec_main(spec, handles, pidfd, supervisor_pid, detached):
     start_command(spec, container_env(spec), handles)
 
 
-def enter_namespaces(spec, pidfd):
+def enter_namespaces(spec, pidfd, in_user_namespace=False):
     """Join the container's own namespaces (not those it shares with the host)
-    at once, through PID 1's pidfd (Linux 5.8). The mount namespace's join sets
-    the root and the working directory to the container's."""
-    flags = spec.namespaces & (CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET
-                               | CLONE_NEWCGROUP)
+    at once, through PID 1's pidfd (Linux 5.8): its user namespace first, so
+    the process is the container's root there and nothing more, then the
+    rest. The mount namespace's join sets the root and the working directory
+    to the container's."""
+    flags = spec.namespaces & (CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
+                               | CLONE_NEWNET | CLONE_NEWCGROUP)
+    if in_user_namespace:  # joined already (exec_as_user): a second join is EINVAL
+        flags &= ~CLONE_NEWUSER
     setns(pidfd, flags)
 
 
@@ -4557,6 +4838,7 @@ def holder_main(spec, handles, supervisor_pid, status_fd):
     host_ns = None
     if handles.network is not None:
         handles.network.close_listeners()  # the supervisor serves the published ports
+    if handles.network is not None and handles.network.host_side:
         host_ns = tuple(os.open(f"/proc/self/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
                         for ns in ("net", "pid"))
     enter_user_namespace(spec, handles)
@@ -4619,14 +4901,95 @@ def enter_user_namespace(spec, handles):
 
 
 def write_id_maps(pid, spec):
-    """A user namespace's uid and gid maps, written for process `pid` from outside
-    (root may map any ids; rootless use goes through newuidmap)."""
-    for name, mapping in (("uid_map", spec.uid_map), ("gid_map", spec.gid_map)):
-        try:
+    """A user namespace's uid and gid maps, written for process `pid` from
+    outside. root writes any maps itself; a user writes only its own ids, and
+    only after denying setgroups there (the kernel's rule, groups_locked); its
+    subordinate ranges take newuidmap and newgidmap, which check them against
+    /etc/subuid and /etc/subgid."""
+    if os.geteuid() != 0 and not spec.groups_locked:
+        return run_id_mappers(pid, spec)
+    try:
+        if spec.groups_locked:
+            with open(f"/proc/{pid}/setgroups", "w") as f:
+                f.write("deny")
+        for name, mapping in (("uid_map", spec.uid_map), ("gid_map", spec.gid_map)):
             with open(f"/proc/{pid}/{name}", "w") as f:
                 f.write("".join(f"{inside} {outside} {count}\n" for inside, outside, count in mapping))
+    except OSError as exc:
+        raise ContainerError.from_os(f"write the user namespace's {name}", exc) from None
+
+
+def run_id_mappers(pid, spec):
+    """newuidmap and newgidmap (setuid root, from the uidmap package) write a
+    user's subordinate ranges, once they have checked them."""
+    import subprocess
+    for tool, mapping in (("newuidmap", spec.uid_map), ("newgidmap", spec.gid_map)):
+        argv = [tool, str(pid)] + [str(n) for line in mapping for n in line]
+        try:
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
         except OSError as exc:
-            raise ContainerError.from_os(f"write the user namespace's {name}", exc) from None
+            raise ContainerError.from_os(tool, exc) from None
+        if done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            raise ContainerError(f"{tool} {pid}", why)
+
+
+class IdMaps:
+    """The holder's wait for its user namespace's id maps: a pipe, whose word
+    the supervisor writes once it has written the maps from outside."""
+
+    def __init__(self, spec):
+        self.spec, self.holder = spec, None
+        self.read_fd = self.write_fd = None
+        if spec.namespaces & CLONE_NEWUSER:
+            self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC)
+
+    def holder_side(self):
+        """In the holder: its end (or None), the supervisor's closed."""
+        if self.write_fd is not None:
+            os.close(self.write_fd)
+        return self.read_fd
+
+    def forked(self, holder):
+        self.holder = holder
+        if self.read_fd is not None:
+            os.close(self.read_fd)
+            self.read_fd = None
+
+    def write(self):
+        """The holder has made its user namespace: the maps, then the word."""
+        try:
+            write_id_maps(self.holder, self.spec)
+            os.write(self.write_fd, b"m")
+        finally:
+            self.close()
+
+    def close(self):
+        for fd in (self.read_fd, self.write_fd):
+            if fd is not None:
+                os.close(fd)
+        self.read_fd = self.write_fd = None
+
+
+def subordinate_range(path, user, id):
+    """The first range /etc/subuid or /etc/subgid grants a user (by name or
+    number): (start, count), or None."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.strip().split(":")
+        if len(fields) == 3 and fields[0] in (user, str(id)) and all(x.isdigit() for x in fields[1:]):
+            if int(fields[2]) > 0:
+                return int(fields[1]), int(fields[2])
+    return None
+
+
+def mapped(mapping, id):
+    """Whether an id inside a user namespace has a host id under its map."""
+    return any(inside <= id < inside + count for inside, _, count in mapping)
 
 
 def take_stdio(handles):
@@ -4649,7 +5012,7 @@ def clean_up_orphaned(handles, host_ns, code):
     the container's is dead, and forks into it fail."""
     try:
         remove_cgroups(handles.groups)
-        if handles.network is not None:
+        if handles.network is not None and handles.network.host_side:
             setns(host_ns[0], CLONE_NEWNET)
             setns(host_ns[1], CLONE_NEWPID)
             handles.network.release()
@@ -4802,7 +5165,7 @@ def forward(sig, pid1, pidfd, own_init=False):
 
 
 def supervise(spec, holder, report_fd, status_fd, tty_sock, on_pid=None, on_started=None,
-              detach=None, forward_all=False):
+              detach=None, forward_all=False, on_userns=None):
     """Parent, host namespaces, root: wait for the container and return its exit code.
 
     The holder reports the status (HOLDER_DONE, then the status pipe) as soon
@@ -4815,7 +5178,9 @@ def supervise(spec, holder, report_fd, status_fd, tty_sock, on_pid=None, on_star
     the exec'd process itself for `exec` (forward_all: not a PID 1).
     """
     import time
-    pid1, error = read_reports(report_fd, on_pid)
+    pid1, error = read_reports(report_fd, on_pid, on_userns=on_userns)
+    if forward_all and pid1 is None:  # exec: the process itself, whose pid the fork gave
+        pid1 = holder
     if on_started is not None:
         on_started(pid1, error)
     pidfd = open_pid(pid1)
@@ -4935,6 +5300,7 @@ def run_container(spec, network=None, entry=None, detach=None):
                      cgroups=[[g.version, g.path] for g in groups])
     found, code, ran = {}, EXIT_OWN_FAILURE, False
     go_read = go_write = None
+    maps = IdMaps(spec)
     stdio = detach.stdio() if detach is not None and not spec.tty else None
     try:
         if network is not None:
@@ -4958,9 +5324,10 @@ def run_container(spec, network=None, entry=None, detach=None):
                 os.close(go_write)
             if detach is not None and detach.notify_fd is not None:
                 os.close(detach.notify_fd)  # run -d hears the monitor, not the holder
-            in_child(write_fd, holder_main, spec,
-                     Handles(write_fd, groups, tty_theirs, go_read, network, stdio, entry),
-                     supervisor_pid, status_write)
+            handles = Handles(write_fd, groups, tty_theirs, go_read, network, stdio, entry)
+            handles.map_fd = maps.holder_side()
+            in_child(write_fd, holder_main, spec, handles, supervisor_pid, status_write)
+        maps.forked(holder)
         os.close(write_fd)
         os.close(status_write)
         if tty_theirs is not None:
@@ -4990,7 +5357,8 @@ def run_container(spec, network=None, entry=None, detach=None):
 
         try:
             code = supervise(spec, holder, read_fd, status_read, tty_ours,
-                             connect if network is not None else None, started, detach)
+                             connect if network is not None else None, started, detach,
+                             on_userns=maps.write)
         finally:
             os.close(status_read)
             if tty_ours is not None:
@@ -4999,6 +5367,7 @@ def run_container(spec, network=None, entry=None, detach=None):
         code = exc.code
         raise
     finally:
+        maps.close()
         if go_read is not None:
             os.close(go_read)
         found, errors = remove_cgroups(groups, post_mortem_too=True)
@@ -5058,12 +5427,15 @@ def exec_container(entry, spec, detached=False, keep_stdio=False, pid_file=None,
         elif spec.tty:
             import socket
             tty_ours, tty_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-        setns(pidfd, CLONE_NEWPID)  # this process's children are born in the container's
+        rootless = os.geteuid() != 0
+        if not rootless:
+            own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+            setns(pidfd, CLONE_NEWPID)  # this process's children are born in the container's
         supervisor_pid = os.getpid()
         child = fork()
         if child == 0:
-            # The exec'd process: the container's PID namespace, soon all its namespaces.
+            # The exec'd process: the container's PID namespace, soon all its namespaces
+            # (a user's: the way in to it, see exec_as_user).
             os.close(read_fd)
             if tty_ours is not None:
                 tty_ours.close()
@@ -5072,12 +5444,13 @@ def exec_container(entry, spec, detached=False, keep_stdio=False, pid_file=None,
                 for fd in (0, 1, 2):
                     os.dup2(null, fd)
                 os.close(null)
-            in_child(write_fd, exec_main, spec, Handles(write_fd, groups, tty_theirs),
-                     pidfd, supervisor_pid, detached)
-        # Back to our own: a thread (the terminal's relay) cannot be made while
-        # children would be born in another PID namespace.
-        setns(own_pid_ns, CLONE_NEWPID)
-        os.close(own_pid_ns)
+            in_child(write_fd, exec_as_user if rootless else exec_main, spec,
+                     Handles(write_fd, groups, tty_theirs), pidfd, supervisor_pid, detached)
+        if not rootless:
+            # Back to our own: a thread (the terminal's relay) cannot be made while
+            # children would be born in another PID namespace.
+            setns(own_pid_ns, CLONE_NEWPID)
+            os.close(own_pid_ns)
         os.close(write_fd)
         if tty_theirs is not None:
             tty_theirs.close()
@@ -5087,6 +5460,8 @@ def exec_container(entry, spec, detached=False, keep_stdio=False, pid_file=None,
             _, error = read_reports(read_fd)
             if error is not None:
                 raise error
+            if rootless:
+                os.waitpid(child, 0)  # the way in, gone once the process runs
             return 0
         try:
             return supervise(spec, child, read_fd, None, tty_ours, forward_all=True)
@@ -5181,6 +5556,7 @@ def create_container(spec, entry, config, pid_file=None, console_socket=None):
     fifo = entry.path("exec.fifo")
     holder = pid1 = None
     closing = []
+    maps = IdMaps(spec)
     try:
         os.mkfifo(fifo, 0o600)
         # Opened for reading and writing, so that neither end waits: PID 1 keeps
@@ -5191,8 +5567,6 @@ def create_container(spec, entry, config, pid_file=None, console_socket=None):
         read_fd, write_fd = report_channel()
         closing.append(read_fd)
         go_read, go_write = os.pipe2(os.O_CLOEXEC)
-        map_read, map_write = os.pipe2(os.O_CLOEXEC)
-        closing.append(map_write)
         console = connect_console(console_socket) if console_socket else None
         supervisor_pid = os.getpid()
         holder = fork()
@@ -5202,9 +5576,10 @@ def create_container(spec, entry, config, pid_file=None, console_socket=None):
             os.close(go_write)
             handles = Handles(write_fd, groups, console, go_read, entry=entry)
             handles.exec_fifo, handles.cgroup_views, handles.cgroup_links = exec_fifo, views, links
-            handles.map_fd = map_read
+            handles.map_fd = maps.holder_side()
             in_child(write_fd, holder_main, spec, handles, supervisor_pid, None)
-        for fd in (write_fd, go_read, map_read):
+        maps.forked(holder)
+        for fd in (write_fd, go_read):
             os.close(fd)
         if console is not None:
             console.close()
@@ -5222,16 +5597,7 @@ def create_container(spec, entry, config, pid_file=None, console_socket=None):
             finally:
                 os.close(go_write)
 
-        def maps():
-            """The holder made a user namespace: its id maps, from outside."""
-            try:
-                write_id_maps(holder, spec)
-                os.write(map_write, b"m")
-            finally:
-                os.close(map_write)
-                closing.remove(map_write)
-
-        pid1, error = read_reports(read_fd, go, until="ready", on_userns=maps)
+        pid1, error = read_reports(read_fd, go, until="ready", on_userns=maps.write)
         closing.remove(read_fd)
         if error is not None:
             raise error
@@ -5248,6 +5614,7 @@ def create_container(spec, entry, config, pid_file=None, console_socket=None):
             pass
         raise
     finally:
+        maps.close()
         for fd in closing:
             os.close(fd)
         if holder is not None:
@@ -5415,6 +5782,10 @@ def deploy(root, to, no_deps, link, dry_run, paths):
                    err=True)
     for warning in writer.warnings:
         click.echo(f"minicontainer: warning: {warning}", err=True)
+    if plan.foreign:
+        click.echo(f"minicontainer: warning: {plan.foreign} archive member"
+                   f"{'s' * (plan.foreign != 1)} of other owners made yours: only root keeps"
+                   " owners (in your containers, your files belong to root)", err=True)
     if dry_run:
         for op in plan.ops:
             click.echo(describe(op))
@@ -5452,6 +5823,130 @@ def check_preserved_fds(count):
         except OSError:
             raise ContainerError(f"--preserve-fds {count}", f"descriptor {fd} is not open") from None
     return count
+
+
+def user_namespace_maps(userns, uidmap, gidmap):
+    """run's user namespace: None (the host's), or (uid map, gid map, groups
+    locked). root gets one with --userns private, mapped by --uidmap and
+    --gidmap or else by its own /etc/subuid and /etc/subgid ranges. A user
+    always gets one: its own ids as root inside, and, where newuidmap and
+    newgidmap exist and /etc/subuid and /etc/subgid grant it ranges, those
+    ranges as ids 1 and up (podman's way), so that files of other owners in
+    the root work."""
+    import shutil
+    uid, gid = os.geteuid(), os.getegid()
+    if uid != 0:
+        if userns == "host":
+            raise ContainerError("--userns host", "a user's container needs a user namespace"
+                                 " of its own to be root in (run as root for the host's)")
+        if uidmap or gidmap:
+            raise ContainerError("--uidmap" if uidmap else "--gidmap", "only root maps ids;"
+                                 " a user's container maps the user's own id and its /etc/subuid"
+                                 " and /etc/subgid ranges")
+        uid_map, gid_map = [(0, uid, 1)], [(0, gid, 1)]
+        if shutil.which("newuidmap") and shutil.which("newgidmap"):
+            import pwd
+            try:
+                name = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                name = str(uid)
+            sub_uids = subordinate_range("/etc/subuid", name, uid)
+            sub_gids = subordinate_range("/etc/subgid", name, uid)
+            if sub_uids and sub_gids:
+                return uid_map + [(1, *sub_uids)], gid_map + [(1, *sub_gids)], False
+        return uid_map, gid_map, True
+    if userns != "private":
+        if uidmap or gidmap:
+            raise ContainerError("--uidmap" if uidmap else "--gidmap", "needs --userns private")
+        return None
+    uid_map, gid_map = [parse_id_map("--uidmap", m) for m in uidmap], [parse_id_map("--gidmap", m) for m in gidmap]
+    if not uid_map and not gid_map:
+        sub_uids = subordinate_range("/etc/subuid", "root", 0)
+        sub_gids = subordinate_range("/etc/subgid", "root", 0)
+        if not (sub_uids and sub_gids):
+            raise ContainerError("--userns private", "give --uidmap and --gidmap, or a range"
+                                 " for root in /etc/subuid and /etc/subgid")
+        uid_map, gid_map = [(0, *sub_uids)], [(0, *sub_gids)]
+    uid_map, gid_map = uid_map or gid_map, gid_map or uid_map  # one stands for both, as podman's
+    for option, mapping in (("--uidmap", uid_map), ("--gidmap", gid_map)):
+        if not any(inside == 0 for inside, _, _ in mapping):
+            raise ContainerError(option, "must map id 0 inside (the container's root)")
+    return uid_map, gid_map, False
+
+
+def parse_id_map(option, value):
+    """CONTAINER_ID:HOST_ID:SIZE, as podman's --uidmap takes it."""
+    parts = value.split(":")
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts) or int(parts[2]) == 0:
+        raise ContainerError(f"{option} {value}", "expected CONTAINER_ID:HOST_ID:SIZE, e.g."
+                             " 0:100000:65536")
+    inside, outside, count = map(int, parts)
+    if inside + count > 1 << 32 or outside + count > 1 << 32:
+        raise ContainerError(f"{option} {value}", "past the last id (4294967295)")
+    return inside, outside, count
+
+
+def fit_user_namespace(spec):
+    """What a user namespace changes in run's spec: -u must name mapped ids;
+    /sys of a network namespace not its own is bound from the host,
+    read-only (sysfs cannot be mounted there: runc's rootless spec does the
+    same); devpts takes no gid= the namespace does not map."""
+    if spec.user and not (mapped(spec.uid_map, spec.user[0]) and mapped(spec.gid_map, spec.user[1])):
+        raise ContainerError(f"--user {spec.user[0]}:{spec.user[1]}", "not mapped in the"
+                             " container's user namespace (a user's maps only its own id as"
+                             " root, unless /etc/subuid and /etc/subgid grant it a range and"
+                             " the uidmap package is installed)")
+    mounts = []
+    for mount in spec.mounts:
+        if mount.get("type") == "sysfs" and not spec.namespaces & CLONE_NEWNET:
+            mount = {"destination": mount["destination"], "type": "bind", "source": "/sys",
+                     "options": ["rbind", "rro", "nosuid", "nodev", "noexec"]}
+        elif mount.get("type") == "devpts":
+            mount = dict(mount, options=[o for o in mount["options"] if not (
+                o.startswith("gid=") and not mapped(spec.gid_map, int(o[4:])))])
+        mounts.append(mount)
+    spec.mounts = mounts
+
+
+def check_rootless(spec, network):
+    """What a user cannot have is refused, never quietly left out: cgroup
+    limits without a cgroup v2 group delegated to the user, and the bridge
+    without slirp4netns."""
+    needed = spec.limits.controllers()
+    if needed:
+        v2, own = delegated_cgroup()
+        if own is None or not needed <= own:
+            where = ("no cgroup v2 group of yours" if v2 is None else
+                     f"your cgroup v2 group {v2} is not yours to write" if own is None else
+                     f"your cgroup v2 group {v2} has no {', '.join(sorted(needed - own))} controller")
+            limits = spec.limits
+            asked = [option for option, value in (
+                ("--memory", limits.memory), ("--memory-swap", limits.memory_swap),
+                ("--pids-limit", limits.pids is not None), ("--cpus", limits.cpus),
+                ("--cpu-shares", limits.cpu_shares), ("--stats", limits.stats)) if value]
+            raise ContainerError(", ".join(asked), "a user's container needs"
+                                 f" a cgroup delegated to it ({where}): run as root, or in a"
+                                 " delegated group, e.g. systemd-run --user --scope -p"
+                                 " Delegate=yes minicontainer run ...")
+
+
+def delegated_cgroup():
+    """The caller's cgroup v2 directory, and the controllers it may hand to a
+    child group there when the caller owns it (systemd's Delegate=yes), else None."""
+    with open("/proc/self/mountinfo") as f:
+        v2_mount, _ = cgroup_mounts(f.read())
+    with open("/proc/self/cgroup") as f:
+        own = own_cgroups(f.read())
+    if v2_mount is None or "" not in own:
+        return None, None
+    path = os.path.normpath(os.path.join(v2_mount, own[""].lstrip("/")))
+    if not os.access(path, os.W_OK) or not os.access(os.path.join(path, "cgroup.procs"), os.W_OK):
+        return path, None
+    try:
+        with open(os.path.join(path, "cgroup.controllers")) as f:
+            return path, set(f.read().split())
+    except OSError:
+        return path, None
 
 
 def namespaces_for(**shared):
@@ -5770,6 +6265,14 @@ class Number(click.ParamType):
               help="UTS namespace (hostname).")
 @click.option("--cgroupns", type=SHARE, default="private", show_default=True,
               help="cgroup namespace (the view of /proc/self/cgroup).")
+@click.option("--userns", type=SHARE,
+              help="User namespace: host for root by default; private (always, for a user):"
+                   " the container's root is an unprivileged id outside.")
+@click.option("--uidmap", multiple=True, metavar="CONTAINER:HOST:SIZE",
+              help="With --userns private (root only): uids to map [default: root's"
+                   " /etc/subuid range].")
+@click.option("--gidmap", multiple=True, metavar="CONTAINER:HOST:SIZE",
+              help="With --userns private (root only): gids to map [default: as --uidmap].")
 @click.option("--init", is_flag=True,
               help="Run a small init as PID 1 that reaps zombies and forwards signals.")
 @click.option("--preserve-fds", type=Number(int, 0), default=0, metavar="N",
@@ -5826,11 +6329,11 @@ class Number(click.ParamType):
                    " its exit status, until rm (unless --rm).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED,
                 metavar="COMMAND [ARG]...")
-def run(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, init,
-        preserve_fds, security_opt,
+def run(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, userns, uidmap,
+        gidmap, init, preserve_fds, security_opt,
         cap_add, cap_drop, seccomp, user, memory, memory_swap, pids_limit, cpus, cpu_shares,
-        ulimit, stats, env, env_file, workdir, volume, tmpfs, read_only, read_only_tmpfs, rm,
-        detach, interactive, tty, stop_timeout, name, command):
+        ulimit, stats, env, env_file, workdir, volume, tmpfs, read_only,
+        read_only_tmpfs, rm, detach, interactive, tty, stop_timeout, name, command):
     """Run COMMAND as PID 1 of a new container; exits with its status.
 
     Options go before COMMAND; everything after it is passed on untouched.
@@ -5845,8 +6348,11 @@ def run(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, 
     bridge = network in ("bridge", "private")
     if (publish or outbound) and not bridge:
         raise ContainerError("--publish" if publish else "--outbound", "needs --network bridge")
-    net = Network(parse_subnet(subnet), [parse_publish(p) for p in publish], outbound) \
-        if bridge else None
+    net = None
+    if bridge and os.geteuid() != 0:  # a user makes no links on the host: slirp4netns
+        net = SlirpNetwork([parse_publish(p) for p in publish], outbound)
+    elif bridge:
+        net = Network(parse_subnet(subnet), [parse_publish(p) for p in publish], outbound)
     root = check_run_root(root)
     if name is not None:
         check_container_name(name)
@@ -5854,6 +6360,9 @@ def run(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, 
         hostname = hostname_for(name)
     caps = resolve_capabilities(cap_add, cap_drop)
     namespaces = namespaces_for(network=network, ipc=ipc, uts=uts, cgroupns=cgroupns)
+    maps = user_namespace_maps(userns, uidmap, gidmap)
+    if maps is not None:
+        namespaces |= CLONE_NEWUSER
     user = resolve_user(root, user) if user is not None else None
     spec = Spec(root, command, workdir=workdir,
                 hostname=check_hostname(hostname), namespaces=namespaces,
@@ -5870,8 +6379,11 @@ def run(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, 
                 read_only=read_only, rm=rm, tty=tty,
                 winsize=terminal_size(detach) if tty else None, stop_timeout=stop_timeout,
                 closed_stdio=CLOSED_STDIO)
+    if maps is not None:
+        spec.uid_map, spec.gid_map, spec.groups_locked = maps
+        fit_user_namespace(spec)
     if os.geteuid() != 0:
-        raise ContainerError("run", "needs root (try: sudo minicontainer run ...)")
+        check_rootless(spec, net)
     entry = None
     if detach or name is not None:  # docker's rule: a named container is kept until rm
         entry = store().create(name, {
@@ -6240,8 +6752,9 @@ def exec_command_line(detach, interactive, tty, env, workdir, user, process_file
         spec.tty = spec.tty and not (detach and not oci)
         spec.winsize = terminal_size() if spec.tty else None
     spec.closed_stdio = CLOSED_STDIO
-    if os.geteuid() != 0:
-        raise ContainerError("exec", "needs root (try: sudo minicontainer exec ...)")
+    if os.geteuid() != 0 and not spec.namespaces & CLONE_NEWUSER:
+        raise ContainerError("exec", "needs root: the container is root's (try: sudo"
+                             " minicontainer exec ...)")
     return exec_container(entry, spec, detached=detach, keep_stdio=oci, pid_file=pid_file,
                           console_socket=console_socket)
 

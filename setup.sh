@@ -10,9 +10,11 @@ cd "$(dirname "$0")"
 # System packages: a C toolchain with libc's static archive (the demo and the
 # tests' probe are static), libcap headers (python-prctl compiles against
 # them), libseccomp (the seccomp filter), venv support, and busybox-static
-# (a shell inside test containers), curl (the services walkthrough), nftables (for --outbound; only its tool:
-# Debian does not enable its service).
-PACKAGES="gcc libc6-dev libcap-dev libseccomp2 python3-dev python3-venv busybox-static util-linux nftables curl"
+# (a shell inside test containers), curl (the services walkthrough), nftables
+# (for --outbound; only its tool: Debian does not enable its service), and for
+# users without root: uidmap (newuidmap/newgidmap map a subordinate id range)
+# and slirp4netns (a user's --network bridge).
+PACKAGES="gcc libc6-dev libcap-dev libseccomp2 python3-dev python3-venv busybox-static util-linux nftables curl uidmap slirp4netns"
 missing=$(for p in $PACKAGES; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || echo "$p"; done)
 if [ -n "$missing" ]; then
     apt-get update -qq

@@ -188,6 +188,39 @@ def test_exec_environment_workdir_user_and_exit_codes(root):
     assert cli("rm", "-f", "box").returncode == 0
 
 
+def in_pid_namespace_of(pid):
+    """The host pids of the processes in the PID namespace of `pid`."""
+    ns = os.readlink(f"/proc/{pid}/ns/pid")
+    found = []
+    for other in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{other}/ns/pid") == ns:
+                found.append(int(other))
+        except OSError:
+            continue
+    return found
+
+
+def test_exec_forwards_signals_to_its_process(root):
+    """A SIGTERM to `exec` reaches the process it runs, which ends of it (143);
+    before, the process ran on. Control: while it sleeps it is there, in the
+    container, beside PID 1."""
+    detach(root, "--name", "sig", "/bin/probe", "sleep", 60)
+    pid1 = inspect("sig")["State"]["Pid"]
+    sleeper = subprocess.Popen([*CLI, "exec", "sig", "/bin/probe", "sleep", "60"], stdout=subprocess.PIPE)
+    try:
+        assert sleeper.stdout.readline() == b"ready\n"
+        assert len(in_pid_namespace_of(pid1)) == 2
+        sleeper.send_signal(signal.SIGTERM)
+        assert sleeper.wait(timeout=10) == 143
+        assert wait_for(lambda: in_pid_namespace_of(pid1) == [pid1], 5)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        sleeper.stdout.close()
+        assert cli("rm", "-f", "sig").returncode == 0
+
+
 def test_exec_cannot_be_led_out_by_a_leaked_descriptor(tmp_path, root):
     """runc's Leaky Vessels lived in exec: a host descriptor open in the exec'd
     process while its -w or command is resolved."""

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -450,3 +451,44 @@ def test_the_oci_walkthrough_runs_as_the_readme_shows(tmp_path):
         else:
             assert out == shown, command
     assert json.loads(oci("list", "--format", "json").stdout) == []
+
+
+def host_ids(pid):
+    """A process's real uid and gid as the host sees them."""
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["Uid"].split()[0]), int(fields["Gid"].split()[0])
+
+
+def test_a_user_namespace_maps_root_and_exec_joins_it(bundle):
+    """With linux.uidMappings, the container's root is host uid 100000, and so
+    is every process exec'd into it: joined to the user namespace first, never
+    the host's root in the container's other namespaces."""
+    import shutil
+    import tempfile
+    place = Path(tempfile.mkdtemp(prefix="minicontainer-userns-"))  # traversable by uid 100000
+    place.chmod(0o755)
+    try:
+        shutil.move(str(bundle.path), place)
+        mapped = Bundle(place / "bundle")
+        mapped.args("/bin/probe", "sleep", 30)
+        mapping = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        mapped.set(lambda c: c["linux"].update(
+            namespaces=c["linux"]["namespaces"] + [{"type": "user"}],
+            uidMappings=mapping, gidMappings=mapping))
+        assert oci("create", "--bundle", mapped.path, "u1").returncode == 0
+        assert oci("start", "u1").returncode == 0
+        pid1 = state("u1")["pid"]
+        assert host_ids(pid1) == (100000, 100000)
+        inside = oci("exec", "u1", "/bin/busybox", "sh", "-c", "cat /proc/self/uid_map; id -u")
+        assert inside.stdout.split() == b"0 100000 65536 0".split(), inside.stderr
+        with open("/proc/self/uid_map") as f:  # the check tells the two apart: the host's
+            assert f.read().split() != inside.stdout.split()[:3]
+        detached = subprocess.Popen([*CLI, "exec", "-d", "u1", "/bin/probe", "sleep", "30"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert detached.wait(timeout=30) == 0, detached.stderr.read()
+        sleepers = json.loads(oci("ps", "--format", "json", "u1").stdout)
+        assert len(sleepers) == 2 and all(host_ids(p) == (100000, 100000) for p in sleepers)
+        assert oci("delete", "--force", "u1").returncode == 0
+    finally:
+        shutil.rmtree(place)

@@ -121,11 +121,16 @@ def test_forward_to_own_init_always_passes_signals(monkeypatch):
     assert kills == [signal.SIGTERM, signal.SIGINT]
 
 
-def test_run_needs_root(tmp_path, capsys, monkeypatch):
-    (tmp_path / "proc").mkdir()
+@pytest.mark.parametrize("option", [("--uidmap", "0:1:1"), ("--gidmap", "0:1:1"), ("--userns", "host")])
+def test_a_user_may_not_choose_the_user_namespace(tmp_path, capsys, monkeypatch, option):
+    """A user's container always maps the user's own ids (and its subordinate
+    ranges): root alone picks maps, or the host's namespace."""
+    for name in ("proc", "dev", "sys"):
+        (tmp_path / name).mkdir()
     monkeypatch.setattr(mc.os, "geteuid", lambda: 1000)
-    assert mc.main(["run", "--root", str(tmp_path), "true"]) == 125
-    assert "needs root" in capsys.readouterr().err
+    assert mc.main(["run", "--root", str(tmp_path), *option, "true"]) == 125
+    err = capsys.readouterr().err
+    assert err.startswith(f"minicontainer: {option[0]}") and len(err.splitlines()) == 1, err
 
 
 def test_a_pid_1_waiting_in_sigwaitinfo_counts_as_catching():

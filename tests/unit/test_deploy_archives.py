@@ -118,6 +118,21 @@ def test_oci_layout_applies_layers_and_whiteouts(tmp_path, root):
     check_layers_applied(root)
 
 
+@pytest.mark.parametrize("kind", ["docker-save", "oci"])
+def test_an_upper_layers_file_replaces_a_lower_ones(tmp_path, root, kind):
+    """Without a whiteout, a later layer's file, symlink or opaque directory's
+    new content wins, as an overlay of the layers shows it."""
+    upper = [("etc/keep", b"upper", REG, "", 0o600), ("data/.wh..wh..opq", b"", REG, "", 0o644),
+             ("data/a", b"again", REG, "", 0o644)]
+    layers = [LAYER1, upper]
+    image = docker_save(tmp_path / "image.tar", layers) if kind == "docker-save" \
+        else oci_layout(tmp_path / "oci", layers)
+    assert deploy(root, image) == 0
+    assert (root / "etc" / "keep").read_bytes() == b"upper"
+    assert stat.S_IMODE((root / "etc" / "keep").stat().st_mode) == 0o600
+    assert (root / "data" / "a").read_bytes() == b"again"
+
+
 def test_whiteout_cannot_delete_outside_the_root(tmp_path, root, outside):
     layer = [(f"../../{outside.name}/.wh.keep", b"", REG, "", 0o644)]
     deploy(root, docker_save(tmp_path / "image.tar", [layer]))

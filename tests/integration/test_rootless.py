@@ -1,0 +1,473 @@
+"""Rootless: an ordinary user, made by these tests, deploys and runs
+containers without root. The isolation and escape checks that make sense
+for a user are tried again here, each with its positive control; what a
+user cannot have (cgroup limits here, the bridge without slirp4netns) must
+be refused in one line; and a SIGKILLed minicontainer leaves nothing.
+"""
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO, build_static, wait_for
+
+USER = "mc-rootless-test"
+SUBIDS = (200000, 65536)  # the user's /etc/subuid and /etc/subgid range, when it has one
+
+
+class User:
+    """The test user: its ids, and this checkout's CLI run as it. A checkout or
+    a Python under /root is not the user's to read, so the module and its
+    packages are copied into a world-readable directory, run by a Python of
+    the same version that the user may execute."""
+
+    def __init__(self, base, python):
+        import pwd
+        entry = pwd.getpwnam(USER)
+        self.uid, self.gid, self.base, self.python = entry.pw_uid, entry.pw_gid, base, python
+        self.work = None
+
+    def env(self):
+        return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.work),
+                "PYTHONPATH": str(self.base / "site"), "LANG": "C.UTF-8"}
+
+    def argv(self, *args):
+        return [self.python, str(self.base / "minicontainer.py"), *map(str, args)]
+
+    def options(self, kwargs):
+        kwargs.setdefault("cwd", self.work)
+        kwargs.setdefault("env", self.env())
+        return dict(kwargs, user=self.uid, group=self.gid, extra_groups=[])
+
+    def run(self, *args, **kwargs):
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("timeout", 60)
+        return subprocess.run(self.argv(*args), **self.options(kwargs))
+
+    def popen(self, *args, **kwargs):
+        return subprocess.Popen(self.argv(*args), **self.options(kwargs))
+
+    def live_processes(self):
+        """The user's processes that still run (zombies have ended: this
+        machine's init does not reap the orphans)."""
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                st = os.stat(f"/proc/{pid}")
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    state = f.read().rsplit(b")", 1)[1].split()[0]
+            except OSError:
+                continue
+            mine = st.st_uid == self.uid or SUBIDS[0] <= st.st_uid < SUBIDS[0] + SUBIDS[1]
+            if mine and state not in (b"Z", b"X"):
+                found.append(int(pid))
+        return found
+
+    def state_dir(self):
+        return Path(f"/tmp/minicontainer-{self.uid}")
+
+
+def python_for(uid, gid):
+    """A Python of this one's version that the user may run, or None."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (sys.executable, f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
+        try:
+            if subprocess.run(
+                    [candidate, "-c", f"import sys; assert sys.version.startswith('{version}.')"],
+                    user=uid, group=gid, extra_groups=[], capture_output=True, cwd="/").returncode == 0:
+                return candidate
+        except OSError:  # absent, or under a directory the user may not enter
+            continue
+    return None
+
+
+def set_subids(present):
+    """Give the test user its subordinate ranges, or take them away."""
+    for path in ("/etc/subuid", "/etc/subgid"):
+        lines = [l for l in Path(path).read_text().splitlines() if not l.startswith(f"{USER}:")]
+        if present:
+            lines.append(f"{USER}:{SUBIDS[0]}:{SUBIDS[1]}")
+        Path(path).write_text("".join(f"{l}\n" for l in lines))
+
+
+@pytest.fixture(scope="session")
+def rootless_user(tmp_path_factory, probe, busybox):
+    """The user (useradd; userdel after the session) and its runtime copy."""
+    subprocess.run(["userdel", USER], capture_output=True)  # a killed session's
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", USER], check=True)
+    base = Path(tempfile.mkdtemp(prefix="minicontainer-rootless-"))
+    try:
+        base.chmod(0o755)
+        import pwd
+        entry = pwd.getpwnam(USER)
+        python = python_for(entry.pw_uid, entry.pw_gid)
+        if python is None:
+            pytest.skip(f"no Python {sys.version_info.major}.{sys.version_info.minor} that"
+                        f" {USER} may run (this one is under a directory only root enters)")
+        shutil.copy(REPO / "minicontainer.py", base / "minicontainer.py")
+        (base / "site").mkdir()
+        for name in ("click", "prctl", "_prctl", "elftools", "pyroute2", "backports"):
+            spec = importlib.util.find_spec(name)
+            if spec is None and name == "backports":  # a dependency only before 3.12
+                continue
+            if spec.submodule_search_locations:
+                shutil.copytree(spec.submodule_search_locations[0], base / "site" / name)
+            else:
+                shutil.copy(spec.origin, base / "site")
+        for name, source in (("probe", probe), ("busybox", busybox)):
+            shutil.copy(source, base / name)
+            (base / name).chmod(0o755)
+        build_static(REPO / "examples" / "containerclient.c", base / "containerclient")
+        for path in base.rglob("*"):
+            path.chmod(path.stat().st_mode | 0o444 | (0o111 if path.is_dir() else 0))
+        set_subids(False)
+        yield User(base, python)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        set_subids(False)
+        subprocess.run(["userdel", USER], check=True)
+
+
+@pytest.fixture
+def user(rootless_user):
+    """The user in a fresh working directory of its own, with a root holding
+    the probe and busybox; afterwards, no process, state or file of its left."""
+    work = Path(tempfile.mkdtemp(prefix="work-", dir=rootless_user.base))
+    os.chown(work, rootless_user.uid, rootless_user.gid)
+    work.chmod(0o700)
+    rootless_user.work = work
+    deployed = rootless_user.run("deploy", rootless_user.base / "probe", rootless_user.base / "busybox")
+    assert deployed.returncode == 0, deployed.stderr
+    try:
+        yield rootless_user
+        assert wait_for(lambda: not rootless_user.live_processes(), 5), \
+            f"processes left: {rootless_user.live_processes()}"
+        state = rootless_user.state_dir()
+        assert not state.exists() or not [p for p in state.iterdir() if p.name != ".lock"], \
+            f"containers left: {list(state.iterdir())}"
+    finally:
+        for pid in rootless_user.live_processes():
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(rootless_user.state_dir(), ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+        set_subids(False)
+
+
+@pytest.fixture
+def subids(user):
+    """The user with a subordinate range (the uidmap package does the mapping)."""
+    assert shutil.which("newuidmap"), "uidmap is installed by setup.sh"
+    set_subids(True)
+    return user
+
+
+@pytest.fixture
+def tun():
+    """/dev/net/tun open to users, as distributions have it (this machine's is
+    0600); its mode is put back afterwards."""
+    mode = os.stat("/dev/net/tun").st_mode & 0o777
+    os.chmod("/dev/net/tun", 0o666)
+    yield
+    os.chmod("/dev/net/tun", mode)
+
+
+def lines(result):
+    return result.stdout.decode().splitlines()
+
+
+def host_ids(pid):
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["Uid"].split()[0]), int(fields["Gid"].split()[0])
+
+
+def pid_one(supervisor):
+    """PID 1's host pid: the supervisor's grandchild whose NSpid says 1."""
+    def children(pid):
+        found = []
+        for child in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{child}/stat", "rb") as f:
+                    if int(f.read().rsplit(b")", 1)[1].split()[1]) == pid:
+                        found.append(int(child))
+            except OSError:
+                pass
+        return found
+
+    def find():
+        for holder in children(supervisor):
+            for pid in children(holder):
+                try:
+                    with open(f"/proc/{pid}/status") as f:
+                        nspid = next(l.split()[1:] for l in f if l.startswith("NSpid:"))
+                except (OSError, StopIteration):
+                    continue
+                if len(nspid) > 1 and nspid[-1] == "1":
+                    return pid
+        return None
+    return wait_for(find, 10)
+
+
+def test_the_walkthrough_as_a_user(user):
+    """The README's walkthrough, verbatim, in an empty directory, without sudo."""
+    shutil.copy(user.base / "containerclient", user.work / "containerclient")
+    os.chown(user.work / "containerclient", user.uid, user.gid)
+    shutil.rmtree(user.work / "newroot")  # deploy makes it, as on a fresh machine
+    deployed = user.run("deploy", "./containerclient")
+    assert deployed.returncode == 0, deployed.stderr
+    assert lines(deployed)[0].startswith("deployed 1 file")
+    result = user.run("run", "./containerclient")
+    assert (result.returncode, lines(result)) == (0, ["Hello from the container!"]), result.stderr
+    owner = os.stat(user.work / "newroot" / "bin" / "containerclient")
+    assert (owner.st_uid, owner.st_gid) == (user.uid, user.gid)  # the user's files
+
+
+def test_a_user_gets_the_isolation_root_gets(user, probe):
+    """PID 1, only the container's processes, only lo, its own hostname, root
+    inside and the user outside. Controls: the host's view of each differs."""
+    assert lines(user.run("run", "/bin/probe", "pid")) == ["pid 1 ppid 0"]
+    assert lines(user.run("run", "/bin/probe", "pids")) == ["1"]
+    host_pids = subprocess.run([probe, "pids"], capture_output=True).stdout.split()
+    assert len(host_pids) > 1
+    assert lines(user.run("run", "/bin/probe", "ls", "/sys/class/net")) == ["lo"]
+    assert len(os.listdir("/sys/class/net")) > 1
+    assert lines(user.run("run", "/bin/probe", "hostname")) == ["minicontainer"]
+    assert lines(user.run("run", "/bin/probe", "ids"))[0].startswith("uid 0 euid 0 gid 0 egid 0")
+    sleeper = user.popen("run", "/bin/probe", "sleep", 30, stdout=subprocess.PIPE)
+    try:
+        assert sleeper.stdout.readline() == b"ready\n"
+        assert host_ids(pid_one(sleeper.pid)) == (user.uid, user.gid)
+    finally:
+        sleeper.send_signal(signal.SIGTERM)
+        assert sleeper.wait(timeout=10) == 143
+
+
+def test_no_host_file_or_descriptor_reaches_a_users_container(user, probe):
+    """A descriptor of the host's / leaked into `run` is closed before anything
+    is resolved, and a planted /proc/self/fd/3 link finds nothing. Control:
+    the same probe through the same descriptor reads the host's file."""
+    fd = os.open("/", os.O_PATH)
+    leak = {"pass_fds": (3,), "preexec_fn": lambda: os.dup2(fd, 3)}
+    try:
+        host = subprocess.run([probe, "openat", "3", "etc/hostname"], capture_output=True, **leak)
+        assert lines(host) == ["ok"]
+        inside = user.run("run", "/bin/probe", "openat", "3", "etc/hostname", **leak)
+        assert lines(inside) == ["error: Bad file descriptor"] and inside.returncode == 1
+        assert user.run("run", "/bin/probe", "exists", "/proc/self/fd/3", **leak).returncode == 1
+        (user.work / "newroot" / "bin" / "app").symlink_to(f"/proc/self/fd/3{probe}")
+        planted = user.run("run", "/bin/app", "pid", **leak)
+        assert planted.returncode in (126, 127) and planted.stdout == b""
+        outside = user.run("run", "/bin/probe", "exists", str(user.base / "minicontainer.py"))
+        assert outside.returncode == 1  # the host's files are not there
+    finally:
+        os.close(fd)
+
+
+def test_namespaces_made_inside_are_refused_as_for_root(user):
+    refused = user.run("run", "/bin/probe", "syscall", "clone-newuser")
+    assert lines(refused) == ["error: Operation not permitted"]
+    # Control: without the filter the kernel lets root inside nest a user namespace.
+    allowed = user.run("run", "--seccomp", "unconfined", "/bin/probe", "syscall", "clone-newuser")
+    assert lines(allowed) == ["ok"]
+
+
+@pytest.mark.parametrize("option, asked", [(("-m", "64m"), "--memory"),
+                                           (("--pids-limit", "10"), "--pids-limit"),
+                                           (("--cpus", "0.5"), "--cpus"), (("--stats",), "--stats")])
+def test_limits_a_user_cannot_have_are_refused(user, option, asked):
+    result = user.run("run", *option, "/bin/probe", "pid")
+    assert result.returncode == 125 and result.stdout == b""
+    assert result.stderr.decode().splitlines() == [
+        f"minicontainer: {asked}: a user's container needs a cgroup delegated to it (your"
+        " cgroup v2 group /sys/fs/cgroup/unified is not yours to write): run as root, or in a"
+        " delegated group, e.g. systemd-run --user --scope -p Delegate=yes minicontainer run ..."]
+    assert user.run("run", "/bin/probe", "pid").returncode == 0  # control: without the limit
+
+
+def test_a_delegated_group_is_found_and_its_missing_controllers_named(user):
+    """A cgroup v2 group the user owns (systemd's Delegate=yes) is the place for
+    its limits; this host's cgroup2 has no memory controller, which is said."""
+    group = Path("/sys/fs/cgroup/unified") / f"minicontainer-delegated-{os.getpid()}"
+    group.mkdir()
+    try:
+        for path in (group, group / "cgroup.procs", group / "cgroup.subtree_control"):
+            os.chown(path, user.uid, user.gid)
+        script = (f"echo $$ > {group}/cgroup.procs && exec setpriv --reuid={user.uid}"
+                  f" --regid={user.gid} --clear-groups {' '.join(user.argv('run', '-m', '64m', '/bin/probe', 'pid'))}")
+        result = subprocess.run(["sh", "-c", script], cwd=user.work, env=user.env(),
+                                capture_output=True, timeout=60)
+        assert result.returncode == 125
+        assert f"your cgroup v2 group {group} has no memory controller" in result.stderr.decode()
+    finally:
+        group.rmdir()
+
+
+def test_the_bridge_needs_slirp4netns_and_a_tun_device(user):
+    result = user.run("run", "--network", "bridge", "/bin/probe", "pid")
+    if os.access("/dev/net/tun", os.W_OK) and os.stat("/dev/net/tun").st_mode & 0o006 == 0o006:
+        pytest.skip("/dev/net/tun is open to users on this machine")
+    assert result.returncode == 125 and result.stderr.decode().splitlines() == [
+        "minicontainer: --network bridge: slirp4netns needs /dev/net/tun, which you cannot open"
+        " here (distributions make it mode 0666)"]
+
+
+def test_the_bridge_through_slirp4netns(user, tun):
+    """eth0 with slirp's address; no default route without --outbound; one with it."""
+    bare = user.run("run", "--network", "bridge", "/bin/busybox", "sh", "-c",
+                    "busybox ip -4 -o addr show eth0; busybox ip route; cat /etc/resolv.conf")
+    assert bare.returncode == 0, bare.stderr
+    out = bare.stdout.decode()
+    assert "inet 10.0.2.100/24" in out and "default" not in out and "nameserver" not in out
+    outbound = user.run("run", "--network", "bridge", "--outbound", "/bin/busybox", "sh", "-c",
+                        "busybox ip route; cat /etc/resolv.conf")
+    assert "default via 10.0.2.2 dev eth0" in outbound.stdout.decode()
+    assert "nameserver 10.0.2.3" in outbound.stdout.decode()
+
+
+def test_a_published_port_and_a_sigkilled_minicontainer_leave_nothing(user, tun):
+    """-p reaches a user's container; SIGKILL of minicontainer then takes the
+    container, slirp4netns and the connector with it."""
+    www = user.work / "newroot" / "www"
+    www.mkdir()
+    (www / "index.html").write_text("Hello from a user's service\n")
+    for path in (www, www / "index.html"):
+        os.chown(path, user.uid, user.gid)
+    server = user.popen("run", "--network", "bridge", "-p", "18089:80", "/bin/busybox", "httpd",
+                        "-f", "-p", "80", "-h", "/www", stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE)
+    try:
+        def fetch():
+            try:
+                return urllib.request.urlopen("http://127.0.0.1:18089/", timeout=2).read()
+            except OSError:
+                return None
+        assert wait_for(fetch, 10) == b"Hello from a user's service\n"
+        assert len(user.live_processes()) >= 4  # supervisor, holder, PID 1, slirp4netns, ...
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        assert wait_for(lambda: not user.live_processes(), 5), user.live_processes()
+        assert fetch() is None
+    finally:
+        server.kill()
+        server.wait()
+        server.stderr.close()
+
+
+def test_a_users_containers_in_the_background(user):
+    """-d, ps, logs, exec, stop and rm, with the state in the user's own directory."""
+    started = user.run("run", "-d", "--name", "bg", "/bin/busybox", "sh", "-c",
+                       "echo started; exec busybox sleep 60")
+    assert started.returncode == 0, started.stderr
+    state = user.state_dir()
+    assert (state.stat().st_uid, state.stat().st_mode & 0o777) == (user.uid, 0o700)
+    assert "bg" in user.run("ps").stdout.decode()
+    assert wait_for(lambda: user.run("logs", "bg").stdout == b"started\n", 5)
+    inside = user.run("exec", "bg", "/bin/probe", "ids")
+    assert lines(inside)[0].startswith("uid 0 euid 0"), inside.stderr
+    assert user.run("exec", "bg", "/bin/probe", "exit", 7).returncode == 7
+    pid, ppid = lines(user.run("exec", "bg", "/bin/probe", "pid"))[0].split()[1::2]
+    assert int(pid) > 1 and ppid == "0"  # in PID 1's namespace, its parent outside it
+    assert user.run("stop", "-t", "1", "bg").returncode == 0
+    assert user.run("rm", "bg").returncode == 0
+
+
+def test_other_users_need_a_subordinate_range(user):
+    refused = user.run("run", "-u", "1000", "/bin/probe", "ids")
+    assert refused.returncode == 125
+    assert "--user 1000:1000: not mapped in the container's user namespace" in refused.stderr.decode()
+
+
+def test_a_subordinate_range_maps_other_users(subids):
+    user = subids
+    sleeper = user.popen("run", "-u", "1000", "/bin/probe", "sleep", 30, stdout=subprocess.PIPE)
+    try:
+        assert sleeper.stdout.readline() == b"ready\n"
+        assert host_ids(pid_one(sleeper.pid)) == (SUBIDS[0] + 999, SUBIDS[0] + 999)
+    finally:
+        sleeper.send_signal(signal.SIGTERM)
+        sleeper.wait(timeout=10)
+        sleeper.stdout.close()
+    ids = user.run("run", "-u", "1000", "/bin/probe", "ids")
+    assert lines(ids)[0].startswith("uid 1000 euid 1000 gid 1000 egid 1000 groups"), ids.stderr
+
+
+def test_host_files_keep_their_permissions_whatever_root_inside_believes(user, tmp_path):
+    """-v of a file the user cannot read: root inside cannot read it either.
+    Control: the user's own file, bound the same way, reads."""
+    secret = Path(tempfile.mkdtemp(dir=user.base)) / "secret"
+    secret.parent.chmod(0o755)
+    secret.write_text("root's\n")
+    secret.chmod(0o600)
+    mine = user.work / "mine"
+    mine.write_text("the user's\n")
+    os.chown(mine, user.uid, user.gid)
+    mine.chmod(0o600)
+    try:
+        denied = user.run("run", "-v", f"{secret}:/secret", "/bin/probe", "cat", "/secret")
+        assert denied.returncode != 0 and b"root's" not in denied.stdout
+        assert b"ermission denied" in denied.stdout + denied.stderr
+        allowed = user.run("run", "-v", f"{mine}:/mine", "/bin/probe", "cat", "/mine")
+        assert allowed.stdout == b"the user's\n"
+    finally:
+        shutil.rmtree(secret.parent)
+
+
+def test_deploy_of_an_archive_as_a_user_makes_other_owners_the_users(user):
+    archive = user.base / f"other-owners-{os.getpid()}.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, uid in (("etc/owned-by-root", 0), ("etc/owned-by-1000", 1000)):
+            info = tarfile.TarInfo(name)
+            info.uid = info.gid = uid
+            data = f"{name}\n".encode()
+            info.size = len(data)
+            import io
+            tar.addfile(info, io.BytesIO(data))
+    archive.chmod(0o644)
+    try:
+        result = user.run("deploy", archive)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.decode().splitlines() == [
+            "minicontainer: warning: 2 archive members of other owners made yours: only root"
+            " keeps owners (in your containers, your files belong to root)"]
+        for name in ("owned-by-root", "owned-by-1000"):
+            st = os.stat(user.work / "newroot" / "etc" / name)
+            assert (st.st_uid, st.st_gid) == (user.uid, user.gid)
+        linked = user.run("deploy", "--link", "--to", "/linked", user.work / "newroot" / "bin" / "probe")
+        assert linked.returncode == 0 and "1 file (0 bytes)" in linked.stdout.decode(), linked.stderr
+        source, link = (os.stat(user.work / "newroot" / path) for path in ("bin/probe", "linked/probe"))
+        assert (source.st_ino, source.st_nlink) == (link.st_ino, 2)  # hard-linked, not copied
+    finally:
+        archive.unlink()
+
+
+def test_root_can_ask_for_a_user_namespace_too(template_root):
+    """--userns private with --uidmap: the container's root is host uid 100000.
+    Control: without it, the container's root is the host's."""
+    from helpers import CLI
+    place = Path(tempfile.mkdtemp(prefix="minicontainer-userns-"))
+    try:
+        place.chmod(0o755)  # traversable by uid 100000
+        root = place / "root"
+        subprocess.run(["cp", "-a", str(template_root), str(root)], check=True)
+        for options, ids in ((["--userns", "private", "--uidmap", "0:100000:65536"], (100000, 100000)),
+                             ([], (0, 0))):
+            sleeper = subprocess.Popen([*CLI, "run", "--root", root, *options, "/bin/probe", "sleep",
+                                        "30"], stdout=subprocess.PIPE)
+            try:
+                assert sleeper.stdout.readline() == b"ready\n"
+                assert host_ids(pid_one(sleeper.pid)) == ids
+            finally:
+                sleeper.send_signal(signal.SIGTERM)
+                sleeper.wait(timeout=10)
+                sleeper.stdout.close()
+    finally:
+        shutil.rmtree(place)
+
