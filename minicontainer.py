@@ -7,9 +7,10 @@ status through the way docker does; `run -d` keeps it in the background,
 and docker's verbs (ps, logs, exec, stop, kill, wait, rm, inspect) see to it.
 It is also an OCI runtime with runc's command line (create, start, state,
 kill, delete, ...), so podman and containerd can drive it: a bundle's
-config.json becomes the same Spec that run's options make. An ordinary user
-runs the same way, without root: in a user namespace of its own in which it
-is root, with slirp4netns for a private network.
+config.json becomes the same Spec that run's options make. `pull` fills a
+root from a registry, and `run` then follows the image's configuration. An
+ordinary user runs the same way, without root: in a user namespace of its
+own in which it is root, with slirp4netns for a private network.
 
 The module reads top to bottom as a container's life, one banner a section:
 
@@ -17,6 +18,8 @@ The module reads top to bottom as a container's life, one banner a section:
     Errors                    ContainerError: "what failed: why", with its errno
     Syscall wrappers          the only ctypes: mount API, openat2, seccomp, ...
     Root filesystem and deploy   plan, check, then write inside the root
+    Images                    pull: references, the registry API, the blob cache,
+                              layers unpacked beside the root and swapped in
     Resource limits           cgroups v2 and v1, made before the fork
     Network (host side)       the bridge, addresses, veths, published ports;
                               a user's slirp4netns
@@ -354,6 +357,15 @@ def pivot_root(new_root, put_old):
         raise ContainerError("pivot_root", f"unknown on {os.uname().machine}")
     _libc_call("syscall", number, _bytes(new_root), _bytes(put_old),
                what=f"pivot_root {new_root} {put_old}")
+
+
+RENAME_EXCHANGE = 2
+
+
+def rename_exchange(old, new):
+    """renameat2(RENAME_EXCHANGE): swap two paths in one step."""
+    _libc_call("renameat2", AT_FDCWD, _bytes(old), AT_FDCWD, _bytes(new), RENAME_EXCHANGE,
+               what=f"exchange {old} with {new}")
 
 
 _open_how = None
@@ -818,6 +830,7 @@ class Plan:
         self.rootfd, self.ops, self.skipped, self.open_files = rootfd, [], [], []
         self.planned, self.removed = {}, set()
         self.foreign = 0  # archive members whose owners a user's deploy cannot keep
+        self.image = self.image_source = None  # an image archive's run settings, and its path
         self.layering, self.cleared = False, set()  # image layers: an upper one's files win
 
     def add(self, op):
@@ -1263,12 +1276,12 @@ def tar_module():
     return tarfile
 
 
-def open_tar(path, fileobj=None):
+def open_tar(path, fileobj=None, what=None):
     tarfile = tar_module()
     try:
         return tarfile.open(path, "r:*", fileobj=fileobj)
     except (tarfile.TarError, OSError) as exc:
-        raise ContainerError(f"deploy {path}", f"not a readable tar archive: {exc}") from None
+        raise ContainerError(what or f"deploy {path}", f"not a readable tar archive: {exc}") from None
 
 
 def plan_archive(plan, path, to):
@@ -1282,7 +1295,8 @@ def plan_archive(plan, path, to):
             if f is None:
                 raise ContainerError(f"deploy {path}", f"{name} missing from the image")
             return f
-        layers = image_layers(path, lambda name: read(name).read())
+        layers, plan.image = image_layers(path, lambda name: read(name).read())
+        plan.image_source = os.path.abspath(path)
         for layer in layers:
             plan_layer(plan, open_tar(f"{path}:{layer}", read(layer)), f"{path}:{layer}", to)
     else:
@@ -1294,22 +1308,26 @@ def plan_oci_dir(plan, path, to):
     def read(name):
         with open(os.path.join(path, name), "rb") as f:
             return f.read()
-    for layer in image_layers(path, read):
+    layers, plan.image = image_layers(path, read)
+    plan.image_source = os.path.abspath(path)
+    for layer in layers:
         f = open(os.path.join(path, layer), "rb")
         plan.open_files.append(f)
         plan_layer(plan, open_tar(f"{path}/{layer}", f), f"{path}/{layer}", to)
 
 
 def image_layers(image, read):
-    """The layer files of an image, bottom first: docker save's manifest.json,
-    else the OCI index.json -> manifest -> layers."""
+    """The layer files of an image, bottom first, and its run settings (see
+    image_settings): docker save's manifest.json, else the OCI index.json ->
+    manifest -> config and layers."""
     import json
     try:
         try:
             manifest = json.loads(read("manifest.json"))
-            return manifest[0]["Layers"]
         except (ContainerError, FileNotFoundError):
             pass  # no docker manifest: an OCI layout
+        else:
+            return manifest[0]["Layers"], image_settings(read(manifest[0]["Config"]), f"deploy {image}")
         blob = lambda digest: "blobs/" + digest.replace(":", "/")
         index = json.loads(read("index.json"))
         desc = index["manifests"][0]
@@ -1319,7 +1337,8 @@ def image_layers(image, read):
         for layer in doc["layers"]:
             if "zstd" in layer.get("mediaType", ""):
                 raise ContainerError(f"deploy {image}", "zstd-compressed layers are not supported")
-        return [blob(layer["digest"]) for layer in doc["layers"]]
+        settings = image_settings(read(blob(doc["config"]["digest"])), f"deploy {image}")
+        return [blob(layer["digest"]) for layer in doc["layers"]], settings
     except (KeyError, IndexError, ValueError, TypeError) as exc:
         raise ContainerError(f"deploy {image}", f"not an image manifest this understands: {exc!r}") from None
 
@@ -1684,7 +1703,8 @@ def deploy_paths(root, sources, to=None, deps=True, link=False, dry_run=False, p
     if missing and dry_run:
         rootfd = None  # nothing is made: plan against an empty root
     else:
-        make_root(root)
+        if make_root(root) and os.path.lexists(image_file(root)):
+            os.unlink(image_file(root))  # an image's settings, left from a root removed since
         rootfd = open_root(root)
     plan = Plan(rootfd)
     writer = Writer(rootfd, link=link)
@@ -1706,6 +1726,9 @@ def deploy_paths(root, sources, to=None, deps=True, link=False, dry_run=False, p
             for op in ops:
                 writer.apply(op)
         made = make_skeleton(rootfd)
+        if plan.image is not None:  # an image archive's Entrypoint, Cmd, ... for run
+            write_image_file(image_file(root), {"reference": plan.image_source, "digest": None,
+                                                "config": plan.image})
         return writer, plan, made
     finally:
         os.umask(umask)
@@ -1713,6 +1736,719 @@ def deploy_paths(root, sources, to=None, deps=True, link=False, dry_run=False, p
             writer.close()
             os.close(rootfd)
         plan.close()
+
+
+# ---------------------------------------------------------------------------
+# Images
+# `pull` as skopeo and podman do it: a reference read as docker reads it, the
+# OCI distribution API over HTTPS (bearer tokens, credentials, redirects), an
+# index resolved to one platform, and every blob checked against its sha256
+# while it streams into a content-addressed cache, before anything is
+# unpacked. The layers are applied by deploy's own plan and writer into a new
+# directory beside the root, which is then swapped with it: the root is
+# either the old one or the whole new one. The image's configuration
+# (Entrypoint, Cmd, Env, ...) is kept beside the root, never inside it, for
+# `run`; a deploy of an image archive records it too.
+# ---------------------------------------------------------------------------
+
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_API = "registry-1.docker.io"
+INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
+               "application/vnd.docker.distribution.manifest.list.v2+json")
+MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
+                  "application/vnd.docker.distribution.manifest.v2+json")
+LAYER_COMPRESSION = {
+    "application/vnd.oci.image.layer.v1.tar": None,
+    "application/vnd.oci.image.layer.v1.tar+gzip": "gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd": "zstd",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": "gzip",
+}
+IMAGE_KEYS = ("Entrypoint", "Cmd", "Env", "WorkingDir", "User", "ExposedPorts")
+MACHINE_PLATFORMS = {"x86_64": ("amd64", None), "aarch64": ("arm64", "v8"), "armv7l": ("arm", "v7"),
+                     "armv6l": ("arm", "v6"), "i686": ("386", None), "ppc64le": ("ppc64le", None),
+                     "s390x": ("s390x", None), "riscv64": ("riscv64", None)}
+MAX_MANIFEST = 4 << 20  # bytes: a manifest or a config larger than this is refused
+
+
+class Reference:
+    """An image reference as docker reads it: `alpine` is
+    docker.io/library/alpine:latest; a first part with a '.' or ':', or
+    `localhost`, is a registry; `@sha256:...` pins a digest."""
+
+    def __init__(self, text):
+        import re
+        self.text = text
+        name, _, digest = text.partition("@")
+        head, _, last = name.rpartition("/")
+        tag = None
+        if ":" in last:
+            last, _, tag = last.partition(":")
+        name = f"{head}/{last}" if head else last
+        first, _, rest = name.partition("/")
+        if rest and ("." in first or ":" in first or first == "localhost"):
+            registry, path = first, rest
+        else:
+            registry, path = DOCKER_HUB, name
+        if registry == DOCKER_HUB and "/" not in path:
+            path = f"library/{path}"
+        component = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+        why = None
+        if not re.fullmatch(r"[a-zA-Z0-9.-]+(?::[0-9]+)?", registry):
+            why = f"{registry!r} is not a registry host[:port]"
+        elif not re.fullmatch(rf"{component}(?:/{component})*", path) or len(path) > 255:
+            why = f"{path!r} is not a repository name (lower-case letters, digits, '.', '_', '-', '/')"
+        elif tag is not None and not re.fullmatch(r"[\w][\w.-]{0,127}", tag):
+            why = f"{tag!r} is not a tag"
+        elif digest and not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            why = f"{digest!r} is not a sha256 digest (sha256: and 64 hex digits)"
+        if why:
+            raise ContainerError(f"pull {text}", f"not an image reference: {why}")
+        self.registry, self.repository, self.digest = registry, path, digest or None
+        self.tag = tag if tag is not None or digest else "latest"
+
+    def __str__(self):
+        return (f"{self.registry}/{self.repository}" + (f":{self.tag}" if self.tag else "")
+                + (f"@{self.digest}" if self.digest else ""))
+
+
+def parse_platform(text):
+    """--platform OS/ARCH[/VARIANT], or the host's."""
+    if text is None:
+        arch, variant = MACHINE_PLATFORMS.get(os.uname().machine, (os.uname().machine, None))
+        return ("linux", arch, variant)
+    parts = text.split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise ContainerError(f"--platform {text}", "expected OS/ARCH or OS/ARCH/VARIANT, e.g. linux/arm64")
+    return (parts[0], parts[1], parts[2] if len(parts) == 3 else None)
+
+
+def platform_name(platform):
+    return "/".join(p for p in platform if p)
+
+
+def loopback_host(host):
+    import ipaddress
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def registry_credentials(registry):
+    """(user, password) for a registry from $REGISTRY_AUTH_FILE (podman's
+    auth.json) or ~/.docker/config.json: their `auths` entries, `auth` being
+    base64 of user:password. None when there are none."""
+    import base64
+    import json
+    paths = [os.environ.get("REGISTRY_AUTH_FILE")] if os.environ.get("REGISTRY_AUTH_FILE") else []
+    paths.append(os.path.join(os.path.expanduser("~"), ".docker", "config.json"))
+    keys = [registry, f"https://{registry}", f"http://{registry}"]
+    if registry == DOCKER_HUB:
+        keys += ["https://index.docker.io/v1/", "index.docker.io", DOCKER_HUB_API]
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                auths = json.loads(f.read(MAX_MANIFEST)).get("auths", {})
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ContainerError(f"credentials {path}", f"unreadable: {exc}") from None
+        for key in keys:
+            entry = auths.get(key) or auths.get(key.rstrip("/"))
+            if isinstance(entry, dict) and entry.get("auth"):
+                try:
+                    user, sep, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                except (ValueError, UnicodeDecodeError):
+                    sep = ""
+                if not sep:
+                    raise ContainerError(f"credentials {path}", f"the entry for {key} is not"
+                                         " base64 of user:password")
+                return user, password
+    return None
+
+
+class RegistryClient:
+    """The OCI distribution API for one repository: GETs that follow
+    redirects (never taking Authorization to another host), answer bearer and
+    basic challenges, and turn every failure into one line."""
+
+    def __init__(self, ref, tls_verify=True):
+        self.ref, self.tls_verify = ref, tls_verify
+        self.host = DOCKER_HUB_API if ref.registry == DOCKER_HUB else ref.registry
+        self.scheme = "https"
+        self.plain_allowed = loopback_host(self.host) or not tls_verify
+        self.authorization, self.probed, self.tls = None, False, None
+        self.credentials = registry_credentials(ref.registry)
+        self.what = f"pull {ref.text}"
+
+    def fail(self, why):
+        return ContainerError(self.what, why)
+
+    def context(self):
+        """One TLS context for every connection: loading the system's
+        certificate authorities costs some 50 ms."""
+        import ssl
+        if self.tls is None:
+            self.tls = ssl.create_default_context()
+            if not self.tls_verify:
+                self.tls.check_hostname, self.tls.verify_mode = False, ssl.CERT_NONE
+        return self.tls
+
+    def connect(self, scheme, host):
+        import http.client
+        if scheme == "https":
+            return http.client.HTTPSConnection(host, timeout=30, context=self.context())
+        return http.client.HTTPConnection(host, timeout=30)
+
+    def send(self, url, headers):
+        """One GET of an absolute URL; the response (its connection kept on it)."""
+        import socket
+        import ssl
+        import urllib.parse
+        parts = urllib.parse.urlsplit(url)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        connection = self.connect(parts.scheme, parts.netloc)
+        try:
+            connection.request("GET", target, headers=headers)
+            response = connection.getresponse()
+        except ssl.SSLCertVerificationError as exc:
+            connection.close()
+            raise self.fail(f"TLS failure with {parts.netloc}: {exc.verify_message}"
+                            " (--tls-verify=false skips the check, for loopback or test"
+                            " registries)") from None
+        except ssl.SSLError:
+            connection.close()
+            raise
+        except socket.gaierror:
+            connection.close()
+            raise self.fail(f"unknown host {parts.hostname}") from None
+        except ConnectionRefusedError:
+            connection.close()
+            raise self.fail(f"connection refused by {parts.netloc}") from None
+        except (socket.timeout, TimeoutError):
+            connection.close()
+            raise self.fail(f"{parts.netloc} did not answer in 30 s") from None
+        except OSError as exc:
+            connection.close()
+            raise self.fail(f"cannot reach {parts.netloc}: {exc.strerror or exc}") from None
+        response.connection_ = connection
+        return response
+
+    def base(self):
+        """The first contact: HTTPS, or plain HTTP where allowed and the server
+        does not speak TLS (a loopback registry, or --tls-verify=false)."""
+        import ssl
+        try:
+            return self.send(f"https://{self.host}/v2/", {})
+        except ssl.SSLError as exc:
+            if not self.plain_allowed:
+                raise self.fail(f"TLS failure with {self.host}: {exc.reason or exc} (--tls-verify"
+                                "=false allows plain HTTP, for loopback or test registries)") from None
+        self.scheme = "http"
+        return self.send(f"http://{self.host}/v2/", {})
+
+    def get(self, path, accept=None, what=None):
+        """GET /v2/<repository>/<path>: a 200 response, or one line of why not."""
+        import urllib.parse
+        if not self.probed:
+            answer = self.base()
+            self.probed = True
+            answer.read()
+            answer.connection_.close()
+            if answer.status == 401:
+                self.authorization = self.authorize(answer.getheader("WWW-Authenticate", ""))
+        url = f"{self.scheme}://{self.host}/v2/{self.ref.repository}/{path}"
+        authorized = False
+        for _ in range(6):  # redirects and one challenge
+            headers = {"User-Agent": f"minicontainer/{__version__}"}
+            if accept:
+                headers["Accept"] = ", ".join(accept)
+            same_host = urllib.parse.urlsplit(url).netloc == self.host
+            if self.authorization and same_host:
+                headers["Authorization"] = self.authorization
+            response = self.send(url, headers)
+            if response.status in (301, 302, 303, 307, 308):
+                location = response.getheader("Location")
+                response.read()
+                response.connection_.close()
+                if not location:
+                    raise self.fail(f"{response.status} without a Location for {what or path}")
+                url = urllib.parse.urljoin(url, location)
+                continue
+            if response.status == 401 and same_host and not authorized:
+                response.read()
+                response.connection_.close()
+                self.authorization = self.authorize(response.getheader("WWW-Authenticate", ""))
+                authorized = True
+                continue
+            if response.status == 200:
+                return response
+            body = response.read(65536)
+            response.connection_.close()
+            raise self.fail(self.refusal(response.status, body, what or path))
+        raise self.fail(f"too many redirects for {what or path}")
+
+    def refusal(self, status, body, what):
+        import json
+        try:
+            errors = json.loads(body).get("errors") or []
+            codes = {e.get("code") for e in errors}
+            message = "; ".join(str(e.get("message")) for e in errors)
+        except (ValueError, AttributeError):
+            codes, message = set(), ""
+        if status == 401:
+            return (f"authentication required by {self.ref.registry} (401): credentials go in"
+                    " ~/.docker/config.json or $REGISTRY_AUTH_FILE")
+        if status == 403:
+            return f"access denied by {self.ref.registry} (403)"
+        if status == 404 and what == "manifest":
+            return f"unknown repository or tag in {self.ref.registry}"
+        if status == 404 or codes & {"BLOB_UNKNOWN", "MANIFEST_UNKNOWN", "NAME_UNKNOWN"}:
+            return f"{what} not found in {self.ref.registry} ({status})"
+        return f"{self.ref.registry} answered {status} for {what}" + (f": {message}" if message else "")
+
+    def authorize(self, challenge):
+        """The Authorization for a WWW-Authenticate challenge: an anonymous or
+        credentialed bearer token from its realm, or basic credentials."""
+        import base64
+        import json
+        import re
+        import urllib.parse
+        scheme, _, rest = challenge.partition(" ")
+        params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+        basic = None
+        if self.credentials:
+            basic = "Basic " + base64.b64encode(":".join(self.credentials).encode()).decode()
+        if scheme.lower() == "basic":
+            if basic is None:
+                raise self.fail(self.refusal(401, b"", "the registry"))
+            return basic
+        if scheme.lower() != "bearer" or "realm" not in params:
+            raise self.fail(f"{self.ref.registry} asks for authentication minicontainer does"
+                            f" not speak: {challenge or 'none named'}")
+        query = {"scope": f"repository:{self.ref.repository}:pull"}
+        if "service" in params:
+            query["service"] = params["service"]
+        realm = params["realm"]
+        parts = urllib.parse.urlsplit(realm)
+        if parts.scheme not in ("http", "https"):
+            raise self.fail(f"the token realm {realm!r} is not an http(s) URL")
+        headers = {"User-Agent": f"minicontainer/{__version__}"}
+        if basic and (parts.scheme == "https" or loopback_host(parts.netloc)):
+            headers["Authorization"] = basic  # never a password in the clear beyond this host
+        url = realm + ("&" if parts.query else "?") + urllib.parse.urlencode(query)
+        response = self.send(url, headers)
+        body = response.read(MAX_MANIFEST)
+        response.connection_.close()
+        if response.status != 200:
+            raise self.fail(f"the token service {parts.netloc} refused a token"
+                            f" ({response.status})" + (": wrong credentials?" if basic else ""))
+        try:
+            answer = json.loads(body)
+            token = answer.get("token") or answer.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not token:
+            raise self.fail(f"the token service {parts.netloc} gave no token")
+        return f"Bearer {token}"
+
+    def manifest(self, reference):
+        """(media type, bytes, digest) of a manifest or index, its digest checked
+        when asked for by digest."""
+        import hashlib
+        response = self.get(f"manifests/{reference}", INDEX_TYPES + MANIFEST_TYPES, "manifest")
+        body = response.read(MAX_MANIFEST + 1)
+        response.connection_.close()
+        if len(body) > MAX_MANIFEST:
+            raise self.fail(f"the manifest {reference} is larger than {MAX_MANIFEST} bytes")
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        if reference.startswith("sha256:") and digest != reference:
+            raise self.fail(f"the manifest {reference} arrived as {digest}: refused")
+        kind = (response.getheader("Content-Type") or "").split(";")[0].strip()
+        return kind, body, digest
+
+
+class BlobCache:
+    """Blobs by sha256, verified when written and when read: a file whose
+    bytes do not hash to its name is removed, never used. Written under a
+    temporary name and renamed, so concurrent pulls of one blob both succeed."""
+
+    def __init__(self, path):
+        self.path = path
+        for directory in (path, os.path.join(path, "blobs"), os.path.join(path, "blobs", "sha256")):
+            try:
+                os.makedirs(directory, 0o700, exist_ok=True)
+                st = os.lstat(directory)
+            except OSError as exc:
+                raise ContainerError.from_os(f"the image cache {directory}", exc) from None
+            import stat
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                raise ContainerError(f"the image cache {directory}", "not a directory of yours that"
+                                     " only you may write: refused")
+        self.tag = f".download-{os.getpid()}.{process_start(os.getpid())}."
+        blobs = os.path.join(path, "blobs", "sha256")
+        for name in os.listdir(blobs):  # what pulls killed midway left
+            owner = name[len(".download-"):].split(".")[:2]
+            if name.startswith(".download-") and not alive_owner(owner):
+                try:
+                    os.unlink(os.path.join(blobs, name))
+                except FileNotFoundError:
+                    pass
+
+    def file(self, digest):
+        return os.path.join(self.path, "blobs", "sha256", digest.split(":", 1)[1])
+
+    def open(self, digest, size):
+        """The cached blob, opened and checked, or None."""
+        import hashlib
+        try:
+            f = open(os.open(self.file(digest), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ContainerError.from_os(f"the image cache {self.file(digest)}", exc) from None
+        hasher, length = hashlib.sha256(), 0
+        while chunk := f.read(1 << 20):
+            hasher.update(chunk)
+            length += len(chunk)
+        if "sha256:" + hasher.hexdigest() != digest or (size is not None and length != size):
+            f.close()
+            os.unlink(self.file(digest))  # damaged: fetched again
+            return None
+        f.seek(0)
+        return f
+
+    def store(self, digest, size, response, progress=None):
+        """Stream a response into the cache, checking its length and sha256; the
+        cached file, opened, or one line of what was wrong."""
+        import hashlib
+        import http.client
+        import tempfile
+        fd, temporary = tempfile.mkstemp(prefix=self.tag, dir=os.path.dirname(self.file(digest)))
+        hasher, length = hashlib.sha256(), 0
+        try:
+            with open(fd, "wb") as out:
+                try:
+                    while chunk := response.read(1 << 16):
+                        length += len(chunk)
+                        if size is not None and length > size:
+                            raise ContainerError(digest, f"more than the {size} bytes its descriptor"
+                                                 " gives: refused")
+                        hasher.update(chunk)
+                        out.write(chunk)
+                        if progress:
+                            progress(length)
+                except (http.client.IncompleteRead, OSError) as exc:
+                    raise ContainerError(digest, f"truncated download ({length} bytes): {exc!r}") from None
+            if size is not None and length != size:
+                raise ContainerError(digest, f"truncated download: {length} of {size} bytes")
+            actual = "sha256:" + hasher.hexdigest()
+            if actual != digest:
+                raise ContainerError(digest, f"the bytes received hash to {actual}: refused")
+            os.rename(temporary, self.file(digest))
+        except BaseException:
+            os.unlink(temporary)
+            raise
+        finally:
+            response.connection_.close()
+        return open(os.open(self.file(digest), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
+
+
+def default_cache_dir():
+    """/var/cache/minicontainer for root, $XDG_CACHE_HOME or ~/.cache otherwise."""
+    if os.geteuid() == 0:
+        return "/var/cache/minicontainer"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "minicontainer")
+
+
+def choose_platform(client, index, platform):
+    """The manifest descriptor in an index for the platform, or one line
+    listing the platforms there are."""
+    import json
+    try:
+        entries = json.loads(index)["manifests"]
+        offered = [(e, (e["platform"]["os"], e["platform"]["architecture"],
+                        e["platform"].get("variant"))) for e in entries if "platform" in e]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise client.fail(f"not an image index this understands: {exc!r}") from None
+    offered = [(e, p) for e, p in offered if p[0] != "unknown"]  # attestations
+    wanted_os, wanted_arch, wanted_variant = platform
+    for entry, (os_, arch, variant) in offered:
+        if (os_, arch) != (wanted_os, wanted_arch):
+            continue
+        if wanted_variant is None or variant == wanted_variant or \
+                (variant is None and (arch, wanted_variant) == ("arm64", "v8")):
+            return entry
+    there = ", ".join(platform_name(p) for _, p in offered) or "none"
+    raise client.fail(f"no image for {platform_name(platform)}; it has: {there}")
+
+
+class Progress:
+    """One line a layer on a terminal: bytes and rate, updated in place."""
+
+    def __init__(self, enabled):
+        self.enabled = enabled
+
+    def start(self, label, size):
+        import time
+        self.label, self.size, self.started = label, size, time.monotonic()
+        self.shown = 0.0
+
+    def update(self, done, final=False):
+        import time
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not final and now - self.shown < 0.1:
+            return
+        self.shown = now
+        rate = done / max(now - self.started, 1e-3)
+        line = f"{self.label}: {size_text(done)} of {size_text(self.size or 0)}, {size_text(rate)}/s"
+        sys.stderr.write(f"\r\033[K{line}" + ("\n" if final else ""))
+        sys.stderr.flush()
+
+    def cached(self, label):
+        if self.enabled:
+            sys.stderr.write(f"{label}: cached\n")
+
+
+def size_text(n):
+    return f"{n / 1e6:.1f} MB" if n >= 100e3 else f"{n / 1e3:.1f} kB"
+
+
+def fetch_blob(client, cache, descriptor, label, progress):
+    """A blob by its descriptor: from the cache, checked, or downloaded into it."""
+    digest, size = descriptor["digest"], descriptor.get("size")
+    if not isinstance(digest, str) or not digest.startswith("sha256:") or len(digest) != 71:
+        raise client.fail(f"{label} has a digest minicontainer does not check: {digest!r}")
+    found = cache.open(digest, size)
+    if found is not None:
+        progress.cached(label)
+        return found
+    response = client.get(f"blobs/{digest}", what=f"{label} {digest}")
+    progress.start(label, size)
+    try:
+        found = cache.store(digest, size, response, progress.update)
+    except ContainerError as exc:
+        raise client.fail(f"{label} {exc}") from None
+    progress.update(size or 0, final=True)
+    return found
+
+
+def image_settings(config_bytes, what):
+    """The run settings of an image's configuration: its `config` object's
+    Entrypoint, Cmd, Env, WorkingDir, User and ExposedPorts."""
+    import json
+    try:
+        config = json.loads(config_bytes).get("config") or {}
+        settings = {key: config[key] for key in IMAGE_KEYS if config.get(key) not in (None, "", [])}
+        for key in ("Entrypoint", "Cmd", "Env"):
+            if key in settings and not (isinstance(settings[key], list)
+                                        and all(isinstance(s, str) for s in settings[key])):
+                raise ValueError(f"{key} is not a list of strings")
+        for key in ("WorkingDir", "User"):
+            if key in settings and not isinstance(settings[key], str):
+                raise ValueError(f"{key} is not a string")
+    except (ValueError, AttributeError) as exc:
+        raise ContainerError(what, f"not an image configuration this understands: {exc}") from None
+    return settings
+
+
+def image_file(root):
+    """Where a root's image configuration is kept: beside it, where nothing in
+    the container can change it."""
+    return os.path.abspath(root).rstrip("/") + ".image.json"
+
+
+def write_image_file(path, image):
+    import json
+    import tempfile
+    fd, temporary = tempfile.mkstemp(prefix=".image-", dir=os.path.dirname(path))
+    try:
+        with open(fd, "w") as f:
+            json.dump(image, f, indent=2)
+            f.write("\n")
+        os.chmod(temporary, 0o644)
+        os.rename(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def read_image_file(root):
+    """The image configuration kept beside a root, or None. It tells `run` what
+    to run and as whom, so it must be the caller's or root's, written by no
+    one else, and not a symlink: a root in a shared directory (/tmp) must not
+    take its settings from a file another user planted beside it."""
+    path = image_file(root)
+    try:
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
+            import json  # only for a root that has an image
+            st = os.fstat(f.fileno())
+            if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
+                raise ContainerError(f"the image configuration {path}", "not yours or root's, or"
+                                     " writable by others: refused (remove it, or pull again)")
+            image = json.loads(f.read(MAX_MANIFEST))
+        settings = image["config"]
+        if not isinstance(settings, dict):
+            raise ValueError("config is not an object")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ContainerError(f"the image configuration {path}", f"unreadable: {exc}") from None
+    return settings
+
+
+def open_layer(blob, compression, what):
+    """A layer blob as a tar archive: gzip read as it is; zstd decompressed
+    into a temporary file first (zstandard is imported only for one)."""
+    if compression == "zstd":
+        import tempfile
+        try:
+            import zstandard
+        except ImportError:
+            raise ContainerError(what, "a zstd layer needs the zstandard package (pip install"
+                                 " zstandard, or minicontainer[zstd])") from None
+        plain = tempfile.TemporaryFile()
+        try:
+            zstandard.ZstdDecompressor().copy_stream(blob, plain)
+        except zstandard.ZstdError as exc:
+            raise ContainerError(what, f"not a zstd stream: {exc}") from None
+        blob.close()
+        plain.seek(0)
+        blob = plain
+    return open_tar(None, blob, what)
+
+
+def sweep_pulls(parent, name):
+    """Remove what pulls killed midway left beside a root."""
+    prefix = f".{name}.pull-"
+    for entry in os.listdir(parent or "."):
+        if not entry.startswith(prefix):
+            continue
+        if not alive_owner(entry[len(prefix):].split(".")):
+            remove_tree(os.path.join(parent, entry))
+
+
+def alive_owner(owner):
+    """Whether [pid, start time] names a process that still runs."""
+    try:
+        return process_start(int(owner[0])) == int(owner[1])
+    except (IndexError, ValueError):
+        return False
+
+
+def remove_tree(path):
+    """rmtree without following symlinks, opening directories a user made
+    unwritable (a root's /proc is 0555) on the way."""
+    import shutil
+
+    def retry(function, failed, info):
+        os.chmod(os.path.dirname(failed), 0o700)
+        function(failed)
+    try:
+        shutil.rmtree(path, onerror=retry if os.geteuid() != 0 else None)
+    except FileNotFoundError:
+        pass
+
+
+def replace_root(new, root):
+    """Put the new root at the root's path in one step: exchanged with the old
+    one (then removed), or renamed into place where there was none."""
+    if os.path.lexists(root):
+        if os.path.islink(root) or not os.path.isdir(root):
+            raise ContainerError(f"pull into {root}", "not a directory (a symlink is refused)")
+        rename_exchange(new, root)
+        remove_tree(new)  # the old root, now at the temporary name
+    else:
+        os.rename(new, root)
+
+
+def pull_image(root, text, platform=None, tls_verify=True, cache_dir=None, progress=False):
+    """Pull an image into the root: (reference, manifest digest, layer count,
+    layer bytes, archive members of other owners made the user's)."""
+    import json
+    ref = Reference(text)
+    client = RegistryClient(ref, tls_verify)
+    cache = BlobCache(cache_dir or default_cache_dir())
+    shown = Progress(progress)
+    kind, body, digest = client.manifest(ref.digest or ref.tag)
+    if kind in INDEX_TYPES or (not kind and b'"manifests"' in body):
+        chosen = choose_platform(client, body, parse_platform(platform))
+        kind, body, _ = client.manifest(chosen["digest"])
+    elif kind not in MANIFEST_TYPES:
+        raise client.fail(f"a {kind or 'untyped'} manifest: minicontainer reads OCI and docker"
+                          " v2 manifests and indexes")
+    try:
+        manifest = json.loads(body)
+        config_descriptor, layer_descriptors = manifest["config"], manifest["layers"]
+        compressions = [LAYER_COMPRESSION[d["mediaType"]] for d in layer_descriptors]
+    except KeyError as exc:
+        raise client.fail(f"a layer of media type {exc} minicontainer does not unpack") from None
+    except (ValueError, TypeError) as exc:
+        raise client.fail(f"not an image manifest this understands: {exc!r}") from None
+    with fetch_blob(client, cache, config_descriptor, "config", Progress(False)) as f:
+        settings = image_settings(f.read(MAX_MANIFEST), client.what)
+    blobs = []
+    try:
+        for i, descriptor in enumerate(layer_descriptors):
+            label = f"layer {i + 1}/{len(layer_descriptors)}"
+            blobs.append(fetch_blob(client, cache, descriptor, label, shown))
+        layers = [(blob, compression, f"pull {text}: layer {d['digest']}")
+                  for blob, compression, d in zip(blobs, compressions, layer_descriptors)]
+        foreign = unpack_image(root, layers, {"reference": str(ref), "digest": digest,
+                                              "config": settings})
+    finally:
+        for blob in blobs:
+            blob.close()
+    size = sum(d.get("size", 0) for d in layer_descriptors)
+    return ref, digest, len(layer_descriptors), size, foreign
+
+
+def unpack_image(root, layers, image):
+    """Apply the layers, bottom first, into a new directory beside the root
+    with deploy's plan and writer, add the skeleton, and swap it in; the
+    configuration is written beside it. Whatever fails, the root is untouched."""
+    root = os.path.abspath(root)
+    parent, name = os.path.split(root)
+    if not name:
+        raise ContainerError(f"pull into {root}", "the host's / is no container root")
+    sweep_pulls(parent, name)
+    new = os.path.join(parent, f".{name}.pull-{os.getpid()}.{process_start(os.getpid())}")
+    try:
+        os.mkdir(new, 0o755)
+    except OSError as exc:
+        raise ContainerError.from_os(f"pull into {root}", exc) from None
+    umask = os.umask(0)
+    try:
+        rootfd = open_root(new)
+        plan, writer = Plan(rootfd), Writer(rootfd)
+        try:
+            for blob, compression, what in layers:
+                plan_layer(plan, open_layer(blob, compression, what), what, "/")
+            plan.check_parents()
+            for op in plan.ops:
+                writer.apply(op)
+            make_skeleton(rootfd)
+        finally:
+            writer.close()
+            os.close(rootfd)
+            plan.close()
+        os.umask(umask)
+        write_image_file(image_file(new), image)
+        replace_root(new, root)
+        os.rename(image_file(new), image_file(root))
+    except BaseException:
+        os.umask(umask)
+        remove_tree(new)
+        if os.path.lexists(image_file(new)):
+            os.unlink(image_file(new))
+        raise
+    return plan.foreign
 
 
 # ---------------------------------------------------------------------------
@@ -5800,6 +6536,33 @@ def deploy(root, to, no_deps, link, dry_run, paths):
     return 0
 
 
+@cli.command()
+@root_option
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]",
+              help="The platform to take from a multi-platform image [default: the host's].")
+@click.option("--tls-verify", type=click.BOOL, default=True, show_default=True, metavar="BOOL",
+              help="Check the registry's TLS certificate; false also allows plain HTTP.")
+@click.option("--cache", "cache_dir", metavar="DIR",
+              help="The blob cache [default: /var/cache/minicontainer for root, else"
+                   " ~/.cache/minicontainer].")
+@click.argument("reference")
+def pull(root, platform, tls_verify, cache_dir, reference):
+    """Fill the root with an image's file system from a registry (`alpine`,
+    `host:port/repo:tag`, `repo@sha256:...`), and keep its configuration
+    (Entrypoint, Cmd, Env, WorkingDir, User) beside it for `run`. The root
+    is replaced whole, and only once every blob is verified."""
+    if platform is not None:
+        parse_platform(platform)
+    ref, digest, count, size, foreign = pull_image(root, reference, platform, tls_verify,
+                                                   cache_dir, progress=sys.stderr.isatty())
+    if foreign:
+        click.echo(f"minicontainer: warning: {foreign} layer member{'s' * (foreign != 1)} of other"
+                   " owners made yours: only root keeps owners", err=True)
+    click.echo(f"pulled {ref} ({digest}): {count} layer{'s' * (count != 1)},"
+               f" {size / 1e6:.1f} MB, into {root}")
+    return 0
+
+
 HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 
 
@@ -6085,6 +6848,24 @@ def parse_env(values, files):
     return env
 
 
+def image_command(image, entrypoint, command):
+    """docker's rule: the image's Entrypoint, then COMMAND or else its Cmd;
+    --entrypoint replaces the Entrypoint and drops the Cmd."""
+    if entrypoint is not None:
+        argv = ([entrypoint] if entrypoint else []) + list(command)
+    else:
+        argv = list(image.get("Entrypoint", [])) + (list(command) or list(image.get("Cmd", [])))
+    if not argv:
+        raise ContainerError("run", "no command given, and the root has no image that names one"
+                             " (see pull)")
+    return tuple(argv)
+
+
+def image_env(image):
+    """An image's Env, KEY=VALUE strings, as (key, value) pairs."""
+    return [tuple(item.split("=", 1)) if "=" in item else (item, "") for item in image.get("Env", [])]
+
+
 def run_env(hostname, user, extra):
     """A clean environment for the command, not the host's: PATH, HOME, HOSTNAME
     and TERM; -e and --env-file on top."""
@@ -6302,8 +7083,11 @@ class Number(click.ParamType):
 @click.option("--env", "-e", multiple=True, metavar="KEY[=VALUE]",
               help="Set an environment variable (KEY alone: the host's value).")
 @click.option("--env-file", multiple=True, metavar="FILE", help="Read KEY=VALUE lines from a file.")
-@click.option("--workdir", "-w", metavar="DIR", default="/", show_default=True,
-              help="Working directory inside the container (made if missing).")
+@click.option("--workdir", "-w", metavar="DIR",
+              help="Working directory inside the container (made if missing) [default: the"
+                   " image's, else /].")
+@click.option("--entrypoint", metavar="COMMAND",
+              help="Run this instead of the image's Entrypoint (and not its Cmd); '' for none.")
 @click.option("--volume", "-v", multiple=True, metavar="HOST:CONTAINER[:ro]",
               help="Bind a host file or directory into the container.")
 @click.option("--tmpfs", multiple=True, metavar="PATH[:OPTIONS]",
@@ -6327,20 +7111,26 @@ class Number(click.ParamType):
 @click.option("--name", metavar="NAME",
               help="Name the container (hostname and cgroup default to it); it is kept, with"
                    " its exit status, until rm (unless --rm).")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED,
-                metavar="COMMAND [ARG]...")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[COMMAND [ARG]...]")
 def run(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, userns, uidmap,
         gidmap, init, preserve_fds, security_opt,
         cap_add, cap_drop, seccomp, user, memory, memory_swap, pids_limit, cpus, cpu_shares,
-        ulimit, stats, env, env_file, workdir, volume, tmpfs, read_only,
+        ulimit, stats, env, env_file, workdir, entrypoint, volume, tmpfs, read_only,
         read_only_tmpfs, rm, detach, interactive, tty, stop_timeout, name, command):
     """Run COMMAND as PID 1 of a new container; exits with its status.
 
     Options go before COMMAND; everything after it is passed on untouched.
+    Without COMMAND, the root's image (see pull) gives it, as docker does.
     """
     if hostname is not None and uts == "host":
         raise ContainerError("--hostname", "cannot name the container with --uts host")
+    root = check_run_root(root)
+    image = read_image_file(root) or {}
+    command = image_command(image, entrypoint, command)
+    workdir = workdir or image.get("WorkingDir") or "/"
     workdir = check_container_path("--workdir", workdir, workdir)
+    if user is None:
+        user = image.get("User")
     if not command[0]:
         raise ContainerError("exec ''", "not found in the container (an empty command name)",
                              code=EXIT_NOT_FOUND)
@@ -6353,7 +7143,6 @@ def run(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, 
         net = SlirpNetwork([parse_publish(p) for p in publish], outbound)
     elif bridge:
         net = Network(parse_subnet(subnet), [parse_publish(p) for p in publish], outbound)
-    root = check_run_root(root)
     if name is not None:
         check_container_name(name)
     if hostname is None:
@@ -6374,7 +7163,7 @@ def run(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, 
                 if seccomp == "default" and "seccomp" not in relaxed else None,
                 limits=parse_limits(memory, memory_swap, pids_limit, cpus, cpu_shares, stats, ulimit),
                 env=run_env(hostname if namespaces & CLONE_NEWUTS else os.uname().nodename, user,
-                            parse_env(env, env_file)),
+                            image_env(image) + parse_env(env, env_file)),
                 mounts=run_mounts(volume, tmpfs, read_only, read_only_tmpfs),
                 read_only=read_only, rm=rm, tty=tty,
                 winsize=terminal_size(detach) if tty else None, stop_timeout=stop_timeout,

@@ -32,10 +32,15 @@ def busybox_rootfs(busybox):
     return members
 
 
-def docker_save(path, layers):
-    """A `docker save` archive: manifest.json and one layer tar per list of members."""
+def docker_save(path, layers, config=None):
+    """A `docker save` archive: manifest.json, the image's config.json and one
+    layer tar per list of members."""
     names = []
     with tarfile.open(path, "w") as out:
+        data = json.dumps(config or {}).encode()
+        info = tarfile.TarInfo("config.json")
+        info.size = len(data)
+        out.addfile(info, io.BytesIO(data))
         for i, members in enumerate(layers):
             blob = write_tar(None, members)
             name = f"layer{i}/layer.tar"
@@ -50,7 +55,7 @@ def docker_save(path, layers):
     return path
 
 
-def oci_layout(directory, layers):
+def oci_layout(directory, layers, config=None):
     """An OCI image layout directory: oci-layout, index.json, gzip layer blobs."""
     blobs = directory / "blobs" / "sha256"
     blobs.mkdir(parents=True)
@@ -65,7 +70,7 @@ def oci_layout(directory, layers):
         digest, size = put(write_tar(None, members, mode="w:gz"))
         descriptors.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
                             "digest": digest, "size": size})
-    config, config_size = put(b"{}")
+    config, config_size = put(json.dumps(config or {}).encode())
     manifest, manifest_size = put(json.dumps({
         "schemaVersion": 2, "config": {"digest": config, "size": config_size,
                                        "mediaType": "application/vnd.oci.image.config.v1+json"},

@@ -6,6 +6,16 @@ import pytest
 
 from helpers import (Container, cli, container_cgroups, host_mounts, live_monitors,
                      network_leftovers, processes_rooted_under, wait_for)
+import registry_fixture
+
+# The registry fixtures (docker-registry on a loopback port; images pushed by
+# skopeo), for the pull tests: a test names the one it needs.
+registry = registry_fixture.registry
+tls_registry = registry_fixture.tls_registry
+htpasswd_registry = registry_fixture.htpasswd_registry
+token_registry = registry_fixture.token_registry
+busybox_image = registry_fixture.busybox_image
+index_image = registry_fixture.index_image
 
 
 @pytest.fixture(autouse=True)

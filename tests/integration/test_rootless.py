@@ -471,3 +471,17 @@ def test_root_can_ask_for_a_user_namespace_too(template_root):
     finally:
         shutil.rmtree(place)
 
+
+def test_a_user_pulls_an_image_and_runs_its_default(subids, registry, busybox_image):
+    """Into the user's own root, through the user's own cache (~/.cache); the
+    layers' other owners made the user's with one warning, and the image's
+    User 1000 mapped into the user's subordinate range."""
+    import registry_fixture as rf
+    user = subids
+    rf.push(busybox_image, registry, "test/busybox:1")
+    pulled = user.run("pull", f"{registry.hostport}/test/busybox:1")
+    assert pulled.returncode == 0, pulled.stderr
+    assert pulled.stderr.decode().startswith("minicontainer: warning: ")  # www/ is uid 1000's
+    assert (user.work / ".cache" / "minicontainer" / "blobs" / "sha256").stat().st_uid == user.uid
+    assert os.stat(user.work / "newroot" / "www" / "index.html").st_uid == user.uid
+    assert lines(user.run("run")) == ["hello from the fixture", "uid=1000(app) gid=1000(app)", "/www"]

@@ -33,7 +33,7 @@ def test_version_exits_zero(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["run", "--bogus", "x"], "No such option '--bogus'"),
-    (["run"], "Missing argument"),
+    (["pull"], "Missing argument"),
     (["deploy"], "Missing argument"),
     (["nosuchcommand"], "No such command"),
 ])
@@ -42,6 +42,14 @@ def test_bad_usage_is_one_line_and_125(capsys, argv, message):
     err = capsys.readouterr().err
     assert err.startswith("minicontainer: ") and message in err
     assert err.count("\n") == 1
+
+
+def test_run_without_a_command_or_an_image_is_one_line_and_125(tmp_path, capsys):
+    for name in ("proc", "dev", "sys"):
+        (tmp_path / name).mkdir()
+    assert mc.main(["run", "--root", str(tmp_path)]) == 125
+    assert capsys.readouterr().err == ("minicontainer: run: no command given, and the root has"
+                                       " no image that names one (see pull)\n")
 
 
 @pytest.mark.parametrize("make, why", [

@@ -1,4 +1,5 @@
 """Deploying archives, images, trees and programs into a temporary root, without root."""
+import json
 import os
 import stat
 import subprocess
@@ -131,6 +132,22 @@ def test_an_upper_layers_file_replaces_a_lower_ones(tmp_path, root, kind):
     assert (root / "etc" / "keep").read_bytes() == b"upper"
     assert stat.S_IMODE((root / "etc" / "keep").stat().st_mode) == 0o600
     assert (root / "data" / "a").read_bytes() == b"again"
+
+
+@pytest.mark.parametrize("kind", ["docker-save", "oci"])
+def test_an_image_archives_settings_are_kept_beside_the_root(tmp_path, root, kind):
+    """Entrypoint, Cmd, Env, WorkingDir and User, for `run` without a command;
+    ExposedPorts for documentation; nothing else of the configuration."""
+    config = {"architecture": "amd64", "config": {
+        "Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo hi"], "Env": ["A=1"], "WorkingDir": "/w",
+        "User": "1000:1000", "ExposedPorts": {"80/tcp": {}}, "Labels": {"x": "y"}}}
+    image = docker_save(tmp_path / "image.tar", [LAYER1], config) if kind == "docker-save" \
+        else oci_layout(tmp_path / "oci", [LAYER1], config)
+    assert deploy(root, image) == 0
+    kept = json.loads((tmp_path / f"{root.name}.image.json").read_text())
+    assert kept["reference"] == str(image)
+    assert kept["config"] == {key: value for key, value in config["config"].items() if key != "Labels"}
+    assert mc.read_image_file(str(root)) == kept["config"]
 
 
 def test_whiteout_cannot_delete_outside_the_root(tmp_path, root, outside):
