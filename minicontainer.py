@@ -2811,12 +2811,15 @@ def join_cgroups(groups, pid):
 # Network (host side)
 # --network bridge: the supervisor gives the container an address on the
 # bridge minicontainer owns (mc0), under a file lock shared by all runs, and
-# a veth pair whose container end is eth0. pyroute2 does the netlink work;
-# it is imported only here (it costs ~170 ms). The last run to leave removes
-# the bridge and any masquerade rule; the holder does it if the supervisor is
-# SIGKILLed (it keeps the host's root and /proc: see own_mount_namespace),
-# and every run sweeps entries whose owners are gone, judged by pid and
-# start time in the host's /proc.
+# a veth pair whose container end is eth0. iproute2's `ip -batch` does the
+# netlink work: two short processes a container (pyroute2's import alone
+# cost ~170 ms). The bridge stays between containers, as docker's docker0
+# does (`minicontainer network prune` removes it); a veth goes with its
+# container's network namespace. The last run to leave removes any
+# masquerade rule; the holder does it if the supervisor is SIGKILLed (it
+# keeps the host's root and /proc: see own_mount_namespace), and every run
+# sweeps entries whose owners are gone, judged by pid and start time in the
+# host's /proc.
 # ---------------------------------------------------------------------------
 
 BRIDGE = "mc0"
@@ -2943,7 +2946,7 @@ class Network:
             if self.address is None:
                 raise ContainerError(f"--subnet {self.subnet}", "no free address left")
             self.listeners = listen_published(self.publish)
-            self.ensure_bridge()
+            self.ensure_bridge(state)
             if self.outbound:
                 self.ensure_outbound(state)
             state["subnet"] = str(self.subnet)
@@ -2955,20 +2958,17 @@ class Network:
         finally:
             os.close(fd)
 
-    def ensure_bridge(self):
-        from pyroute2 import IPRoute
-        from pyroute2.netlink.exceptions import NetlinkError
-        try:
-            with IPRoute() as ip:
-                if not ip.link_lookup(ifname=BRIDGE):
-                    ip.link("add", ifname=BRIDGE, kind="bridge")
-                index = ip.link_lookup(ifname=BRIDGE)[0]
-                addresses = [a.get_attr("IFA_ADDRESS") for a in ip.get_addr(index=index)]
-                if self.gateway not in addresses:
-                    ip.addr("add", index=index, address=self.gateway, prefixlen=self.subnet.prefixlen)
-                ip.link("set", index=index, state="up")
-        except NetlinkError as exc:
-            raise ContainerError(f"set up bridge {BRIDGE}", exc.args[-1] if exc.args else str(exc)) from None
+    def ensure_bridge(self, state):
+        """The bridge, up, with the subnet's first address: made once, then
+        kept (the state says for which subnet); nothing to run when it is."""
+        there = os.path.exists(f"/sys/class/net/{BRIDGE}")
+        if there and state.get("bridge") == str(self.subnet):
+            return
+        commands = [f"addr flush dev {BRIDGE}" if there else f"link add {BRIDGE} type bridge",
+                    f"addr add {self.gateway}/{self.subnet.prefixlen} dev {BRIDGE}",
+                    f"link set {BRIDGE} up"]
+        ip_batch(f"set up bridge {BRIDGE}", commands)
+        state["bridge"] = str(self.subnet)
 
     def ensure_outbound(self, state):
         """IP forwarding and a masquerade rule, through nft or iptables, once."""
@@ -2997,31 +2997,19 @@ class Network:
         """The veth pair: mcvPID on the bridge, eth0 inside with the address and
         a default route through the bridge; configured from here, through a
         netlink socket opened in the container's network namespace."""
-        from pyroute2 import IPRoute
-        from pyroute2.netlink.exceptions import NetlinkError
         self.veth = f"mcv{pid1}"
-        host_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         container_ns = os.open(f"/proc/{pid1}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        what = "set up the container's network"
         try:
-            with IPRoute() as ip:
-                ip.link("add", ifname=self.veth, kind="veth",
-                        peer={"ifname": "eth0", "net_ns_fd": container_ns})
-                ip.link("set", index=ip.link_lookup(ifname=self.veth)[0],
-                        master=ip.link_lookup(ifname=BRIDGE)[0], state="up")
-            setns(container_ns, CLONE_NEWNET)
-            try:
-                inside = IPRoute()
-            finally:
-                setns(host_ns, CLONE_NEWNET)
-            with inside:
-                eth0 = inside.link_lookup(ifname="eth0")[0]
-                inside.addr("add", index=eth0, address=self.address, prefixlen=self.subnet.prefixlen)
-                inside.link("set", index=eth0, state="up")
-                inside.route("add", dst="default", gateway=self.gateway)
-        except NetlinkError as exc:
-            raise ContainerError("set up the container's network", str(exc)) from None
+            # The peer goes to the namespace by our descriptor of it, never by
+            # a pid that could be another process's by then.
+            ip_batch(what, [f"link add {self.veth} type veth peer name eth0"
+                            f" netns /proc/self/fd/{container_ns}",
+                            f"link set {self.veth} master {BRIDGE} up"], pass_fd=container_ns)
+            ip_batch(what, [f"addr add {self.address}/{self.subnet.prefixlen} dev eth0",
+                            "link set eth0 up", f"route add default via {self.gateway}"],
+                     netns=container_ns)
         finally:
-            os.close(host_ns)
             os.close(container_ns)
 
     def relay(self):
@@ -3049,36 +3037,27 @@ class Network:
         self.listeners = []
 
     def release(self):
-        """Give the address back; the last one out removes the bridge and the
-        masquerade rule and restores IP forwarding. Safe to call twice."""
-        from pyroute2 import IPRoute
+        """Give the address back; the last one out removes the masquerade rule
+        and restores IP forwarding. The veth goes with the container's network
+        namespace (deleting it here would wait for the kernel's RCU grace
+        period on the exit path); the bridge stays. Safe to call twice."""
         self.close_listeners()
         if self.address is None:
             return
         fd = self.locked()
         try:
-            with IPRoute() as ip:
-                # The kernel deletes the veth too, some time after the namespace
-                # is gone: one that vanished before our delete is just gone.
-                delete_link(ip, self.veth)  # both ends go
-                state = self.load()
-                state["containers"].pop(self.address, None)
-                if state["containers"]:
-                    self.save(state)
-                    return
-                delete_link(ip, BRIDGE)
-            outbound, failure = state.pop("outbound", None), None
+            state = self.load()
+            state["containers"].pop(self.address, None)
+            outbound, failure = None, None
+            if not state["containers"]:
+                outbound = state.pop("outbound", None)
+            self.save(state)
             if outbound:
                 os.pwrite(self.forwarding(), outbound["ip_forward_before"].encode(), 0)
                 try:
                     firewall(outbound["tool"], "delete", state.get("subnet", str(self.subnet)))
                 except ContainerError as exc:
                     failure = exc  # said after the rest is undone
-            for name in (NET_STATE, NET_LOCK):
-                try:
-                    os.unlink(name, dir_fd=self.state_dir)
-                except FileNotFoundError:
-                    pass
             if failure is not None:
                 raise failure
         finally:
@@ -3122,7 +3101,6 @@ class SlirpNetwork:
         if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
             raise ContainerError("--network bridge", "slirp4netns needs /dev/net/tun, which"
                                  " you cannot open here (distributions make it mode 0666)")
-        __import__("pyroute2.iproute")  # the connector's, imported once, before the fork
         self.listeners = listen_published(self.publish)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         supervisor = os.getpid()
@@ -3230,7 +3208,6 @@ def connector_main(sock, address, outbound, publish):
     unless --outbound, then answers each port number with a socket connected
     to that port of the container's, until its socket closes."""
     import socket
-    from pyroute2.iproute import IPRoute
     word = sock.recv(64).decode()
     if not word.startswith("pid "):
         return
@@ -3238,8 +3215,7 @@ def connector_main(sock, address, outbound, publish):
     setns(pidfd, CLONE_NEWUSER | CLONE_NEWNET)
     os.close(pidfd)
     if not outbound:
-        with IPRoute() as ip:
-            ip.route("del", dst="0.0.0.0/0")
+        ip_batch("--network bridge", ["route del default"])
     sock.send(b"ok")
     if not publish:
         return
@@ -3254,17 +3230,71 @@ def connector_main(sock, address, outbound, publish):
         upstream.close()
 
 
-def delete_link(ip, name):
-    """Delete a network link if it is there; one that is already gone is fine."""
-    from pyroute2.netlink.exceptions import NetlinkError
-    if not name:
-        return
+IP_TOOLS = ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip")
+
+
+def ip_batch(what, commands, netns=None, pass_fd=None):
+    """Run iproute2's `ip -batch -` on commands, one a line, stopping at the
+    first that fails; in the network namespace `netns` (a descriptor) if
+    given, with descriptor `pass_fd` open in it. One line of ip's on failure."""
+    tool = next((path for path in IP_TOOLS if os.access(path, os.X_OK)), None)
+    if tool is None:
+        raise ContainerError(what, "needs iproute2's ip (apt install iproute2)")
+    commands_read, commands_write = os.pipe2(os.O_CLOEXEC)
+    said_read, said_write = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.dup2(commands_read, 0)
+            os.dup2(said_write, 1)
+            os.dup2(said_write, 2)
+            if pass_fd is not None:
+                os.set_inheritable(pass_fd, True)
+            if netns is not None:
+                setns(netns, CLONE_NEWNET)
+            os.execv(tool, [tool, "-batch", "-"])
+        finally:
+            os._exit(127)
+    os.close(commands_read)
+    os.close(said_write)
     try:
-        for index in ip.link_lookup(ifname=name):
-            ip.link("del", index=index)
-    except NetlinkError as exc:
-        if exc.code != 19:  # ENODEV: gone in the meantime
-            raise ContainerError(f"delete network link {name}", os.strerror(exc.code), exc.code) from None
+        os.write(commands_write, "".join(f"{c}\n" for c in commands).encode())
+    finally:
+        os.close(commands_write)
+    said = b""
+    while chunk := os.read(said_read, 4096):
+        said += chunk
+    os.close(said_read)
+    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if status != 0:
+        why = [line for line in said.decode(errors="replace").splitlines()
+               if line and not line.startswith("Command failed")]
+        raise ContainerError(what, why[0] if why else f"ip exited with {status}")
+
+
+def prune_network():
+    """Remove the bridge and its state when no container is on it: what
+    `minicontainer network prune` does. Returns the containers still there."""
+    net = Network(parse_subnet(DEFAULT_SUBNET))
+    fd = net.locked()
+    try:
+        state = net.load()
+        if state["containers"]:
+            return len(state["containers"])
+        outbound = state.get("outbound")  # left by runs killed with their holders
+        if outbound:
+            os.pwrite(net.forwarding(), outbound["ip_forward_before"].encode(), 0)
+            firewall(outbound["tool"], "delete", state.get("subnet", DEFAULT_SUBNET))
+        if os.path.exists(f"/sys/class/net/{BRIDGE}"):
+            ip_batch(f"remove bridge {BRIDGE}", [f"link del {BRIDGE}"])
+        for name in (NET_STATE, NET_LOCK):
+            try:
+                os.unlink(name, dir_fd=net.state_dir)
+            except FileNotFoundError:
+                pass
+        return 0
+    finally:
+        os.close(fd)
 
 
 def firewall(tool, action, subnet):
@@ -7396,6 +7426,24 @@ def inspect_data(entry):
         "Monitor": data.get("monitor"), "Cgroups": data.get("cgroups") or [],
         "Spec": spec,
     }
+
+
+@cli.group()
+def network():
+    """The bridge that --network bridge containers share."""
+
+
+@network.command(name="prune")
+def network_prune():
+    """Remove the bridge (mc0) and its state when no container is on it; the
+    next --network bridge container makes them again."""
+    if os.geteuid() != 0:
+        raise ContainerError("network prune", "needs root: the bridge is root's")
+    left = prune_network()
+    if left:
+        raise ContainerError("network prune", f"{left} running container{'s' * (left != 1)}"
+                             f" still on {BRIDGE}: kept")
+    return 0
 
 
 @cli.command(name="ps")

@@ -10,13 +10,14 @@ cd "$(dirname "$0")"
 # System packages: a C toolchain with libc's static archive (the demo and the
 # tests' probe are static), libcap headers (python-prctl compiles against
 # them), libseccomp (the seccomp filter), venv support, and busybox-static
-# (a shell inside test containers), curl (the services walkthrough), nftables
+# (a shell inside test containers), curl (the services walkthrough), iproute2
+# (its ip makes --network bridge's links), nftables
 # (for --outbound; only its tool: Debian does not enable its service), and for
 # users without root: uidmap (newuidmap/newgidmap map a subordinate id range)
 # and slirp4netns (a user's --network bridge). For the pull tests only: the
 # CNCF distribution server (docker-registry), skopeo to push test images into
 # it, openssl for its certificates and tokens, zstd for zstd layers.
-PACKAGES="gcc libc6-dev libcap-dev libseccomp2 python3-dev python3-venv busybox-static util-linux nftables curl uidmap slirp4netns"
+PACKAGES="gcc libc6-dev libcap-dev libseccomp2 python3-dev python3-venv busybox-static util-linux iproute2 nftables curl uidmap slirp4netns"
 TEST_PACKAGES="docker-registry skopeo openssl zstd"
 missing=$(for p in $PACKAGES $TEST_PACKAGES; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || echo "$p"; done)
 if [ -n "$missing" ]; then

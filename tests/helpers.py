@@ -39,7 +39,22 @@ def container_cgroups():
 
 
 def network_leftovers():
-    """minicontainer's network state on the host: its links (mc*) and state files."""
+    """What a container's network leaves on the host only while it runs: its
+    veth (mcvPID) and its address in the bridge's state. The bridge (mc0) and
+    its state files stay between containers, as docker keeps docker0, until
+    `minicontainer network prune`: see kept_network()."""
+    import json
+    links = sorted(name for name in os.listdir("/sys/class/net") if name.startswith("mcv"))
+    try:
+        with open("/run/minicontainer-network.json") as f:
+            addresses = sorted(json.load(f).get("containers", {}))
+    except (OSError, ValueError):
+        addresses = []
+    return links + addresses
+
+
+def kept_network():
+    """The bridge and its state files, when they are there."""
     links = sorted(name for name in os.listdir("/sys/class/net") if name.startswith("mc"))
     files = sorted(name for name in os.listdir("/run") if name.startswith("minicontainer-network"))
     return links + files

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (Container, cli, container_cgroups, host_mounts, live_monitors,
+from helpers import (Container, cli, container_cgroups, host_mounts, kept_network, live_monitors,
                      network_leftovers, processes_rooted_under, wait_for)
 import registry_fixture
 
@@ -31,6 +31,18 @@ def state_dir(tmp_path, monkeypatch, needs_root):
     path = tmp_path / "state"
     monkeypatch.setenv("MINICONTAINER_STATE", str(path))
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def network_pruned():
+    """The bridge that --network bridge tests leave for the next container is
+    removed at the end, by the command users have for it; then nothing of
+    minicontainer's network is left on the host."""
+    yield
+    if os.geteuid() == 0:
+        pruned = cli("network", "prune")
+        assert pruned.returncode == 0, pruned.stderr
+        assert kept_network() == [], kept_network()
 
 
 @pytest.fixture(autouse=True)

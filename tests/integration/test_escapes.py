@@ -152,7 +152,7 @@ PLANTED = ("import os\n"
 def plant_modules(root):
     """A module of every standard library name, and of minicontainer's own
     dependencies, on each directory of the interpreter's path, inside the root."""
-    names = set(sys.stdlib_module_names) | {"click", "prctl", "_prctl", "elftools", "pyroute2"}
+    names = set(sys.stdlib_module_names) | {"click", "prctl", "_prctl", "elftools", "zstandard", "backports"}
     dirs = [d for d in sys.path if d.startswith("/")]
     for directory in dirs:
         target = root / directory.lstrip("/")

@@ -1,13 +1,15 @@
 """Networking for real: traffic only between namespaces these tests make and
 loopback. A test subnet keeps clear of anything a user may run."""
+import os
 import shutil
 import socket
+import subprocess
 import threading
 import time
 
 import pytest
 
-from helpers import container_pids, network_leftovers, wait_for
+from helpers import cli, container_pids, kept_network, network_leftovers, wait_for
 
 SUBNET = "10.213.0.0/24"
 GATEWAY, FIRST, SECOND = "10.213.0.1", "10.213.0.2", "10.213.0.3"
@@ -208,7 +210,7 @@ def test_a_killed_container_leaves_the_others_network_alone(root, start):
     first.proc.kill()
     first.proc.wait()
     assert wait_for(lambda: FIRST not in state_of_network(), 3.0)
-    assert set(state_of_network()) == {SECOND} and "mc0" in network_leftovers()
+    assert set(state_of_network()) == {SECOND} and os.path.exists("/sys/class/net/mc0")
     # The survivor still answers on its address, and a newcomer gets another one.
     result = start(root, *BRIDGE, "/bin/busybox", "sh", "-c",
                    "busybox ip -o -4 addr show eth0; " + RETRY_NC.format(SECOND, 7000))
@@ -230,7 +232,7 @@ def test_a_run_killed_during_set_up_is_swept_by_the_next(root, run):
         json.dump({"subnet": SUBNET, "containers": {FIRST: [dead.pid, 1]}}, f)
     result = run(*BRIDGE, "/bin/busybox", "ip", "-o", "-4", "addr", "show", "eth0")
     assert result.returncode == 0 and f"inet {FIRST}/24".encode() in result.stdout
-    assert network_leftovers() == []
+    assert wait_for(lambda: network_leftovers() == [], 2.0), network_leftovers()  # the veth: soon
 
 
 def test_the_last_one_out_restores_forwarding_after_sigkill(root, start, nft):
@@ -249,3 +251,35 @@ def test_the_last_one_out_restores_forwarding_after_sigkill(root, start, nft):
     plain.proc.wait()
     assert wait_for(lambda: nft_table() == "" and ip_forward() == before, 3.0), \
         (nft_table(), ip_forward(), plain.proc.stderr.read())
+
+
+def bridge_address():
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", "mc0"], capture_output=True, text=True)
+    return [line.split()[3] for line in out.stdout.splitlines()]
+
+
+def test_the_bridge_is_kept_between_containers_until_pruned(root, run, start):
+    """As docker keeps docker0: the second container finds the bridge made,
+    and runs nothing to make it; `network prune` removes it, but not while
+    a container is on it."""
+    assert run(*BRIDGE, "/bin/probe", "pid").returncode == 0
+    assert kept_network() == ["mc0", "minicontainer-network.json", "minicontainer-network.lock"]
+    assert bridge_address() == [f"{GATEWAY}/24"] and network_leftovers() == []
+    keeper = start(root, *BRIDGE, "/bin/probe", "sleep", 30)
+    keeper.wait_ready()
+    refused = cli("network", "prune")
+    assert refused.returncode == 125 and refused.stderr == \
+        b"minicontainer: network prune: 1 running container still on mc0: kept\n"
+    assert "mc0" in kept_network()
+    keeper.proc.terminate()
+    assert keeper.wait()[0] == 143
+    # Another subnet, once no container is on the bridge: the bridge takes it.
+    other = run("--network", "bridge", "--subnet", "10.214.0.0/24", "/bin/busybox", "ip", "-o",
+                "-4", "route", "show", "default")
+    assert other.returncode == 0 and b"default via 10.214.0.1 dev eth0" in other.stdout
+    assert bridge_address() == ["10.214.0.1/24"]
+    pruned = cli("network", "prune")
+    assert pruned.returncode == 0 and pruned.stderr == b""
+    assert kept_network() == [] and network_leftovers() == []
+    assert run(*BRIDGE, "/bin/probe", "pid").returncode == 0  # made again when needed
+    assert "mc0" in kept_network()

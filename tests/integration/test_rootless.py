@@ -114,7 +114,7 @@ def rootless_user(tmp_path_factory, probe, busybox):
                         f" {USER} may run (this one is under a directory only root enters)")
         shutil.copy(REPO / "minicontainer.py", base / "minicontainer.py")
         (base / "site").mkdir()
-        for name in ("click", "prctl", "_prctl", "elftools", "pyroute2", "backports"):
+        for name in ("click", "prctl", "_prctl", "elftools", "backports"):
             spec = importlib.util.find_spec(name)
             if spec is None and name == "backports":  # a dependency only before 3.12
                 continue
