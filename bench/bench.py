@@ -15,11 +15,18 @@ What it measures (wall times of the real console script, .venv/bin/minicontainer
    1.15 x the floor's.
 2. The cost of each optional feature, as median deltas against a default run:
    the extra namespaces, the seccomp filter, cgroup limits, --init.
-3. Peak memory (VmHWM) of minicontainer's supervising process.
-4. Deploy speed on a generated tree (~160 MB, 20,000 files, 20 symlinks) against
+3. --network bridge against --network none, with the bridge kept from the
+   container before and with none yet (`network prune` before each, untimed);
+   the budget is at most +60 ms over none, bridge kept.
+4. Containers in the background: `exec` of a no-op into a running container,
+   and `run -d` followed by `rm -f`, beside a foreground run.
+5. Peak memory (VmHWM) of minicontainer's supervising process, and of
+   `runc run` (and crun) for the same command.
+6. Deploy speed on a generated tree (~160 MB, 20,000 files, 20 symlinks) against
    `cp -a`, and `deploy --link` against `cp -al`.
-5. Throughput: 100 containers back to back, 20 in parallel; then a check that
-   nothing was left behind (cgroups, mounts, processes).
+7. Throughput: 100 containers back to back, 20 in parallel, against bwrap and
+   runc (and crun) doing the same; then a check that nothing was left behind
+   (cgroups, mounts, processes).
 
 Everything runs in a temporary directory that is removed at the end, also on
 errors and ^C. The results, with the environment, go to a JSON file (default
@@ -49,7 +56,8 @@ PYTHON = sys.executable  # .venv/bin/python: the interpreter the console script 
 DEFAULT_JSON = REPO / "bench" / "results.json"
 
 BUDGET = 1.15  # minicontainer's start-up median may be at most this times the floor's
-STARTUP_RUNS, QUICK_RUNS = 30, 5
+STARTUP_RUNS, QUICK_RUNS = 40, 5
+NETWORK_BUDGET_MS = 60  # --network bridge may cost at most this over --network none (median)
 FEATURE_RUNS, QUICK_FEATURE_RUNS = 10, 5
 DEPLOY_RUNS = 5
 SEQUENTIAL_CONTAINERS, PARALLEL_CONTAINERS = 100, 20
@@ -131,10 +139,14 @@ class Command:
     def display(self):
         return " ".join(self._argv)
 
+    def before(self):
+        """Prepare one run (untimed)."""
+
     def after(self):
         """Clean up after one run (untimed)."""
 
     def run(self):
+        self.before()
         argv = self.argv()
         start = time.perf_counter()
         try:
@@ -143,6 +155,30 @@ class Command:
             elapsed = (time.perf_counter() - start) * 1000
             self.after()
         return elapsed
+
+
+class FreshBridge(Command):
+    """A bridge container with no bridge yet: `network prune` first, untimed."""
+
+    def before(self):
+        check_call(mc("network", "prune"))
+
+
+class Sequence(Command):
+    """Several commands in a row, timed together (run -d, then rm -f)."""
+
+    def __init__(self, name, argvs):
+        super().__init__(name, None)
+        self.argvs = argvs
+
+    def display(self):
+        return " && ".join(" ".join(map(str, argv)) for argv in self.argvs)
+
+    def run(self):
+        start = time.perf_counter()
+        for argv in self.argvs:
+            check_call(argv)
+        return (time.perf_counter() - start) * 1000
 
 
 class OciCommand(Command):
@@ -160,6 +196,13 @@ class OciCommand(Command):
 
     def display(self):
         return f"{self.runtime} run --bundle {self.bundle} {self.prefix}N"
+
+    def bundle_args(self, args):
+        """Make the bundle's process run args instead."""
+        path = Path(self.bundle) / "config.json"
+        config = json.loads(path.read_text())
+        config["process"]["args"] = list(args)
+        path.write_text(json.dumps(config, indent=2))
 
     def after(self):
         self.delete_leftovers()
@@ -342,6 +385,53 @@ def bench_features(root, runs, skipped):
     return {"runs": runs, **costs}
 
 
+def bench_network(root, runs, skipped):
+    heading(f"--network bridge: {runs} interleaved repetitions, wall time in ms")
+    check_call(mc("network", "prune"))
+    commands = [Command("--network none", mc("run", "--root", root, "/bin/noop")),
+                Command("--network bridge (bridge kept)",
+                        mc("run", "--root", root, "--network", "bridge", "/bin/noop")),
+                FreshBridge("--network bridge (no bridge yet)",
+                            mc("run", "--root", root, "--network", "bridge", "/bin/noop"))]
+    try:
+        samples = interleave(commands, runs, skipped)
+    finally:
+        check_call(mc("network", "prune"))
+    stats = {name: summary(ms) for name, ms in samples.items()}
+    none = stats["--network none"]["median"]
+    for name, st in stats.items():
+        st["over_none"] = round(st["median"] - none, 2)
+        print(f"  {name:34} {st['median']:8.1f} {st['p10']:8.1f} {st['p90']:8.1f}"
+              f"  {st['over_none']:+7.1f} over none")
+    kept = stats["--network bridge (bridge kept)"]["over_none"]
+    verdict = "PASS" if kept <= NETWORK_BUDGET_MS else "FAIL"
+    print(f"network budget (bridge, kept, at most +{NETWORK_BUDGET_MS} ms over none): {verdict}"
+          f" ({kept:+.1f} ms)")
+    return {"runs": runs, "commands": stats,
+            "budget": {"ms": NETWORK_BUDGET_MS, "kept_over_none": kept,
+                       "pass": kept <= NETWORK_BUDGET_MS}}
+
+
+def bench_lifecycle(root, runs, skipped):
+    heading(f"containers in the background: {runs} interleaved repetitions, wall time in ms")
+    name = f"mc-bench-{os.getpid()}"
+    check_call(mc("run", "--root", root, "-d", "--name", name, "/bin/busybox", "sleep", "600"))
+    try:
+        commands = [Command("run (foreground, no-op)", mc("run", "--root", root, "/bin/noop")),
+                    Command("exec of a no-op", mc("exec", name, "/bin/noop")),
+                    Sequence("run -d, then rm -f", [
+                        mc("run", "--root", root, "-d", "--name", f"{name}-d", "/bin/busybox",
+                           "sleep", "600"),
+                        mc("rm", "-f", f"{name}-d")])]
+        samples = interleave(commands, runs, skipped)
+    finally:
+        subprocess.run(mc("rm", "-f", name, f"{name}-d"), stdout=DEVNULL, stderr=DEVNULL)
+    stats = {cmd: summary(ms) for cmd, ms in samples.items()}
+    for cmd, st in stats.items():
+        print(f"  {cmd:34} {st['median']:8.1f} {st['p10']:8.1f} {st['p90']:8.1f}")
+    return {"runs": runs, "commands": stats}
+
+
 # ---------------------------------------------------------------------------
 # 3. Peak memory
 # ---------------------------------------------------------------------------
@@ -358,7 +448,7 @@ def vm_hwm_kib(pid):
     return None
 
 
-def bench_memory(root, tmp):
+def bench_memory(root, tmp, oci):
     heading("peak memory of minicontainer's supervising process (VmHWM)")
     if (root / "bin" / "busybox").exists():
         command = ["/bin/busybox", "sleep", "1"]
@@ -381,7 +471,26 @@ def bench_memory(root, tmp):
         raise subprocess.CalledProcessError(proc.returncode, argv, stderr=err)
     mib = peak / 1024
     print(f"  {' '.join(command)}: VmHWM {mib:.1f} MiB")
-    return {"command": " ".join(argv), "vm_hwm_mib": round(mib, 2)}
+    result = {"command": " ".join(argv), "vm_hwm_mib": round(mib, 2)}
+    for peer in oci:
+        peer.bundle_args(command)
+        peer_peak = 0
+        proc = subprocess.Popen(peer.argv(), stdout=DEVNULL, stderr=PIPE)
+        try:
+            while proc.poll() is None:
+                peer_peak = max(peer_peak, vm_hwm_kib(proc.pid) or 0)
+                time.sleep(0.05)
+            proc.communicate()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            peer.bundle_args(["/bin/noop"])
+            peer.delete_leftovers()
+        if proc.returncode == 0:
+            print(f"  {peer.runtime} run, the same command: VmHWM {peer_peak / 1024:.1f} MiB")
+            result[f"{peer.runtime}_vm_hwm_mib"] = round(peer_peak / 1024, 2)
+    return result
 
 
 # ---------------------------------------------------------------------------
@@ -542,7 +651,7 @@ def check_leftovers(root, mounts_before, tries=3):
     return found
 
 
-def bench_throughput(root):
+def bench_throughput(root, oci):
     heading("throughput: containers per second")
     argv = mc("run", "--root", root, "/bin/noop")
     mounts_before = read_mountinfo()
@@ -551,8 +660,37 @@ def bench_throughput(root):
         check_call(argv)
     sequential = SEQUENTIAL_CONTAINERS / (time.perf_counter() - start)
     parallel = PARALLEL_CONTAINERS / start_parallel(argv, PARALLEL_CONTAINERS)
-    print(f"  {SEQUENTIAL_CONTAINERS} back to back: {sequential:.1f}/s")
-    print(f"  {PARALLEL_CONTAINERS} in parallel:  {parallel:.1f}/s")
+    print(f"  minicontainer: {SEQUENTIAL_CONTAINERS} back to back {sequential:.1f}/s,"
+          f" {PARALLEL_CONTAINERS} in parallel {parallel:.1f}/s")
+    peers = {}
+    if shutil.which("bwrap"):
+        bwrap = ["bwrap", "--unshare-all", "--die-with-parent", "--bind", str(root), "/",
+                 "--proc", "/proc", "--dev", "/dev", "--cap-drop", "ALL", "/bin/noop"]
+        peers["bwrap"] = (lambda: bwrap, None)
+    for peer in oci:
+        peers[peer.runtime] = (peer.argv, peer.delete_leftovers)
+    peer_results = {}
+    for name, (make_argv, clean) in peers.items():
+        try:
+            start = time.perf_counter()
+            for _ in range(SEQUENTIAL_CONTAINERS):
+                check_call(make_argv())
+            peer_sequential = SEQUENTIAL_CONTAINERS / (time.perf_counter() - start)
+            start = time.perf_counter()
+            procs = [subprocess.Popen(make_argv(), stdout=DEVNULL, stderr=PIPE)
+                     for _ in range(PARALLEL_CONTAINERS)]
+            wait_all(procs, [name])
+            peer_parallel = PARALLEL_CONTAINERS / (time.perf_counter() - start)
+        except (subprocess.CalledProcessError, OSError) as exc:
+            print(f"  skipping {name}: {failure_text(exc)}")
+            continue
+        finally:
+            if clean:
+                clean()
+        print(f"  {name}: {SEQUENTIAL_CONTAINERS} back to back {peer_sequential:.1f}/s,"
+              f" {PARALLEL_CONTAINERS} in parallel {peer_parallel:.1f}/s")
+        peer_results[name] = {"sequential_per_second": round(peer_sequential, 2),
+                              "parallel_per_second": round(peer_parallel, 2)}
     found = check_leftovers(root, mounts_before)
     clean = not any(found.values())
     print(f"left behind (minicontainer-* cgroups, mountinfo changes, processes rooted at ROOT):"
@@ -562,7 +700,7 @@ def bench_throughput(root):
             print(f"  {kind}: {item}")
     return {"sequential": {"containers": SEQUENTIAL_CONTAINERS, "per_second": round(sequential, 2)},
             "parallel": {"containers": PARALLEL_CONTAINERS, "per_second": round(parallel, 2)},
-            "leftovers": found, "clean": clean}
+            "peers": peer_results, "leftovers": found, "clean": clean}
 
 
 # ---------------------------------------------------------------------------
@@ -644,9 +782,11 @@ def run_all(args, tmp, oci):
     results["startup"] = bench_startup(root, tmp, args.runs, skipped, oci)
     feature_runs = QUICK_FEATURE_RUNS if args.quick else FEATURE_RUNS
     results["features"] = bench_features(root, feature_runs, skipped)
-    results["memory"] = bench_memory(root, tmp)
+    results["network"] = bench_network(root, feature_runs * 2, skipped)
+    results["lifecycle"] = bench_lifecycle(root, feature_runs * 2, skipped)
+    results["memory"] = bench_memory(root, tmp, oci)
     results["deploy"] = bench_deploy(tmp)
-    results["throughput"] = bench_throughput(root)
+    results["throughput"] = bench_throughput(root, oci)
     results["skipped"] = skipped
     return results
 
