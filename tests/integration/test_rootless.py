@@ -29,15 +29,16 @@ class User:
     packages are copied into a world-readable directory, run by a Python of
     the same version that the user may execute."""
 
-    def __init__(self, base, python):
+    def __init__(self, base, python, python_env):
         import pwd
         entry = pwd.getpwnam(USER)
         self.uid, self.gid, self.base, self.python = entry.pw_uid, entry.pw_gid, base, python
+        self.python_env = python_env
         self.work = None
 
     def env(self):
         return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.work),
-                "PYTHONPATH": str(self.base / "site"), "LANG": "C.UTF-8"}
+                "PYTHONPATH": str(self.base / "site"), "LANG": "C.UTF-8", **self.python_env}
 
     def argv(self, *args):
         return [self.python, str(self.base / "minicontainer.py"), *map(str, args)]
@@ -75,18 +76,48 @@ class User:
         return Path(f"/tmp/minicontainer-{self.uid}")
 
 
-def python_for(uid, gid):
-    """A Python of this one's version that the user may run, or None."""
+def python_for(uid, gid, base):
+    """A Python of this one's version that the user may run, and the variables
+    it needs: this one or the system's where the user may run them, else a
+    copy of this one in `base` (a pyenv Python under /root, mode 0700, is not
+    the user's to run). None if there is none."""
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    for candidate in (sys.executable, f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
+
+    def runs(candidate, env):
         try:
-            if subprocess.run(
-                    [candidate, "-c", f"import sys; assert sys.version.startswith('{version}.')"],
-                    user=uid, group=gid, extra_groups=[], capture_output=True, cwd="/").returncode == 0:
-                return candidate
+            return subprocess.run(
+                [candidate, "-c", f"import sys; assert sys.version.startswith('{version}.')"],
+                user=uid, group=gid, extra_groups=[], capture_output=True, cwd="/",
+                env={"PATH": "/usr/bin:/bin", **env}).returncode == 0
         except OSError:  # absent, or under a directory the user may not enter
-            continue
-    return None
+            return False
+
+    for candidate in (sys.executable, f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
+        if runs(candidate, {}):
+            return candidate, {}
+    copy = copied_python(base)
+    if copy is not None and runs(*copy):
+        return copy
+    return None, {}
+
+
+def copied_python(base):
+    """This interpreter, its shared library and its standard library (without
+    its tests), copied under `base`: (its path, the variables it needs)."""
+    prefix = Path(sys.base_prefix)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    stdlib = prefix / "lib" / version
+    if not (stdlib / "os.py").exists():
+        return None
+    target = base / "python"
+    (target / "bin").mkdir(parents=True)
+    shutil.copy2(os.path.realpath(sys.executable), target / "bin" / version)
+    (target / "lib").mkdir()
+    for library in (prefix / "lib").glob("libpython*.so*"):
+        shutil.copy2(library, target / "lib" / library.name)
+    shutil.copytree(stdlib, target / "lib" / version, symlinks=True, ignore=shutil.ignore_patterns(
+        "test", "site-packages", "idlelib", "turtledemo", "tkinter", "ensurepip", "lib2to3"))
+    return str(target / "bin" / version), {"LD_LIBRARY_PATH": str(target / "lib")}
 
 
 def set_subids(present):
@@ -108,7 +139,7 @@ def rootless_user(tmp_path_factory, probe, busybox):
         base.chmod(0o755)
         import pwd
         entry = pwd.getpwnam(USER)
-        python = python_for(entry.pw_uid, entry.pw_gid)
+        python, python_env = python_for(entry.pw_uid, entry.pw_gid, base)
         if python is None:
             pytest.skip(f"no Python {sys.version_info.major}.{sys.version_info.minor} that"
                         f" {USER} may run (this one is under a directory only root enters)")
@@ -129,7 +160,7 @@ def rootless_user(tmp_path_factory, probe, busybox):
         for path in base.rglob("*"):
             path.chmod(path.stat().st_mode | 0o444 | (0o111 if path.is_dir() else 0))
         set_subids(False)
-        yield User(base, python)
+        yield User(base, python, python_env)
     finally:
         shutil.rmtree(base, ignore_errors=True)
         set_subids(False)
