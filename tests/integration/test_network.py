@@ -183,7 +183,7 @@ def test_outbound_is_undone_after_sigkill(root, start, nft):
 def test_nothing_is_left_after_sigkill(root, start):
     c = start(root, *BRIDGE, "-p", f"{free_port()}:80", "/bin/probe", "sleep", 30)
     c.wait_ready()
-    assert network_leftovers()  # the bridge, the veth, the state
+    assert network_leftovers()  # the veth and the address
     c.proc.kill()
     c.proc.wait()
     assert wait_for(lambda: network_leftovers() == [] and not container_pids(root), 3.0), \
