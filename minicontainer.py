@@ -2332,13 +2332,21 @@ def open_layer(blob, compression, what):
 
 
 def sweep_pulls(parent, name):
-    """Remove what pulls killed midway left beside a root."""
+    """Remove what pulls killed midway left beside a root: directories of the
+    caller's only (beside a root in /tmp, a name like ours may be anyone's),
+    never through a symlink."""
+    import stat
     prefix = f".{name}.pull-"
     for entry in os.listdir(parent or "."):
-        if not entry.startswith(prefix):
+        if not entry.startswith(prefix) or alive_owner(entry[len(prefix):].split(".")):
             continue
-        if not alive_owner(entry[len(prefix):].split(".")):
-            remove_tree(os.path.join(parent, entry))
+        path = os.path.join(parent, entry)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():
+            remove_tree(path)
 
 
 def alive_owner(owner):

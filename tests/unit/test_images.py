@@ -152,3 +152,25 @@ def test_a_cache_others_may_write_is_refused(tmp_path):
     (tmp_path / "cache").chmod(0o777)
     with pytest.raises(mc.ContainerError, match="only you may write"):
         mc.BlobCache(str(tmp_path / "cache"))
+
+
+def test_a_killed_pulls_directory_is_swept_but_nothing_of_anyone_elses(tmp_path):
+    """Beside a root in a shared directory, only the caller's own directories
+    of a dead pull go; a symlink or another user's directory of the same name
+    stays, and nothing is followed."""
+    dead = "999999.1"
+    mine = tmp_path / f".root.pull-{dead}"
+    (mine / "proc").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("keep")
+    planted = tmp_path / ".root.pull-999998.1"
+    planted.symlink_to(outside)
+    others = tmp_path / ".root.pull-999997.1"
+    others.mkdir()
+    if os.geteuid() == 0:
+        os.chown(others, 65534, 65534)
+    mc.sweep_pulls(str(tmp_path), "root")
+    assert not mine.exists()
+    assert planted.is_symlink() and (outside / "keep").read_text() == "keep"
+    assert others.exists() == (os.geteuid() == 0)  # a user's own is swept; another's stays
