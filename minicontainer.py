@@ -1635,12 +1635,7 @@ def sweep_staging(dirfd):
     for name in os.listdir(dirfd):
         if not name.startswith(STAGING):
             continue
-        owner = name[len(STAGING):].split(".")
-        try:
-            alive = process_start(int(owner[0])) == int(owner[1])
-        except (IndexError, ValueError):
-            alive = False
-        if not alive:
+        if not alive(owner_of(name[len(STAGING):])):
             import stat
             try:
                 if stat.S_ISDIR(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode):
@@ -2098,8 +2093,7 @@ class BlobCache:
         self.tag = f".download-{os.getpid()}.{process_start(os.getpid())}."
         blobs = os.path.join(path, "blobs", "sha256")
         for name in os.listdir(blobs):  # what pulls killed midway left
-            owner = name[len(".download-"):].split(".")[:2]
-            if name.startswith(".download-") and not alive_owner(owner):
+            if name.startswith(".download-") and not alive(owner_of(name[len(".download-"):])):
                 try:
                     os.unlink(os.path.join(blobs, name))
                 except FileNotFoundError:
@@ -2338,7 +2332,7 @@ def sweep_pulls(parent, name):
     import stat
     prefix = f".{name}.pull-"
     for entry in os.listdir(parent or "."):
-        if not entry.startswith(prefix) or alive_owner(entry[len(prefix):].split(".")):
+        if not entry.startswith(prefix) or alive(owner_of(entry[len(prefix):])):
             continue
         path = os.path.join(parent, entry)
         try:
@@ -2349,12 +2343,14 @@ def sweep_pulls(parent, name):
             remove_tree(path)
 
 
-def alive_owner(owner):
-    """Whether [pid, start time] names a process that still runs."""
+def owner_of(tag):
+    """The (pid, start time) that a name's "PID.START[...]" part gives, or None:
+    how deploys and pulls mark what they leave while they run (see alive)."""
     try:
-        return process_start(int(owner[0])) == int(owner[1])
-    except (IndexError, ValueError):
-        return False
+        pid, start = tag.split(".")[:2]
+        return int(pid), int(start)
+    except ValueError:
+        return None
 
 
 def remove_tree(path):
@@ -2923,7 +2919,7 @@ class Network:
             state = {}
         state.setdefault("containers", {})
         live = {ip: owner for ip, owner in state["containers"].items()
-                if process_start(owner[0]) == owner[1] or owner == list(self.owner)}
+                if alive(owner) or owner == list(self.owner)}
         state["containers"] = live  # the sweep: owners that are gone lose their address
         return state
 
@@ -3003,8 +2999,8 @@ class Network:
 
     def attach(self, pid1):
         """The veth pair: mcvPID on the bridge, eth0 inside with the address and
-        a default route through the bridge; configured from here, through a
-        netlink socket opened in the container's network namespace."""
+        a default route through the bridge; configured from here, by `ip`
+        run on the host and then in the container's network namespace."""
         self.veth = f"mcv{pid1}"
         container_ns = os.open(f"/proc/{pid1}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         what = "set up the container's network"
