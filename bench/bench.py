@@ -795,6 +795,9 @@ def main():
     args = parse_args()
     preflight()
     tmp = Path(tempfile.mkdtemp(prefix="mc-bench-"))
+    # The background containers' state in the bench's own directory, removed
+    # with it: the host's /run/minicontainer is never touched.
+    os.environ["MINICONTAINER_STATE"] = str(tmp / "state")
     oci = []
     try:
         results = run_all(args, tmp, oci)
