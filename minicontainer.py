@@ -847,11 +847,14 @@ class Plan:
                 "symlink", "file") and not self.layering):
             return
         check_name(op.dst, f"deploy {op.src or op.dst}")
+        if op.kind in ("symlink", "hardlink") and "\0" in op.src:
+            raise ContainerError(f"deploy {op.dst}", "its link target holds a NUL byte; refused")
         self.planned[op.dst] = op.kind
         self.ops.append(op)
 
     def remove(self, op):
         """Add a whiteout's op: what it removes is no longer planned or there."""
+        check_name(op.dst, f"deploy: whiteout of {op.dst}")
         self.ops.append(op)
         self.removed.add(op.dst)
         for path in [p for p in self.planned if p == op.dst or p.startswith(op.dst.rstrip("/") + "/")]:
@@ -938,7 +941,10 @@ class Plan:
 
 
 def check_name(path, what):
-    """A path inside the root the kernel can take: 255 bytes a name, 4,095 in all."""
+    """A path inside the root the kernel can take: 255 bytes a name, 4,095 in
+    all, and no NUL (a pax header can hold one; no system call takes it)."""
+    if "\0" in path:
+        raise ContainerError(what, "the name holds a NUL byte; refused")
     data = os.fsencode(path)
     if len(data) >= PATH_MAX or any(len(part) > NAME_MAX for part in data.split(b"/")):
         raise ContainerError(what, f"the name is too long (at most {NAME_MAX} bytes a name and"
@@ -1360,12 +1366,11 @@ def plan_layer(plan, tar, name, to):
     for member in members:
         base = os.path.basename(member.name)
         if base.startswith(".wh."):
-            checked = check(member, name) or member.name
-            where = os.path.normpath(os.path.join(to, os.path.dirname(checked)))
+            where = whiteout_dir(member, name, to)
             if base == ".wh..wh..opq":
                 plan.clear(Op("clear", where))
             else:
-                plan.remove(Op("remove", os.path.join(where, base[4:])))
+                plan.remove(Op("remove", os.path.join(where, whiteout_target(member, name))))
             plan.planned.pop(where, None)
     plan.layering = True
     try:
@@ -1373,6 +1378,32 @@ def plan_layer(plan, tar, name, to):
                      name, to, check)
     finally:
         plan.layering = False
+
+
+def whiteout_dir(member, archive, to):
+    """The directory (in the root) a whiteout or an opaque marker acts in: its
+    member's, by name alone, whatever the member's type (overlay's own
+    whiteouts are character devices, which the member checks skip). A leading
+    '/' is dropped, as for every member; a name that climbs out is refused."""
+    rel = os.path.normpath(member.name.lstrip("/"))
+    if rel == ".." or rel.startswith("../"):
+        raise ContainerError(f"deploy {archive}", f"whiteout {member.name} lies outside the root;"
+                             " refused")
+    where = os.path.normpath(os.path.join(to, os.path.dirname(rel)))
+    check_name(where, f"deploy {archive}: whiteout {member.name}")
+    return where
+
+
+def whiteout_target(member, archive):
+    """The name a `.wh.NAME` whiteout removes. '.' and '..' (and nothing) are no
+    entries of its directory but the directory itself and its parent: `.wh...`
+    at the top would remove the directory that holds the root, on the host.
+    Refused, as containers/storage refuses them ("invalid whiteout name")."""
+    gone = os.path.basename(member.name)[len(".wh."):]
+    if gone in ("", ".", ".."):
+        raise ContainerError(f"deploy {archive}", f"member {member.name} is a whiteout of"
+                             f" '{gone}', which is no entry of its directory; refused")
+    return gone
 
 
 STAGING = ".minicontainer-tmp."  # a deploy's staging directory (at the root's top) or temporary
@@ -1455,7 +1486,7 @@ class Writer:
         if self.stage_fd is not None:  # empty, unless a failure left a temporary
             os.close(self.stage_fd)
             self.stage_fd = None
-            shutil_rmtree(STAGING + self.tag, self.rootfd)
+            remove_at(self.rootfd, STAGING + self.tag, "remove the deploy's staging directory")
 
     def apply(self, op):
         try:
@@ -1477,7 +1508,7 @@ class Writer:
             except FileNotFoundError:
                 st = None
             if st is not None and not stat.S_ISDIR(st.st_mode) and not self.leads_to_dir(op.dst, st):
-                os.unlink(name, dir_fd=parent_fd)
+                remove_at(parent_fd, name, f"deploy {op.dst}", st)
         fd = self.dirfd(op.dst, mode=mode)
         if op.dst in self.made and self.owner and (uid, gid) != self.me:
             os.fchown(fd, uid, gid)
@@ -1514,7 +1545,7 @@ class Writer:
                     os.unlink(tmp, dir_fd=stage_fd)
                     return
                 self.forget(op.dst)  # no cached fd may lead into the removed directory
-                os.rmdir(name, dir_fd=fd)
+                remove_at(fd, name, f"deploy {op.dst}", existing)
             os.rename(tmp, name, src_dir_fd=stage_fd, dst_dir_fd=fd)
         except BaseException:
             try:
@@ -1598,18 +1629,15 @@ class Writer:
         self.links += 1
 
     def do_remove(self, op):
-        import stat
         parent, name = os.path.split(op.dst)
+        check_entry(name, f"deploy: whiteout of {op.dst}")  # before anything is looked up
         try:
             fd = self.dirfd(parent, create=False)
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
         except (OSError, ContainerError):
             return  # nothing there to remove
         self.forget(op.dst)
-        if stat.S_ISDIR(st.st_mode):
-            shutil_rmtree(name, fd)
-        else:
-            os.unlink(name, dir_fd=fd)
+        remove_at(fd, name, f"deploy: whiteout of {op.dst}", st)
 
     def do_clear(self, op):
         try:
@@ -1629,6 +1657,31 @@ def empty_dir(dirfd, name):
         os.close(fd)
 
 
+def check_entry(name, what):
+    """Refuse a name that is not one entry of a directory: '' and '.' are the
+    directory itself, '..' its parent (for the root's descriptor, the host
+    directory that holds the root), and a '/' leads elsewhere."""
+    if name in ("", ".", "..") or "/" in name or "\0" in name:
+        raise ContainerError(what, f"refused to remove '{name}': it is not an entry of the"
+                             " directory (a deploy removes nothing else)")
+
+
+def remove_at(dirfd, name, what, st=None):
+    """Remove the entry `name` of the directory dirfd: a directory with all it
+    holds, anything else unlinked; no symlink is followed. The one place where
+    a deploy removes anything, so the one place that refuses, whatever a plan
+    let through, a name that would reach beyond the entry (check_entry)."""
+    import stat
+    check_entry(name, what)
+    if st is None:
+        st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    if stat.S_ISDIR(st.st_mode):
+        import shutil
+        shutil.rmtree(name, dir_fd=dirfd)
+    else:
+        os.unlink(name, dir_fd=dirfd)
+
+
 def sweep_staging(dirfd):
     """Remove what deploys killed midway left in a directory: staging
     directories and temporaries whose deploy (pid and start time) is gone."""
@@ -1636,20 +1689,10 @@ def sweep_staging(dirfd):
         if not name.startswith(STAGING):
             continue
         if not alive(owner_of(name[len(STAGING):])):
-            import stat
             try:
-                if stat.S_ISDIR(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode):
-                    shutil_rmtree(name, dirfd)
-                else:
-                    os.unlink(name, dir_fd=dirfd)
+                remove_at(dirfd, name, f"remove {name}, left by a deploy that was killed")
             except FileNotFoundError:  # another deploy swept it first
                 pass
-
-
-def shutil_rmtree(name, dirfd):
-    """Remove a tree below dirfd without following symlinks (rmtree's fd-based walk)."""
-    import shutil
-    shutil.rmtree(name, dir_fd=dirfd)
 
 
 def describe(op):

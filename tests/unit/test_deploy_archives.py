@@ -262,3 +262,89 @@ def test_a_later_layer_can_turn_a_directory_into_a_link(tmp_path, root):
     assert deploy(root, docker_save(tmp_path / "image.tar", [lower, middle, upper])) == 0
     assert os.readlink(root / "bin") == "usr/bin"
     assert (root / "usr" / "bin" / "tool").read_text() == "t"
+
+
+# Whiteouts of "." and ".." (issue 21, 1): the writer removed ".." relative to the
+# root's descriptor, which is the directory that holds the root on the host.
+
+def listing(path):
+    """Every entry below path, with its type, mode and contents (or link target)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            body = os.readlink(full) if stat.S_ISLNK(st.st_mode) else \
+                open(full, "rb").read() if stat.S_ISREG(st.st_mode) else None
+            out[os.path.relpath(full, path)] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), body)
+    return out
+
+
+@pytest.fixture
+def beside(tmp_path):
+    """Sentinels in the directory that holds the root: its parent on the host."""
+    (tmp_path / "NOTES").write_text("keep")
+    (tmp_path / "other-root").mkdir()
+    (tmp_path / "other-root" / "f").write_text("keep")
+    return tmp_path
+
+
+def sentinels_kept(beside):
+    return (beside / "NOTES").read_text() == "keep" and (beside / "other-root" / "f").read_text() == "keep"
+
+
+def one_line_refusal(err):
+    lines = err.strip().splitlines()
+    return len(lines) == 1 and lines[0].startswith("minicontainer: ") and "Error(" not in lines[0] \
+        and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", [".wh...", ".wh..", "sub/.wh...", "sub/.wh..", "/.wh...", "./.wh...",
+                                  "sub/../.wh...", ".wh.", "sub/.wh."])
+@pytest.mark.parametrize("kind", ["docker-save", "oci"])
+def test_a_whiteout_of_dot_or_dotdot_is_refused_and_nothing_is_touched(tmp_path, beside, root, capsys,
+                                                                       name, kind):
+    (root / "sub").mkdir()
+    (root / "sub" / "f").write_text("mine")
+    before = listing(root)
+    layers = [[("sub", b"", DIR, "", 0o755), (name, b"", REG, "", 0o644)]]
+    image = docker_save(tmp_path / "image.tar", layers) if kind == "docker-save" \
+        else oci_layout(tmp_path / "oci", layers)
+    assert deploy(root, image) == 125
+    err = capsys.readouterr().err
+    assert one_line_refusal(err) and "whiteout" in err, err
+    assert sentinels_kept(beside)
+    assert listing(root) == before
+
+
+def test_a_whiteout_of_a_real_file_still_removes_it(tmp_path, beside, root):
+    """The control: a whiteout of a name, at the top and below, removes it."""
+    (root / "sub").mkdir()
+    (root / "sub" / "f").write_text("mine")
+    (root / "top").write_text("mine")
+    layer = [("sub", b"", DIR, "", 0o755), ("sub/.wh.f", b"", REG, "", 0o644), (".wh.top", b"", REG, "", 0o644)]
+    assert deploy(root, docker_save(tmp_path / "image.tar", [layer])) == 0
+    assert not (root / "sub" / "f").exists() and not (root / "top").exists()
+    assert (root / "sub").is_dir() and sentinels_kept(beside)
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "a/b", "/", "a\0b"])
+def test_the_writer_never_removes_a_name_that_is_not_an_entry(tmp_path, beside, root, name):
+    """Defence in depth: whatever a plan lets through, the writer refuses to
+    remove '.', '..', '' or a path relative to a directory's descriptor."""
+    (root / "a").mkdir()
+    (root / "a" / "b").write_text("mine")
+    before = listing(root)
+    rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    writer = mc.Writer(rootfd)
+    try:
+        for dst in (f"/{name}", f"/a/{name}") if "/" not in name.strip("/") else ():
+            with pytest.raises(mc.ContainerError) as caught:
+                writer.apply(mc.Op("remove", dst))
+            assert "refused" in str(caught.value)
+        with pytest.raises(mc.ContainerError):
+            mc.remove_at(rootfd, name, "remove")
+    finally:
+        writer.close()
+        os.close(rootfd)
+    assert listing(root) == before and sentinels_kept(beside)
