@@ -1742,24 +1742,36 @@ def deploy_paths(root, sources, to=None, deps=True, link=False, dry_run=False, p
     the Writer (its counts), the plan and the skeleton directories made.
 
     Everything is planned and checked before the first write; what a deploy
-    killed earlier left behind is swept first.
+    killed earlier left behind is swept first. A root this deploy made is
+    removed again if the deploy fails: it is left as it was, absent.
     """
+    for src in sources:
+        check_source_apart(src, root)
     missing = not os.path.lexists(root)
+    made_root = False
     if missing and dry_run:
         rootfd = None  # nothing is made: plan against an empty root
     else:
-        if make_root(root) and os.path.lexists(image_file(root)):
+        made_root = make_root(root)
+        if made_root and os.path.lexists(image_file(root)):
             os.unlink(image_file(root))  # an image's settings, left from a root removed since
-        rootfd = open_root(root)
+        try:
+            rootfd = open_root(root)
+        except BaseException:
+            if made_root:
+                os.rmdir(root)
+            raise
     plan = Plan(rootfd)
     writer = Writer(rootfd, link=link)
     umask = os.umask(0)  # modes are set exactly, as the sources have them
     made = []
+    done = False
     try:
         plan_sources(plan, sources, to, deps)
         plan.check_parents()
         if dry_run:
             made = [name for name, _ in SKELETON] if missing else []
+            done = True
             return writer, plan, made
         sweep_staging(rootfd)
         ops = plan.ops
@@ -1774,13 +1786,66 @@ def deploy_paths(root, sources, to=None, deps=True, link=False, dry_run=False, p
         if plan.image is not None:  # an image archive's Entrypoint, Cmd, ... for run
             write_image_file(image_file(root), {"reference": plan.image_source, "digest": None,
                                                 "config": plan.image})
+        done = True
         return writer, plan, made
     finally:
         os.umask(umask)
         if rootfd is not None:
-            writer.close()
-            os.close(rootfd)
+            try:
+                writer.close()
+            finally:
+                if made_root and not done:
+                    remove_made_root(root, rootfd)
+                os.close(rootfd)
         plan.close()
+
+
+def remove_made_root(root, rootfd):
+    """Remove the root a failed deploy made, if its path still names that very
+    directory (nothing else may be removed in its place)."""
+    try:
+        st, mine = os.lstat(root), os.fstat(rootfd)
+    except OSError:
+        return
+    if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
+        remove_tree(root)
+
+
+def check_source_apart(src, root):
+    """Refuse a source that is the root, lies inside it, or holds it: copying
+    it would copy the root into itself (`deploy ./newroot` filled newroot/bin
+    with newroot). Compared by path and, for a bind mount or a second path to
+    the same place, by device and inode along both paths."""
+    src_path, root_path = os.path.realpath(src), os.path.realpath(root)
+
+    def within(path, top):
+        return path == top or path.startswith(top.rstrip("/") + "/")
+
+    def chain(path):  # the (device, inode) of a path and of each directory above it
+        ids = []
+        while True:
+            try:
+                st = os.stat(path)
+                ids.append((st.st_dev, st.st_ino))
+            except OSError:
+                pass  # the root to be made, or a source that is not there (told later)
+            if path == "/":
+                return ids
+            path = os.path.dirname(path)
+
+    src_ids, root_ids = chain(src_path), chain(root_path)
+    src_id = src_ids[0] if os.path.exists(src_path) else None
+    root_id = root_ids[0] if os.path.exists(root_path) else None
+    why = None
+    if src_path == root_path or src_id is not None and src_id == root_id:
+        why = "it is the root"
+    elif within(src_path, root_path) or root_id is not None and root_id in src_ids:
+        why = f"it lies inside the root {root}"
+    elif within(root_path, src_path) or src_id is not None and src_id in root_ids:
+        why = f"it holds the root {root}"
+    if why:
+        raise ContainerError(f"deploy {src}", f"{why}: a deploy would copy the root into itself;"
+                             " refused")
 
 
 # ---------------------------------------------------------------------------

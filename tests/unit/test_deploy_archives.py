@@ -348,3 +348,57 @@ def test_the_writer_never_removes_a_name_that_is_not_an_entry(tmp_path, beside, 
         writer.close()
         os.close(rootfd)
     assert listing(root) == before and sentinels_kept(beside)
+
+
+# A source that is the root, lies inside it or holds it (issue 22): `deploy
+# ./newroot` copied the root into its own /bin.
+
+@pytest.mark.parametrize("which", ["root", "root-by-symlink", "root/sub", "root/sub/file", "parent",
+                                   "parent-of-missing-root"])
+def test_a_source_that_is_in_or_holds_the_root_is_refused(tmp_path, root, capsys, which):
+    (root / "sub").mkdir()
+    (root / "sub" / "file").write_text("x")
+    (tmp_path / "link").symlink_to(root)
+    target = root
+    if which == "parent-of-missing-root":
+        target = tmp_path / "missing"
+    src = {"root": root, "root-by-symlink": tmp_path / "link", "root/sub": root / "sub",
+           "root/sub/file": root / "sub" / "file", "parent": tmp_path,
+           "parent-of-missing-root": tmp_path}[which]
+    before = listing(root)
+    assert deploy(target, src) == 125
+    err = capsys.readouterr().err
+    assert one_line_refusal(err) and "copy the root into itself" in err, err
+    assert listing(root) == before
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_source_beside_the_root_deploys(tmp_path, root):
+    """The control: a directory next to the root, whose name starts like the root's."""
+    (tmp_path / "rootextra").mkdir()
+    (tmp_path / "rootextra" / "f").write_text("x")
+    assert deploy(root, tmp_path / "rootextra") == 0
+    assert (root / "bin" / "f").read_text() == "x"
+
+
+def test_a_failed_deploy_removes_the_root_it_made(tmp_path, beside, capsys):
+    """Refused while planning, and failed while writing (a hard link to a file
+    the archive does not have): the root deploy made is gone again."""
+    for members in ([("ok", b"1", REG, "", 0o644), ("../../escape", b"x", REG, "", 0o644)],
+                    [("ok", b"1", REG, "", 0o644), ("hard", b"", LNK, "missing", 0o644)]):
+        archive = write_tar(tmp_path / "a.tar", members)
+        assert deploy(tmp_path / "newroot", archive) == 125
+        assert one_line_refusal(capsys.readouterr().err)
+        assert not (tmp_path / "newroot").exists() and not (tmp_path / "newroot.image.json").exists()
+        assert sentinels_kept(beside)
+
+
+def test_a_failed_deploy_leaves_an_existing_root_as_it_was(tmp_path, root, capsys):
+    (root / "f").write_text("mine")
+    before = listing(root)
+    archive = write_tar(tmp_path / "a.tar", [("ok", b"1", REG, "", 0o644),
+                                             ("../../escape", b"x", REG, "", 0o644)])
+    assert deploy(root, archive) == 125
+    assert listing(root) == before
+    archive = write_tar(tmp_path / "b.tar", [("ok", b"1", REG, "", 0o644)])  # the control
+    assert deploy(tmp_path / "newroot", archive) == 0 and (tmp_path / "newroot" / "ok").exists()
