@@ -1298,62 +1298,242 @@ def open_tar(path, fileobj=None, what=None):
 
 
 def plan_archive(plan, path, to):
-    """A root filesystem archive, or a `docker save` / OCI image archive."""
+    """A root filesystem archive, or an image archive: `docker save`'s, or an
+    OCI layout made into a tar (podman save --format oci-archive, skopeo's
+    oci-archive:)."""
     tar = open_tar(path)
     plan.open_files.append(tar)
-    names = set(tar.getnames())
-    if "manifest.json" in names or "oci-layout" in names or "index.json" in names:
-        def read(name):
-            f = tar.extractfile(name)
-            if f is None:
-                raise ContainerError(f"deploy {path}", f"{name} missing from the image")
-            return f
-        layers, plan.image = image_layers(path, lambda name: read(name).read())
-        plan.image_source = os.path.abspath(path)
-        for layer in layers:
-            plan_layer(plan, open_tar(f"{path}:{layer}", read(layer)), f"{path}:{layer}", to)
+    files = ImageFiles(path, tar)
+    if files.has("manifest.json") or files.has("oci-layout"):
+        plan_image(plan, files, to)
     else:
         plan_members(plan, tar, tar.getmembers(), path, to, member_checker())
 
 
 def plan_oci_dir(plan, path, to):
-    """An OCI image layout directory (index.json, blobs/sha256/...)."""
-    def read(name):
-        with open(os.path.join(path, name), "rb") as f:
-            return f.read()
-    layers, plan.image = image_layers(path, read)
-    plan.image_source = os.path.abspath(path)
-    for layer in layers:
-        f = open(os.path.join(path, layer), "rb")
-        plan.open_files.append(f)
-        plan_layer(plan, open_tar(f"{path}/{layer}", f), f"{path}/{layer}", to)
+    """An OCI image layout directory (oci-layout, index.json, blobs/sha256/...)."""
+    files = ImageFiles(path)
+    plan.open_files.append(files)
+    plan_image(plan, files, to)
 
 
-def image_layers(image, read):
-    """The layer files of an image, bottom first, and its run settings (see
-    image_settings): docker save's manifest.json, else the OCI index.json ->
-    manifest -> config and layers."""
-    import json
-    try:
-        try:
-            manifest = json.loads(read("manifest.json"))
-        except (ContainerError, FileNotFoundError):
-            pass  # no docker manifest: an OCI layout
+def plan_image(plan, files, to):
+    """An image's layers, bottom first, each checked against its digest before
+    it is read; its run settings are kept for `run` (see image_settings)."""
+    layers, plan.image = image_layers(files)
+    plan.image_source = os.path.abspath(files.path)
+    for name, compression, blob in layers:
+        plan.open_files.append(blob)
+        plan_layer(plan, open_layer(blob, compression, f"deploy {files.path}:{name}"),
+                   f"{files.path}:{name}", to)
+
+
+class ImageFiles:
+    """The files of an image, by their names in it: the members of a tar
+    archive, or the files of an OCI layout directory, opened with the
+    directory as "/" (a symlink in it cannot lead to a host file) and without
+    blocking (a FIFO there cannot hang the deploy). No name is a host path."""
+
+    def __init__(self, path, tar=None):
+        self.path, self.tar, self.dirfd = path, tar, None
+        if tar is not None:
+            self.members = {}
+            for member in tar.getmembers():
+                self.members.setdefault(os.path.normpath(member.name.lstrip("/")), member)
         else:
-            return manifest[0]["Layers"], image_settings(read(manifest[0]["Config"]), f"deploy {image}")
-        blob = lambda digest: "blobs/" + digest.replace(":", "/")
-        index = json.loads(read("index.json"))
-        desc = index["manifests"][0]
-        doc = json.loads(read(blob(desc["digest"])))
-        while "manifests" in doc:  # an index of per-platform manifests
-            doc = json.loads(read(blob(doc["manifests"][0]["digest"])))
-        for layer in doc["layers"]:
-            if "zstd" in layer.get("mediaType", ""):
-                raise ContainerError(f"deploy {image}", "zstd-compressed layers are not supported")
-        settings = image_settings(read(blob(doc["config"]["digest"])), f"deploy {image}")
-        return [blob(layer["digest"]) for layer in doc["layers"]], settings
-    except (KeyError, IndexError, ValueError, TypeError) as exc:
-        raise ContainerError(f"deploy {image}", f"not an image manifest this understands: {exc!r}") from None
+            try:
+                self.dirfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise ContainerError.from_os(f"deploy {path}", exc) from None
+
+    def has(self, name):
+        if self.tar is not None:
+            return name in self.members
+        try:
+            os.close(openat2(self.dirfd, name, os.O_PATH, IN_ROOT))
+            return True
+        except ContainerError:
+            return False
+
+    def open(self, name):
+        """A binary file object of the image's file `name`, or one line saying it is missing."""
+        import stat
+        what = f"deploy {self.path}"
+        if self.tar is not None:
+            member = self.members.get(os.path.normpath(name.lstrip("/")))
+            try:
+                f = self.tar.extractfile(member) if member is not None else None
+            except (KeyError, OSError, self.tar_error()) as exc:
+                raise ContainerError(what, f"{name} in the image cannot be read: {exc}") from None
+            if f is None:
+                raise ContainerError(what, f"{name} is missing from the image (or is no file)")
+            return f
+        try:
+            fd = openat2(self.dirfd, name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC, IN_ROOT)
+        except ContainerError as exc:
+            if exc.errno == 2:
+                raise ContainerError(what, f"{name} is missing from the image") from None
+            raise exc.within(what) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ContainerError(what, f"{name} in the image is not a regular file")
+        return open(fd, "rb")
+
+    def tar_error(self):
+        return tar_module().TarError
+
+    def read(self, name, digest=None, size=None):
+        """The bytes of a small file (a manifest, an index, a configuration), at
+        most MAX_MANIFEST, checked against its digest where one is known."""
+        with self.open(name) as f:
+            data = f.read(MAX_MANIFEST + 1)
+        if len(data) > MAX_MANIFEST:
+            raise ContainerError(f"deploy {self.path}", f"{name} is larger than"
+                                 f" {MAX_MANIFEST >> 20} MiB; refused")
+        if digest is not None:
+            check_digest(self.path, name, digest, size, [data])
+        return data
+
+    def blob(self, digest, size=None):
+        """A blob by its digest, checked whole against it, opened at its start."""
+        name = blob_name(self.path, digest)
+        f = self.open(name)
+        try:
+            check_digest(self.path, name, digest, size, iter(lambda: f.read(1 << 20), b""))
+            f.seek(0)
+        except BaseException:
+            f.close()
+            raise
+        return name, f
+
+    def close(self):
+        if self.dirfd is not None:
+            os.close(self.dirfd)
+            self.dirfd = None
+
+
+DIGEST_ALGORITHMS = {"sha256": 64, "sha512": 128}
+
+
+def blob_name(image, digest):
+    """blobs/ALGORITHM/HEX for an OCI descriptor's digest; any other digest
+    (a path in disguise: sha256:../../etc/shadow) is refused."""
+    import re
+    algorithm, _, hexdigits = digest.partition(":") if isinstance(digest, str) else ("", "", "")
+    if algorithm not in DIGEST_ALGORITHMS or not re.fullmatch(
+            f"[0-9a-f]{{{DIGEST_ALGORITHMS[algorithm]}}}", hexdigits):
+        raise ContainerError(f"deploy {image}", f"a digest minicontainer does not check:"
+                             f" '{digest}' (sha256: or sha512: and lower-case hex)")
+    return f"blobs/{algorithm}/{hexdigits}"
+
+
+def check_digest(image, name, digest, size, chunks):
+    """Refuse a file whose bytes are not those its digest (and size) name."""
+    import hashlib
+    algorithm, _, expected = digest.partition(":")
+    h, n = hashlib.new(algorithm), 0
+    for chunk in chunks:
+        h.update(chunk)
+        n += len(chunk)
+    if h.hexdigest() != expected:
+        raise ContainerError(f"deploy {image}", f"{name} does not match its digest {digest}"
+                             f" (it is {algorithm}:{h.hexdigest()}); refused")
+    if size is not None and size != n:
+        raise ContainerError(f"deploy {image}", f"{name} is {n} bytes, not the {size} its"
+                             " descriptor says; refused")
+
+
+def image_layers(files):
+    """The layers of an image, bottom first, as (name, compression, open blob),
+    and its run settings: docker save's manifest.json, else the OCI
+    index.json -> (index ->) manifest -> config and layers. Every OCI blob is
+    checked against its digest; so are a docker archive's files that are
+    named by theirs (blobs/sha256/HEX, HEX.json)."""
+    import json
+    what = f"deploy {files.path}"
+    try:
+        if files.has("manifest.json"):
+            manifest = json.loads(files.read("manifest.json"))
+            if not isinstance(manifest, list) or not manifest:
+                raise ValueError("manifest.json is not a list of images")
+            config_name, layer_names = manifest[0]["Config"], manifest[0]["Layers"]
+            if not isinstance(config_name, str) or not isinstance(layer_names, list) \
+                    or not all(isinstance(n, str) for n in layer_names):
+                raise ValueError("Config or Layers is not a name")
+            settings = image_settings(files.read(config_name, named_digest(config_name)), what)
+            layers = []
+            try:
+                for name in layer_names:
+                    digest = named_digest(name)
+                    if digest is not None:
+                        layers.append((name, None, files.blob(digest)[1]))
+                    else:
+                        layers.append((name, None, files.open(name)))
+            except BaseException:
+                for _, _, blob in layers:
+                    blob.close()
+                raise
+            return layers, settings
+        index = json.loads(files.read("index.json"))
+        doc, seen = index, 0
+        while isinstance(doc, dict) and "manifests" in doc:  # an index, of platforms or images
+            seen += 1
+            if seen > 8:
+                raise ValueError("indexes nested more than 8 deep")
+            desc = choose_manifest(files.path, doc["manifests"])
+            doc = json.loads(files.read(blob_name(files.path, desc["digest"]), desc["digest"],
+                                        desc.get("size")))
+        config = doc["config"]
+        settings = image_settings(files.read(blob_name(files.path, config["digest"]),
+                                             config["digest"], config.get("size")), what)
+        layers = []
+        try:
+            for desc in doc["layers"]:
+                media_type = desc.get("mediaType", "")
+                compression = "zstd" if "zstd" in media_type else None  # gzip and plain: seen by tarfile
+                name, blob = files.blob(desc["digest"], desc.get("size"))
+                layers.append((name, compression, blob))
+        except BaseException:
+            for _, _, blob in layers:
+                blob.close()
+            raise
+        return layers, settings
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
+        why = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ContainerError(what, f"not an image manifest this understands: {why}") from None
+
+
+def named_digest(name):
+    """The sha256 digest a docker archive's file name carries, or None:
+    blobs/sha256/HEX (docker 25 on) and HEX.json (a configuration before)."""
+    import re
+    m = re.fullmatch(r"(?:\./)?(?:blobs/sha256/([0-9a-f]{64})|([0-9a-f]{64})\.json)", name)
+    return f"sha256:{m.group(1) or m.group(2)}" if m else None
+
+
+def choose_manifest(image, entries):
+    """The entry of an OCI index to deploy: the host's platform where entries
+    name theirs, else the first image (attestations and other artifacts left
+    aside); one line listing what there is otherwise."""
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError("manifests is not a list of descriptors")
+    wanted = parse_platform(None)
+    offered = []
+    for entry in entries:
+        if entry.get("mediaType", MANIFEST_TYPES[0]) not in MANIFEST_TYPES + INDEX_TYPES:
+            continue
+        platform = entry.get("platform")
+        if not isinstance(platform, dict):
+            return entry  # no platform named: a single image, as podman and skopeo save one
+        have = (platform.get("os"), platform.get("architecture"), platform.get("variant"))
+        if have[0] == "unknown":
+            continue  # an attestation
+        offered.append(have)
+        if have[:2] == wanted[:2] and (wanted[2] is None or have[2] in (None, wanted[2])):
+            return entry
+    there = ", ".join(platform_name(p) for p in offered if all(isinstance(x, (str, type(None))) for x in p))
+    raise ContainerError(f"deploy {image}", f"no image for {platform_name(wanted)}; it has:"
+                         f" {there or 'none'}")
 
 
 def plan_layer(plan, tar, name, to):

@@ -36,13 +36,16 @@ def docker_save(path, layers, config=None):
     """A `docker save` archive: manifest.json, the image's config.json and one
     layer tar per list of members."""
     names = []
+    blobs = [write_tar(None, members) for members in layers]
+    if config is not None and "rootfs" in config:  # what skopeo checks: each layer's sha256
+        config = dict(config, rootfs={"type": "layers", "diff_ids": [
+            f"sha256:{hashlib.sha256(blob).hexdigest()}" for blob in blobs]})
     with tarfile.open(path, "w") as out:
         data = json.dumps(config or {}).encode()
         info = tarfile.TarInfo("config.json")
         info.size = len(data)
         out.addfile(info, io.BytesIO(data))
-        for i, members in enumerate(layers):
-            blob = write_tar(None, members)
+        for i, blob in enumerate(blobs):
             name = f"layer{i}/layer.tar"
             info = tarfile.TarInfo(name)
             info.size = len(blob)
@@ -80,3 +83,13 @@ def oci_layout(directory, layers, config=None):
         {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest,
          "size": manifest_size}]}))
     return directory
+
+
+def oci_archive(path, directory, layers, config=None):
+    """An OCI archive, as `podman save --format oci-archive` and skopeo's
+    oci-archive: make it: a tar of an OCI image layout."""
+    oci_layout(directory, layers, config)
+    with tarfile.open(path, "w") as out:
+        for name in ("oci-layout", "index.json", "blobs"):
+            out.add(directory / name, name)
+    return path

@@ -123,3 +123,68 @@ def test_the_walkthrough_works_verbatim_in_an_empty_directory(tmp_path, containe
                              capture_output=True)
     assert (missing.returncode, missing.stderr) == (
         125, b"minicontainer: root newroot: No such file or directory\n")
+
+
+def image_tar_with(path, layer_members):
+    """The issue's reproduction: a docker save archive of one layer."""
+    return docker_save(path, [layer_members], {"architecture": "amd64", "os": "linux", "config": {}})
+
+
+@pytest.mark.parametrize("whiteout", [".wh...", ".wh..", "sub/.wh..."])
+def test_a_whiteout_of_dotdot_leaves_the_directory_around_the_root_alone(tmp_path, whiteout):
+    """Issue 21, 1, as filed: `deploy ../evil.tar` in a project directory
+    removed the project (the root's parent). Refused in one line; the root the
+    deploy made is gone again; the project is as it was."""
+    from helpers import CLI
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "NOTES").write_text("keep\n")
+    evil = image_tar_with(tmp_path / "evil.tar", [("sub", b"", tarfile.DIRTYPE, "", 0o755),
+                                                  (whiteout, b"", tarfile.REGTYPE, "", 0o644)])
+    result = subprocess.run([*CLI, "deploy", "../evil.tar"], cwd=proj, capture_output=True, timeout=60)
+    assert result.returncode == 125
+    assert result.stderr.count(b"\n") == 1 and b"whiteout" in result.stderr, result.stderr
+    assert sorted(os.listdir(proj)) == ["NOTES"] and (proj / "NOTES").read_text() == "keep\n"
+    # The control: a whiteout of a name the lower layer made removes it, and only it.
+    good = docker_save(tmp_path / "good.tar", [[("a", b"1", tarfile.REGTYPE, "", 0o644),
+                                                ("b", b"2", tarfile.REGTYPE, "", 0o644)],
+                                               [(".wh.a", b"", tarfile.REGTYPE, "", 0o644)]])
+    result = subprocess.run([*CLI, "deploy", "../good.tar"], cwd=proj, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert not (proj / "newroot" / "a").exists() and (proj / "newroot" / "b").read_text() == "2"
+    assert (proj / "NOTES").read_text() == "keep\n"
+
+
+@pytest.mark.parametrize("dest", ["oci-archive", "oci"])
+def test_skopeos_oci_archive_and_layout_deploy_and_run(tmp_path, busybox, dest):
+    """Issue 22: what `skopeo copy` (as podman save --format oci-archive) makes
+    from a docker archive, offline; the image's Cmd and Env are what run runs."""
+    import shutil
+    if shutil.which("skopeo") is None:
+        pytest.fail("skopeo is needed: run setup.sh")
+    config = {"architecture": "amd64", "os": "linux", "rootfs": {},
+              "config": {"Cmd": ["/bin/sh", "-c", "echo $GREETING"], "Env": ["GREETING=from-the-image"]}}
+    archive = docker_save(tmp_path / "docker.tar", [busybox_rootfs(busybox)], config)
+    image = tmp_path / ("image.oci.tar" if dest == "oci-archive" else "layout")
+    copied = subprocess.run(["skopeo", "copy", f"docker-archive:{archive}", f"{dest}:{image}"],
+                            capture_output=True, timeout=120)
+    assert copied.returncode == 0, copied.stderr
+    root = tmp_path / "newroot"
+    result = cli("deploy", "--root", root, image)
+    assert result.returncode == 0, result.stderr
+    ran = run_in(root)
+    assert (ran.returncode, ran.stdout) == (0, b"from-the-image\n"), ran.stderr
+
+
+def test_deploying_the_root_into_itself_is_refused(tmp_path, probe):
+    """Issue 22: `deploy ./newroot` copied the root into its own /bin."""
+    from helpers import CLI
+    work = tmp_path / "work"
+    work.mkdir()
+    assert subprocess.run([*CLI, "deploy", str(probe)], cwd=work, capture_output=True).returncode == 0
+    before = sorted(os.listdir(work / "newroot" / "bin"))
+    for source in ("./newroot", ".", "newroot/bin"):
+        result = subprocess.run([*CLI, "deploy", source], cwd=work, capture_output=True, timeout=60)
+        assert result.returncode == 125, result
+        assert result.stderr.count(b"\n") == 1 and b"copy the root into itself" in result.stderr
+    assert sorted(os.listdir(work / "newroot" / "bin")) == before == ["probe"]

@@ -402,3 +402,123 @@ def test_a_failed_deploy_leaves_an_existing_root_as_it_was(tmp_path, root, capsy
     assert listing(root) == before
     archive = write_tar(tmp_path / "b.tar", [("ok", b"1", REG, "", 0o644)])  # the control
     assert deploy(tmp_path / "newroot", archive) == 0 and (tmp_path / "newroot" / "ok").exists()
+
+
+# OCI archives (issue 22): a tar of an OCI layout failed with a KeyError repr and
+# left an empty root behind.
+
+from archives import oci_archive  # noqa: E402
+
+CONFIG = {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"], "Env": ["A=1"]}}
+
+
+def image_of(tmp_path, kind, layers, config=CONFIG):
+    if kind == "docker-save":
+        return docker_save(tmp_path / "image.tar", layers, config)
+    if kind == "oci":
+        return oci_layout(tmp_path / "oci", layers, config)
+    return oci_archive(tmp_path / "image.oci.tar", tmp_path / "layout", layers, config)
+
+
+@pytest.mark.parametrize("kind", ["docker-save", "oci", "oci-archive"])
+def test_every_image_form_deploys_with_its_settings(tmp_path, kind):
+    image = image_of(tmp_path, kind, [LAYER1, LAYER2])
+    assert deploy(tmp_path / "newroot", image) == 0
+    check_layers_applied(tmp_path / "newroot")
+    kept = json.loads((tmp_path / "newroot.image.json").read_text())
+    assert kept["config"] == CONFIG["config"] and kept["reference"] == str(image)
+
+
+def corrupt_a_layer(layout):
+    """Change one byte of the largest blob (a layer), keeping its name and size."""
+    blob = max((layout / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size)
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 1
+    blob.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("kind", ["oci", "oci-archive"])
+def test_a_blob_that_does_not_match_its_digest_is_refused(tmp_path, root, capsys, kind):
+    oci_layout(tmp_path / "layout", [LAYER1])
+    corrupt_a_layer(tmp_path / "layout")
+    if kind == "oci":
+        image = tmp_path / "layout"
+    else:
+        image = tmp_path / "image.tar"
+        with tarfile.open(image, "w") as out:
+            for name in ("oci-layout", "index.json", "blobs"):
+                out.add(tmp_path / "layout" / name, name)
+    before = listing(root)
+    assert deploy(root, image) == 125
+    err = capsys.readouterr().err
+    assert one_line_refusal(err) and "does not match its digest" in err, err
+    assert listing(root) == before
+    assert deploy(tmp_path / "newroot", image) == 125  # a root it made is removed again
+    assert not (tmp_path / "newroot").exists()
+
+
+@pytest.mark.parametrize("digest", ["sha256:../../../../etc/passwd", "sha256:" + "A" * 64, "md5:abc", 5, None])
+def test_a_digest_that_is_no_digest_is_refused(tmp_path, root, capsys, digest):
+    """A digest is a file name in the layout: one that is a path would read a host file."""
+    layout = oci_layout(tmp_path / "oci", [LAYER1])
+    index = json.loads((layout / "index.json").read_text())
+    index["manifests"][0]["digest"] = digest
+    (layout / "index.json").write_text(json.dumps(index))
+    assert deploy(root, layout) == 125
+    err = capsys.readouterr().err
+    assert one_line_refusal(err), err
+    assert "digest" in err or "not an image manifest" in err, err
+
+
+def test_a_docker_archives_named_blobs_are_checked(tmp_path, root, capsys):
+    """docker save (25 on) names its files blobs/sha256/HEX: they are checked too."""
+    import hashlib
+    import io
+    layer = write_tar(None, LAYER1)
+    config = json.dumps(CONFIG).encode()
+    names = {kind: "blobs/sha256/" + hashlib.sha256(data).hexdigest()
+             for kind, data in (("layer", layer), ("config", config))}
+    for tamper in (False, True):
+        archive = tmp_path / f"image-{tamper}.tar"
+        with tarfile.open(archive, "w") as out:
+            for name, data in ((names["config"], config), (names["layer"], layer + b"\0" * 512 * tamper),
+                               ("manifest.json", json.dumps([{"Config": names["config"],
+                                                              "Layers": [names["layer"]]}]).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                out.addfile(info, io.BytesIO(data))
+        assert deploy(root, archive) == (125 if tamper else 0)
+        err = capsys.readouterr().err
+        assert ("does not match its digest" in err) == tamper, err
+
+
+def test_an_index_of_platforms_gives_the_hosts(tmp_path, root):
+    """An OCI index of several platforms: the host's image is deployed."""
+    import hashlib
+    arch = mc.parse_platform(None)[1]
+    layout = oci_layout(tmp_path / "oci", [[("mine", b"host", REG, "", 0o644)]])
+    index = json.loads((layout / "index.json").read_text())
+    host = dict(index["manifests"][0], platform={"os": "linux", "architecture": arch})
+    other_layout = oci_layout(tmp_path / "other", [[("mine", b"other", REG, "", 0o644)]])
+    other = json.loads((other_layout / "index.json").read_text())["manifests"][0]
+    for blob in (other_layout / "blobs" / "sha256").iterdir():
+        (layout / "blobs" / "sha256" / blob.name).write_bytes(blob.read_bytes())
+    other["platform"] = {"os": "linux", "architecture": "s390x" if arch != "s390x" else "arm64"}
+    inner = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "manifests": [other, host]}).encode()
+    digest = hashlib.sha256(inner).hexdigest()
+    (layout / "blobs" / "sha256" / digest).write_bytes(inner)
+    index["manifests"] = [{"mediaType": "application/vnd.oci.image.index.v1+json",
+                           "digest": f"sha256:{digest}", "size": len(inner)}]
+    (layout / "index.json").write_text(json.dumps(index))
+    assert deploy(root, layout) == 0
+    assert (root / "mine").read_bytes() == b"host"
+
+
+def test_an_oci_layouts_symlink_cannot_read_a_host_file(tmp_path, root, capsys):
+    layout = oci_layout(tmp_path / "oci", [LAYER1])
+    (layout / "index.json").unlink()
+    (tmp_path / "host-index.json").write_text("{}")
+    (layout / "index.json").symlink_to(tmp_path / "host-index.json")
+    assert deploy(root, layout) == 125
+    assert "index.json is missing" in capsys.readouterr().err
