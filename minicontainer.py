@@ -831,14 +831,23 @@ def meta_of(st):
 
 
 class Plan:
-    """The ops of a deploy, in order, plus what was skipped and what to close."""
+    """The ops of a deploy, in order, plus what was skipped and what to close.
+
+    Each op is checked as it is added, against what the root will hold when
+    the ops before it are applied: the plan's own entries (`planned`, by
+    their names in the archive), what its whiteouts remove (`removed`,
+    `cleared`), else the root as it is. So whatever the order of an
+    archive's members and layers, the writer is never handed an op that
+    cannot be done: a refused archive leaves the root as it was.
+    """
 
     def __init__(self, rootfd):
         self.rootfd, self.ops, self.skipped, self.open_files = rootfd, [], [], []
-        self.planned, self.removed = {}, set()
+        self.planned, self.removed, self.targets = {}, set(), {}
         self.foreign = 0  # archive members whose owners a user's deploy cannot keep
         self.image = self.image_source = None  # an image archive's run settings, and its path
         self.layering, self.cleared = False, set()  # image layers: an upper one's files win
+        self.root_kinds, self.root_links = {}, {}  # the root does not change while planning
 
     def add(self, op):
         """Add an op; a second op for the same place and kind is dropped, except
@@ -849,73 +858,113 @@ class Plan:
         check_name(op.dst, f"deploy {op.src or op.dst}")
         if op.kind in ("symlink", "hardlink") and "\0" in op.src:
             raise ContainerError(f"deploy {op.dst}", "its link target holds a NUL byte; refused")
+        if op.dst != "/":
+            _, why = self.walk(os.path.dirname(op.dst))
+            if why:
+                raise ContainerError(f"deploy {op.src or op.dst} to {op.dst}", why)
         self.planned[op.dst] = op.kind
+        if op.kind == "symlink":
+            self.targets[op.dst] = op.src
         self.ops.append(op)
 
     def remove(self, op):
-        """Add a whiteout's op: what it removes is no longer planned or there."""
+        """Add a whiteout's op: what it removes is no longer planned or there,
+        under its name in the archive and where its directory leads."""
         check_name(op.dst, f"deploy: whiteout of {op.dst}")
         self.ops.append(op)
-        self.removed.add(op.dst)
-        for path in [p for p in self.planned if p == op.dst or p.startswith(op.dst.rstrip("/") + "/")]:
-            del self.planned[path]
+        parent, name = os.path.split(op.dst)
+        paths, why = self.walk(parent)
+        for path in {op.dst} | ({os.path.join(p, name) for p in paths} if not why else set()):
+            self.removed.add(path)
+            for planned in [p for p in self.planned if p == path or p.startswith(path + "/")]:
+                del self.planned[planned]
 
     def clear(self, op):
         """Add an opaque whiteout's op: what lies below its directory is no
         longer planned or there; the directory stays."""
         self.ops.append(op)
-        self.cleared.add(op.dst.rstrip("/"))
-        for path in [p for p in self.planned if p.startswith(op.dst.rstrip("/") + "/")]:
-            del self.planned[path]
+        paths, why = self.walk(op.dst)
+        for path in {op.dst.rstrip("/")} | ({p.rstrip("/") for p in paths} if not why else set()):
+            self.cleared.add(path)
+            for planned in [p for p in self.planned if p.startswith(path + "/")]:
+                del self.planned[planned]
 
-    def check_parents(self):
-        """Refuse, before anything is written, an entry whose directory cannot be
-        had: a file of the root's (or of this deploy's) where a directory is
-        needed, or a symlink leading nowhere. A directory this deploy makes
-        replaces what is there; a symlink to a directory is followed, inside
-        the root."""
-        import stat
-        verdicts = {}
-        for op in self.ops:
-            if op.kind in ("remove", "clear"):
+    def walk(self, path):
+        """(names, why): the directory `path` leads to once the ops so far are
+        applied, followed as the writer follows it (through symlinks, inside the
+        root: an absolute target starts at its top), under every name the plan
+        may know it by (the first is through every symlink); or why it cannot be
+        had: a file where a directory is needed, a symlink that leads nowhere, a
+        loop. A missing directory is made, unless reached through a symlink."""
+        here, hops = ["/"], 0
+        todo = [p for p in path.split("/") if p]
+        while todo:
+            part = todo.pop(0)
+            if isinstance(part, tuple):  # the symlink just followed: its own name too
+                here.append(part[1])
                 continue
-            parts = op.dst.strip("/").split("/")[:-1]
-            for i in range(1, len(parts) + 1):
-                prefix = "/" + "/".join(parts[:i])
-                if prefix not in verdicts:
-                    verdicts[prefix] = self.directory_verdict(prefix, stat)
-                verdict = verdicts[prefix]
-                if verdict in ("dir", "missing", "symlink"):
-                    if verdict != "dir":
-                        break  # made below, or followed at write time
-                    continue
-                raise ContainerError(f"deploy {op.src or op.dst} to {op.dst}", verdict)
+            if part == ".":
+                continue
+            if part == "..":
+                here = [os.path.dirname(here[0])]
+                continue
+            nexts = [os.path.join(h, part) for h in here]
+            name, kind = next(((n, k) for n in nexts if (k := self.kind_at(n)) is not None),
+                              (nexts[0], None))
+            if kind == "dir" or kind is None and not hops:
+                here = nexts
+            elif kind == "symlink":
+                hops += 1
+                if hops > 40:
+                    return [], f"{path}: {os.strerror(40)}"
+                target = self.link_target(name)
+                todo = [p for p in target.split("/") if p] + [("name", name)] + todo
+                if target.startswith("/"):
+                    here = ["/"]
+            elif kind is None:
+                return [], (f"{path} is (or goes through) a symlink that leads nowhere ({name}"
+                            " is not there), where a directory is needed")
+            else:
+                whose = "this deploy writes" if name in self.planned else "in the root"
+                return [], f"{name} is a file {whose}, where a directory is needed"
+        return here, None
 
-    def directory_verdict(self, path, stat):
-        kind = self.planned.get(path)
-        if kind == "dir":
+    def link_target(self, path):
+        if path in self.planned:
+            return self.targets[path]
+        if path not in self.root_links:
+            parent, name = os.path.split(path)
+            fd = openat2(self.rootfd, parent, os.O_PATH | os.O_DIRECTORY, IN_ROOT)
+            try:
+                self.root_links[path] = os.readlink(name, dir_fd=fd)
+            finally:
+                os.close(fd)
+        return self.root_links[path]
+
+    def gone(self, path):
+        """Whether a whiteout or an opaque marker of this plan removes path:
+        it, or a directory above it, was whited out, or one above it cleared."""
+        if path == "/" or not (self.removed or self.cleared):
+            return False
+        parts = path.split("/")
+        for i in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            if prefix in self.removed or i < len(parts) and prefix in self.cleared:
+                return True
+        return False
+
+    def kind_at(self, path):
+        """What will be at path when this plan's ops so far are applied: the
+        plan's own kind, else the root's ('dir', 'symlink', 'other'), or None."""
+        if path in self.planned:
+            return self.planned[path]
+        if path == "/":
             return "dir"
-        if kind in ("file", "hardlink"):
-            return f"{path} is a file this deploy writes, where a directory is needed"
-        if kind == "symlink":
-            return "symlink"
-        if self.rootfd is None or any(path == r or path.startswith(r.rstrip("/") + "/")
-                                      for r in self.removed) \
-                or any(path.startswith(c + "/") for c in self.cleared):
-            return "missing"
-        try:
-            os.close(openat2(self.rootfd, path, os.O_PATH | os.O_DIRECTORY, IN_ROOT))
-            return "dir"
-        except ContainerError as exc:
-            if exc.errno == 20:  # ENOTDIR
-                return f"{path} is a file in the root, where a directory is needed"
-            if exc.errno != 2:
-                return str(exc)
-        try:  # missing, or a symlink that leads nowhere?
-            os.close(openat2(self.rootfd, path, os.O_PATH | os.O_NOFOLLOW, IN_ROOT))
-        except ContainerError:
-            return "missing"
-        return f"{path} is a symlink in the root that leads nowhere, where a directory is needed"
+        if self.gone(path):
+            return None
+        if path not in self.root_kinds:
+            self.root_kinds[path] = self.root_kind(path)
+        return self.root_kinds[path]
 
     def root_kind(self, path):
         """'dir', 'symlink', 'other', or None: what the root (or this plan) has at `path`."""
@@ -1246,6 +1295,9 @@ def plan_members(plan, tar, members, archive, to, check):
         dst = os.path.normpath(os.path.join(to, name))
         kind = ("dir" if member.isdir() else "symlink" if member.issym()
                 else "hardlink" if member.islnk() else "file")
+        if kind != "dir" and os.path.normpath(name) == ".":
+            raise ContainerError(f"deploy {archive}", f"member {member.name} is the archive's top"
+                                 f" directory ({dst} in the root) but not a directory; refused")
         parts = dst.strip("/").split("/")
         for i in range(1, len(parts)):
             prefix = "/" + "/".join(parts[:i])
@@ -1266,9 +1318,19 @@ def plan_members(plan, tar, members, archive, to, check):
         if member.isdir():
             plan.add(Op("dir", dst, None, meta))
         elif member.issym():
+            if not member.linkname:  # symlink(2) refuses it: it would fail midway
+                raise ContainerError(f"deploy {archive}", f"symlink member {member.name} has an"
+                                     " empty target; refused")
             plan.add(Op("symlink", dst, member.linkname))
         elif member.islnk():
-            plan.add(Op("hardlink", dst, os.path.normpath(os.path.join(to, member.linkname.lstrip("/")))))
+            target = os.path.normpath(os.path.join(to, member.linkname.lstrip("/")))
+            parents, why = plan.walk(os.path.dirname(target))
+            kinds = [plan.kind_at(os.path.join(p, os.path.basename(target))) for p in parents]
+            if why or target == "/" or all(k in (None, "dir") for k in kinds):  # link(2) would fail
+                raise ContainerError(f"deploy {archive}", f"hard link {member.name} ->"
+                                     f" {member.linkname}: the archive (or the root) has no file"
+                                     " there to link to; refused")
+            plan.add(Op("hardlink", dst, target))
         elif member.isreg():
             plan.add(Op("file", dst, None, meta, data=lambda m=member, t=tar: t.extractfile(m)))
 
@@ -1600,7 +1662,7 @@ class Writer:
     def __init__(self, rootfd, link=False):
         self.rootfd, self.link, self.owner = rootfd, link, os.geteuid() == 0
         self.me = (os.geteuid(), os.getegid())
-        self.dirfds, self.made, self.late_modes = {}, set(), []
+        self.dirfds, self.made, self.late_modes = {}, set(), {}
         self.files = self.links = self.size = 0
         self.warnings = []
         self.tag = f"{os.getpid()}.{process_start(os.getpid())}"
@@ -1624,7 +1686,7 @@ class Writer:
                              dir_fd=parent_fd)
                 self.made.add(path)
                 if mode & 0o700 != 0o700:
-                    self.late_modes.append((fd, mode))
+                    self.late_modes[path] = mode
             except FileExistsError:
                 pass
         if fd is None:
@@ -1633,9 +1695,13 @@ class Writer:
         return fd
 
     def forget(self, path):
-        """Drop cached directory fds at or below a removed path."""
+        """Drop cached directory fds at or below a removed path, and the modes
+        still to be set on them: the number may soon be another directory's."""
         for cached in [p for p in self.dirfds if p == path or p.startswith(path.rstrip("/") + "/")]:
-            os.close(self.dirfds.pop(cached))
+            self.late_modes.pop(cached, None)
+            fd = self.dirfds.pop(cached)
+            self.swept.discard(fd)
+            os.close(fd)
 
     def stage(self, target_fd):
         """Where to make an entry before renaming it into the directory target_fd:
@@ -1657,8 +1723,8 @@ class Writer:
         return target_fd, f"{STAGING}{self.tag}.{self.temps}"
 
     def close(self):
-        for fd, mode in self.late_modes:
-            os.fchmod(fd, mode)
+        for path, mode in self.late_modes.items():
+            os.fchmod(self.dirfds[path], mode)
         self.late_modes.clear()
         for fd in self.dirfds.values():
             os.close(fd)
@@ -1802,8 +1868,14 @@ class Writer:
         self.links += 1
 
     def do_hardlink(self, op):
+        import stat
         src_parent, src_name = os.path.split(op.src)
         src_fd = self.dirfd(src_parent, create=False)
+        if stat.S_ISDIR(os.stat(src_name, dir_fd=src_fd, follow_symlinks=False).st_mode):
+            # The file linked to was not written: the root's directory there was kept (place)
+            self.warnings.append(f"did not make the hard link {op.dst}: {op.src} is the root's"
+                                 " directory, kept")
+            return
         self.place(op, lambda fd, name: os.link(src_name, name, src_dir_fd=src_fd, dst_dir_fd=fd,
                                                  follow_symlinks=False))
         self.links += 1
@@ -1825,7 +1897,8 @@ class Writer:
         except ContainerError:
             return
         for name in os.listdir(fd):
-            self.do_remove(Op("remove", os.path.join(op.dst, name)))
+            if not name.startswith(STAGING + self.tag):  # this deploy's own staging
+                self.do_remove(Op("remove", os.path.join(op.dst, name)))
 
 
 def empty_dir(dirfd, name):
@@ -1948,7 +2021,6 @@ def deploy_paths(root, sources, to=None, deps=True, link=False, dry_run=False, p
     done = False
     try:
         plan_sources(plan, sources, to, deps)
-        plan.check_parents()
         if dry_run:
             made = [name for name, _ in SKELETON] if missing else []
             done = True
@@ -2729,7 +2801,6 @@ def unpack_image(root, layers, image):
         try:
             for blob, compression, what in layers:
                 plan_layer(plan, open_layer(blob, compression, what), what, "/")
-            plan.check_parents()
             for op in plan.ops:
                 writer.apply(op)
             make_skeleton(rootfd)
