@@ -1754,6 +1754,7 @@ class Writer:
             except FileNotFoundError:
                 st = None
             if st is not None and not stat.S_ISDIR(st.st_mode) and not self.leads_to_dir(op.dst, st):
+                self.forget(op.dst)
                 remove_at(parent_fd, name, f"deploy {op.dst}", st)
         fd = self.dirfd(op.dst, mode=mode)
         if op.dst in self.made and self.owner and (uid, gid) != self.me:
@@ -1790,8 +1791,10 @@ class Writer:
                                          f" {op.kind} there)")
                     os.unlink(tmp, dir_fd=stage_fd)
                     return
-                self.forget(op.dst)  # no cached fd may lead into the removed directory
                 remove_at(fd, name, f"deploy {op.dst}", existing)
+            # No cached fd may lead where the name led before: a directory
+            # removed, or where a symlink replaced now pointed.
+            self.forget(op.dst)
             os.rename(tmp, name, src_dir_fd=stage_fd, dst_dir_fd=fd)
         except BaseException:
             try:

@@ -522,3 +522,35 @@ def test_an_oci_layouts_symlink_cannot_read_a_host_file(tmp_path, root, capsys):
     (layout / "index.json").symlink_to(tmp_path / "host-index.json")
     assert deploy(root, layout) == 125
     assert "index.json is missing" in capsys.readouterr().err
+
+
+def test_a_symlink_replaced_by_a_later_layer_is_followed_anew(tmp_path, root):
+    """The writer caches directory descriptors by name: once a layer points the
+    link d elsewhere, a later layer's d/y goes where d leads now."""
+    layers = [[("a", b"", DIR, "", 0o755), ("a/b", b"", DIR, "", 0o755), ("d", b"", SYM, "a", 0o777)],
+              [("d/x", b"x", REG, "", 0o644)],
+              [("d", b"", SYM, "a/b", 0o777)],
+              [("d/y", b"y", REG, "", 0o644)]]
+    assert deploy(root, docker_save(tmp_path / "image.tar", layers)) == 0
+    assert (root / "a" / "x").read_bytes() == b"x"
+    assert (root / "a" / "b" / "y").read_bytes() == b"y" and not (root / "a" / "y").exists()
+
+
+@pytest.mark.parametrize("layers, why", [
+    ([[("l", b"", SYM, "nowhere", 0o777)], [("l/x", b"x", REG, "", 0o644)]], "leads nowhere"),
+    ([[("f", b"1", REG, "", 0o644)], [("f/x", b"x", REG, "", 0o644)]], "is a file this deploy writes"),
+    ([[("a", b"", DIR, "", 0o755), ("a/f", b"1", REG, "", 0o644), ("l", b"", SYM, "a", 0o777)],
+      [("a/.wh.f", b"", REG, "", 0o644), ("h", b"", LNK, "l/f", 0o644)]], "no file there to link to"),
+    ([[("l", b"", SYM, "m", 0o777), ("m", b"", SYM, "l", 0o777)], [("l/x", b"x", REG, "", 0o644)]],
+     "Too many levels of symbolic links"),
+    ([[("a", b"", DIR, "", 0o755)], [("h", b"", LNK, "a", 0o644)]], "no file there to link to"),
+])
+def test_a_later_layer_through_what_cannot_be_a_directory_is_refused_before_writing(
+        tmp_path, root, capsys, layers, why):
+    """Across layers, a member's directory is followed as the writer will follow
+    it: refused while planning, so the root is left as it was."""
+    before = listing(root)
+    assert deploy(root, docker_save(tmp_path / "image.tar", layers)) == 125
+    err = capsys.readouterr().err
+    assert one_line_refusal(err) and why in err, err
+    assert listing(root) == before
