@@ -1560,7 +1560,7 @@ def image_layers(files):
                 blob.close()
             raise
         return layers, settings
-    except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError, RecursionError) as exc:
         why = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
         raise ContainerError(what, f"not an image manifest this understands: {why}") from None
 
@@ -2617,7 +2617,7 @@ def image_settings(config_bytes, what):
         for key in ("WorkingDir", "User"):
             if key in settings and not isinstance(settings[key], str):
                 raise ValueError(f"{key} is not a string")
-    except (ValueError, AttributeError) as exc:
+    except (ValueError, AttributeError, RecursionError) as exc:
         raise ContainerError(what, f"not an image configuration this understands: {exc}") from None
     return settings
 

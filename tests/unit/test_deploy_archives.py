@@ -554,3 +554,28 @@ def test_a_later_layer_through_what_cannot_be_a_directory_is_refused_before_writ
     err = capsys.readouterr().err
     assert one_line_refusal(err) and why in err, err
     assert listing(root) == before
+
+
+@pytest.mark.parametrize("where", ["manifest", "config"])
+def test_a_deeply_nested_manifest_or_config_is_one_line(tmp_path, root, capsys, where):
+    """JSON nested a million deep: RecursionError, told as one line."""
+    import hashlib
+    deep = b"[" * 1_000_000 + b"]" * 1_000_000
+    layout = oci_layout(tmp_path / "oci", [LAYER1])
+    if where == "manifest":
+        (layout / "index.json").write_bytes(deep)
+    else:
+        index = json.loads((layout / "index.json").read_text())
+        manifest_blob = layout / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":")[1]
+        manifest = json.loads(manifest_blob.read_text())
+        digest = hashlib.sha256(deep).hexdigest()
+        (layout / "blobs" / "sha256" / digest).write_bytes(deep)
+        manifest["config"] = {"digest": f"sha256:{digest}", "size": len(deep)}
+        data = json.dumps(manifest).encode()
+        new = hashlib.sha256(data).hexdigest()
+        (layout / "blobs" / "sha256" / new).write_bytes(data)
+        index["manifests"][0].update(digest=f"sha256:{new}", size=len(data))
+        (layout / "index.json").write_text(json.dumps(index))
+    assert deploy(root, layout) == 125
+    err = capsys.readouterr().err
+    assert one_line_refusal(err) and "internal error" not in err, err
