@@ -1789,7 +1789,7 @@ class Writer:
                 if not empty_dir(fd, name):
                     self.warnings.append(f"kept the root's directory {op.dst} (the source has a"
                                          f" {op.kind} there)")
-                    os.unlink(tmp, dir_fd=stage_fd)
+                    remove_at(stage_fd, tmp, "remove a temporary of the deploy")
                     return
                 remove_at(fd, name, f"deploy {op.dst}", existing)
             # No cached fd may lead where the name led before: a directory
@@ -1798,7 +1798,7 @@ class Writer:
             os.rename(tmp, name, src_dir_fd=stage_fd, dst_dir_fd=fd)
         except BaseException:
             try:
-                os.unlink(tmp, dir_fd=stage_fd)
+                remove_at(stage_fd, tmp, "remove a temporary of the deploy")
             except OSError:
                 pass
             raise
@@ -1838,7 +1838,7 @@ class Writer:
                 os.utime(out, ns=(mtime_ns, mtime_ns))
             except BaseException:
                 os.close(out)
-                os.unlink(name, dir_fd=fd)
+                remove_at(fd, name, "remove a temporary of the deploy")
                 raise
             os.close(out)
 
