@@ -322,7 +322,8 @@ def test_a_whiteout_of_a_real_file_still_removes_it(tmp_path, beside, root):
     (root / "sub").mkdir()
     (root / "sub" / "f").write_text("mine")
     (root / "top").write_text("mine")
-    layer = [("sub", b"", DIR, "", 0o755), ("sub/.wh.f", b"", REG, "", 0o644), (".wh.top", b"", REG, "", 0o644)]
+    layer = [("sub", b"", DIR, "", 0o755), ("sub/.wh.f", b"", REG, "", 0o644),
+             (".wh.top", b"", REG, "", 0o644)]
     assert deploy(root, docker_save(tmp_path / "image.tar", [layer])) == 0
     assert not (root / "sub" / "f").exists() and not (root / "top").exists()
     assert (root / "sub").is_dir() and sentinels_kept(beside)
@@ -457,7 +458,8 @@ def test_a_blob_that_does_not_match_its_digest_is_refused(tmp_path, root, capsys
     assert not (tmp_path / "newroot").exists()
 
 
-@pytest.mark.parametrize("digest", ["sha256:../../../../etc/passwd", "sha256:" + "A" * 64, "md5:abc", 5, None])
+@pytest.mark.parametrize("digest", ["sha256:../../../../etc/passwd", "sha256:" + "A" * 64, "md5:abc",
+                                    5, None])
 def test_a_digest_that_is_no_digest_is_refused(tmp_path, root, capsys, digest):
     """A digest is a file name in the layout: one that is a path would read a host file."""
     layout = oci_layout(tmp_path / "oci", [LAYER1])
@@ -579,3 +581,42 @@ def test_a_deeply_nested_manifest_or_config_is_one_line(tmp_path, root, capsys, 
     assert deploy(root, layout) == 125
     err = capsys.readouterr().err
     assert one_line_refusal(err) and "internal error" not in err, err
+
+
+@pytest.mark.parametrize("order", ["whiteout-first", "file-first"])
+def test_a_whiteout_and_the_same_name_in_one_layer_leave_the_layers_file(tmp_path, root, order):
+    """A layer's whiteouts apply to the layers below it, whatever their place in
+    the layer: the layer's own file of that name is what is left."""
+    upper = [(".wh.f", b"", REG, "", 0o644), ("f", b"upper", REG, "", 0o644)]
+    if order == "file-first":
+        upper.reverse()
+    layers = [[("f", b"lower", REG, "", 0o644), ("g", b"lower", REG, "", 0o644)], upper]
+    assert deploy(root, docker_save(tmp_path / "image.tar", layers)) == 0
+    assert (root / "f").read_bytes() == b"upper" and (root / "g").read_bytes() == b"lower"
+
+
+@pytest.mark.parametrize("marker, top", [
+    (".wh..wh..opq", True), ("a/../.wh..wh..opq", True), ("/.wh..wh..opq", True), ("./.wh..wh..opq", True),
+    ("sub/.wh..wh..opq", False), ("sub/./.wh..wh..opq", False)])
+def test_an_opaque_marker_anywhere_clears_inside_the_root_only(tmp_path, beside, root, marker, top):
+    """At the top, the marker clears the root's own entries (the skeleton is
+    made again), never the directory that holds it; below, only its directory."""
+    (root / "sub").mkdir()
+    (root / "sub" / "old").write_text("x")
+    (root / "f").write_text("x")
+    layers = [[("a", b"", DIR, "", 0o755), ("sub", b"", DIR, "", 0o755), (marker, b"", REG, "", 0o644),
+               ("new", b"n", REG, "", 0o644)]]
+    assert deploy(root, docker_save(tmp_path / "image.tar", layers)) == 0
+    assert (root / "new").read_bytes() == b"n" and os.listdir(root / "sub") == []
+    assert (root / "f").exists() == (not top)
+    assert sentinels_kept(beside)
+
+
+@pytest.mark.parametrize("marker", ["../.wh..wh..opq", "../../.wh..wh..opq", "a/../../.wh..wh..opq",
+                                    "../.wh.NOTES", "sub/../../.wh.NOTES"])
+def test_a_whiteout_or_marker_that_climbs_out_is_refused(tmp_path, beside, root, capsys, marker):
+    before = listing(root)
+    assert deploy(root, docker_save(tmp_path / "image.tar", [[(marker, b"", REG, "", 0o644)]])) == 125
+    err = capsys.readouterr().err
+    assert one_line_refusal(err) and "outside the root" in err, err
+    assert listing(root) == before and sentinels_kept(beside)
