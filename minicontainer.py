@@ -1551,8 +1551,8 @@ def image_layers(files):
         layers = []
         try:
             for desc in doc["layers"]:
-                media_type = desc.get("mediaType", "")
-                compression = "zstd" if "zstd" in media_type else None  # gzip and plain: seen by tarfile
+                # gzip, bzip2, xz and plain tar are told apart by tarfile itself
+                compression = "zstd" if "zstd" in str(desc.get("mediaType", "")) else None
                 name, blob = files.blob(desc["digest"], desc.get("size"))
                 layers.append((name, compression, blob))
         except BaseException:
@@ -1593,7 +1593,8 @@ def choose_manifest(image, entries):
         offered.append(have)
         if have[:2] == wanted[:2] and (wanted[2] is None or have[2] in (None, wanted[2])):
             return entry
-    there = ", ".join(platform_name(p) for p in offered if all(isinstance(x, (str, type(None))) for x in p))
+    there = ", ".join(platform_name(p) for p in offered
+                      if all(isinstance(x, (str, type(None))) for x in p))
     raise ContainerError(f"deploy {image}", f"no image for {platform_name(wanted)}; it has:"
                          f" {there or 'none'}")
 
@@ -2067,10 +2068,12 @@ def remove_made_root(root, rootfd):
 
 
 def check_source_apart(src, root):
-    """Refuse a source that is the root, lies inside it, or holds it: copying
-    it would copy the root into itself (`deploy ./newroot` filled newroot/bin
-    with newroot). Compared by path and, for a bind mount or a second path to
-    the same place, by device and inode along both paths."""
+    """Refuse a source that is the root, holds it, or is a directory inside it:
+    copying it would copy the root (or a part of it) into itself (`deploy
+    ./newroot` filled newroot/bin with newroot). A single file of the root may
+    be copied or linked (--link) to another place in it. Compared by path
+    and, for a bind mount or a second path to the same place, by device and
+    inode along both paths."""
     src_path, root_path = os.path.realpath(src), os.path.realpath(root)
 
     def within(path, top):
@@ -2094,8 +2097,9 @@ def check_source_apart(src, root):
     why = None
     if src_path == root_path or src_id is not None and src_id == root_id:
         why = "it is the root"
-    elif within(src_path, root_path) or root_id is not None and root_id in src_ids:
-        why = f"it lies inside the root {root}"
+    elif (within(src_path, root_path) or root_id is not None and root_id in src_ids) \
+            and os.path.isdir(src_path):
+        why = f"it is a directory inside the root {root}"
     elif within(root_path, src_path) or src_id is not None and src_id in root_ids:
         why = f"it holds the root {root}"
     if why:

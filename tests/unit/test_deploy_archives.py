@@ -354,7 +354,7 @@ def test_the_writer_never_removes_a_name_that_is_not_an_entry(tmp_path, beside, 
 # A source that is the root, lies inside it or holds it (issue 22): `deploy
 # ./newroot` copied the root into its own /bin.
 
-@pytest.mark.parametrize("which", ["root", "root-by-symlink", "root/sub", "root/sub/file", "parent",
+@pytest.mark.parametrize("which", ["root", "root-by-symlink", "root/sub", "parent",
                                    "parent-of-missing-root"])
 def test_a_source_that_is_in_or_holds_the_root_is_refused(tmp_path, root, capsys, which):
     (root / "sub").mkdir()
@@ -364,8 +364,7 @@ def test_a_source_that_is_in_or_holds_the_root_is_refused(tmp_path, root, capsys
     if which == "parent-of-missing-root":
         target = tmp_path / "missing"
     src = {"root": root, "root-by-symlink": tmp_path / "link", "root/sub": root / "sub",
-           "root/sub/file": root / "sub" / "file", "parent": tmp_path,
-           "parent-of-missing-root": tmp_path}[which]
+           "parent": tmp_path, "parent-of-missing-root": tmp_path}[which]
     before = listing(root)
     assert deploy(target, src) == 125
     err = capsys.readouterr().err
@@ -375,11 +374,16 @@ def test_a_source_that_is_in_or_holds_the_root_is_refused(tmp_path, root, capsys
 
 
 def test_a_source_beside_the_root_deploys(tmp_path, root):
-    """The control: a directory next to the root, whose name starts like the root's."""
+    """The controls: a directory next to the root, whose name starts like the
+    root's; a single file of the root, copied to another place in it."""
     (tmp_path / "rootextra").mkdir()
     (tmp_path / "rootextra" / "f").write_text("x")
     assert deploy(root, tmp_path / "rootextra") == 0
     assert (root / "bin" / "f").read_text() == "x"
+    (root / "sub").mkdir()
+    (root / "sub" / "file").write_text("y")
+    assert deploy(root, "--to", "/copied", root / "sub" / "file") == 0
+    assert (root / "copied" / "file").read_text() == "y"
 
 
 def test_a_failed_deploy_removes_the_root_it_made(tmp_path, beside, capsys):
