@@ -848,6 +848,9 @@ class Plan:
         self.image = self.image_source = None  # an image archive's run settings, and its path
         self.layering, self.cleared = False, set()  # image layers: an upper one's files win
         self.root_kinds, self.root_links = {}, {}  # the root does not change while planning
+        # Directories already walked, and every name those walks went through:
+        # kept until an entry at one of those names (or a whiteout) changes them.
+        self.walked, self.walked_through = {}, set()
 
     def add(self, op):
         """Add an op; a second op for the same place and kind is dropped, except
@@ -858,10 +861,16 @@ class Plan:
         check_name(op.dst, f"deploy {op.src or op.dst}")
         if op.kind in ("symlink", "hardlink") and "\0" in op.src:
             raise ContainerError(f"deploy {op.dst}", "its link target holds a NUL byte; refused")
-        if op.dst != "/":
-            _, why = self.walk(os.path.dirname(op.dst))
+        parent = os.path.dirname(op.dst)
+        if op.dst != "/" and parent not in self.walked:
+            seen = []
+            names, why = self.walk(parent, seen)
             if why:
                 raise ContainerError(f"deploy {op.src or op.dst} to {op.dst}", why)
+            self.walked[parent] = names
+            self.walked_through.update(seen)
+        if op.kind != "dir" and op.dst in self.walked_through:
+            self.forget_walks()
         self.planned[op.dst] = op.kind
         if op.kind == "symlink":
             self.targets[op.dst] = op.src
@@ -872,6 +881,7 @@ class Plan:
         under its name in the archive and where its directory leads."""
         check_name(op.dst, f"deploy: whiteout of {op.dst}")
         self.ops.append(op)
+        self.forget_walks()
         parent, name = os.path.split(op.dst)
         paths, why = self.walk(parent)
         for path in {op.dst} | ({os.path.join(p, name) for p in paths} if not why else set()):
@@ -883,19 +893,25 @@ class Plan:
         """Add an opaque whiteout's op: what lies below its directory is no
         longer planned or there; the directory stays."""
         self.ops.append(op)
+        self.forget_walks()
         paths, why = self.walk(op.dst)
         for path in {op.dst.rstrip("/")} | ({p.rstrip("/") for p in paths} if not why else set()):
             self.cleared.add(path)
             for planned in [p for p in self.planned if p.startswith(path + "/")]:
                 del self.planned[planned]
 
-    def walk(self, path):
+    def forget_walks(self):
+        self.walked.clear()
+        self.walked_through.clear()
+
+    def walk(self, path, seen=None):
         """(names, why): the directory `path` leads to once the ops so far are
         applied, followed as the writer follows it (through symlinks, inside the
         root: an absolute target starts at its top), under every name the plan
         may know it by (the first is through every symlink); or why it cannot be
         had: a file where a directory is needed, a symlink that leads nowhere, a
-        loop. A missing directory is made, unless reached through a symlink."""
+        loop. A missing directory is made, unless reached through a symlink.
+        Every name looked at is added to `seen`."""
         here, hops = ["/"], 0
         todo = [p for p in path.split("/") if p]
         while todo:
@@ -909,6 +925,8 @@ class Plan:
                 here = [os.path.dirname(here[0])]
                 continue
             nexts = [os.path.join(h, part) for h in here]
+            if seen is not None:
+                seen.extend(nexts)
             name, kind = next(((n, k) for n in nexts if (k := self.kind_at(n)) is not None),
                               (nexts[0], None))
             if kind == "dir" or kind is None and not hops:

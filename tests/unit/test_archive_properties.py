@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import minicontainer as mc
 from hostile import check_deploy, images, whiteout_layers
 
-EXAMPLES = int(os.environ.get("MC_EXAMPLES", 300))
+EXAMPLES = int(os.environ.get("MC_EXAMPLES", 500))
 
 
 def deploy_in_process(parent, root, image):
