@@ -624,3 +624,28 @@ def test_a_whiteout_or_marker_that_climbs_out_is_refused(tmp_path, beside, root,
     err = capsys.readouterr().err
     assert one_line_refusal(err) and "outside the root" in err, err
     assert listing(root) == before and sentinels_kept(beside)
+
+
+@pytest.mark.parametrize("which", ["index.json", "blob"])
+def test_a_fifo_in_an_oci_layout_is_refused_without_hanging(tmp_path, root, capsys, which):
+    layout = oci_layout(tmp_path / "oci", [LAYER1])
+    if which == "index.json":
+        path = layout / "index.json"
+    else:
+        path = max((layout / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size)
+    path.unlink()
+    os.mkfifo(path)
+    import signal
+
+    def hung(signum, frame):
+        raise TimeoutError("deploy hung opening a FIFO")
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)  # a regression fails the test instead of hanging the suite
+    try:
+        code = deploy(root, layout)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert code == 125
+    err = capsys.readouterr().err
+    assert one_line_refusal(err) and "not a regular file" in err, err
