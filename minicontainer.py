@@ -3565,31 +3565,106 @@ class Store:
         self.path = os.path.abspath(path or os.environ.get(STATE_ENV) or default_state_dir())
 
     def ensure(self):
+        """Make the directory if it is missing (0700), and check it."""
         try:
             os.makedirs(self.path, 0o700, exist_ok=True)
-            st = os.lstat(self.path)
         except OSError as exc:
-            raise ContainerError.from_os(f"state directory {self.path}", exc) from None
+            if not os.path.lexists(self.path):
+                raise ContainerError.from_os(f"state directory {self.path}", exc) from None
+        fd = self.open()  # a symlink, a file or another's refused here
+        if fd is None:
+            raise ContainerError(f"state directory {self.path}", "removed while it was made")
+        os.close(fd)
+        return self
+
+    def open(self):
+        """The state directory, opened (never through a symlink) and checked to
+        be a directory of the caller's that no one else may enter; None if
+        there is none. Every verb reads through here, every time: a user's
+        default, /tmp/minicontainer-UID, may have been made first by another
+        user, who could then forge entries (a `stop` that kills a process of
+        the caller's choosing, by another's). Checked by descriptor, so what is
+        checked is what is read; in /tmp (sticky) no one else can then rename
+        or replace it."""
         import stat
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            try:  # a symlink, a file, another's directory we may not enter: say which
+                st = os.lstat(self.path)
+            except OSError:
+                raise ContainerError.from_os(f"state directory {self.path}", exc) from None
+            self.refuse(st)
+            raise ContainerError.from_os(f"state directory {self.path}", exc) from None
+        st = os.fstat(fd)
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-            # Another user's (a directory made first in /tmp) would be theirs to forge.
-            raise ContainerError(f"state directory {self.path}", "not a directory of yours"
-                                 " that only you can enter (mode 0700)")
+            os.close(fd)
+            self.refuse(st)
+        return fd
+
+    def refuse(self, st):
+        """One line that says what the directory is, whose, and what to remove."""
+        import stat
+        me = os.geteuid()
+        advice = f"and try again, or choose another with --root DIR or {STATE_ENV}"
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                target = os.readlink(self.path)
+            except OSError:
+                target = "?"
+            why = f"a symlink (to {target}), not a directory: remove it (rm {self.path}) {advice}"
+        elif not stat.S_ISDIR(st.st_mode):
+            why = f"not a directory: remove it (rm {self.path}) {advice}"
+        elif st.st_uid != me:
+            import pwd
+            try:
+                name = f" ({pwd.getpwuid(st.st_uid).pw_name})"
+            except KeyError:
+                name = ""
+            why = (f"not owned by the current user (uid {me}): it is uid {st.st_uid}'s{name}:"
+                   f" have it removed (root can: rm -rf {self.path}) {advice}")
+        elif st.st_mode & 0o077:
+            why = (f"its mode is {stat.S_IMODE(st.st_mode):04o} (others may enter it): remove it"
+                   f" (rm -rf {self.path}) {advice}")
+        else:
+            return
+        raise ContainerError(f"state directory {self.path}", why)
+
+    def check(self):
+        """Refuse the directory now if it is not the caller's own (see open)."""
+        fd = self.open()
+        if fd is not None:
+            os.close(fd)
         return self
 
     def entries(self):
-        """Every container, in order of creation."""
+        """Every container, in order of creation: each entry a directory, and
+        its state.json a file, neither reached through a symlink."""
+        import stat
+        fd = self.open()
+        if fd is None:
+            return []
         found = []
         try:
-            names = os.listdir(self.path)
-        except FileNotFoundError:
-            return []
-        for id in names:
-            if not id.startswith("."):
-                data = read_json(os.path.join(self.path, id, "state.json"))
-                if data is not None:
+            for id in os.listdir(fd):
+                if id.startswith("."):
+                    continue
+                try:
+                    entry = os.open(id, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                    dir_fd=fd)
+                except OSError:
+                    continue
+                try:
+                    data = read_json("state.json", dir_fd=entry)
+                finally:
+                    os.close(entry)
+                if isinstance(data, dict):
                     found.append(Container(self, id, data))
-        return sorted(found, key=lambda c: c.data.get("created", ""))
+        finally:
+            os.close(fd)
+        return sorted(found, key=lambda c: str(c.data.get("created", "")))
 
     def create(self, name, data, id=None):
         """A new entry, status "creating", with a name no other entry has (docker's
@@ -3643,7 +3718,7 @@ class flock_file:
 
     def __enter__(self):
         import fcntl
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
@@ -3660,13 +3735,22 @@ def write_json(directory, name, data):
     os.rename(tmp, os.path.join(directory, name))
 
 
-def read_json(path):
-    """A JSON file's data, or None if it is missing or (being written) unreadable."""
+def read_json(path, dir_fd=None):
+    """A JSON file's data, or None if it is missing or (being written)
+    unreadable, or not a regular file (never through a symlink, never
+    blocking on a FIFO)."""
     import json
+    import stat
     try:
-        with open(path) as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
             return json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 
@@ -3681,7 +3765,7 @@ class Log:
         self.directory, self.on_drop = directory, on_drop
         self.lock = threading.Lock()
         self.fd = os.open(os.path.join(directory, "container.log"),
-                          os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+                          os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         self.size, self.dropped = os.fstat(self.fd).st_size, 0
 
     def write(self, stream, data):
@@ -3702,7 +3786,7 @@ class Log:
         os.rename(os.path.join(self.directory, "container.log"), old)
         os.close(self.fd)
         self.fd = os.open(os.path.join(self.directory, "container.log"),
-                          os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+                          os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         self.size = 0
         if self.dropped and self.on_drop:
             self.on_drop(self.dropped)
@@ -3723,23 +3807,34 @@ class Log:
 def read_records(path, offset=0):
     """(stream, time_ns, bytes) records of a log file from `offset`, and the
     offset after the last whole one."""
+    import stat
     records = []
-    try:
-        with open(path, "rb") as f:
+    try:  # never through a symlink, never blocking on a FIFO
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return records, offset
             f.seek(offset)
             data = f.read()
     except FileNotFoundError:
         return records, offset
+    except OSError as exc:
+        raise ContainerError.from_os(f"log {path}", exc) from None
     pos = 0
     while True:
         end = data.find(b"\n", pos)
         if end < 0:
             break
-        stream, stamp, size = data[pos:end].split(b" ")
-        size = int(size)
+        try:
+            stream, stamp, size = data[pos:end].split(b" ")
+            stamp, size = int(stamp), int(size)
+            if len(stream) != 1 or size < 0:
+                raise ValueError
+        except ValueError:
+            raise ContainerError(f"log {path}", f"not a log minicontainer wrote (a damaged"
+                                 f" record at byte {offset + pos})") from None
         if end + 1 + size > len(data):
             break  # a record still being written
-        records.append((stream, int(stamp), data[end + 1:end + 1 + size]))
+        records.append((stream, stamp, data[end + 1:end + 1 + size]))
         pos = end + 1 + size
     return records, offset + pos
 
@@ -6534,8 +6629,9 @@ def cli(state, log, log_format, debug, systemd_cgroup):
 
 
 def store():
-    """The state directory the command line names (the group's --root)."""
-    return Store(click.get_current_context().find_root().params.get("state"))
+    """The state directory the command line names (the group's --root),
+    checked before a verb reads anything of it (and again on every read)."""
+    return Store(click.get_current_context().find_root().params.get("state")).check()
 
 
 @cli.command()
@@ -7282,9 +7378,10 @@ def each_container(refs, act):
     """act(container) for each reference; a failure is said in one line and the
     others go on, as docker does; 125 at the end if any failed."""
     failed = False
+    containers = store()  # a state directory not the caller's: refused once, for all
     for ref in refs:
         try:
-            act(store().find(ref), ref)
+            act(containers.find(ref), ref)
         except ContainerError as exc:
             say(str(exc))
             failed = True
@@ -7828,8 +7925,9 @@ def state(id):
 def delete(force, id):
     """Delete a stopped container (a running or created one only with --force):
     its processes, cgroups and state; then its poststop hooks."""
+    containers = store()  # a state directory not the caller's is refused, --force or not
     try:
-        entry = store().find(id)
+        entry = containers.find(id)
     except ContainerError:
         if force:
             return 0  # engines delete --force after they deleted: nothing to do
