@@ -95,7 +95,8 @@ def test_an_index_gives_the_hosts_platform_or_the_one_asked_for(tmp_path, regist
         assert (tmp_path / platform[-2:] / "hello.txt").read_text() == "fake arm64 layer (not runnable)\n"
     before = snapshot(tmp_path / "root")
     refused = error(pull(tmp_path, "--platform", "linux/s390x", ref))
-    assert refused.endswith("no image for linux/s390x; it has: linux/amd64, linux/arm64/v8\n")
+    assert refused.endswith(": the image does not provide the specified platform (linux/s390x);"
+                            " it has: linux/amd64, linux/arm64/v8\n")
     assert snapshot(tmp_path / "root") == before
     malformed = error(pull(tmp_path, "--platform", "s390x", ref))
     assert "--platform s390x: expected OS/ARCH" in malformed
