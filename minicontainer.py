@@ -6449,7 +6449,7 @@ def remove_entry(entry):
     lock shared while they wait)."""
     import fcntl
     try:
-        fd = os.open(entry.path("waiters"), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(entry.path("waiters"), os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except FileNotFoundError:
         return  # removed meanwhile
     try:
@@ -7624,7 +7624,7 @@ def wait_container(entry):
     import fcntl
     import time
     try:
-        fd = os.open(entry.path("waiters"), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(entry.path("waiters"), os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except FileNotFoundError:
         raise ContainerError(f"wait {entry.name}", "no such container") from None
     try:
