@@ -2271,7 +2271,8 @@ def parse_document(client, body, what):
 
 def check_descriptor(client, descriptor, what):
     """A descriptor's (digest, size), checked: a sha256 digest (the only one
-    a blob is verified against) and a size that is an int64, if given."""
+    a blob is verified against) and its size, an int64 (both required by the
+    OCI image spec; without the size a blob's download would have no end)."""
     import re
     if not isinstance(descriptor, dict):
         raise client.fail(f"{what} is not a descriptor (a JSON object) but {json_text(descriptor, 30)}")
@@ -2279,7 +2280,7 @@ def check_descriptor(client, descriptor, what):
     if not isinstance(digest, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
         raise client.fail(f"{what} has a digest minicontainer does not check: {json_text(digest)}"
                           " (sha256: and 64 hex digits)")
-    if size is not None and (type(size) is not int or not 0 <= size <= MAX_BLOB):
+    if type(size) is not int or not 0 <= size <= MAX_BLOB:
         raise client.fail(f"{what} has a size that is no byte count: {json_text(size)}")
     return digest, size
 
@@ -2564,7 +2565,7 @@ def pull_image(root, text, platform=None, tls_verify=True, cache_dir=None, progr
         if not isinstance(media, str) or media not in LAYER_COMPRESSION:
             raise client.fail(f"a layer of media type {json_text(media)} minicontainer does not unpack")
         compressions.append(LAYER_COMPRESSION[media])
-    if (config_descriptor.get("size") or 0) > MAX_MANIFEST:
+    if config_descriptor["size"] > MAX_MANIFEST:
         raise client.fail(f"the image configuration is larger than {MAX_MANIFEST} bytes")
     with fetch_blob(client, cache, config_descriptor, "config", Progress(False)) as f:
         config_bytes = f.read(MAX_MANIFEST)
@@ -2590,7 +2591,7 @@ def pull_image(root, text, platform=None, tls_verify=True, cache_dir=None, progr
     finally:
         for blob in blobs:
             blob.close()
-    size = sum(d.get("size") or 0 for d in layer_descriptors)
+    size = sum(d["size"] for d in layer_descriptors)
     return ref, digest, len(layer_descriptors), size, foreign
 
 

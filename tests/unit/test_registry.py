@@ -514,3 +514,14 @@ def test_a_single_manifest_whose_config_names_no_platform_is_refused_when_one_is
     serve(fake, image.routes())
     assert "does not provide the specified platform (linux/amd64): it is of no platform it names" in \
         refused(tmp_path, f"{fake.host}/test/img:1", "--platform", "linux/amd64")
+
+
+def test_a_blob_without_a_size_is_refused_before_an_endless_download(tmp_path, fake):
+    image = Image()
+    manifest = json.loads(image.manifest)
+    del manifest["layers"][0]["size"]
+    serve(fake, {**image.routes(), "/v2/test/img/manifests/1": (
+        200, {"Content-Type": mc.MANIFEST_TYPES[0]}, json.dumps(manifest).encode()),
+        f"/v2/test/img/blobs/{sha(image.layer)}": endless(200, {})})
+    assert "layers[0] of the manifest has a size that is no byte count: null" in \
+        refused(tmp_path, f"{fake.host}/test/img:1")
