@@ -525,3 +525,20 @@ def test_a_blob_without_a_size_is_refused_before_an_endless_download(tmp_path, f
         f"/v2/test/img/blobs/{sha(image.layer)}": endless(200, {})})
     assert "layers[0] of the manifest has a size that is no byte count: null" in \
         refused(tmp_path, f"{fake.host}/test/img:1")
+
+
+def test_huge_manifests_and_configurations_are_refused_before_they_are_read(tmp_path, fake):
+    image = Image()
+    serve(fake, {"/v2/test/img/manifests/1": (200, {"Content-Type": mc.MANIFEST_TYPES[0]},
+                                              b" " * (mc.MAX_MANIFEST + 1))})
+    assert f"the manifest 1 is larger than {mc.MAX_MANIFEST} bytes" in refused(tmp_path, f"{fake.host}/test/img:1")
+    manifest = json.loads(image.manifest)
+    manifest["config"]["size"] = 2**63 - 1
+    serve(fake, {**image.routes(), "/v2/test/img/manifests/1": (
+        200, {"Content-Type": mc.MANIFEST_TYPES[0]}, json.dumps(manifest).encode())})
+    assert "the image configuration is larger than" in refused(tmp_path, f"{fake.host}/test/img:1")
+    assert not [p for p, _, _ in fake.requests if "/blobs/" in p]
+    manifest["config"]["size"] = 2**63
+    serve(fake, {**image.routes(), "/v2/test/img/manifests/1": (
+        200, {"Content-Type": mc.MANIFEST_TYPES[0]}, json.dumps(manifest).encode())})
+    assert "has a size that is no byte count: 9223372036854775808" in refused(tmp_path, f"{fake.host}/test/img:1")
