@@ -1771,6 +1771,7 @@ MACHINE_PLATFORMS = {"x86_64": ("amd64", None), "aarch64": ("arm64", "v8"), "arm
                      "s390x": ("s390x", None), "riscv64": ("riscv64", None)}
 MAX_MANIFEST = 4 << 20  # bytes: a manifest or a config larger than this is refused
 MAX_BLOB = (1 << 63) - 1  # a descriptor's size is an int64 (OCI image spec)
+DOCUMENT_TIMEOUT = 60  # seconds: a manifest, a token or an error body that takes longer is refused
 
 
 def printable(text, limit=120):
@@ -1990,11 +1991,21 @@ class RegistryClient:
 
     def body(self, response, limit, what):
         """Up to `limit` bytes of a response's body (then its connection is
-        closed), or one line: a body that breaks off is the registry's failure."""
+        closed), or one line: a body that breaks off is the registry's failure,
+        and so is one that trickles in for longer than DOCUMENT_TIMEOUT (each
+        read's own timeout alone would let a byte every 29 s go on for days)."""
         import http.client
         import socket
+        import time
+        deadline, data = time.monotonic() + DOCUMENT_TIMEOUT, b""
         try:
-            data = response.read(limit)
+            while len(data) < limit:
+                if time.monotonic() > deadline:
+                    raise self.fail(f"the answer for {what} took longer than {DOCUMENT_TIMEOUT} s")
+                chunk = response.read1(min(limit - len(data), 65536))
+                if not chunk:
+                    break
+                data += chunk
         except (http.client.HTTPException, OSError, ValueError, socket.timeout):
             raise self.fail(f"the answer for {what} broke off") from None
         finally:

@@ -542,3 +542,25 @@ def test_huge_manifests_and_configurations_are_refused_before_they_are_read(tmp_
     serve(fake, {**image.routes(), "/v2/test/img/manifests/1": (
         200, {"Content-Type": mc.MANIFEST_TYPES[0]}, json.dumps(manifest).encode())})
     assert "has a size that is no byte count: 9223372036854775808" in refused(tmp_path, f"{fake.host}/test/img:1")
+
+
+def test_a_manifest_that_trickles_in_is_refused_at_the_deadline(tmp_path, fake, monkeypatch):
+    import time
+    monkeypatch.setattr(mc, "DOCUMENT_TIMEOUT", 1)
+
+    def trickle(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Type", mc.MANIFEST_TYPES[0])
+        handler.send_header("Content-Length", "1000")
+        handler.end_headers()
+        try:
+            for _ in range(100):
+                handler.wfile.write(b" ")
+                handler.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass
+    serve(fake, {"/v2/test/img/manifests/1": trickle})
+    started = time.monotonic()
+    assert "the answer for the manifest 1 took longer than 1 s" in refused(tmp_path, f"{fake.host}/test/img:1")
+    assert time.monotonic() - started < 5
