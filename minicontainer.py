@@ -2155,6 +2155,32 @@ MACHINE_PLATFORMS = {"x86_64": ("amd64", None), "aarch64": ("arm64", "v8"), "arm
                      "armv6l": ("arm", "v6"), "i686": ("386", None), "ppc64le": ("ppc64le", None),
                      "s390x": ("s390x", None), "riscv64": ("riscv64", None)}
 MAX_MANIFEST = 4 << 20  # bytes: a manifest or a config larger than this is refused
+MAX_BLOB = (1 << 63) - 1  # a descriptor's size is an int64 (OCI image spec)
+DOCUMENT_TIMEOUT = 60  # seconds: a manifest, a token or an error body that takes longer is refused
+
+
+def printable(text, limit=120):
+    """Text a registry or an image gave, fit for one line of a message: ASCII
+    without control characters, at most `limit` characters."""
+    text = "".join(c if " " <= c <= "~" else "?" for c in str(text))
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def json_text(value, limit=60):
+    """A JSON value as the document has it, for a message (JSON, not Python)."""
+    import json
+    try:
+        text = json.dumps(value, ensure_ascii=True)
+    except (TypeError, ValueError, RecursionError):
+        text = "?"
+    return printable(text, limit)
+
+
+def url_origin(parts):
+    """(scheme, host, port) of split URL parts, the port made explicit: what a
+    credential is bound to."""
+    return (parts.scheme, (parts.hostname or "").lower(),
+            parts.port or {"https": 443, "http": 80}.get(parts.scheme))
 
 
 class Reference:
@@ -2290,13 +2316,29 @@ class RegistryClient:
             return http.client.HTTPSConnection(host, timeout=30, context=self.context())
         return http.client.HTTPConnection(host, timeout=30)
 
-    def send(self, url, headers):
-        """One GET of an absolute URL; the response (its connection kept on it)."""
+    def url(self, url, what):
+        """The parts of a URL to GET, checked: http or https, a host, a numeric
+        port, printable ASCII without spaces; or one line of what is wrong."""
+        import urllib.parse
+        try:
+            if not url.isascii() or any(c <= " " or c == "\x7f" for c in url):
+                raise ValueError
+            parts = urllib.parse.urlsplit(url)
+            parts.port  # noqa: B018 (a port that is no number raises here)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError
+        except ValueError:
+            raise self.fail(f"{what} leads to {printable(url)}: not an http(s) URL with a host") from None
+        return parts
+
+    def send(self, url, headers, probe=False):
+        """One GET of an absolute URL; the response (its connection kept on it).
+        A TLS failure of the first contact (probe) is left to base()."""
+        import http.client
         import socket
         import ssl
-        import urllib.parse
-        parts = urllib.parse.urlsplit(url)
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        parts = self.url(url, "a request")
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         connection = self.connect(parts.scheme, parts.netloc)
         try:
             connection.request("GET", target, headers=headers)
@@ -2306,9 +2348,11 @@ class RegistryClient:
             raise self.fail(f"TLS failure with {parts.netloc}: {exc.verify_message}"
                             " (--tls-verify=false skips the check, for loopback or test"
                             " registries)") from None
-        except ssl.SSLError:
+        except ssl.SSLError as exc:
             connection.close()
-            raise
+            if probe:
+                raise
+            raise self.fail(f"TLS failure with {parts.netloc}: {printable(exc.reason or exc)}") from None
         except socket.gaierror:
             connection.close()
             raise self.fail(f"unknown host {parts.hostname}") from None
@@ -2320,16 +2364,47 @@ class RegistryClient:
             raise self.fail(f"{parts.netloc} did not answer in 30 s") from None
         except OSError as exc:
             connection.close()
-            raise self.fail(f"cannot reach {parts.netloc}: {exc.strerror or exc}") from None
+            raise self.fail(f"cannot reach {parts.netloc}: {printable(exc.strerror or exc)}") from None
+        except http.client.HTTPException as exc:  # a status line or headers that are not HTTP
+            connection.close()
+            why = ("a header line too long" if isinstance(exc, http.client.LineTooLong) else
+                   "not an HTTP answer" if isinstance(exc, http.client.BadStatusLine) else
+                   printable(exc) or "a broken HTTP answer")
+            raise self.fail(f"{parts.netloc} answered badly: {why}") from None
         response.connection_ = connection
         return response
+
+    def body(self, response, limit, what):
+        """Up to `limit` bytes of a response's body (then its connection is
+        closed), or one line: a body that breaks off is the registry's failure,
+        and so is one that trickles in for longer than DOCUMENT_TIMEOUT (each
+        read's own timeout alone would let a byte every 29 s go on for days)."""
+        import http.client
+        import socket
+        import time
+        deadline, data = time.monotonic() + DOCUMENT_TIMEOUT, b""
+        try:
+            while len(data) < limit:
+                if time.monotonic() > deadline:
+                    raise self.fail(f"the answer for {what} took longer than {DOCUMENT_TIMEOUT} s")
+                chunk = response.read1(min(limit - len(data), 65536))
+                if not chunk:
+                    break
+                data += chunk
+        except (http.client.HTTPException, OSError, ValueError, socket.timeout):
+            raise self.fail(f"the answer for {what} broke off") from None
+        finally:
+            response.connection_.close()
+        if len(data) < limit and response.length:  # fewer bytes than its Content-Length
+            raise self.fail(f"the answer for {what} broke off")
+        return data
 
     def base(self):
         """The first contact: HTTPS, or plain HTTP where allowed and the server
         does not speak TLS (a loopback registry, or --tls-verify=false)."""
         import ssl
         try:
-            return self.send(f"https://{self.host}/v2/", {})
+            return self.send(f"https://{self.host}/v2/", {}, probe=True)
         except ssl.SSLError as exc:
             if not self.plain_allowed:
                 raise self.fail(f"TLS failure with {self.host}: {exc.reason or exc} (--tls-verify"
@@ -2343,49 +2418,72 @@ class RegistryClient:
         if not self.probed:
             answer = self.base()
             self.probed = True
-            answer.read()
-            answer.connection_.close()
+            self.body(answer, 65536, "/v2/")
             if answer.status == 401:
                 self.authorization = self.authorize(answer.getheader("WWW-Authenticate", ""))
         url = f"{self.scheme}://{self.host}/v2/{self.ref.repository}/{path}"
+        # The registry's origin: scheme, host and port. Its Authorization goes
+        # to it alone, never where a redirect leads (another host, another
+        # port, or plain http on the same host and port).
+        home = url_origin(urllib.parse.urlsplit(url))
         authorized = False
         for _ in range(6):  # redirects and one challenge
             headers = {"User-Agent": f"minicontainer/{__version__}"}
             if accept:
                 headers["Accept"] = ", ".join(accept)
-            same_host = urllib.parse.urlsplit(url).netloc == self.host
-            if self.authorization and same_host:
+            at_home = url_origin(urllib.parse.urlsplit(url)) == home
+            if self.authorization and at_home:
                 headers["Authorization"] = self.authorization
             response = self.send(url, headers)
             if response.status in (301, 302, 303, 307, 308):
                 location = response.getheader("Location")
-                response.read()
-                response.connection_.close()
-                if not location:
-                    raise self.fail(f"{response.status} without a Location for {what or path}")
-                url = urllib.parse.urljoin(url, location)
+                response.connection_.close()  # unread: a redirect's body may never end
+                url = self.redirect(url, location, response.status, what or path)
                 continue
-            if response.status == 401 and same_host and not authorized:
-                response.read()
+            if response.status == 401 and at_home and not authorized:
                 response.connection_.close()
                 self.authorization = self.authorize(response.getheader("WWW-Authenticate", ""))
                 authorized = True
                 continue
             if response.status == 200:
                 return response
-            body = response.read(65536)
-            response.connection_.close()
+            body = self.body(response, 65536, what or path)
             raise self.fail(self.refusal(response.status, body, what or path))
         raise self.fail(f"too many redirects for {what or path}")
 
+    def redirect(self, url, location, status, what):
+        """Where a redirect leads, checked: an http(s) URL with a host, and never
+        from https down to plain http (where a network could change what
+        arrives) unless plain http is allowed there (loopback, or
+        --tls-verify=false)."""
+        import urllib.parse
+        if not location:
+            raise self.fail(f"{status} without a Location for {what}")
+        try:
+            target = urllib.parse.urljoin(url, location)
+        except ValueError:
+            target = location
+        parts = self.url(target, f"the redirect ({status}) for {what}")
+        if urllib.parse.urlsplit(url).scheme == "https" and parts.scheme == "http" and \
+                self.tls_verify and not loopback_host(parts.netloc):
+            raise self.fail(f"the redirect ({status}) for {what} leads from https to plain http"
+                            f" ({printable(parts.netloc)}): refused")
+        return target
+
     def refusal(self, status, body, what):
         import json
+        codes, messages = set(), []
         try:
-            errors = json.loads(body).get("errors") or []
-            codes = {e.get("code") for e in errors}
-            message = "; ".join(str(e.get("message")) for e in errors)
-        except (ValueError, AttributeError):
-            codes, message = set(), ""
+            errors = json.loads(body).get("errors")
+        except (ValueError, AttributeError, RecursionError):
+            errors = None
+        for error in errors if isinstance(errors, list) else ():
+            if isinstance(error, dict):
+                if isinstance(error.get("code"), str):
+                    codes.add(error["code"])
+                if isinstance(error.get("message"), str):
+                    messages.append(error["message"])
+        message = printable("; ".join(messages))
         if status == 401:
             return (f"authentication required by {self.ref.registry} (401): credentials go in"
                     " ~/.docker/config.json or $REGISTRY_AUTH_FILE")
@@ -2415,30 +2513,28 @@ class RegistryClient:
             return basic
         if scheme.lower() != "bearer" or "realm" not in params:
             raise self.fail(f"{self.ref.registry} asks for authentication minicontainer does"
-                            f" not speak: {challenge or 'none named'}")
+                            f" not speak: {printable(challenge) or 'none named'}")
         query = {"scope": f"repository:{self.ref.repository}:pull"}
         if "service" in params:
             query["service"] = params["service"]
         realm = params["realm"]
-        parts = urllib.parse.urlsplit(realm)
-        if parts.scheme not in ("http", "https"):
-            raise self.fail(f"the token realm {realm!r} is not an http(s) URL")
+        parts = self.url(realm, "the token realm")
         headers = {"User-Agent": f"minicontainer/{__version__}"}
         if basic and (parts.scheme == "https" or loopback_host(parts.netloc)):
             headers["Authorization"] = basic  # never a password in the clear beyond this host
         url = realm + ("&" if parts.query else "?") + urllib.parse.urlencode(query)
         response = self.send(url, headers)
-        body = response.read(MAX_MANIFEST)
-        response.connection_.close()
+        body = self.body(response, MAX_MANIFEST, "a token")
         if response.status != 200:
             raise self.fail(f"the token service {parts.netloc} refused a token"
                             f" ({response.status})" + (": wrong credentials?" if basic else ""))
         try:
             answer = json.loads(body)
             token = answer.get("token") or answer.get("access_token")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             token = None
-        if not token:
+        if not token or not isinstance(token, str) or len(token) > 65536 or \
+                not all("!" <= c <= "~" for c in token):
             raise self.fail(f"the token service {parts.netloc} gave no token")
         return f"Bearer {token}"
 
@@ -2447,14 +2543,13 @@ class RegistryClient:
         when asked for by digest."""
         import hashlib
         response = self.get(f"manifests/{reference}", INDEX_TYPES + MANIFEST_TYPES, "manifest")
-        body = response.read(MAX_MANIFEST + 1)
-        response.connection_.close()
+        body = self.body(response, MAX_MANIFEST + 1, f"the manifest {reference}")
         if len(body) > MAX_MANIFEST:
             raise self.fail(f"the manifest {reference} is larger than {MAX_MANIFEST} bytes")
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         if reference.startswith("sha256:") and digest != reference:
             raise self.fail(f"the manifest {reference} arrived as {digest}: refused")
-        kind = (response.getheader("Content-Type") or "").split(";")[0].strip()
+        kind = printable((response.getheader("Content-Type") or "").split(";")[0].strip())
         return kind, body, digest
 
 
@@ -2485,6 +2580,11 @@ class BlobCache:
                     pass
 
     def file(self, digest):
+        import re
+        if not isinstance(digest, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            # Never a path made of what a registry wrote ("sha256:../../x"):
+            # a damaged blob is unlinked by that path.
+            raise ContainerError("the image cache", f"not a sha256 digest: {json_text(digest)}")
         return os.path.join(self.path, "blobs", "sha256", digest.split(":", 1)[1])
 
     def open(self, digest, size):
@@ -2527,8 +2627,9 @@ class BlobCache:
                         out.write(chunk)
                         if progress:
                             progress(length)
-                except (http.client.IncompleteRead, OSError) as exc:
-                    raise ContainerError(digest, f"truncated download ({length} bytes): {exc!r}") from None
+                except (http.client.HTTPException, OSError, ValueError) as exc:
+                    why = f": {printable(exc.strerror)}" if getattr(exc, "strerror", None) else ""
+                    raise ContainerError(digest, f"truncated download ({length} bytes){why}") from None
             if size is not None and length != size:
                 raise ContainerError(digest, f"truncated download: {length} of {size} bytes")
             actual = "sha256:" + hasher.hexdigest()
@@ -2551,26 +2652,82 @@ def default_cache_dir():
     return os.path.join(base, "minicontainer")
 
 
-def choose_platform(client, index, platform):
-    """The manifest descriptor in an index for the platform, or one line
-    listing the platforms there are."""
+def parse_document(client, body, what):
+    """A manifest, an index or a configuration: a JSON object, or one line
+    (not JSON, nested past what the parser takes, or not an object)."""
     import json
     try:
-        entries = json.loads(index)["manifests"]
-        offered = [(e, (e["platform"]["os"], e["platform"]["architecture"],
-                        e["platform"].get("variant"))) for e in entries if "platform" in e]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise client.fail(f"not an image index this understands: {exc!r}") from None
-    offered = [(e, p) for e, p in offered if p[0] != "unknown"]  # attestations
-    wanted_os, wanted_arch, wanted_variant = platform
-    for entry, (os_, arch, variant) in offered:
-        if (os_, arch) != (wanted_os, wanted_arch):
-            continue
-        if wanted_variant is None or variant == wanted_variant or \
-                (variant is None and (arch, wanted_variant) == ("arm64", "v8")):
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        raise client.fail(f"the {what} is not JSON minicontainer can read") from None
+    if not isinstance(document, dict):
+        raise client.fail(f"the {what} is not a JSON object but {json_text(document, 30)}")
+    return document
+
+
+def check_descriptor(client, descriptor, what):
+    """A descriptor's (digest, size), checked: a sha256 digest (the only one
+    a blob is verified against) and its size, an int64 (both required by the
+    OCI image spec; without the size a blob's download would have no end)."""
+    import re
+    if not isinstance(descriptor, dict):
+        raise client.fail(f"{what} is not a descriptor (a JSON object) but {json_text(descriptor, 30)}")
+    digest, size = descriptor.get("digest"), descriptor.get("size")
+    if not isinstance(digest, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+        raise client.fail(f"{what} has a digest minicontainer does not check: {json_text(digest)}"
+                          " (sha256: and 64 hex digits)")
+    if type(size) is not int or not 0 <= size <= MAX_BLOB:
+        raise client.fail(f"{what} has a size that is no byte count: {json_text(size)}")
+    return digest, size
+
+
+def platform_matches(offered, wanted):
+    """Whether an (os, architecture, variant) offered is the one wanted: no
+    variant wanted takes any; arm64 without a variant is v8."""
+    (os_, arch, variant), (wanted_os, wanted_arch, wanted_variant) = offered, wanted
+    return (os_, arch) == (wanted_os, wanted_arch) and (
+        wanted_variant is None or variant == wanted_variant
+        or (variant is None and (arch, wanted_variant) == ("arm64", "v8")))
+
+
+def document_platform(client, document, what):
+    """The (os, architecture, variant) of an index entry's `platform` or of an
+    image configuration; None where it names none."""
+    if document is None or ("os" not in document and "architecture" not in document):
+        return None
+    values = [document.get(key) for key in ("os", "architecture")] + [document.get("variant")]
+    if not all(isinstance(v, str) and v for v in values[:2]) or \
+            not (values[2] is None or isinstance(values[2], str)):
+        raise client.fail(f"{what} has no os and architecture strings: {json_text(document)}")
+    return tuple(printable(v, 40) if v else None for v in values)
+
+
+def choose_platform(client, index, platform, host=False):
+    """The manifest descriptor in an index for the platform, or one line
+    listing the platforms there are (in docker's words where it was asked
+    for with --platform)."""
+    document = parse_document(client, index, "index")
+    entries = document.get("manifests")
+    if not isinstance(entries, list):
+        raise client.fail(f"the index has no list of manifests but {json_text(entries, 30)}")
+    offered = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise client.fail(f"manifests[{i}] of the index is not an object but {json_text(entry, 30)}")
+        found = entry.get("platform")
+        if found is not None and not isinstance(found, dict):
+            raise client.fail(f"manifests[{i}].platform of the index is not an object but"
+                              f" {json_text(found, 30)}")
+        found = document_platform(client, found, f"manifests[{i}].platform of the index")
+        if found is not None and found[0] != "unknown":  # "unknown": attestations
+            offered.append((entry, found))
+    for entry, found in offered:
+        if platform_matches(found, platform):
             return entry
     there = ", ".join(platform_name(p) for _, p in offered) or "none"
-    raise client.fail(f"no image for {platform_name(platform)}; it has: {there}")
+    which = "this host's platform" if host else "the specified platform"
+    raise client.fail(f"the image does not provide {which} ({platform_name(platform)});"
+                      f" it has: {there}" + (" (choose one with --platform)" if host else ""))
 
 
 class Progress:
@@ -2608,9 +2765,7 @@ def size_text(n):
 
 def fetch_blob(client, cache, descriptor, label, progress):
     """A blob by its descriptor: from the cache, checked, or downloaded into it."""
-    digest, size = descriptor["digest"], descriptor.get("size")
-    if not isinstance(digest, str) or not digest.startswith("sha256:") or len(digest) != 71:
-        raise client.fail(f"{label} has a digest minicontainer does not check: {digest!r}")
+    digest, size = check_descriptor(client, descriptor, label)
     found = cache.open(digest, size)
     if found is not None:
         progress.cached(label)
@@ -2630,7 +2785,12 @@ def image_settings(config_bytes, what):
     Entrypoint, Cmd, Env, WorkingDir, User and ExposedPorts."""
     import json
     try:
-        config = json.loads(config_bytes).get("config") or {}
+        document = json.loads(config_bytes)
+        if not isinstance(document, dict):
+            raise ValueError("not a JSON object")
+        config = document.get("config") or {}
+        if not isinstance(config, dict):
+            raise ValueError("config is not an object")
         settings = {key: config[key] for key in IMAGE_KEYS if config.get(key) not in (None, "", [])}
         for key in ("Entrypoint", "Cmd", "Env"):
             if key in settings and not (isinstance(settings[key], list)
@@ -2639,8 +2799,14 @@ def image_settings(config_bytes, what):
         for key in ("WorkingDir", "User"):
             if key in settings and not isinstance(settings[key], str):
                 raise ValueError(f"{key} is not a string")
-    except (ValueError, AttributeError, RecursionError) as exc:
-        raise ContainerError(what, f"not an image configuration this understands: {exc}") from None
+        if "ExposedPorts" in settings and not isinstance(settings["ExposedPorts"], dict):
+            raise ValueError("ExposedPorts is not an object")
+    except RecursionError:
+        raise ContainerError(what, "not an image configuration this understands: nested too"
+                             " deep") from None
+    except ValueError as exc:
+        why = str(exc) if isinstance(exc, json.JSONDecodeError) or type(exc) is ValueError else "not JSON"
+        raise ContainerError(what, f"not an image configuration this understands: {why}") from None
     return settings
 
 
@@ -2772,23 +2938,43 @@ def pull_image(root, text, platform=None, tls_verify=True, cache_dir=None, progr
     client = RegistryClient(ref, tls_verify)
     cache = BlobCache(cache_dir or default_cache_dir())
     shown = Progress(progress)
+    wanted = parse_platform(platform)
     kind, body, digest = client.manifest(ref.digest or ref.tag)
-    if kind in INDEX_TYPES or (not kind and b'"manifests"' in body):
-        chosen = choose_platform(client, body, parse_platform(platform))
-        kind, body, _ = client.manifest(chosen["digest"])
-    elif kind not in MANIFEST_TYPES:
-        raise client.fail(f"a {kind or 'untyped'} manifest: minicontainer reads OCI and docker"
-                          " v2 manifests and indexes")
-    try:
-        manifest = json.loads(body)
-        config_descriptor, layer_descriptors = manifest["config"], manifest["layers"]
-        compressions = [LAYER_COMPRESSION[d["mediaType"]] for d in layer_descriptors]
-    except KeyError as exc:
-        raise client.fail(f"a layer of media type {exc} minicontainer does not unpack") from None
-    except (ValueError, TypeError) as exc:
-        raise client.fail(f"not an image manifest this understands: {exc!r}") from None
+    manifest = parse_document(client, body, "manifest")
+    if manifest_kind(client, kind, manifest) == "index":
+        chosen = choose_platform(client, body, wanted, host=platform is None)
+        chosen_digest, _ = check_descriptor(client, chosen, f"the index's entry for {platform_name(wanted)}")
+        kind, body, _ = client.manifest(chosen_digest)
+        manifest = parse_document(client, body, f"manifest {chosen_digest}")
+        if manifest_kind(client, kind, manifest) == "index":
+            raise client.fail(f"the index's entry for {platform_name(wanted)} is an index itself:"
+                              " minicontainer reads one level")
+        platform = None  # the index said which platform it is
+    config_descriptor, layer_descriptors = manifest.get("config"), manifest.get("layers")
+    check_descriptor(client, config_descriptor, "the manifest's config")
+    if not isinstance(layer_descriptors, list):
+        raise client.fail(f"the manifest's layers are not a list but {json_text(layer_descriptors, 30)}")
+    compressions = []
+    for i, descriptor in enumerate(layer_descriptors):
+        check_descriptor(client, descriptor, f"layers[{i}] of the manifest")
+        media = descriptor.get("mediaType")
+        if not isinstance(media, str) or media not in LAYER_COMPRESSION:
+            raise client.fail(f"a layer of media type {json_text(media)} minicontainer does not unpack")
+        compressions.append(LAYER_COMPRESSION[media])
+    if config_descriptor["size"] > MAX_MANIFEST:
+        raise client.fail(f"the image configuration is larger than {MAX_MANIFEST} bytes")
     with fetch_blob(client, cache, config_descriptor, "config", Progress(False)) as f:
-        settings = image_settings(f.read(MAX_MANIFEST), client.what)
+        config_bytes = f.read(MAX_MANIFEST)
+    settings = image_settings(config_bytes, client.what)
+    if platform is not None:
+        # One manifest, no index: its configuration says the platform, which
+        # must be the one asked for (docker refuses it too), not the host's.
+        offered = document_platform(client, parse_document(client, config_bytes, "image configuration"),
+                                    "the image configuration")
+        if offered is None or not platform_matches(offered, wanted):
+            raise client.fail(f"the image does not provide the specified platform"
+                              f" ({platform_name(wanted)}): it is"
+                              f" {platform_name(offered) if offered else 'of no platform it names'}")
     blobs = []
     try:
         for i, descriptor in enumerate(layer_descriptors):
@@ -2801,8 +2987,20 @@ def pull_image(root, text, platform=None, tls_verify=True, cache_dir=None, progr
     finally:
         for blob in blobs:
             blob.close()
-    size = sum(d.get("size", 0) for d in layer_descriptors)
+    size = sum(d["size"] for d in layer_descriptors)
     return ref, digest, len(layer_descriptors), size, foreign
+
+
+def manifest_kind(client, kind, document):
+    """"index" or "manifest", by the Content-Type or else the document's own
+    mediaType (or, with neither, its shape); one line for anything else."""
+    media = kind or document.get("mediaType")
+    if media in INDEX_TYPES or (not media and "manifests" in document and "layers" not in document):
+        return "index"
+    if media in MANIFEST_TYPES:
+        return "manifest"
+    named = printable(media, 60) if isinstance(media, str) and media else "untyped"
+    raise client.fail(f"a {named} manifest: minicontainer reads OCI and docker v2 manifests and indexes")
 
 
 def unpack_image(root, layers, image):
@@ -3949,31 +4147,106 @@ class Store:
         self.path = os.path.abspath(path or os.environ.get(STATE_ENV) or default_state_dir())
 
     def ensure(self):
+        """Make the directory if it is missing (0700), and check it."""
         try:
             os.makedirs(self.path, 0o700, exist_ok=True)
-            st = os.lstat(self.path)
         except OSError as exc:
-            raise ContainerError.from_os(f"state directory {self.path}", exc) from None
+            if not os.path.lexists(self.path):
+                raise ContainerError.from_os(f"state directory {self.path}", exc) from None
+        fd = self.open()  # a symlink, a file or another's refused here
+        if fd is None:
+            raise ContainerError(f"state directory {self.path}", "removed while it was made")
+        os.close(fd)
+        return self
+
+    def open(self):
+        """The state directory, opened (never through a symlink) and checked to
+        be a directory of the caller's that no one else may enter; None if
+        there is none. Every verb reads through here, every time: a user's
+        default, /tmp/minicontainer-UID, may have been made first by another
+        user, who could then forge entries (a `stop` that kills a process of
+        the caller's choosing, by another's). Checked by descriptor, so what is
+        checked is what is read; in /tmp (sticky) no one else can then rename
+        or replace it."""
         import stat
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            try:  # a symlink, a file, another's directory we may not enter: say which
+                st = os.lstat(self.path)
+            except OSError:
+                raise ContainerError.from_os(f"state directory {self.path}", exc) from None
+            self.refuse(st)
+            raise ContainerError.from_os(f"state directory {self.path}", exc) from None
+        st = os.fstat(fd)
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-            # Another user's (a directory made first in /tmp) would be theirs to forge.
-            raise ContainerError(f"state directory {self.path}", "not a directory of yours"
-                                 " that only you can enter (mode 0700)")
+            os.close(fd)
+            self.refuse(st)
+        return fd
+
+    def refuse(self, st):
+        """One line that says what the directory is, whose, and what to remove."""
+        import stat
+        me = os.geteuid()
+        advice = f"and try again, or choose another with --root DIR or {STATE_ENV}"
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                target = os.readlink(self.path)
+            except OSError:
+                target = "?"
+            why = f"a symlink (to {target}), not a directory: remove it (rm {self.path}) {advice}"
+        elif not stat.S_ISDIR(st.st_mode):
+            why = f"not a directory: remove it (rm {self.path}) {advice}"
+        elif st.st_uid != me:
+            import pwd
+            try:
+                name = f" ({pwd.getpwuid(st.st_uid).pw_name})"
+            except KeyError:
+                name = ""
+            why = (f"not owned by the current user (uid {me}): it is uid {st.st_uid}'s{name}:"
+                   f" have it removed (root can: rm -rf {self.path}) {advice}")
+        elif st.st_mode & 0o077:
+            why = (f"its mode is {stat.S_IMODE(st.st_mode):04o} (others may enter it): remove it"
+                   f" (rm -rf {self.path}) {advice}")
+        else:
+            return
+        raise ContainerError(f"state directory {self.path}", why)
+
+    def check(self):
+        """Refuse the directory now if it is not the caller's own (see open)."""
+        fd = self.open()
+        if fd is not None:
+            os.close(fd)
         return self
 
     def entries(self):
-        """Every container, in order of creation."""
+        """Every container, in order of creation: each entry a directory, and
+        its state.json a file, neither reached through a symlink."""
+        import stat
+        fd = self.open()
+        if fd is None:
+            return []
         found = []
         try:
-            names = os.listdir(self.path)
-        except FileNotFoundError:
-            return []
-        for id in names:
-            if not id.startswith("."):
-                data = read_json(os.path.join(self.path, id, "state.json"))
-                if data is not None:
+            for id in os.listdir(fd):
+                if id.startswith("."):
+                    continue
+                try:
+                    entry = os.open(id, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                    dir_fd=fd)
+                except OSError:
+                    continue
+                try:
+                    data = read_json("state.json", dir_fd=entry)
+                finally:
+                    os.close(entry)
+                if isinstance(data, dict):
                     found.append(Container(self, id, data))
-        return sorted(found, key=lambda c: c.data.get("created", ""))
+        finally:
+            os.close(fd)
+        return sorted(found, key=lambda c: str(c.data.get("created", "")))
 
     def create(self, name, data, id=None):
         """A new entry, status "creating", with a name no other entry has (docker's
@@ -4027,7 +4300,7 @@ class flock_file:
 
     def __enter__(self):
         import fcntl
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
@@ -4044,13 +4317,22 @@ def write_json(directory, name, data):
     os.rename(tmp, os.path.join(directory, name))
 
 
-def read_json(path):
-    """A JSON file's data, or None if it is missing or (being written) unreadable."""
+def read_json(path, dir_fd=None):
+    """A JSON file's data, or None if it is missing or (being written)
+    unreadable, or not a regular file (never through a symlink, never
+    blocking on a FIFO)."""
     import json
+    import stat
     try:
-        with open(path) as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
             return json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 
@@ -4065,7 +4347,7 @@ class Log:
         self.directory, self.on_drop = directory, on_drop
         self.lock = threading.Lock()
         self.fd = os.open(os.path.join(directory, "container.log"),
-                          os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+                          os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         self.size, self.dropped = os.fstat(self.fd).st_size, 0
 
     def write(self, stream, data):
@@ -4086,7 +4368,7 @@ class Log:
         os.rename(os.path.join(self.directory, "container.log"), old)
         os.close(self.fd)
         self.fd = os.open(os.path.join(self.directory, "container.log"),
-                          os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+                          os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         self.size = 0
         if self.dropped and self.on_drop:
             self.on_drop(self.dropped)
@@ -4107,23 +4389,34 @@ class Log:
 def read_records(path, offset=0):
     """(stream, time_ns, bytes) records of a log file from `offset`, and the
     offset after the last whole one."""
+    import stat
     records = []
-    try:
-        with open(path, "rb") as f:
+    try:  # never through a symlink, never blocking on a FIFO
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return records, offset
             f.seek(offset)
             data = f.read()
     except FileNotFoundError:
         return records, offset
+    except OSError as exc:
+        raise ContainerError.from_os(f"log {path}", exc) from None
     pos = 0
     while True:
         end = data.find(b"\n", pos)
         if end < 0:
             break
-        stream, stamp, size = data[pos:end].split(b" ")
-        size = int(size)
+        try:
+            stream, stamp, size = data[pos:end].split(b" ")
+            stamp, size = int(stamp), int(size)
+            if len(stream) != 1 or size < 0:
+                raise ValueError
+        except ValueError:
+            raise ContainerError(f"log {path}", f"not a log minicontainer wrote (a damaged"
+                                 f" record at byte {offset + pos})") from None
         if end + 1 + size > len(data):
             break  # a record still being written
-        records.append((stream, int(stamp), data[end + 1:end + 1 + size]))
+        records.append((stream, stamp, data[end + 1:end + 1 + size]))
         pos = end + 1 + size
     return records, offset + pos
 
@@ -6552,7 +6845,7 @@ def remove_entry(entry):
     lock shared while they wait)."""
     import fcntl
     try:
-        fd = os.open(entry.path("waiters"), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(entry.path("waiters"), os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except FileNotFoundError:
         return  # removed meanwhile
     try:
@@ -6918,8 +7211,9 @@ def cli(state, log, log_format, debug, systemd_cgroup):
 
 
 def store():
-    """The state directory the command line names (the group's --root)."""
-    return Store(click.get_current_context().find_root().params.get("state"))
+    """The state directory the command line names (the group's --root),
+    checked before a verb reads anything of it (and again on every read)."""
+    return Store(click.get_current_context().find_root().params.get("state")).check()
 
 
 @cli.command()
@@ -7666,9 +7960,10 @@ def each_container(refs, act):
     """act(container) for each reference; a failure is said in one line and the
     others go on, as docker does; 125 at the end if any failed."""
     failed = False
+    containers = store()  # a state directory not the caller's: refused once, for all
     for ref in refs:
         try:
-            act(store().find(ref), ref)
+            act(containers.find(ref), ref)
         except ContainerError as exc:
             say(str(exc))
             failed = True
@@ -7725,7 +8020,7 @@ def wait_container(entry):
     import fcntl
     import time
     try:
-        fd = os.open(entry.path("waiters"), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(entry.path("waiters"), os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except FileNotFoundError:
         raise ContainerError(f"wait {entry.name}", "no such container") from None
     try:
@@ -8212,8 +8507,9 @@ def state(id):
 def delete(force, id):
     """Delete a stopped container (a running or created one only with --force):
     its processes, cgroups and state; then its poststop hooks."""
+    containers = store()  # a state directory not the caller's is refused, --force or not
     try:
-        entry = store().find(id)
+        entry = containers.find(id)
     except ContainerError:
         if force:
             return 0  # engines delete --force after they deleted: nothing to do

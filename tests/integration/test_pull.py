@@ -95,7 +95,8 @@ def test_an_index_gives_the_hosts_platform_or_the_one_asked_for(tmp_path, regist
         assert (tmp_path / platform[-2:] / "hello.txt").read_text() == "fake arm64 layer (not runnable)\n"
     before = snapshot(tmp_path / "root")
     refused = error(pull(tmp_path, "--platform", "linux/s390x", ref))
-    assert refused.endswith("no image for linux/s390x; it has: linux/amd64, linux/arm64/v8\n")
+    assert refused.endswith(": the image does not provide the specified platform (linux/s390x);"
+                            " it has: linux/amd64, linux/arm64/v8\n")
     assert snapshot(tmp_path / "root") == before
     malformed = error(pull(tmp_path, "--platform", "s390x", ref))
     assert "--platform s390x: expected OS/ARCH" in malformed
@@ -271,3 +272,35 @@ def test_blobs_redirected_to_another_host_get_no_credentials(tmp_path, busybox_i
         assert result.returncode == 0, result.stderr
         fetched = registry.blob_server.requests
         assert fetched and not any("Authorization" in r.get("headers", {}) for r in fetched)
+
+
+def test_a_platform_the_image_does_not_provide_is_refused(tmp_path, registry, busybox_image, index_image):
+    """pull --platform as docker does it: an index without the platform, or a
+    single manifest whose configuration names another, is refused in one
+    line; the one it provides is pulled."""
+    host = "linux/amd64"  # the fixture's real busybox image
+    rf.push(busybox_image, registry, "test/single:1")
+    single = f"{registry.hostport}/test/single:1"
+    refused = error(pull(tmp_path, "--platform", "linux/arm64", single))
+    assert refused == (f"minicontainer: pull {single}: the image does not provide the specified"
+                       f" platform (linux/arm64): it is {host}\n")
+    assert not (tmp_path / "root").exists() and not leftovers(tmp_path)
+    assert pull(tmp_path, "--platform", host, single).returncode == 0  # the control
+    assert lines(run(tmp_path / "root")) == DEFAULT_OUTPUT
+    # An image of arm64 only: asked for, it is pulled; asked for as amd64, refused.
+    arm = rf.make_oci_layout(tmp_path / "arm-oci", [rf.fake_layer_entries("arm64")], platform="linux/arm64/v8")
+    rf.push(arm, registry, "test/arm:1")
+    arm_ref = f"{registry.hostport}/test/arm:1"
+    assert pull(tmp_path, "--platform", "linux/arm64", arm_ref, root="arm").returncode == 0
+    assert (tmp_path / "arm" / "hello.txt").read_text() == "fake arm64 layer (not runnable)\n"
+    before = snapshot(tmp_path / "arm")
+    assert error(pull(tmp_path, "--platform", host, arm_ref, root="arm")).endswith(
+        f": the image does not provide the specified platform ({host}): it is linux/arm64/v8\n")
+    assert snapshot(tmp_path / "arm") == before
+    # An index: the same words, and the platforms it has.
+    rf.push(index_image, registry, "test/multi:1")
+    multi = f"{registry.hostport}/test/multi:1"
+    assert error(pull(tmp_path, "--platform", "linux/riscv64", multi)) == (
+        f"minicontainer: pull {multi}: the image does not provide the specified platform"
+        " (linux/riscv64); it has: linux/amd64, linux/arm64/v8\n")
+    assert pull(tmp_path, "--platform", "linux/arm64", multi, root="multi").returncode == 0

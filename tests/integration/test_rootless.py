@@ -516,3 +516,105 @@ def test_a_user_pulls_an_image_and_runs_its_default(subids, registry, busybox_im
     assert (user.work / ".cache" / "minicontainer" / "blobs" / "sha256").stat().st_uid == user.uid
     assert os.stat(user.work / "newroot" / "www" / "index.html").st_uid == user.uid
     assert lines(user.run("run")) == ["hello from the fixture", "uid=1000(app) gid=1000(app)", "/www"]
+
+
+# -- another user's /tmp/minicontainer-UID ----------------------------------
+# A user's state is /tmp/minicontainer-UID when there is no XDG_RUNTIME_DIR:
+# anyone may make that path first. Here another owner (nobody, or root, as
+# any other user would) makes it with a forged entry `web` whose monitor and
+# PID 1 are an unrelated process of the user's; every verb the user runs must
+# refuse the directory in one line before it reads a thing from it.
+
+FORGED_ID = "f" * 64
+USER_VERBS = [("ps",), ("ps", "-a"), ("inspect", "web"), ("logs", "web"), ("stop", "-t", "1", "web"),
+              ("kill", "web"), ("rm", "-f", "web"), ("rm", "web"), ("wait", "web"),
+              ("exec", "web", "/bin/probe", "pid"), ("run", "-d", "--name", "x", "/bin/probe", "pid"),
+              ("state", "web"), ("list",), ("delete", "--force", "web"), ("kill", "web", "KILL")]
+
+
+def users_victim(user):
+    """A sleep of the user's, PID 1 of a PID namespace of its own (so that a
+    verb that signals a whole namespace cannot reach further): (holder, pid)."""
+    holder = subprocess.Popen(["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc",
+                               "sleep", "60"], user=user.uid, group=user.gid, extra_groups=[],
+                              cwd=user.work, stderr=subprocess.DEVNULL)
+
+    def child():
+        try:
+            with open(f"/proc/{holder.pid}/task/{holder.pid}/children") as f:
+                return int(f.read().split()[0])
+        except (OSError, IndexError, ValueError):
+            return None
+    assert wait_for(lambda: child() is not None, 10)
+    return holder, child()
+
+
+def start_of(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[19])
+
+
+def forge_state(path, owner, victim_pid):
+    import json
+    path.mkdir(mode=0o755)
+    entry = path / FORGED_ID
+    entry.mkdir()
+    identity = [victim_pid, start_of(victim_pid)]
+    (entry / "state.json").write_text(json.dumps({
+        "id": FORGED_ID, "name": "web", "status": "running", "created": "2026-01-01T00:00:00.0Z",
+        "monitor": identity, "pid1": identity, "detached": True, "spec": {}, "command": ["x"],
+        "root": "/"}))
+    (entry / "container.log").write_bytes(b"not a record\n")
+    for p in (path, entry, entry / "state.json", entry / "container.log"):
+        os.lchown(p, owner, owner)
+    path.chmod(0o755)
+
+
+@pytest.mark.parametrize("owner", ["nobody", "root"])
+def test_a_state_directory_another_user_made_first_is_refused_by_every_verb(user, owner):
+    import pwd
+    uid = pwd.getpwnam(owner).pw_uid
+    state = user.state_dir()
+    shutil.rmtree(state, ignore_errors=True)
+    holder, victim = users_victim(user)
+    try:
+        forge_state(state, uid, victim)
+        for args in USER_VERBS:
+            result = user.run(*args)
+            err = result.stderr.decode()
+            assert result.returncode == 125 and err.count("\n") == 1 and result.stdout == b"", (args, err)
+            assert err.startswith(f"minicontainer: state directory {state}: not owned by the current"
+                                  f" user (uid {user.uid}): it is uid {uid}'s ({owner}): have it"
+                                  f" removed (root can: rm -rf {state})"), (args, err)
+            assert os.path.exists(f"/proc/{victim}") and start_of(victim), args  # untouched
+        assert sorted(os.listdir(state)) == [FORGED_ID]  # nothing made in it either
+        # A symlink planted at the path, to a directory of the user's own, is refused too.
+        shutil.rmtree(state)
+        mine = user.work / "mine"
+        mine.mkdir(mode=0o700)
+        os.chown(mine, user.uid, user.gid)
+        state.symlink_to(mine)
+        os.lchown(state, uid, uid)
+        result = user.run("ps")
+        assert result.returncode == 125 and result.stderr.decode() == (
+            f"minicontainer: state directory {state}: a symlink (to {mine}), not a directory:"
+            f" remove it (rm {state}) and try again, or choose another with --root DIR or"
+            f" MINICONTAINER_STATE\n")
+        assert os.listdir(mine) == []
+        # The control: with the path the user's own (made by its first run), every verb works.
+        state.unlink()
+        started = user.run("run", "-d", "--name", "bg", "/bin/busybox", "sleep", "60")
+        assert started.returncode == 0, started.stderr
+        assert (state.lstat().st_uid, state.lstat().st_mode & 0o777) == (user.uid, 0o700)
+        assert "bg" in user.run("ps").stdout.decode()
+        assert user.run("exec", "bg", "/bin/probe", "pid").returncode == 0
+        assert user.run("stop", "-t", "1", "bg").returncode == 0
+        assert user.run("rm", "bg").returncode == 0
+        assert os.path.exists(f"/proc/{victim}")
+    finally:
+        if os.path.exists(f"/proc/{victim}"):
+            os.kill(victim, signal.SIGKILL)
+        holder.wait(timeout=10)
+        if state.is_symlink():
+            state.unlink()
+        shutil.rmtree(state, ignore_errors=True)

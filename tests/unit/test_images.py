@@ -56,8 +56,8 @@ def test_a_missing_platform_lists_those_there_are_but_not_attestations():
     client.what, client.ref = "pull x", mc.Reference("x")
     with pytest.raises(mc.ContainerError) as caught:
         mc.choose_platform(client, INDEX, ("linux", "s390x", None))
-    assert str(caught.value) == ("pull x: no image for linux/s390x; it has: linux/amd64,"
-                                 " linux/arm64/v8, linux/arm/v7")
+    assert str(caught.value) == ("pull x: the image does not provide the specified platform"
+                                 " (linux/s390x); it has: linux/amd64, linux/arm64/v8, linux/arm/v7")
 
 
 @pytest.mark.parametrize("image, entrypoint, command, argv", [

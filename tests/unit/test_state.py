@@ -154,3 +154,165 @@ def test_a_zombie_is_no_longer_alive():
         time.sleep(0.01)
     assert mc.process_start(proc.pid) is None and not mc.alive(owner)
     proc.wait()
+
+
+# -- a state directory that is not the caller's own --------------------------
+# Without XDG_RUNTIME_DIR a user's state is /tmp/minicontainer-UID, which any
+# other user may make first. Every verb must refuse such a directory before
+# it reads a thing from it (here: one that is the caller's but open to
+# others, a symlink, a file; the other owner's, as root, in test_rootless).
+
+def forge(state, victim):
+    """A directory with a forged entry `web` whose monitor and PID 1 are the
+    victim's own unrelated process, as another user would make it."""
+    entry = state / ("f" * 64)
+    entry.mkdir(parents=True)
+    owner = [victim.pid, victim.start]
+    (entry / "state.json").write_text(__import__("json").dumps({
+        "id": "f" * 64, "name": "web", "status": mc.RUNNING, "created": mc.now_iso(),
+        "monitor": owner, "pid1": owner, "detached": True, "spec": {}, "command": ["x"]}))
+    (entry / "container.log").write_bytes(b"garbage that is no record\n")
+
+
+class Victim:
+    """A process of the caller's that has nothing to do with any container:
+    a sleep, as PID 1 of a PID namespace of its own, so that even a verb that
+    signals every process of the namespace a forged entry names cannot reach
+    beyond it (today's delete --force and rm -f would signal every process
+    of the host's)."""
+
+    def __init__(self):
+        import time
+        self.holder = subprocess.Popen(["unshare", "--user", "--map-root-user", "--pid", "--fork",
+                                        "--mount-proc", "sleep", "60"],
+                                       stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        self.pid = None
+        while self.pid is None and time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{self.holder.pid}/task/{self.holder.pid}/children") as f:
+                    children = f.read().split()
+            except OSError:
+                children = []
+            if children and open(f"/proc/{children[0]}/comm").read().strip() == "sleep":
+                self.pid = int(children[0])
+            else:
+                time.sleep(0.01)
+        assert self.pid, "no sleep in a PID namespace of its own (unshare -Urpf)"
+        assert os.readlink(f"/proc/{self.pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
+        self.start = mc.process_start(self.pid)
+
+    def alive(self):
+        return mc.alive([self.pid, self.start])
+
+    def end(self):
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+        self.holder.wait(timeout=10)
+
+
+@pytest.fixture
+def victim():
+    proc = Victim()
+    yield proc
+    proc.end()
+
+
+def cli(state, *args):
+    return subprocess.run([__import__("sys").executable, mc.__file__, "--root", str(state), *args],
+                          capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+
+
+VERBS = [("ps",), ("ps", "-a"), ("inspect", "web"), ("logs", "web"), ("stop", "-t", "1", "web"),
+         ("kill", "web"), ("rm", "-f", "web"), ("wait", "web"), ("exec", "web", "/bin/true"),
+         ("state", "web"), ("list",), ("delete", "--force", "web"), ("start", "web"),
+         ("kill", "web", "KILL"), ("pause", "web"), ("resume", "web"), ("stop", "web", "web")]
+
+
+@pytest.mark.parametrize("args", VERBS, ids=" ".join)
+def test_every_verb_refuses_a_state_directory_others_may_enter(tmp_path, victim, args):
+    state = tmp_path / "state"
+    forge(state, victim)
+    state.chmod(0o755)
+    result = cli(state, *args)
+    err = result.stderr.decode()
+    assert result.returncode == 125 and err.count("\n") == 1, err
+    assert err == (f"minicontainer: state directory {state}: its mode is 0755 (others may enter it):"
+                   f" remove it (rm -rf {state}) and try again, or choose another with --root DIR"
+                   f" or {mc.STATE_ENV}\n")
+    assert victim.alive() and os.path.exists(state / ("f" * 64) / "state.json")
+
+
+def test_the_callers_own_directory_is_read_as_before(tmp_path, victim):
+    """The control: the same forged entry, in a 0700 directory of the caller's
+    (only the caller could have written it), is read and acted upon."""
+    state = tmp_path / "state"
+    forge(state, victim)
+    state.chmod(0o700)
+    assert b"web" in cli(state, "ps").stdout
+    assert cli(state, "kill", "web").returncode == 0  # SIGKILL: the one a namespace's PID 1 cannot ignore
+    import time
+    deadline = time.monotonic() + 10
+    while victim.alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not victim.alive()
+
+
+@pytest.mark.parametrize("make, why", [
+    (lambda p, good: p.symlink_to(good), "a symlink"),
+    (lambda p, good: p.write_text(""), "not a directory"),
+    (lambda p, good: p.mkdir(0o777) or p.chmod(0o777), "its mode is 0777"),
+    (lambda p, good: p.mkdir(0o700) or p.chmod(0o710), "its mode is 0710"),
+])
+def test_a_symlink_a_file_or_an_open_directory_is_refused_when_read_or_made(tmp_path, make, why):
+    good = mc.Store(str(tmp_path / "good")).ensure()
+    good.create("web", {})
+    path = tmp_path / "state"
+    make(path, good.path)
+    for use in (lambda s: s.entries(), lambda s: s.find("web"), lambda s: s.ensure(),
+                lambda s: s.create("x", {})):
+        with pytest.raises(mc.ContainerError) as caught:
+            use(mc.Store(str(path)))
+        assert str(caught.value).startswith(f"state directory {path}: {why}")
+        assert caught.value.code == 125 and "\n" not in str(caught.value)
+
+
+def test_another_users_directory_says_whose_it_is(tmp_path, monkeypatch):
+    store = mc.Store(str(tmp_path / "state")).ensure()
+    store.create("web", {})
+    owner = os.geteuid()
+    monkeypatch.setattr(mc.os, "geteuid", lambda: owner + 4242)
+    with pytest.raises(mc.ContainerError) as caught:
+        store.find("web")
+    import pwd
+    try:
+        name = f" ({pwd.getpwuid(owner).pw_name})"
+    except KeyError:
+        name = ""
+    assert str(caught.value).startswith(
+        f"state directory {store.path}: not owned by the current user (uid {owner + 4242}):"
+        f" it is uid {owner}'s{name}: have it removed")
+
+
+def test_a_missing_directory_has_no_containers(tmp_path):
+    store = mc.Store(str(tmp_path / "none"))
+    assert store.entries() == [] and not store.named("web")
+    with pytest.raises(mc.ContainerError) as caught:
+        store.find("web")
+    assert str(caught.value) == "container web: no such container"
+    assert not os.path.exists(store.path)  # a read makes nothing
+
+
+def test_entries_and_their_files_are_not_read_through_symlinks(tmp_path):
+    store = mc.Store(str(tmp_path / "state")).ensure()
+    real = store.create("real", {})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "state.json").write_text('{"name": "linked", "status": "exited"}')
+    os.symlink(elsewhere, os.path.join(store.path, "a" * 64))
+    inner = store.create("inner", {})
+    os.unlink(inner.path("state.json"))
+    os.symlink(elsewhere / "state.json", inner.path("state.json"))
+    assert [c.name for c in store.entries()] == ["real"]
+    os.mkfifo(real.path("container.log"))  # a FIFO where a file belongs: no hang
+    assert mc.read_records(real.path("container.log")) == ([], 0)
