@@ -3995,7 +3995,8 @@ def load_bundle(bundle, id, preserve_fds=0, keyring=True):
                 raise ContainerError(f"config.json: linux.{name}", "a user namespace needs id 0"
                                      " inside mapped (the container's root)")
     elif spec.uid_map or spec.gid_map:
-        raise ContainerError("config.json: linux.uidMappings", "mappings need a user namespace")
+        raise ContainerError(f"config.json: linux.{'uidMappings' if spec.uid_map else 'gidMappings'}",
+                             "mappings need a user namespace")
     for unsupported in ("intelRdt", "memoryPolicy", "timeOffsets"):
         if linux[unsupported].object():
             raise ContainerError(f"config.json: linux.{unsupported}", "not supported by this runtime")
@@ -4097,22 +4098,21 @@ def oci_mounts(field, bundle):
     for mount in field.items():
         destination = mount["destination"].text("")
         if not destination.startswith("/"):
-            raise mount.bad("needs an absolute destination")
-        what = f"{mount.source}: {mount.path} {destination}"
+            raise mount["destination"].bad(f"{destination!r}: a mount needs an absolute destination")
         entry = {"destination": destination, "type": mount["type"].text() or "",
                  "source": mount["source"].text() or "", "options": mount["options"].texts()}
-        for option in entry["options"]:
+        for option, item in zip(entry["options"], mount["options"].items()):
             if "," in option:
-                raise ContainerError(what, f"option {option!r}: a comma in an option")
+                raise item.bad(f"{option!r}: a comma in an option (of the mount on {destination})")
             if option in ("idmap", "ridmap") or option.startswith("tmpcopyup"):
-                raise ContainerError(what, f"option {option} is not supported")
+                raise item.bad(f"{option}: not supported (the mount on {destination})")
         if entry["type"] == "bind" or {"bind", "rbind"} & set(entry["options"]):
             entry["source"] = os.path.join(bundle, entry["source"])
         elif entry["type"] in ("", "none"):
-            raise ContainerError(what, "a mount that is no bind needs a type")
+            raise mount["type"].bad(f"the mount on {destination} is no bind: it needs a type")
         for key in ("uidMappings", "gidMappings"):
             if mount[key].items():
-                raise ContainerError(what, f"{key}: idmapped mounts are not supported")
+                raise mount[key].bad("idmapped mounts are not supported")
         mounts.append(entry)
     return mounts
 
@@ -4298,13 +4298,19 @@ def oci_seccomp(field):
     errno_ret = field["defaultErrnoRet"].integer(None, UINT32)
     if errno_ret is not None:
         policy["defaultErrnoRet"] = errno_ret
-    seccomp_action(policy["defaultAction"], errno_ret, "defaultAction")
+    try:
+        seccomp_action(policy["defaultAction"], errno_ret, "defaultAction")
+    except ContainerError as exc:
+        raise exc.within(f"{field.source}: {field.path}") from None
     for rule in field["syscalls"].items():
         clean = {"names": rule["names"].texts(), "action": rule["action"].text(), "args": []}
         errno_ret = rule["errnoRet"].integer(None, UINT32)
         if errno_ret is not None:
             clean["errnoRet"] = errno_ret
-        seccomp_action(clean["action"], errno_ret, "action")
+        try:
+            seccomp_action(clean["action"], errno_ret, "action")
+        except ContainerError as exc:
+            raise exc.within(f"{rule.source}: {rule.path}") from None
         for arg in rule["args"].items():
             op = arg["op"].text()
             if op not in SCMP_OPS:
