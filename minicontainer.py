@@ -4497,7 +4497,7 @@ def make_oci_cgroups(path, resources, id, devices=()):
             inside = os.path.normpath("/" + (path if path.startswith("/") else
                                              os.path.join(own_path or "/", path))).lstrip("/")
             if not inside:
-                raise ContainerError(f"config.json linux.cgroupsPath {path}",
+                raise ContainerError(f"config.json: linux.cgroupsPath {path}",
                                      "that is the hierarchy's root, not a container's group")
             base = os.path.join(mount, inside)
             group = Cgroup(version, base, names)
@@ -4507,7 +4507,7 @@ def make_oci_cgroups(path, resources, id, devices=()):
             if (group.read("cgroup.procs") or "").strip():  # never to be killed or removed by us
                 os.close(group.fd)
                 os.close(group.parent_fd)
-                raise ContainerError(f"config.json linux.cgroupsPath {path}", f"{base} already"
+                raise ContainerError(f"config.json: linux.cgroupsPath {path}", f"{base} already"
                                      " holds processes: a container's group must be its own")
             groups.append(group)
         write_resources(groups, resources or {}, devices)
@@ -4584,7 +4584,7 @@ def write_resources(groups, resources, devices=()):
         try:
             group.write(filename, value)
         except ContainerError as exc:
-            raise exc.within(f"config.json linux.resources.{name}") from None
+            raise exc.within(f"config.json: linux.resources.{name}") from None
 
     memory = resources.get("memory") or {}
     swap_first = "swap" in memory and "limit" in memory  # memsw may not go below the limit
@@ -4596,7 +4596,7 @@ def write_resources(groups, resources, devices=()):
         group = group_of(controller)
         filename = None if group is None else (v1_file if group.version == 1 else v2_file)
         if filename is None or not os.path.exists(os.path.join(group.path, filename)):
-            raise ContainerError(f"config.json linux.resources.{name}",
+            raise ContainerError(f"config.json: linux.resources.{name}",
                                  f"this host has no place for it (no {controller} controller"
                                  f" file {filename or v1_file or v2_file})")
         if how == "bool":
@@ -4621,7 +4621,7 @@ def write_resources(groups, resources, devices=()):
         for device in (resources.get("blockIO") or {}).get(key) or ():
             group = group_of("blkio")
             if group is None:
-                raise ContainerError(f"config.json linux.resources.blockIO.{key}",
+                raise ContainerError(f"config.json: linux.resources.blockIO.{key}",
                                      "this host has no blkio controller")
             rate = device.get("rate", device.get("weight"))
             put(f"blockIO.{key}", group, filename, f"{device['major']}:{device['minor']} {rate}")
@@ -4629,16 +4629,16 @@ def write_resources(groups, resources, devices=()):
         group = group_of("hugetlb")
         filename = f"hugetlb.{limit.get('pageSize')}.{'limit_in_bytes' if group and group.version == 1 else 'max'}"
         if group is None or not os.path.exists(os.path.join(group.path, filename)):
-            raise ContainerError(f"config.json linux.resources.hugepageLimits {limit.get('pageSize')}",
+            raise ContainerError(f"config.json: linux.resources.hugepageLimits {limit.get('pageSize')}",
                                  f"this host has no place for it (no {filename})")
         put("hugepageLimits", group, filename, limit.get("limit"))
     for priority in (resources.get("network") or {}).get("priorities") or ():
-        raise ContainerError("config.json linux.resources.network.priorities",
+        raise ContainerError("config.json: linux.resources.network.priorities",
                              "this host has no net_prio controller")
     for key, value in (resources.get("unified") or {}).items():
         group = next((g for g in groups if g.version == 2), None)
         if group is None or "/" in key or not os.path.exists(os.path.join(group.path, key)):
-            raise ContainerError(f"config.json linux.resources.unified {key}",
+            raise ContainerError(f"config.json: linux.resources.unified {key}",
                                  "this host's cgroup2 has no such file")
         put(f"unified.{key}", group, key, value)
     write_device_rules(group_of("devices"), resources.get("devices"), devices)
@@ -4659,7 +4659,7 @@ def write_device_rules(group, rules, devices=()):
     if not rules:
         return
     if group is None:
-        raise ContainerError("config.json linux.resources.devices",
+        raise ContainerError("config.json: linux.resources.devices",
                              "this host has no cgroup v1 devices controller")
     for rule in rules:
         major = "*" if rule.get("major") in (None, -1) else rule["major"]
@@ -4670,7 +4670,7 @@ def write_device_rules(group, rules, devices=()):
         try:
             group.write("devices.allow" if rule.get("allow") else "devices.deny", line)
         except ContainerError as exc:
-            raise exc.within("config.json linux.resources.devices") from None
+            raise exc.within("config.json: linux.resources.devices") from None
     for line in DEFAULT_DEVICE_RULES + tuple(
             f"{'c' if d['type'] == 'u' else d['type']} {d.get('major', 0)}:{d.get('minor', 0)} rwm"
             for d in devices or () if d["type"] != "p"):
@@ -8145,14 +8145,14 @@ def create(bundle, pid_file, console_socket, no_pivot, no_new_keyring, preserve_
     """Create a container from a bundle: set it up, and leave its process
     waiting, before its program, for `start`."""
     check_oci_id(id)
+    preserve_fds = check_preserved_fds(preserve_fds)
     try:
-        spec, config = load_bundle(bundle, id, check_preserved_fds(preserve_fds),
-                                   keyring=not no_new_keyring)
+        spec, config = load_bundle(bundle, id, preserve_fds, keyring=not no_new_keyring)
+        if spec.tty and not console_socket:
+            raise ContainerError("config.json: process.terminal", "needs --console-socket")
     except ContainerError as exc:  # an engine's log holds many containers': say whose
         raise exc.within(f"create {id}") from None
     spec.no_pivot = no_pivot
-    if spec.tty and not console_socket:
-        raise ContainerError("config.json process.terminal", "needs --console-socket")
     if os.geteuid() != 0:
         raise ContainerError("create", "needs root")
     entry = store().create(None, {
