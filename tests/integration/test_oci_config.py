@@ -111,8 +111,6 @@ def test_the_base_creates_and_runs(bundle):
      "linux.sysctl net.ipv4.ip_forward: value '1+kernel.core_pattern=|/x'"),
     (lambda c: c["mounts"][0].update(options=["nosuid", "nodev,mode=4777"]),
      "mounts[0].options[1]: 'nodev,mode=4777': a comma in an option"),
-    (lambda c: c["linux"]["resources"].update(unified={"cgroup.procs": "1"}),
-     "linux.resources.unified cgroup.procs: not a file of a group's limits"),
     # These passed create and failed in PID 1 after start returned 0.
     (lambda c: c["process"].update(rlimits=[{"type": "RLIMIT_NOFILE", "soft": "x", "hard": 5}]),
      "config.json: process.rlimits[0].soft: not an integer"),
@@ -127,6 +125,36 @@ def test_a_wrong_field_fails_create_in_one_line_naming_it(bundle, change, messag
     assert err == f"minicontainer: create bad: {err.split('create bad: ', 1)[1]}"
     assert message in err, err
     assert container_cgroups() == groups and host_mounts() == mounts
+
+
+def test_resources_cannot_pull_a_host_process_into_the_containers_group(bundle):
+    """linux.resources.unified {"cgroup.procs": PID} moved any host process (the
+    old code moved the host's PID 1 in this test) into the container's group,
+    where delete --force and kill --all kill what they find. Refused at create;
+    the sleeper stays where it was. Positive control: a limit's file is written."""
+    path, config = bundle
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        with open(f"/proc/{sleeper.pid}/cgroup") as f:
+            before = f.read()
+        for key in ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control", "cgroup.kill"):
+            config["linux"]["resources"]["unified"] = {key: str(sleeper.pid)}
+            write(path, config)
+            err = assert_refused(create(path, "unified"), "unified")
+            assert f"linux.resources.unified {key}: not a file of a group's limits" in err
+        with open(f"/proc/{sleeper.pid}/cgroup") as f:
+            assert f.read() == before
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    v2 = next(g for g in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")
+              if os.path.exists(f"{g}/cgroup.subtree_control"))
+    config["linux"]["resources"]["unified"] = {"cgroup.max.descendants": "5"}  # a limit
+    write(path, config)
+    assert create(path, "unified").returncode == 0
+    assert open(f"{v2}/{GROUP}/cgroup.max.descendants").read() == "5\n"
+    assert cli("delete", "--force", "unified").returncode == 0
 
 
 def test_a_deeply_nested_document_fails_create_in_one_line(bundle):
