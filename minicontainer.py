@@ -6197,6 +6197,7 @@ def read_reports(fd, on_pid=None, until=None, on_userns=None):
     import _socket
     sock = _socket.socket(fileno=fd)
     pid = error = own_error = None
+    reached = until is None
     try:
         while True:
             data, ancillary, _, _ = sock.recvmsg(4096, 64)
@@ -6207,6 +6208,7 @@ def read_reports(fd, on_pid=None, until=None, on_userns=None):
                    for i in range(0, len(blob) - 3, 4)]
             kind, _, rest = data.decode(errors="replace").strip().partition(" ")
             if kind == until and error is None and own_error is None:
+                reached = True
                 break
             if kind == "userns" and on_userns is not None:
                 try:
@@ -6230,6 +6232,12 @@ def read_reports(fd, on_pid=None, until=None, on_userns=None):
                 os.close(unused)
     finally:
         sock.close()
+    if not reached and error is None and own_error is None:
+        # The end before the word: PID 1 was killed during its set-up (by the
+        # OOM killer under a memory limit too low for it, say), with no word.
+        error = ContainerError("set-up", "the container's process was killed before it was"
+                               " ready (a limit too low for its set-up, such as"
+                               " linux.resources.memory.limit?)")
     return pid, own_error or error
 
 

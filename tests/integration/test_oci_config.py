@@ -284,3 +284,18 @@ def test_a_hostile_config_is_refused_by_create_or_runs(bundle, tmp_path, mutatio
     assert wait_for(lambda: container_cgroups() == groups, 2), container_cgroups()
     assert wait_for(lambda: groups_named(made_group, GROUP, "minicontainer-prop") == [], 2)
     assert host_mounts() == mounts
+
+
+def test_a_process_killed_during_set_up_fails_create(bundle):
+    """Found by the property test: a memory limit too low for the set-up got
+    PID 1 killed before its "ready", and create returned 0 with a stopped
+    container. It fails create now, in one line, leaving nothing."""
+    path, config = bundle
+    config["linux"]["resources"]["memory"] = {"limit": 16 << 10}
+    write(path, config)
+    err = assert_refused(create(path, "oom"), "oom")
+    assert "killed before it was ready" in err
+    config["linux"]["resources"]["memory"] = {"limit": 256 << 20}  # positive control
+    write(path, config)
+    assert create(path, "oom").returncode == 0
+    assert cli("delete", "--force", "oom").returncode == 0
