@@ -3807,7 +3807,9 @@ def read_records(path, offset=0):
 # OCI bundles
 # A bundle's config.json becomes the same Spec that run's options make, and
 # the same set-up steps serve it. What this host or runtime cannot honour
-# fails `create` with one line naming the field, never silently.
+# fails `create` with one line naming the field, never silently. Every field
+# is read through ConfigValue, with its type, before anything is made, and
+# nothing the container's program needs is left to be found after `start`.
 # ---------------------------------------------------------------------------
 
 OCI_VERSION = "1.0.2"
@@ -3939,7 +3941,7 @@ def read_json_document(path, source):
             with open(path, "rb") as f:
                 data = f.read()
     except OSError as exc:
-        raise ContainerError.from_os(source, exc) from None
+        raise ContainerError.from_os(f"read {path}", exc) from None
     try:
         value = json.loads(data, parse_constant=refuse_json_constant)
     except RecursionError:
