@@ -3145,6 +3145,65 @@ def parse_ulimits(values):
     return tuple(chosen.values())
 
 
+# A bundle's rlimits are uint64, infinity 2**64 - 1; setrlimit here takes
+# signed numbers, infinity -1: every value from 2**63 on is infinity.
+RLIM_INFINITY_OCI = 2**64 - 1
+CAP_SYS_RESOURCE = 24
+
+
+def rlimit_arg(value):
+    import resource
+    return resource.RLIM_INFINITY if value >= 2**63 else value
+
+
+def rlimit_name(number):
+    import resource
+    return next((n for n in dir(resource) if n.startswith("RLIMIT_")
+                 and getattr(resource, n) == number), str(number))
+
+
+def check_rlimits(spec, what):
+    """Each rlimit of a bundle (or of exec's process), checked where it is read
+    against what can be granted: a hard limit above this process's own needs
+    CAP_SYS_RESOURCE on the host, and RLIMIT_NOFILE may not pass fs.nr_open.
+    runc finds the same in `create` ("error setting rlimits"), never after
+    `start`, when the program would silently not run."""
+    import resource
+    with open("/proc/self/status") as f:
+        effective = next((int(line.split()[1], 16) for line in f if line.startswith("CapEff:")), 0)
+    for number, soft, hard in spec.limits.rlimits:
+        own = resource.getrlimit(number)[1]
+        own = RLIM_INFINITY_OCI if own == resource.RLIM_INFINITY else own
+        why = None
+        if hard > own and not effective >> CAP_SYS_RESOURCE & 1:
+            why = f"above this host's hard limit {own} (raising it needs CAP_SYS_RESOURCE)"
+        elif number == resource.RLIMIT_NOFILE:
+            with open("/proc/sys/fs/nr_open") as f:
+                nr_open = int(f.read())
+            if hard > nr_open:
+                why = f"above fs.nr_open {nr_open}"
+        if why:
+            raise ContainerError(f"{what} {rlimit_name(number)}",
+                                 f"error setting rlimits: soft {soft}, hard {hard}: {why}")
+
+
+def raise_rlimit_ceilings(spec):
+    """Raise the hard limits a bundle asks above this process's, and only
+    those (the soft ones stay), in the earliest process of the container,
+    while it has the host's CAP_SYS_RESOURCE: in a user namespace, or once
+    its capabilities are dropped, no process can. PID 1 sets the limits
+    themselves last (set_rlimits), lowering only. Checked by check_rlimits."""
+    import resource
+    for number, soft, hard in spec.limits.rlimits:
+        own_soft, own_hard = resource.getrlimit(number)
+        if own_hard != resource.RLIM_INFINITY and hard > own_hard:
+            try:
+                resource.setrlimit(number, (own_soft, rlimit_arg(hard)))
+            except (OSError, ValueError) as exc:
+                raise ContainerError(f"process.rlimits {rlimit_name(number)}", "error setting"
+                                     f" rlimits: hard {hard}: {exc}") from None
+
+
 def cgroup_mounts(mountinfo):
     """From mountinfo text: (cgroup2 mount point or None, {v1 controller: mount point})."""
     hierarchies, v2 = cgroup_hierarchies(mountinfo)
@@ -4425,7 +4484,9 @@ def read_records(path, offset=0):
 # OCI bundles
 # A bundle's config.json becomes the same Spec that run's options make, and
 # the same set-up steps serve it. What this host or runtime cannot honour
-# fails `create` with one line naming the field, never silently.
+# fails `create` with one line naming the field, never silently. Every field
+# is read through ConfigValue, with its type, before anything is made, and
+# nothing the container's program needs is left to be found after `start`.
 # ---------------------------------------------------------------------------
 
 OCI_VERSION = "1.0.2"
@@ -4445,249 +4506,571 @@ def check_oci_id(id):
     return id
 
 
-def field(data, path, kind, what=None):
-    """data[path], checked to be of `kind` (None if absent); a wrong one names the field."""
-    value = data
-    for key in path.split("."):
-        value = value.get(key) if isinstance(value, dict) else None
-    if value is not None and not isinstance(value, kind):
-        raise ContainerError(f"config.json {what or path}", f"expected {getattr(kind, '__name__', kind)}")
-    return value
+UINT16, UINT32, INT64, UINT64 = (0, 2**16 - 1), (0, 2**32 - 1), (-2**63, 2**63 - 1), (0, 2**64 - 1)
+
+
+class ConfigValue:
+    """One value of a bundle's config.json (or of exec's --process file) and
+    where it is in the document ("process.user.uid"), read as the type the
+    code needs. null reads as absent, as Go's decoder (and so runc) reads it.
+    A wrong type, a NUL or a lone surrogate in a string, a number outside its
+    field's range: one ContainerError that names the field. Every field the
+    runtime reads goes through here, in `create`, before anything is made."""
+
+    __slots__ = ("value", "path", "source")
+
+    def __init__(self, value, path="", source="config.json"):
+        self.value, self.path, self.source = value, path, source
+
+    def bad(self, why):
+        return ContainerError(f"{self.source}: {self.path or 'the document'}", why)
+
+    def __getitem__(self, key):
+        """A member of an object (absent if the object is)."""
+        return ConfigValue(self.object().get(key), f"{self.path}.{key}" if self.path else key,
+                           self.source)
+
+    @property
+    def absent(self):
+        return self.value is None
+
+    def object(self):
+        if self.value is None:
+            return {}
+        if not isinstance(self.value, dict):
+            raise self.bad("not an object")
+        return self.value
+
+    def members(self):
+        """An object's members, as (key, ConfigValue); the keys checked as strings."""
+        for key in self.object():
+            ConfigValue(key, self.path, self.source).text()
+        return [(key, self[key]) for key in self.object()]
+
+    def items(self):
+        """An array's elements, each a ConfigValue (an absent array has none)."""
+        if self.value is None:
+            return []
+        if not isinstance(self.value, list):
+            raise self.bad("not an array")
+        return [ConfigValue(v, f"{self.path}[{i}]", self.source) for i, v in enumerate(self.value)]
+
+    def text(self, default=None, required=False):
+        if self.value is None:
+            if required:
+                raise self.bad("missing")
+            return default
+        if not isinstance(self.value, str):
+            raise self.bad("not a string")
+        if "\0" in self.value:
+            raise self.bad("a NUL byte in a string")
+        try:
+            self.value.encode()
+        except UnicodeEncodeError:
+            raise self.bad("not valid Unicode (a lone surrogate)") from None
+        return self.value
+
+    def texts(self):
+        """An array of strings (a null in it is no string)."""
+        items = self.items()
+        for item in items:
+            if item.absent:
+                raise item.bad("not a string")
+        return [item.text() for item in items]
+
+    def integer(self, default=None, limits=INT64):
+        if self.value is None:
+            return default
+        if isinstance(self.value, bool) or not isinstance(self.value, int):
+            raise self.bad("not an integer")
+        low, high = limits
+        if not low <= self.value <= high:
+            raise self.bad(f"{self.value} is out of range ({low} to {high})")
+        return self.value
+
+    def integers(self, limits=INT64):
+        items = self.items()
+        for item in items:
+            if item.absent:
+                raise item.bad("not an integer")
+        return [item.integer(limits=limits) for item in items]
+
+    def flag(self, default=False):
+        if self.value is None:
+            return default
+        if not isinstance(self.value, bool):
+            raise self.bad("not a boolean")
+        return self.value
+
+
+def refuse_json_constant(name):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def read_json_document(path, source):
+    """A JSON document from a file, as a ConfigValue that must be an object.
+    Bad JSON, bad UTF-8, NaN, numbers too long and nesting too deep are one line."""
+    import json
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
+    except OSError as exc:
+        raise ContainerError.from_os(f"read {path}", exc) from None
+    try:
+        value = json.loads(data, parse_constant=refuse_json_constant)
+    except RecursionError:
+        raise ContainerError(source, "not JSON this runtime reads: nested too deeply") from None
+    except ValueError as exc:
+        raise ContainerError(source, f"not JSON: {one_line(str(exc))}") from None
+    document = ConfigValue(value, "", source)
+    if not isinstance(value, dict):
+        raise ContainerError(source, "not a JSON object")
+    return document
 
 
 def load_bundle(bundle, id, preserve_fds=0, keyring=True):
-    """A bundle's config.json as a Spec (process, root, mounts, hooks, linux)."""
-    import json
+    """A bundle's config.json as a Spec, and the parts `create` itself uses
+    (linux.cgroupsPath and linux.resources, annotations), every field read
+    through ConfigValue: checked in full here, before anything is made."""
     bundle = os.path.abspath(bundle)
-    try:
-        with open(os.path.join(bundle, "config.json"), "rb") as f:
-            config = json.load(f)
-    except OSError as exc:
-        raise ContainerError.from_os(f"bundle {bundle}: config.json", exc) from None
-    except ValueError as exc:
-        raise ContainerError(f"bundle {bundle}: config.json", f"not JSON: {exc}") from None
-    if not isinstance(config, dict):
-        raise ContainerError(f"bundle {bundle}: config.json", "not a JSON object")
-    version = field(config, "ociVersion", str) or ""
+    config = read_json_document(os.path.join(bundle, "config.json"), "config.json")
+    version = config["ociVersion"].text("")
     if not version.startswith("1."):
-        raise ContainerError("config.json ociVersion", f"{version!r}: this runtime takes 1.x")
-    process = field(config, "process", dict)
-    if not process or not field(config, "process.args", list):
-        raise ContainerError("config.json process.args", "missing: nothing to run")
-    for name in ("args", "env"):
-        if not all(isinstance(item, str) for item in process.get(name) or ()):
-            raise ContainerError(f"config.json process.{name}", "each must be a string")
-    root = field(config, "root.path", str)
+        raise ContainerError("config.json: ociVersion", f"{version!r}: this runtime takes 1.x")
+    process = config["process"]
+    if not process["args"].texts():
+        raise ContainerError("config.json: process.args", "missing: nothing to run")
+    root = config["root"]["path"].text("")
     if not root:
-        raise ContainerError("config.json root.path", "missing")
+        raise ContainerError("config.json: root.path", "missing")
     root = os.path.join(bundle, root)
     if not os.path.isdir(root):
-        raise ContainerError(f"config.json root.path {root}", "not a directory")
-    linux = field(config, "linux", dict) or {}
-    spec = Spec(os.path.realpath(root), process["args"], mounts=oci_mounts(config, bundle),
-                masked_paths=field(config, "linux.maskedPaths", list) or (),
-                readonly_paths=field(config, "linux.readonlyPaths", list) or (),
-                read_only=bool(field(config, "root.readonly", bool)),
-                hostname=field(config, "hostname", str) or None,
-                env=[tuple(item.partition("=")[::2]) for item in field(config, "process.env", list) or ()],
-                workdir=field(config, "process.cwd", str) or "/", preserve_fds=preserve_fds,
-                tty=bool(field(config, "process.terminal", bool)),
-                seccomp=oci_seccomp(linux.get("seccomp")))
-    if not spec.workdir.startswith("/"):
-        raise ContainerError(f"config.json process.cwd {spec.workdir}", "must be absolute")
-    spec.namespaces, spec.ns_paths = oci_namespaces(linux)
-    spec.domainname = field(config, "domainname", str)
+        raise ContainerError(f"config.json: root.path {root}", "not a directory")
+    linux = config["linux"]
+    spec = Spec(os.path.realpath(root), (), mounts=oci_mounts(config["mounts"], bundle),
+                masked_paths=oci_paths(linux["maskedPaths"]),
+                readonly_paths=oci_paths(linux["readonlyPaths"]),
+                read_only=config["root"]["readonly"].flag(),
+                hostname=config["hostname"].text() or None,
+                preserve_fds=preserve_fds, seccomp=oci_seccomp(linux["seccomp"]))
+    spec.domainname = config["domainname"].text()
     load_process(spec, process)
-    spec.devices = oci_devices(linux)
-    spec.sysctl = field(config, "linux.sysctl", dict) or {}
-    spec.hooks = oci_hooks(config)
-    spec.propagation = oci_propagation(linux)
-    spec.personality = oci_personality(linux)
+    check_rlimits(spec, "config.json: process.rlimits")
+    spec.namespaces, spec.ns_paths = oci_namespaces(linux["namespaces"])
+    spec.devices = oci_devices(linux["devices"])
+    spec.sysctl = oci_sysctls(linux["sysctl"], spec.namespaces)
+    spec.hooks = oci_hooks(config["hooks"])
+    spec.propagation = oci_propagation(linux["rootfsPropagation"])
+    spec.personality = oci_personality(linux["personality"])
     spec.keyring = id if keyring else False
     spec.oci, spec.init = True, False
-    spec.uid_map, spec.gid_map = oci_id_map(linux, "uidMappings"), oci_id_map(linux, "gidMappings")
+    spec.uid_map, spec.gid_map = oci_id_map(linux["uidMappings"]), oci_id_map(linux["gidMappings"])
     if spec.namespaces & CLONE_NEWUSER:
         for name, mapping in (("uidMappings", spec.uid_map), ("gidMappings", spec.gid_map)):
             if not any(inside == 0 for inside, _, _ in mapping):
-                raise ContainerError(f"config.json linux.{name}", "a user namespace needs id 0"
+                raise ContainerError(f"config.json: linux.{name}", "a user namespace needs id 0"
                                      " inside mapped (the container's root)")
     elif spec.uid_map or spec.gid_map:
-        raise ContainerError("config.json linux.uidMappings", "mappings need a user namespace")
+        raise ContainerError(f"config.json: linux.{'uidMappings' if spec.uid_map else 'gidMappings'}",
+                             "mappings need a user namespace")
     for unsupported in ("intelRdt", "memoryPolicy", "timeOffsets"):
-        if linux.get(unsupported):
-            raise ContainerError(f"config.json linux.{unsupported}", "not supported by this runtime")
-    if linux.get("mountLabel") and selinux_enabled():
-        raise ContainerError("config.json linux.mountLabel", "SELinux labels are not supported")
-    return spec, config
+        if linux[unsupported].object():
+            raise ContainerError(f"config.json: linux.{unsupported}", "not supported by this runtime")
+    if linux["mountLabel"].text() and selinux_enabled():
+        raise ContainerError("config.json: linux.mountLabel", "SELinux labels are not supported")
+    cgroups_path = linux["cgroupsPath"].text()
+    annotations = {key: value.text() or "" for key, value in config["annotations"].members()}
+    return spec, {"annotations": annotations,
+                  "linux": {"cgroupsPath": cgroups_path,
+                            "resources": oci_resources(linux["resources"])}}
 
 
 def load_process(spec, process):
-    """process: user, capabilities, rlimits, noNewPrivileges, terminal size, OOM score."""
+    """process (a ConfigValue): args, env, cwd, terminal, user, capabilities,
+    rlimits, noNewPrivileges, terminal size, OOM score."""
     import resource
-    user = process.get("user") or {}
-    spec.user = (user.get("uid", 0), user.get("gid", 0), "/")
-    spec.additional_gids = tuple(user.get("additionalGids") or ())
-    spec.umask = user.get("umask")
-    spec.no_new_privs = bool(process.get("noNewPrivileges"))
-    spec.oom_score_adj = process.get("oomScoreAdj")
-    size = process.get("consoleSize")
-    if size:
-        spec.winsize = b"".join(int(size.get(k, 0)).to_bytes(2, sys.byteorder)
+    spec.command = tuple(process["args"].texts())
+    spec.env = tuple(oci_env(process["env"]))
+    spec.workdir = process["cwd"].text() or "/"
+    if not spec.workdir.startswith("/"):
+        raise process["cwd"].bad(f"{spec.workdir}: must be absolute")
+    spec.tty = process["terminal"].flag()
+    user = process["user"]
+    spec.user = (user["uid"].integer(0, UINT32), user["gid"].integer(0, UINT32), "/")
+    spec.additional_gids = tuple(user["additionalGids"].integers(UINT32))
+    spec.umask = user["umask"].integer(None, (0, 0o7777))
+    user["username"].text()
+    spec.no_new_privs = process["noNewPrivileges"].flag()
+    spec.oom_score_adj = process["oomScoreAdj"].integer(None, (-1000, 1000))
+    size = process["consoleSize"]
+    if size.object():
+        spec.winsize = b"".join(size[k].integer(0, UINT16).to_bytes(2, sys.byteorder)
                                 for k in ("height", "width")) + bytes(4)
     numbers = capability_numbers()
     held = {n for n in numbers.values() if own_bounding_set() >> n & 1}
     sets = {}
     for name in ("bounding", "effective", "permitted", "inheritable", "ambient"):
         caps = set()
-        for cap in (process.get("capabilities") or {}).get(name) or ():
-            number = numbers.get(str(cap).upper().removeprefix("CAP_"))
+        field = process["capabilities"][name]
+        for cap in field.texts():
+            number = numbers.get(cap.upper().removeprefix("CAP_"))
             if number is None:
-                raise ContainerError(f"config.json process.capabilities.{name}",
-                                     f"unknown capability {cap}")
+                raise field.bad(f"unknown capability {cap}")
             if number not in held:
-                raise ContainerError(f"config.json process.capabilities.{name}",
-                                     f"{cap}: this runtime does not hold it itself")
+                raise field.bad(f"{cap}: this runtime does not hold it itself")
             caps.add(number)
         sets[name] = frozenset(caps)
     spec.caps = sets.pop("bounding")
     spec.cap_sets = sets
-    rlimits = []
-    for limit in process.get("rlimits") or ():
-        name = str(limit.get("type", ""))
+    rlimits, seen = [], set()
+    what = f"{process.source}: {process['rlimits'].path}"
+    for limit in process["rlimits"].items():
+        name = limit["type"].text("")
         number = getattr(resource, name, None) if name.startswith("RLIMIT_") else None
         if number is None:
-            raise ContainerError(f"config.json process.rlimits {name}", "unknown resource")
-        rlimits.append((number, limit.get("soft", 0), limit.get("hard", 0)))
+            raise ContainerError(f"{what} {name}", "unknown resource")
+        if number in seen:
+            raise ContainerError(f"{what} {name}", "given twice")
+        seen.add(number)
+        soft, hard = limit["soft"].integer(0, UINT64), limit["hard"].integer(0, UINT64)
+        if soft > hard:
+            raise ContainerError(f"{what} {name}", f"soft {soft} is above hard {hard}")
+        rlimits.append((number, soft, hard))
     spec.limits = Limits(rlimits=tuple(rlimits))
-    if process.get("apparmorProfile"):
-        raise ContainerError("config.json process.apparmorProfile",
-                             "AppArmor is not enabled on this host")
+    if process["apparmorProfile"].text():
+        raise process["apparmorProfile"].bad("AppArmor is not enabled on this host")
     for unsupported in ("scheduler", "ioPriority", "execCPUAffinity"):
-        if process.get(unsupported):
-            raise ContainerError(f"config.json process.{unsupported}", "not supported by this runtime")
-    if process.get("selinuxLabel") and selinux_enabled():
-        raise ContainerError("config.json process.selinuxLabel", "SELinux labels are not supported")
+        if process[unsupported].object():
+            raise process[unsupported].bad("not supported by this runtime")
+    if process["selinuxLabel"].text() and selinux_enabled():
+        raise process["selinuxLabel"].bad("SELinux labels are not supported")
 
 
-def oci_mounts(config, bundle):
-    """config.json mounts, in order; a bind's source relative to the bundle."""
+def oci_env(field):
+    """process.env as (name, value) pairs: each NAME=VALUE, as runc insists."""
+    env = []
+    for item in field.items():
+        text = item.text() if not item.absent else None
+        name, sep, value = (text or "").partition("=")
+        if not sep or not name:
+            raise item.bad(f"{text!r}: not NAME=VALUE")
+        env.append((name, value))
+    return env
+
+
+def oci_paths(field):
+    """linux.maskedPaths or readonlyPaths: absolute paths."""
+    paths = field.texts()
+    for index, path in enumerate(paths):
+        if not path.startswith("/"):
+            raise field.items()[index].bad(f"{path}: not an absolute path")
+    return paths
+
+
+def oci_mounts(field, bundle):
+    """mounts, in order; a bind's source relative to the bundle. An option is
+    one word: a comma in it would smuggle a second one to the file system."""
     mounts = []
-    for index, mount in enumerate(config.get("mounts") or ()):
-        if not isinstance(mount, dict) or not str(mount.get("destination", "")).startswith("/"):
-            raise ContainerError(f"config.json mounts[{index}]", "needs an absolute destination")
-        entry = {"destination": mount["destination"], "type": mount.get("type") or "",
-                 "source": mount.get("source") or "", "options": list(mount.get("options") or ())}
+    for mount in field.items():
+        destination = mount["destination"].text("")
+        if not destination.startswith("/"):
+            raise mount["destination"].bad(f"{destination!r}: a mount needs an absolute destination")
+        entry = {"destination": destination, "type": mount["type"].text() or "",
+                 "source": mount["source"].text() or "", "options": mount["options"].texts()}
+        for option, item in zip(entry["options"], mount["options"].items()):
+            if "," in option:
+                raise item.bad(f"{option!r}: a comma in an option (of the mount on {destination})")
+            if option in ("idmap", "ridmap") or option.startswith("tmpcopyup"):
+                raise item.bad(f"{option}: not supported (the mount on {destination})")
         if entry["type"] == "bind" or {"bind", "rbind"} & set(entry["options"]):
             entry["source"] = os.path.join(bundle, entry["source"])
         elif entry["type"] in ("", "none"):
-            raise ContainerError(f"config.json mounts[{index}] {mount['destination']}",
-                                 "a mount that is no bind needs a type")
-        for option in entry["options"]:
-            if option in ("idmap", "ridmap") or option.startswith("tmpcopyup"):
-                raise ContainerError(f"config.json mounts[{index}] {mount['destination']}",
-                                     f"option {option} is not supported")
+            raise mount["type"].bad(f"the mount on {destination} is no bind: it needs a type")
+        for key in ("uidMappings", "gidMappings"):
+            if mount[key].items():
+                raise mount[key].bad("idmapped mounts are not supported")
         mounts.append(entry)
     return mounts
 
 
-def oci_namespaces(linux):
-    """linux.namespaces: the flags to make, and {flag: path} to join. A type
-    left out is the runtime's own, except the mount namespace: a container
-    set up in the host's would mount on the host."""
+# What NS_GET_NSTYPE answers: the namespace's clone flag.
+NS_GET_NSTYPE = 0xB703
+
+
+def open_namespace(path, flag, what):
+    """A namespace file by path, opened without blocking and checked to be one
+    of the kind asked for: a FIFO, a device or a plain file at a bundle's path
+    is refused, never opened for reading (a FIFO would hang, a device act)."""
+    import fcntl
+    import stat
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ContainerError.from_os(what, exc) from None
+    try:
+        nsfs = os.stat("/proc/self/ns/net").st_dev
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_dev != nsfs:
+            raise ContainerError(what, "not a namespace file (/proc/PID/ns/..., or a bind"
+                                 " mount of one)")
+        ns = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ContainerError.from_os(what, exc) from None
+    finally:
+        os.close(fd)
+    try:
+        kind = fcntl.ioctl(ns, NS_GET_NSTYPE)
+    except OSError as exc:
+        os.close(ns)
+        raise ContainerError.from_os(what, exc) from None
+    if kind != flag:
+        os.close(ns)
+        names = {v: k for k, v in OCI_NAMESPACES.items()}
+        raise ContainerError(what, f"a namespace of type {names.get(kind, kind)}, not"
+                             f" {names.get(flag)}")
+    return ns
+
+
+def oci_namespaces(field):
+    """linux.namespaces: the flags to make, and {flag: path} to join, each
+    path checked now to be a namespace of its type. A type left out is the
+    runtime's own, except the mount namespace: a container set up in the
+    host's would mount on the host."""
     flags, paths = 0, {}
-    for ns in linux.get("namespaces") or ():
-        kind = ns.get("type") if isinstance(ns, dict) else None
+    for ns in field.items():
+        kind = ns["type"].text()
         if kind not in OCI_NAMESPACES:
-            raise ContainerError(f"config.json linux.namespaces {kind}", "not a namespace this"
+            raise ContainerError(f"config.json: linux.namespaces {kind}", "not a namespace this"
                                  f" runtime knows ({', '.join(OCI_NAMESPACES)})")
         flag = OCI_NAMESPACES[kind]
         if flag & (flags | sum(paths)):
-            raise ContainerError(f"config.json linux.namespaces {kind}", "given twice")
-        if ns.get("path"):
+            raise ContainerError(f"config.json: linux.namespaces {kind}", "given twice")
+        path = ns["path"].text()
+        if path:
             if kind in ("mount", "user"):
-                raise ContainerError(f"config.json linux.namespaces {kind}",
+                raise ContainerError(f"config.json: linux.namespaces {kind}",
                                      "joining one by path is not supported")
-            paths[flag] = ns["path"]
+            os.close(open_namespace(path, flag, f"config.json: {ns.path}.path {path}"))
+            paths[flag] = path
         else:
             flags |= flag
     if not flags & CLONE_NEWNS:
-        raise ContainerError("config.json linux.namespaces", "needs a mount namespace: this"
+        raise ContainerError("config.json: linux.namespaces", "needs a mount namespace: this"
                              " runtime sets up no container in the host's")
     return flags, paths
 
 
-def oci_id_map(linux, key):
+def oci_id_map(field):
     """linux.uidMappings or gidMappings as (inside, outside, count) triples."""
     mapping = []
-    for entry in linux.get(key) or ():
-        try:
-            mapping.append((int(entry["containerID"]), int(entry["hostID"]), int(entry["size"])))
-        except (KeyError, TypeError, ValueError):
-            raise ContainerError(f"config.json linux.{key}", "expected containerID, hostID and size") from None
+    for entry in field.items():
+        values = tuple(entry[key].integer(None, UINT32) for key in ("containerID", "hostID", "size"))
+        if None in values:
+            raise entry.bad("expected containerID, hostID and size")
+        mapping.append(values)
     return tuple(mapping)
 
 
-def oci_devices(linux):
+def oci_devices(field):
     devices = []
-    for device in linux.get("devices") or ():
-        path = str(device.get("path", ""))
+    for device in field.items():
+        path = device["path"].text("")
         if not path.startswith("/dev/") or ".." in path.split("/"):
-            raise ContainerError(f"config.json linux.devices {path}", "must be below /dev")
-        if device.get("type") not in ("c", "b", "u", "p"):
-            raise ContainerError(f"config.json linux.devices {path}",
-                                 f"type {device.get('type')!r}: not c, b, u or p")
-        devices.append(device)
+            raise ContainerError(f"config.json: linux.devices {path}", "must be below /dev")
+        kind = device["type"].text()
+        if kind not in ("c", "b", "u", "p"):
+            raise ContainerError(f"config.json: linux.devices {path}",
+                                 f"type {kind!r}: not c, b, u or p")
+        devices.append({"path": path, "type": kind,
+                        "major": device["major"].integer(0, UINT32),
+                        "minor": device["minor"].integer(0, UINT32),
+                        "fileMode": device["fileMode"].integer(0o666, UINT32),
+                        "uid": device["uid"].integer(0, UINT32),
+                        "gid": device["gid"].integer(0, UINT32)})
     return devices
 
 
-def oci_hooks(config):
-    hooks = field(config, "hooks", dict) or {}
-    for kind, entries in hooks.items():
+# A sysctl's name: words of letters, digits, "_" and "-", joined by single
+# dots. "/", "..", "=", "+" and "," never: they smuggle a second sysctl
+# (CRI-O's CVE-2022-0811) or climb out of /proc/sys.
+SYSCTL_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def oci_sysctls(field, namespaces):
+    """linux.sysctl: each one of a namespace the container makes for itself
+    (one of the host's is refused here, and again by PID 1)."""
+    sysctls = {}
+    for key, value in field.members():
+        text = value.text()
+        what = f"config.json: linux.sysctl {key}"
+        if not all(word and set(word) <= SYSCTL_WORD for word in key.split(".")):
+            raise ContainerError(what, "not a sysctl name (words of letters, digits, '_' and"
+                                 " '-', joined by dots)")
+        if text is None or any(c in text for c in "\n=+,"):
+            raise ContainerError(what, f"value {text!r}: one value, without newline, '=', '+' or ','")
+        flag = next((f for f, names in NAMESPACED_SYSCTLS.items()
+                     if any(key == n or (n.endswith(".") and key.startswith(n)) for n in names)),
+                    None)
+        if flag is None or not namespaces & flag:
+            raise ContainerError(what, "not in a namespace of the container's own: it would"
+                                 " change the host")
+        sysctls[key] = text
+    return sysctls
+
+
+def oci_hooks(field):
+    hooks = {}
+    for kind, entries in field.members():
         if kind not in OCI_HOOKS:
-            raise ContainerError(f"config.json hooks.{kind}", "not a hook this runtime knows")
-        for hook in entries or ():
-            if not str(hook.get("path", "")).startswith("/"):
-                raise ContainerError(f"config.json hooks.{kind}", "a hook's path must be absolute")
+            raise entries.bad("not a hook this runtime knows")
+        hooks[kind] = []
+        for hook in entries.items():
+            path = hook["path"].text("")
+            if not path.startswith("/"):
+                raise hook["path"].bad("a hook's path must be absolute")
+            hooks[kind].append({"path": path, "args": hook["args"].texts() or [path],
+                                "env": oci_env_texts(hook["env"]),
+                                "timeout": hook["timeout"].integer(None, (1, 2**31 - 1))})
     return hooks
 
 
-def oci_propagation(linux):
-    propagation = linux.get("rootfsPropagation")
+def oci_env_texts(field):
+    return [f"{name}={value}" for name, value in oci_env(field)]
+
+
+def oci_propagation(field):
+    propagation = field.text()
     if propagation and propagation not in MOUNT_PROPAGATION:
-        raise ContainerError(f"config.json linux.rootfsPropagation {propagation}",
+        raise ContainerError(f"config.json: linux.rootfsPropagation {propagation}",
                              f"not one of {', '.join(MOUNT_PROPAGATION)}")
-    return propagation
+    return propagation or None
 
 
-def oci_personality(linux):
-    domain = (linux.get("personality") or {}).get("domain")
+def oci_personality(field):
+    domain = field["domain"].text()
+    field["flags"].texts()
     if domain is None:
         return None
     if domain not in ("LINUX", "LINUX32"):
-        raise ContainerError(f"config.json linux.personality.domain {domain}",
+        raise ContainerError(f"config.json: linux.personality.domain {domain}",
                              "not LINUX or LINUX32")
     return PER_LINUX32 if domain == "LINUX32" else PER_LINUX
 
 
-def oci_seccomp(policy):
-    """linux.seccomp, checked here, compiled by PID 1 (SeccompFilter)."""
-    if not policy:
+def oci_seccomp(field):
+    """linux.seccomp, checked here and rebuilt of the fields read; compiled by
+    PID 1 (SeccompFilter)."""
+    if not field.object():
         return None
-    if policy.get("listenerPath"):
-        raise ContainerError("config.json linux.seccomp.listenerPath",
-                             "seccomp user notification is not supported")
-    for flag in policy.get("flags") or ():
+    if field["listenerPath"].text():
+        raise field["listenerPath"].bad("seccomp user notification is not supported")
+    field["listenerMetadata"].text()
+    flags = field["flags"].texts()
+    for flag in flags:
         if flag not in SECCOMP_FLAG_ATTRIBUTES:
-            raise ContainerError(f"config.json linux.seccomp.flags {flag}", "not supported")
-    seccomp_action(policy.get("defaultAction", "SCMP_ACT_ALLOW"), policy.get("defaultErrnoRet"),
-                   "defaultAction")
-    for rule in policy.get("syscalls") or ():
-        seccomp_action(rule.get("action"), rule.get("errnoRet"), "action")
-        for arg in rule.get("args") or ():
-            if arg.get("op") not in SCMP_OPS:
-                raise ContainerError(f"config.json linux.seccomp op {arg.get('op')}",
+            raise ContainerError(f"config.json: linux.seccomp.flags {flag}", "not supported")
+    policy = {"defaultAction": field["defaultAction"].text("SCMP_ACT_ALLOW"),
+              "architectures": field["architectures"].texts(), "flags": flags, "syscalls": []}
+    errno_ret = field["defaultErrnoRet"].integer(None, UINT32)
+    if errno_ret is not None:
+        policy["defaultErrnoRet"] = errno_ret
+    try:
+        seccomp_action(policy["defaultAction"], errno_ret, "defaultAction")
+    except ContainerError as exc:
+        raise exc.within(f"{field.source}: {field.path}") from None
+    for rule in field["syscalls"].items():
+        clean = {"names": rule["names"].texts(), "action": rule["action"].text(), "args": []}
+        errno_ret = rule["errnoRet"].integer(None, UINT32)
+        if errno_ret is not None:
+            clean["errnoRet"] = errno_ret
+        try:
+            seccomp_action(clean["action"], errno_ret, "action")
+        except ContainerError as exc:
+            raise exc.within(f"{rule.source}: {rule.path}") from None
+        for arg in rule["args"].items():
+            op = arg["op"].text()
+            if op not in SCMP_OPS:
+                raise ContainerError(f"config.json: linux.seccomp op {op}",
                                      "not a comparison libseccomp knows")
+            clean["args"].append({"index": arg["index"].integer(0, (0, 5)),
+                                  "value": arg["value"].integer(0, UINT64),
+                                  "valueTwo": arg["valueTwo"].integer(0, UINT64), "op": op})
+        policy["syscalls"].append(clean)
     return policy
+
+
+# linux.resources: each value's type, as the runtime spec's Go structs have it.
+RESOURCE_TYPES = {
+    "memory": {"limit": INT64, "reservation": INT64, "swap": INT64, "kernel": INT64,
+               "kernelTCP": INT64, "swappiness": UINT64, "disableOOMKiller": bool,
+               "useHierarchy": bool, "checkBeforeUpdate": bool},
+    "cpu": {"shares": UINT64, "quota": INT64, "burst": UINT64, "period": UINT64,
+            "realtimeRuntime": INT64, "realtimePeriod": UINT64, "cpus": str, "mems": str,
+            "idle": INT64},
+    "pids": {"limit": INT64},
+    "blockIO": {"weight": UINT16, "leafWeight": UINT16},
+    "network": {"classID": UINT32},
+}
+# cgroup2 files that move processes or change the tree, not limit it: never
+# written from linux.resources.unified (cgroup.procs would pull a host
+# process into the container's group, where delete --force kills it).
+UNIFIED_REFUSED = ("cgroup.procs", "cgroup.threads", "cgroup.kill", "cgroup.subtree_control",
+                   "cgroup.type", "cgroup.freeze", "cgroup.events", "cgroup.controllers")
+
+
+def oci_resources(field):
+    """linux.resources (or update's --resources), checked and rebuilt of the
+    fields write_resources reads, so that the kernel is given nothing else."""
+    resources = {}
+    for section, kinds in RESOURCE_TYPES.items():
+        values = {}
+        for key, kind in kinds.items():
+            value = field[section][key]
+            values[key] = (value.flag(None) if kind is bool else value.text() if kind is str
+                           else value.integer(None, kind))
+        resources[section] = {k: v for k, v in values.items() if v is not None}
+    for key in BLKIO_DEVICE_FILES:
+        resources["blockIO"][key] = [
+            {"major": d["major"].integer(0, INT64), "minor": d["minor"].integer(0, INT64),
+             **({"rate": d["rate"].integer(0, UINT64)} if key.startswith("throttle") else
+                {"weight": d["weight"].integer(None, UINT16)})}
+            for d in field["blockIO"][key].items()]
+        for device in resources["blockIO"][key]:
+            if device.get("rate", device.get("weight")) is None:
+                raise field["blockIO"][key].bad("a device's weight is missing")
+    resources["hugepageLimits"] = []
+    for limit in field["hugepageLimits"].items():
+        size = limit["pageSize"].text("")
+        if not size or not set(size) <= set("0123456789KMGTB"):
+            raise limit["pageSize"].bad(f"{size!r}: not a page size (2MB, 1GB)")
+        resources["hugepageLimits"].append({"pageSize": size,
+                                            "limit": limit["limit"].integer(0, UINT64)})
+    resources["network"]["priorities"] = [
+        {"name": p["name"].text(""), "priority": p["priority"].integer(0, UINT32)}
+        for p in field["network"]["priorities"].items()]
+    resources["unified"] = {}
+    for key, value in field["unified"].members():
+        if (not key or key.startswith(".") or "/" in key or key in UNIFIED_REFUSED):
+            raise ContainerError(f"{field.source}: {field['unified'].path} {key}",
+                                 "not a file of a group's limits")
+        resources["unified"][key] = value.text(required=True)
+    resources["devices"] = []
+    for rule in field["devices"].items():
+        kind = rule["type"].text() or "a"
+        access = rule["access"].text() or "rwm"
+        if kind not in ("a", "b", "c") or not access or not set(access) <= set("rwm"):
+            raise rule.bad(f"type {kind!r}, access {access!r}: not a device rule")
+        resources["devices"].append({"allow": rule["allow"].flag(), "type": kind,
+                                     "major": rule["major"].integer(None, INT64),
+                                     "minor": rule["minor"].integer(None, INT64),
+                                     "access": access})
+    for key in ("rdma",):
+        if field[key].object():
+            raise field[key].bad("not supported by this runtime")
+    return resources
 
 
 def oci_state(entry, status=None, pid=None):
@@ -4793,7 +5176,7 @@ def make_oci_cgroups(path, resources, id, devices=()):
             inside = os.path.normpath("/" + (path if path.startswith("/") else
                                              os.path.join(own_path or "/", path))).lstrip("/")
             if not inside:
-                raise ContainerError(f"config.json linux.cgroupsPath {path}",
+                raise ContainerError(f"config.json: linux.cgroupsPath {path}",
                                      "that is the hierarchy's root, not a container's group")
             base = os.path.join(mount, inside)
             group = Cgroup(version, base, names)
@@ -4803,7 +5186,7 @@ def make_oci_cgroups(path, resources, id, devices=()):
             if (group.read("cgroup.procs") or "").strip():  # never to be killed or removed by us
                 os.close(group.fd)
                 os.close(group.parent_fd)
-                raise ContainerError(f"config.json linux.cgroupsPath {path}", f"{base} already"
+                raise ContainerError(f"config.json: linux.cgroupsPath {path}", f"{base} already"
                                      " holds processes: a container's group must be its own")
             groups.append(group)
         write_resources(groups, resources or {}, devices)
@@ -4880,7 +5263,7 @@ def write_resources(groups, resources, devices=()):
         try:
             group.write(filename, value)
         except ContainerError as exc:
-            raise exc.within(f"config.json linux.resources.{name}") from None
+            raise exc.within(f"config.json: linux.resources.{name}") from None
 
     memory = resources.get("memory") or {}
     swap_first = "swap" in memory and "limit" in memory  # memsw may not go below the limit
@@ -4892,7 +5275,7 @@ def write_resources(groups, resources, devices=()):
         group = group_of(controller)
         filename = None if group is None else (v1_file if group.version == 1 else v2_file)
         if filename is None or not os.path.exists(os.path.join(group.path, filename)):
-            raise ContainerError(f"config.json linux.resources.{name}",
+            raise ContainerError(f"config.json: linux.resources.{name}",
                                  f"this host has no place for it (no {controller} controller"
                                  f" file {filename or v1_file or v2_file})")
         if how == "bool":
@@ -4917,7 +5300,7 @@ def write_resources(groups, resources, devices=()):
         for device in (resources.get("blockIO") or {}).get(key) or ():
             group = group_of("blkio")
             if group is None:
-                raise ContainerError(f"config.json linux.resources.blockIO.{key}",
+                raise ContainerError(f"config.json: linux.resources.blockIO.{key}",
                                      "this host has no blkio controller")
             rate = device.get("rate", device.get("weight"))
             put(f"blockIO.{key}", group, filename, f"{device['major']}:{device['minor']} {rate}")
@@ -4925,16 +5308,16 @@ def write_resources(groups, resources, devices=()):
         group = group_of("hugetlb")
         filename = f"hugetlb.{limit.get('pageSize')}.{'limit_in_bytes' if group and group.version == 1 else 'max'}"
         if group is None or not os.path.exists(os.path.join(group.path, filename)):
-            raise ContainerError(f"config.json linux.resources.hugepageLimits {limit.get('pageSize')}",
+            raise ContainerError(f"config.json: linux.resources.hugepageLimits {limit.get('pageSize')}",
                                  f"this host has no place for it (no {filename})")
         put("hugepageLimits", group, filename, limit.get("limit"))
     for priority in (resources.get("network") or {}).get("priorities") or ():
-        raise ContainerError("config.json linux.resources.network.priorities",
+        raise ContainerError("config.json: linux.resources.network.priorities",
                              "this host has no net_prio controller")
     for key, value in (resources.get("unified") or {}).items():
         group = next((g for g in groups if g.version == 2), None)
         if group is None or "/" in key or not os.path.exists(os.path.join(group.path, key)):
-            raise ContainerError(f"config.json linux.resources.unified {key}",
+            raise ContainerError(f"config.json: linux.resources.unified {key}",
                                  "this host's cgroup2 has no such file")
         put(f"unified.{key}", group, key, value)
     write_device_rules(group_of("devices"), resources.get("devices"), devices)
@@ -4955,7 +5338,7 @@ def write_device_rules(group, rules, devices=()):
     if not rules:
         return
     if group is None:
-        raise ContainerError("config.json linux.resources.devices",
+        raise ContainerError("config.json: linux.resources.devices",
                              "this host has no cgroup v1 devices controller")
     for rule in rules:
         major = "*" if rule.get("major") in (None, -1) else rule["major"]
@@ -4966,7 +5349,7 @@ def write_device_rules(group, rules, devices=()):
         try:
             group.write("devices.allow" if rule.get("allow") else "devices.deny", line)
         except ContainerError as exc:
-            raise exc.within("config.json linux.resources.devices") from None
+            raise exc.within("config.json: linux.resources.devices") from None
     for line in DEFAULT_DEVICE_RULES + tuple(
             f"{'c' if d['type'] == 'u' else d['type']} {d.get('major', 0)}:{d.get('minor', 0)} rwm"
             for d in devices or () if d["type"] != "p"):
@@ -5140,8 +5523,9 @@ def enter_cgroups(spec, groups):
 
 
 def join_namespace(path, flag):
-    """setns into the namespace a bundle names by path (/proc/PID/ns/net, /run/netns/x)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    """setns into the namespace a bundle names by path (/proc/PID/ns/net, /run/netns/x),
+    opened as open_namespace does: `create` checked it, but the path may have changed."""
+    fd = open_namespace(path, flag, f"join the namespace {path}")
     try:
         setns(fd, flag)
     except ContainerError as exc:
@@ -5963,11 +6347,13 @@ def forbid_new_privileges():
 
 
 def set_rlimits(spec):
-    """The --ulimit values and the default RLIMIT_NOFILE; only lowering, checked by
-    the CLI. Set last, so that no limit (nofile=0) can fail the set-up itself."""
+    """The --ulimit values and the default RLIMIT_NOFILE, or a bundle's rlimits:
+    only lowering (a higher hard limit was raised by the holder, while it still
+    could), checked by the CLI or `create`. Set last, so that no limit
+    (nofile=0) can fail the set-up itself."""
     import resource
     for number, soft, hard in spec.limits.rlimits:
-        resource.setrlimit(number, (soft, hard))
+        resource.setrlimit(number, (rlimit_arg(soft), rlimit_arg(hard)))
 
 
 def load_seccomp(handles):
@@ -6185,6 +6571,8 @@ def exec_main(spec, handles, pidfd, supervisor_pid, detached, in_user_namespace=
     (descriptors, working directory, environment) reaches the command."""
     if not detached:
         die_with_parent(supervisor_pid)
+    if not in_user_namespace:
+        raise_rlimit_ceilings(spec)  # while it has the host's privilege
     new_session()
     join_cgroups(handles.groups, os.getpid())
     handles.seccomp = prepare_seccomp(spec)
@@ -6295,6 +6683,7 @@ def holder_main(spec, handles, supervisor_pid, status_fd):
     if handles.network is not None and handles.network.host_side:
         host_ns = tuple(os.open(f"/proc/self/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
                         for ns in ("net", "pid"))
+    raise_rlimit_ceilings(spec)  # while the holder has the host's privilege
     enter_user_namespace(spec, handles)
     for flag, path in spec.ns_paths.items():  # a bundle's namespaces to join, by path
         if flag != CLONE_NEWCGROUP:  # joined by PID 1, once in its cgroups
@@ -6487,6 +6876,7 @@ def read_reports(fd, on_pid=None, until=None, on_userns=None):
     import _socket
     sock = _socket.socket(fileno=fd)
     pid = error = own_error = None
+    reached = until is None
     try:
         while True:
             data, ancillary, _, _ = sock.recvmsg(4096, 64)
@@ -6497,6 +6887,7 @@ def read_reports(fd, on_pid=None, until=None, on_userns=None):
                    for i in range(0, len(blob) - 3, 4)]
             kind, _, rest = data.decode(errors="replace").strip().partition(" ")
             if kind == until and error is None and own_error is None:
+                reached = True
                 break
             if kind == "userns" and on_userns is not None:
                 try:
@@ -6520,6 +6911,12 @@ def read_reports(fd, on_pid=None, until=None, on_userns=None):
                 os.close(unused)
     finally:
         sock.close()
+    if not reached and error is None and own_error is None:
+        # The end before the word: PID 1 was killed during its set-up (by the
+        # OOM killer under a memory limit too low for it, say), with no word.
+        error = ContainerError("set-up", "the container's process was killed before it was"
+                               " ready (a limit too low for its set-up, such as"
+                               " linux.resources.memory.limit?)")
     return pid, own_error or error
 
 
@@ -8290,20 +8687,13 @@ def exec_command_line(detach, interactive, tty, env, workdir, user, process_file
 
 
 def load_exec_process(spec, path):
-    """runc exec --process FILE: the process JSON as engines write it."""
-    import json
-    try:
-        with open(path) as f:
-            process = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise ContainerError(f"--process {path}", str(exc)) from None
-    if not isinstance(process, dict) or not process.get("args"):
+    """runc exec --process FILE: the process JSON as engines write it, read
+    and checked as a bundle's process is."""
+    process = read_json_document(path, f"--process {path}")
+    if not process["args"].texts():
         raise ContainerError(f"--process {path}", "needs args")
-    spec.command = tuple(process["args"])
-    spec.env = [tuple(item.partition("=")[::2]) for item in process.get("env") or ()]
-    spec.workdir = process.get("cwd") or "/"
-    spec.tty = bool(process.get("terminal"))
     load_process(spec, process)
+    check_rlimits(spec, f"--process {path}: rlimits")
 
 
 def container_root_fd(entry):
@@ -8444,16 +8834,19 @@ def create(bundle, pid_file, console_socket, no_pivot, no_new_keyring, preserve_
     """Create a container from a bundle: set it up, and leave its process
     waiting, before its program, for `start`."""
     check_oci_id(id)
-    spec, config = load_bundle(bundle, id, check_preserved_fds(preserve_fds),
-                               keyring=not no_new_keyring)
+    preserve_fds = check_preserved_fds(preserve_fds)
+    try:
+        spec, config = load_bundle(bundle, id, preserve_fds, keyring=not no_new_keyring)
+        if spec.tty and not console_socket:
+            raise ContainerError("config.json: process.terminal", "needs --console-socket")
+    except ContainerError as exc:  # an engine's log holds many containers': say whose
+        raise exc.within(f"create {id}") from None
     spec.no_pivot = no_pivot
-    if spec.tty and not console_socket:
-        raise ContainerError("config.json process.terminal", "needs --console-socket")
     if os.geteuid() != 0:
         raise ContainerError("create", "needs root")
     entry = store().create(None, {
         "root": spec.root, "command": list(spec.command), "spec": spec.to_json(),
-        "bundle": os.path.abspath(bundle), "annotations": config.get("annotations") or {},
+        "bundle": os.path.abspath(bundle), "annotations": config["annotations"],
         "monitor": None}, id=id)
     try:
         return create_container(spec, entry, config, pid_file, console_socket)
@@ -8546,15 +8939,11 @@ def delete_container(entry):
 @click.argument("id")
 def update(resources, memory, pids_limit, cpu_shares, cpu_quota, cpu_period, id):
     """Change a running container's resources (runc's update)."""
-    import json
     entry = store().find(id)
     entry.check("kill")  # created, running or paused
     wanted = {}
     if resources:
-        try:
-            wanted = json.load(sys.stdin if resources == "-" else open(resources))
-        except (OSError, ValueError) as exc:
-            raise ContainerError(f"--resources {resources}", str(exc)) from None
+        wanted = oci_resources(read_json_document(resources, f"--resources {resources}"))
     for section, key, value in (("memory", "limit", memory), ("pids", "limit", pids_limit),
                                 ("cpu", "shares", cpu_shares), ("cpu", "quota", cpu_quota),
                                 ("cpu", "period", cpu_period)):
