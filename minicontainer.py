@@ -225,6 +225,7 @@ SCMP_ACTIONS = {"SCMP_ACT_KILL": 0x00000000, "SCMP_ACT_KILL_THREAD": 0x00000000,
                 "SCMP_ACT_LOG": 0x7FFC0000, "SCMP_ACT_ALLOW": 0x7FFF0000}
 SCMP_OPS = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4,
             "SCMP_CMP_GE": 5, "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
+NR_SCMP_ERROR = -1  # seccomp_syscall_resolve_name: a name no ABI of libseccomp's knows
 SCMP_FLTATR_CTL_NNP, SCMP_FLTATR_CTL_TSYNC, SCMP_FLTATR_CTL_LOG, SCMP_FLTATR_CTL_SSB = 3, 4, 6, 7
 SECCOMP_FLAG_ATTRIBUTES = {"SECCOMP_FILTER_FLAG_TSYNC": SCMP_FLTATR_CTL_TSYNC,
                            "SECCOMP_FILTER_FLAG_LOG": SCMP_FLTATR_CTL_LOG,
@@ -581,8 +582,14 @@ class SeccompFilter:
     (defaultAction, defaultErrnoRet, architectures, syscalls with names,
     action, errnoRet and args): minicontainer's default and a bundle's alike.
     Built while the host's libraries are in sight, loaded just before exec.
-    A name libseccomp does not know is skipped, as runc does: it is not a
-    system call of this architecture (iopl on arm64)."""
+    Rules go in as runc adds them (name by name, libseccomp's
+    seccomp_rule_add_array), so a profile compiles to the same program; a
+    name libseccomp does not know at all is skipped, as runc does. A name it
+    knows only on another of the filter's ABIs (socketcall, waitpid on
+    x86_64) resolves to a negative pseudo-number that libseccomp maps for
+    each ABI: it must be added, not skipped. Skipped, the x86 part lost
+    Debian's allowance of socketcall, and the conditional socket rules that
+    libseccomp folds into socketcall on x86 then conflicted (EEXIST)."""
 
     def __init__(self, policy, no_new_privs=True):
         import ctypes
@@ -621,19 +628,22 @@ class SeccompFilter:
             # does, one rule each.
             indexes = [a.get("index") for a in args]
             groups = [[a] for a in args] if len(set(indexes)) < len(indexes) else [args]
-            for group in groups:
-                try:
-                    cmps = (ArgCmp * max(1, len(group)))(*(
-                        ArgCmp(a["index"], SCMP_OPS[a["op"]], a.get("value", 0), a.get("valueTwo", 0))
-                        for a in group))
-                except (KeyError, TypeError) as exc:
-                    raise ContainerError("seccomp rule", f"bad argument comparison {exc}") from None
-                for name in rule.get("names") or ():
-                    number = lib.seccomp_syscall_resolve_name(name.encode())
-                    if number < 0:
-                        continue
-                    rc = lib.seccomp_rule_add_array(self.ctx, action, number, len(group), cmps)
+            try:
+                compiled = [((ArgCmp * max(1, len(group)))(*(
+                    ArgCmp(a["index"], SCMP_OPS[a["op"]], a.get("value", 0), a.get("valueTwo", 0))
+                    for a in group)), len(group)) for group in groups]
+            except (KeyError, TypeError) as exc:
+                raise ContainerError("seccomp rule", f"bad argument comparison {exc}") from None
+            for name in rule.get("names") or ():
+                number = lib.seccomp_syscall_resolve_name(name.encode())
+                if number == NR_SCMP_ERROR:
+                    continue
+                for cmps, count in compiled:
+                    rc = lib.seccomp_rule_add_array(self.ctx, action, number, count, cmps)
                     if rc < 0:
+                        # EEXIST: this rule contradicts an earlier one (same
+                        # system call and comparisons, another action); runc
+                        # fails on it too ("error adding seccomp rule").
                         raise ContainerError(f"seccomp rule for {name}", errno=-rc)
 
     def load(self):
@@ -5230,9 +5240,17 @@ def limit_capabilities(spec):
 
 
 def set_capability_sets(spec):
-    """A bundle's five sets exactly, as runc sets them: the user is switched with
-    the capabilities kept (PR_SET_KEEPCAPS), then effective, permitted and
-    inheritable are set, then each ambient one is raised."""
+    """A bundle's five sets as runc sets them: the user is switched with the
+    capabilities kept (PR_SET_KEEPCAPS), then effective, permitted and
+    inheritable are set, then the ambient ones are raised.
+
+    The kernel raises an ambient capability only when it is both permitted
+    and inheritable; runc raises each one and ignores the refusal (its
+    capability library drops the error), so a bundle that lists ambient
+    capabilities without inheritable ones, as `runc spec`'s own does, runs
+    with an empty ambient set. The same here: the ones the kernel would
+    refuse are left out, the rest raised (and a refusal of those is an
+    error)."""
     import prctl
     sets = spec.cap_sets
     if spec.user:
@@ -5247,7 +5265,8 @@ def set_capability_sets(spec):
         changes += [([c for c in every if c not in keep], flag, False),
                     ([c for c in every if c in keep], flag, True)]
     prctl.set_caps(*changes)
-    for cap in sets.get("ambient", ()):
+    raisable = set(sets.get("permitted", ())) & set(sets.get("inheritable", ()))
+    for cap in sorted(set(sets.get("ambient", ())) & raisable):
         raise_ambient(cap)
 
 
