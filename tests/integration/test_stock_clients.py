@@ -402,7 +402,7 @@ CAPS = ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_AUDIT_WRITE", "CAP
 cap_sets = st.lists(st.sampled_from(CAPS), unique=True, max_size=len(CAPS))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sets=st.fixed_dictionaries({name: cap_sets for name in
                                    ("bounding", "effective", "permitted", "inheritable", "ambient")}),
        uid=st.sampled_from([0, 1000]))
