@@ -3833,6 +3833,7 @@ def load_bundle(bundle, id, preserve_fds=0, keyring=True):
     load_process(spec, process)
     spec.devices = oci_devices(linux)
     spec.sysctl = field(config, "linux.sysctl", dict) or {}
+    refuse_host_namespace_sysctls(spec)
     spec.hooks = oci_hooks(config)
     spec.propagation = oci_propagation(linux)
     spec.personality = oci_personality(linux)
@@ -3947,6 +3948,32 @@ def oci_namespaces(linux):
         raise ContainerError("config.json linux.namespaces", "needs a mount namespace: this"
                              " runtime sets up no container in the host's")
     return flags, paths
+
+
+def refuse_host_namespace_sysctls(spec):
+    """A sysctl of a namespace joined by path is the container's to set
+    (podman's default network joins the namespace it made, and sets
+    net.ipv4.ping_group_range in it), unless that namespace is the runtime's
+    own or the host's first. runc refuses a net.* one in "the host's network
+    namespace"; here the IPC and UTS ones too. Checked at create."""
+    for key in spec.sysctl:
+        flag = sysctl_namespace(str(key))
+        path = spec.ns_paths.get(flag)
+        if path is None:
+            continue
+        kind = {CLONE_NEWNET: "net", CLONE_NEWIPC: "ipc", CLONE_NEWUTS: "uts"}[flag]
+        try:
+            joined = os.stat(path)
+        except OSError as exc:
+            raise ContainerError.from_os(f"config.json linux.namespaces {path}", exc) from None
+        for host in (f"/proc/self/ns/{kind}", f"/proc/1/ns/{kind}"):
+            try:
+                st = os.stat(host)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (joined.st_dev, joined.st_ino):
+                raise ContainerError(f"linux.sysctl {key}", f"not allowed in the host's {kind}"
+                                     f" namespace ({path} is the runtime's own)")
 
 
 def oci_id_map(linux, key):
@@ -4556,18 +4583,25 @@ NAMESPACED_SYSCTLS = {CLONE_NEWIPC: ("kernel.msgmax", "kernel.msgmnb", "kernel.m
                                                               "kernel.domainname")}
 
 
+def sysctl_namespace(key):
+    """The namespace flag a sysctl belongs to, or None for the host's own."""
+    return next((f for f, names in NAMESPACED_SYSCTLS.items()
+                 if any(key == n or (n.endswith(".") and key.startswith(n)) for n in names)), None)
+
+
 def write_sysctls(spec):
-    """A bundle's linux.sysctl, each in a namespace of the container's own (a
-    sysctl of the host's is refused), through a proc of its own, detached."""
+    """A bundle's linux.sysctl, each in a namespace of the container's (made or
+    joined; a sysctl of the host's is refused), through a proc of its own, detached."""
     if not spec.sysctl:
         return
     proc = new_mount("proc", (), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
     try:
         for key, value in spec.sysctl.items():
-            flag = next((f for f, names in NAMESPACED_SYSCTLS.items()
-                         if any(key == n or (n.endswith(".") and key.startswith(n)) for n in names)),
-                        None)
-            if flag is None or not spec.namespaces & flag or "/" in key or ".." in key:
+            flag = sysctl_namespace(key)
+            # made, or joined by path (a joined one was checked at create not
+            # to be the host's: refuse_host_namespace_sysctls)
+            if flag is None or not (spec.namespaces | sum(spec.ns_paths)) & flag \
+                    or "/" in key or ".." in key:
                 raise ContainerError(f"linux.sysctl {key}", "not in a namespace of the"
                                      " container's own: it would change the host")
             write_at(proc, "sys/" + key.replace(".", "/"), value, f"linux.sysctl {key}={value}",

@@ -424,3 +424,44 @@ def test_any_five_capability_sets_come_out_as_under_runc(bundle, tmp_path, sets,
     if not runc[0]:
         return
     assert capability_lines(ours[1]) == capability_lines(runc[1]), (sets, uid)
+
+
+# ---- sysctls in a namespace joined by path: podman's default network ---------
+
+def test_a_sysctl_of_a_network_namespace_joined_by_path_is_set_as_runc_sets_it(bundle, tmp_path):
+    """podman's default network joins the namespace it made, by path, and
+    Debian's containers.conf sets net.ipv4.ping_group_range in it: runc sets
+    it, minicontainer refused it ("not in a namespace of the container's
+    own"). In the runtime's own network namespace both still refuse it."""
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    try:
+        own = os.stat("/proc/self/ns/net").st_ino
+        assert wait_for(lambda: os.stat(f"/proc/{holder.pid}/ns/net").st_ino != own, 5)
+
+        def change(config, path=f"/proc/{holder.pid}/ns/net"):
+            config["process"]["args"] = ["/bin/busybox", "cat", "/proc/sys/net/ipv4/ping_group_range"]
+            config["process"]["terminal"] = False
+            config["linux"]["namespaces"] = [ns for ns in config["linux"]["namespaces"]
+                                             if ns["type"] != "network"] + [{"type": "network", "path": path}]
+            config["linux"]["sysctl"] = {"net.ipv4.ping_group_range": "0 0"}
+        set_config(bundle, change)
+        host_value = Path("/proc/sys/net/ipv4/ping_group_range").read_text()
+        assert host_value != "0\t0\n"
+        results = {r: run_in(r, bundle, tmp_path, f"sysctl-{r}") for r in ("runc", "minicontainer")}
+        assert results["runc"] == (True, "0\t0\n"), results["runc"]
+        assert results["minicontainer"] == results["runc"]
+        # written in the joined namespace, not the host's
+        assert Path("/proc/sys/net/ipv4/ping_group_range").read_text() == host_value
+        joined = subprocess.run(["nsenter", f"--net=/proc/{holder.pid}/ns/net", "cat",
+                                 "/proc/sys/net/ipv4/ping_group_range"], capture_output=True, timeout=10)
+        assert joined.stdout == b"0\t0\n"
+
+        set_config(bundle, lambda config: change(config, f"/proc/{os.getpid()}/ns/net"))
+        results = {r: run_in(r, bundle, tmp_path, f"hostnet-{r}") for r in ("runc", "minicontainer")}
+        assert not results["runc"][0], results["runc"]
+        assert results["minicontainer"] == (False, "minicontainer: linux.sysctl net.ipv4.ping_group_range:"
+                                            " not allowed in the host's net namespace"
+                                            f" (/proc/{os.getpid()}/ns/net is the runtime's own)\n")
+    finally:
+        holder.kill()
+        holder.wait()
