@@ -6849,10 +6849,27 @@ def capability_names(numbers):
     return frozenset(name for name, number in capability_numbers().items() if number in numbers)
 
 
+# capabilities(7) names python-prctl's table may lack: it stops at the libcap
+# it was built with, and calls its last one LAST_CAP (40 here, which is
+# CHECKPOINT_RESTORE: podman's --cap-add ALL names it, and runc knows it).
+NEWER_CAPABILITIES = {"PERFMON": 38, "BPF": 39, "CHECKPOINT_RESTORE": 40}
+
+
 def capability_numbers():
-    """Capability names as docker spells them (CHOWN, SYS_ADMIN) to their numbers."""
+    """Capability names as docker spells them (CHOWN, SYS_ADMIN) to their
+    numbers: every one this kernel has."""
     import prctl
-    return {name.upper(): getattr(prctl, "CAP_" + name.upper()) for name in prctl.ALL_CAP_NAMES}
+    numbers = {name.upper(): getattr(prctl, "CAP_" + name.upper())
+               for name in prctl.ALL_CAP_NAMES if name != "last_cap"}
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            last = int(f.read())
+    except (OSError, ValueError):
+        last = max(prctl.ALL_CAPS)
+    for name, number in NEWER_CAPABILITIES.items():
+        if number <= last:
+            numbers.setdefault(name, number)
+    return numbers
 
 
 def resolve_capabilities(adds, drops):

@@ -366,6 +366,61 @@ def test_debians_seccomp_profile_filters_the_same_under_runc_and_minicontainer(
     assert results["minicontainer"] == results["runc"]
 
 
+def seccomp_program(pid):
+    """The classic BPF program of process pid's seccomp filter, as the kernel
+    holds it (PTRACE_SECCOMP_GET_FILTER; the process is stopped meanwhile)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    libc.ptrace.restype = ctypes.c_long
+    PTRACE_SEIZE, PTRACE_INTERRUPT, PTRACE_DETACH, PTRACE_SECCOMP_GET_FILTER = 0x4206, 0x4207, 17, 0x420c
+    assert libc.ptrace(PTRACE_SEIZE, pid, None, None) == 0, os.strerror(ctypes.get_errno())
+    try:
+        libc.ptrace(PTRACE_INTERRUPT, pid, None, None)
+        os.waitpid(pid, 0)
+        count = libc.ptrace(PTRACE_SECCOMP_GET_FILTER, pid, 0, None)
+        assert count > 0, os.strerror(ctypes.get_errno())
+        program = ctypes.create_string_buffer(count * 8)
+        assert libc.ptrace(PTRACE_SECCOMP_GET_FILTER, pid, 0, program) == count
+        return program.raw
+    finally:
+        libc.ptrace(PTRACE_DETACH, pid, None, None)
+
+
+def test_the_filter_loaded_is_runcs_program(podman_seccomp, bundle, tmp_path):
+    """Not only the same answers: the program the kernel holds for the
+    container's process is the one runc loads, instruction for instruction,
+    after the few runc puts in front (its stub that answers ENOSYS for system
+    calls newer than the profile; the profile's default is ENOSYS already)."""
+    def change(config):
+        config["process"]["args"] = ["/bin/probe", "sleep", "30"]
+        config["process"]["terminal"] = False
+        config["linux"]["seccomp"] = podman_seccomp
+    set_config(bundle, change)
+    runc = [need("runc"), "--root", tmp_path / "runc-state"]
+    programs = {}
+    with open(tmp_path / "out", "wb") as out:
+        assert subprocess.run([*runc, "run", "--detach", "--bundle", bundle, "bpf-runc"],
+                              stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=60).returncode == 0
+        assert subprocess.run([*CLI, "create", "--bundle", bundle, "bpf-mc"], stdin=subprocess.DEVNULL,
+                              stdout=out, stderr=out, timeout=60).returncode == 0
+    try:
+        assert subprocess.run([*CLI, "start", "bpf-mc"], capture_output=True, timeout=60).returncode == 0
+        for name, argv in (("runc", runc), ("minicontainer", CLI)):
+            state = subprocess.run([*argv, "state", f"bpf-{'runc' if name == 'runc' else 'mc'}"],
+                                   capture_output=True, timeout=60)
+            pid = json.loads(state.stdout)["pid"]
+            # the filter is loaded last, just before exec: wait for it
+            assert wait_for(lambda: "Seccomp:\t2" in Path(f"/proc/{pid}/status").read_text(), 5)
+            programs[name] = seccomp_program(pid)
+    finally:
+        subprocess.run([*runc, "delete", "--force", "bpf-runc"], capture_output=True, timeout=60)
+        subprocess.run([*CLI, "delete", "--force", "bpf-mc"], capture_output=True, timeout=60)
+    ours, theirs = programs["minicontainer"], programs["runc"]
+    assert len(ours) > 800 * 8  # Debian's profile, three ABIs
+    assert theirs.endswith(ours) and len(theirs) - len(ours) <= 32 * 8, (len(theirs), len(ours))
+
+
 # ---- capabilities: runc spec's own bundle ------------------------------------
 
 CAP_LINES = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
@@ -398,7 +453,38 @@ def test_runc_specs_bundle_runs_with_the_same_capabilities_as_under_runc(bundle,
     assert capability_lines(results["minicontainer"][1]) == runc
 
 
-CAPS = ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_AUDIT_WRITE", "CAP_SETPCAP"]
+# capabilities(7), by number
+CAPABILITY_NAMES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+    "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK",
+    "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN",
+    "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE",
+    "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND",
+    "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE")
+
+
+def test_every_capability_the_runtime_holds_is_known_by_name(bundle, tmp_path):
+    """As podman's --cap-add ALL asks: every capability this process holds,
+    by name, the newest too (CAP_CHECKPOINT_RESTORE, which python-prctl's
+    table calls LAST_CAP): the same sets as under runc (it failed: "unknown
+    capability CAP_CHECKPOINT_RESTORE")."""
+    held = int(capability_lines(Path("/proc/self/status").read_text())["CapBnd"], 16)
+    names = [f"CAP_{name}" for number, name in enumerate(CAPABILITY_NAMES) if held >> number & 1]
+
+    def change(config):
+        config["process"]["args"] = ["/bin/busybox", "grep", "^Cap", "/proc/self/status"]
+        config["process"]["terminal"] = False
+        config["process"]["capabilities"] = {"bounding": names, "effective": names, "permitted": names}
+    set_config(bundle, change)
+    results = {r: run_in(r, bundle, tmp_path, f"all-{r}") for r in ("runc", "minicontainer")}
+    assert results["runc"][0], results["runc"]
+    assert int(capability_lines(results["runc"][1])["CapBnd"], 16) == held
+    assert results["minicontainer"][0], results["minicontainer"]
+    assert capability_lines(results["minicontainer"][1]) == capability_lines(results["runc"][1])
+
+
+CAPS = ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_AUDIT_WRITE", "CAP_SETPCAP",
+        "CAP_CHECKPOINT_RESTORE"]
 cap_sets = st.lists(st.sampled_from(CAPS), unique=True, max_size=len(CAPS))
 
 
