@@ -115,9 +115,12 @@ engine_cleanup() {
 # flags to the "podman container cleanup" exit command, which then runs
 # "runc delete --force" against /run/runc, and a later start fails with
 # "container with given ID already exists".)
+# (Not /dev/shm/libpod_lock: Debian's lock_type is shm, one segment that every
+# podman on the host shares whatever its --root, so it stays, as it does
+# after any use of a stock podman.)
 start_run /var/lib/containers /var/lib/containers/cache \
     /var/lib/containers/cache/blob-info-cache-v1.boltdb \
-    /run/runc /run/crun /run/minicontainer /dev/shm/libpod_lock
+    /run/runc /run/crun /run/minicontainer /run/minicontainer/.lock
 
 pin_runtime_env "$RUNTIME" "$W" > "$W/runtime"
 write_configs "$W"
