@@ -551,3 +551,13 @@ def test_a_sysctl_of_a_network_namespace_joined_by_path_is_set_as_runc_sets_it(b
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_the_default_policy_refuses_32_bit_only_calls_on_the_32_bit_abi(run):
+    """minicontainer's own policy names vm86 and vm86old, which exist only on
+    the 32-bit ABI: they were skipped as unknown, and reached the kernel
+    (ENOSYS there); now libseccomp writes them into the filter's x86 part and
+    they are refused (EPERM). getpid by the same door is the positive control."""
+    result = run("/bin/probe", "sys", "i386:113", "i386:166", "i386:20")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"i386:113 errno 1\ni386:166 errno 1\ni386:20 ok\n"
