@@ -225,6 +225,7 @@ SCMP_ACTIONS = {"SCMP_ACT_KILL": 0x00000000, "SCMP_ACT_KILL_THREAD": 0x00000000,
                 "SCMP_ACT_LOG": 0x7FFC0000, "SCMP_ACT_ALLOW": 0x7FFF0000}
 SCMP_OPS = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4,
             "SCMP_CMP_GE": 5, "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
+NR_SCMP_ERROR = -1  # seccomp_syscall_resolve_name: a name no ABI of libseccomp's knows
 SCMP_FLTATR_CTL_NNP, SCMP_FLTATR_CTL_TSYNC, SCMP_FLTATR_CTL_LOG, SCMP_FLTATR_CTL_SSB = 3, 4, 6, 7
 SECCOMP_FLAG_ATTRIBUTES = {"SECCOMP_FILTER_FLAG_TSYNC": SCMP_FLTATR_CTL_TSYNC,
                            "SECCOMP_FILTER_FLAG_LOG": SCMP_FLTATR_CTL_LOG,
@@ -581,8 +582,14 @@ class SeccompFilter:
     (defaultAction, defaultErrnoRet, architectures, syscalls with names,
     action, errnoRet and args): minicontainer's default and a bundle's alike.
     Built while the host's libraries are in sight, loaded just before exec.
-    A name libseccomp does not know is skipped, as runc does: it is not a
-    system call of this architecture (iopl on arm64)."""
+    Rules go in as runc adds them (name by name, libseccomp's
+    seccomp_rule_add_array), so a profile compiles to the same program; a
+    name libseccomp does not know at all is skipped, as runc does. A name it
+    knows only on another of the filter's ABIs (socketcall, waitpid on
+    x86_64) resolves to a negative pseudo-number that libseccomp maps for
+    each ABI: it must be added, not skipped. Skipped, the x86 part lost
+    Debian's allowance of socketcall, and the conditional socket rules that
+    libseccomp folds into socketcall on x86 then conflicted (EEXIST)."""
 
     def __init__(self, policy, no_new_privs=True):
         import ctypes
@@ -621,19 +628,22 @@ class SeccompFilter:
             # does, one rule each.
             indexes = [a.get("index") for a in args]
             groups = [[a] for a in args] if len(set(indexes)) < len(indexes) else [args]
-            for group in groups:
-                try:
-                    cmps = (ArgCmp * max(1, len(group)))(*(
-                        ArgCmp(a["index"], SCMP_OPS[a["op"]], a.get("value", 0), a.get("valueTwo", 0))
-                        for a in group))
-                except (KeyError, TypeError) as exc:
-                    raise ContainerError("seccomp rule", f"bad argument comparison {exc}") from None
-                for name in rule.get("names") or ():
-                    number = lib.seccomp_syscall_resolve_name(name.encode())
-                    if number < 0:
-                        continue
-                    rc = lib.seccomp_rule_add_array(self.ctx, action, number, len(group), cmps)
+            try:
+                compiled = [((ArgCmp * max(1, len(group)))(*(
+                    ArgCmp(a["index"], SCMP_OPS[a["op"]], a.get("value", 0), a.get("valueTwo", 0))
+                    for a in group)), len(group)) for group in groups]
+            except (KeyError, TypeError) as exc:
+                raise ContainerError("seccomp rule", f"bad argument comparison {exc}") from None
+            for name in rule.get("names") or ():
+                number = lib.seccomp_syscall_resolve_name(name.encode())
+                if number == NR_SCMP_ERROR:
+                    continue
+                for cmps, count in compiled:
+                    rc = lib.seccomp_rule_add_array(self.ctx, action, number, count, cmps)
                     if rc < 0:
+                        # EEXIST: this rule contradicts an earlier one (same
+                        # system call and comparisons, another action); runc
+                        # fails on it too ("error adding seccomp rule").
                         raise ContainerError(f"seccomp rule for {name}", errno=-rc)
 
     def load(self):
@@ -4662,6 +4672,7 @@ def load_bundle(bundle, id, preserve_fds=0, keyring=True):
     spec.namespaces, spec.ns_paths = oci_namespaces(linux["namespaces"])
     spec.devices = oci_devices(linux["devices"])
     spec.sysctl = oci_sysctls(linux["sysctl"], spec.namespaces)
+    refuse_host_namespace_sysctls(spec)
     spec.hooks = oci_hooks(config["hooks"])
     spec.propagation = oci_propagation(linux["rootfsPropagation"])
     spec.personality = oci_personality(linux["personality"])
@@ -4861,6 +4872,32 @@ def oci_namespaces(field):
         raise ContainerError("config.json: linux.namespaces", "needs a mount namespace: this"
                              " runtime sets up no container in the host's")
     return flags, paths
+
+
+def refuse_host_namespace_sysctls(spec):
+    """A sysctl of a namespace joined by path is the container's to set
+    (podman's default network joins the namespace it made, and sets
+    net.ipv4.ping_group_range in it), unless that namespace is the runtime's
+    own or the host's first. runc refuses a net.* one in "the host's network
+    namespace"; here the IPC and UTS ones too. Checked at create."""
+    for key in spec.sysctl:
+        flag = sysctl_namespace(str(key))
+        path = spec.ns_paths.get(flag)
+        if path is None:
+            continue
+        kind = {CLONE_NEWNET: "net", CLONE_NEWIPC: "ipc", CLONE_NEWUTS: "uts"}[flag]
+        try:
+            joined = os.stat(path)
+        except OSError as exc:
+            raise ContainerError.from_os(f"config.json: linux.namespaces {path}", exc) from None
+        for host in (f"/proc/self/ns/{kind}", f"/proc/1/ns/{kind}"):
+            try:
+                st = os.stat(host)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (joined.st_dev, joined.st_ino):
+                raise ContainerError(f"config.json: linux.sysctl {key}", f"not allowed in the host's {kind}"
+                                     f" namespace ({path} is the runtime's own)")
 
 
 def oci_id_map(field):
@@ -5607,18 +5644,25 @@ NAMESPACED_SYSCTLS = {CLONE_NEWIPC: ("kernel.msgmax", "kernel.msgmnb", "kernel.m
                                                               "kernel.domainname")}
 
 
+def sysctl_namespace(key):
+    """The namespace flag a sysctl belongs to, or None for the host's own."""
+    return next((f for f, names in NAMESPACED_SYSCTLS.items()
+                 if any(key == n or (n.endswith(".") and key.startswith(n)) for n in names)), None)
+
+
 def write_sysctls(spec):
-    """A bundle's linux.sysctl, each in a namespace of the container's own (a
-    sysctl of the host's is refused), through a proc of its own, detached."""
+    """A bundle's linux.sysctl, each in a namespace of the container's (made or
+    joined; a sysctl of the host's is refused), through a proc of its own, detached."""
     if not spec.sysctl:
         return
     proc = new_mount("proc", (), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
     try:
         for key, value in spec.sysctl.items():
-            flag = next((f for f, names in NAMESPACED_SYSCTLS.items()
-                         if any(key == n or (n.endswith(".") and key.startswith(n)) for n in names)),
-                        None)
-            if flag is None or not spec.namespaces & flag or "/" in key or ".." in key:
+            flag = sysctl_namespace(key)
+            # made, or joined by path (a joined one was checked at create not
+            # to be the host's: refuse_host_namespace_sysctls)
+            if flag is None or not (spec.namespaces | sum(spec.ns_paths)) & flag \
+                    or "/" in key or ".." in key:
                 raise ContainerError(f"linux.sysctl {key}", "not in a namespace of the"
                                      " container's own: it would change the host")
             write_at(proc, "sys/" + key.replace(".", "/"), value, f"linux.sysctl {key}={value}",
@@ -6291,9 +6335,17 @@ def limit_capabilities(spec):
 
 
 def set_capability_sets(spec):
-    """A bundle's five sets exactly, as runc sets them: the user is switched with
-    the capabilities kept (PR_SET_KEEPCAPS), then effective, permitted and
-    inheritable are set, then each ambient one is raised."""
+    """A bundle's five sets as runc sets them: the user is switched with the
+    capabilities kept (PR_SET_KEEPCAPS), then effective, permitted and
+    inheritable are set, then the ambient ones are raised.
+
+    The kernel raises an ambient capability only when it is both permitted
+    and inheritable; runc raises each one and ignores the refusal (its
+    capability library drops the error), so a bundle that lists ambient
+    capabilities without inheritable ones, as `runc spec`'s own does, runs
+    with an empty ambient set. The same here: the ones the kernel would
+    refuse are left out, the rest raised (and a refusal of those is an
+    error)."""
     import prctl
     sets = spec.cap_sets
     if spec.user:
@@ -6308,7 +6360,8 @@ def set_capability_sets(spec):
         changes += [([c for c in every if c not in keep], flag, False),
                     ([c for c in every if c in keep], flag, True)]
     prctl.set_caps(*changes)
-    for cap in sets.get("ambient", ()):
+    raisable = set(sets.get("permitted", ())) & set(sets.get("inheritable", ()))
+    for cap in sorted(set(sets.get("ambient", ())) & raisable):
         raise_ambient(cap)
 
 
@@ -7871,10 +7924,27 @@ def capability_names(numbers):
     return frozenset(name for name, number in capability_numbers().items() if number in numbers)
 
 
+# capabilities(7) names python-prctl's table may lack: it stops at the libcap
+# it was built with, and calls its last one LAST_CAP (40 here, which is
+# CHECKPOINT_RESTORE: podman's --cap-add ALL names it, and runc knows it).
+NEWER_CAPABILITIES = {"PERFMON": 38, "BPF": 39, "CHECKPOINT_RESTORE": 40}
+
+
 def capability_numbers():
-    """Capability names as docker spells them (CHOWN, SYS_ADMIN) to their numbers."""
+    """Capability names as docker spells them (CHOWN, SYS_ADMIN) to their
+    numbers: every one this kernel has."""
     import prctl
-    return {name.upper(): getattr(prctl, "CAP_" + name.upper()) for name in prctl.ALL_CAP_NAMES}
+    numbers = {name.upper(): getattr(prctl, "CAP_" + name.upper())
+               for name in prctl.ALL_CAP_NAMES if name != "last_cap"}
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            last = int(f.read())
+    except (OSError, ValueError):
+        last = max(prctl.ALL_CAPS)
+    for name, number in NEWER_CAPABILITIES.items():
+        if number <= last:
+            numbers.setdefault(name, number)
+    return numbers
 
 
 def resolve_capabilities(adds, drops):

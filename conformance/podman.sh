@@ -1,6 +1,7 @@
 #!/bin/bash
 # podman.sh RUNTIME  -  drive podman 4.3 with the OCI runtime at path RUNTIME
-# (runc-compatible CLI) in a completely private setup, print PASS/FAIL per check,
+# (runc-compatible CLI), configured as Debian ships it (see below) with private
+# storage, print PASS/FAIL per check,
 # then remove everything it made.  Exit status 0 iff every check passed and
 # nothing was left behind; 2 (or "== stopped early") if the harness broke.
 # Installs podman, conmon and busybox-static if missing.
@@ -19,7 +20,25 @@ engine_init "${1:-}" "${PODMAN_PACKAGES[@]}"
 IMG=localhost/conformance-busybox:latest
 
 # ----------------------------------------------------------------------------
-# private configuration for one work dir ($1); sets PG (global podman args)
+# podman as Debian ships it: its own /usr/share/containers/containers.conf,
+# seccomp.json and default capabilities, and no storage.conf or
+# registries.conf of ours. The one change: where the host's hard nofile or
+# nproc limit is below podman's default rlimits for root (1048576 each;
+# root without CAP_SYS_RESOURCE cannot raise a hard limit, so runc and
+# minicontainer alike fail with EPERM), default_ulimits is lowered.
+# podman 4.3 (containers-common 0.50) has no CONTAINERS_CONF_OVERRIDE, and
+# its only drop-in directory, /etc/containers/containers.conf.d, would change
+# every podman on the host: so CONTAINERS_CONF names a copy of Debian's file
+# with that one line added to its [containers] table (checked: the copy
+# differs by that line alone). Everything else private is a command-line
+# flag of each call, not configuration: storage, run and temporary
+# directories, cgroupfs (minicontainer manages cgroups itself; a host
+# without systemd has no other), file events (not the host's journal), and
+# per container --network none and a cgroup parent of the run's own.
+PODMAN_RLIMIT_DEFAULT=1048576
+STOCK_CONF=/usr/share/containers/containers.conf
+
+# podman's global options for one work dir ($1); sets PG
 podman_setup_args() {
     local w=$1
     PG=(--root "$w/root" --runroot "$w/runroot" --tmpdir "$w/tmp"
@@ -27,52 +46,42 @@ podman_setup_args() {
         --network-config-dir "$w/net" --volumepath "$w/vol"
         --runtime "$(cat "$w/runtime")")
     export CONTAINERS_CONF=$w/containers.conf
-    export CONTAINERS_STORAGE_CONF=$w/storage.conf
-    export CONTAINERS_REGISTRIES_CONF=$w/registries.conf
+    unset CONTAINERS_STORAGE_CONF CONTAINERS_REGISTRIES_CONF
     export TMPDIR=$w/tmp
 }
 pm() { timeout -k 5 "$TMO" podman "${PG[@]}" "$@"; }
 
+# The default_ulimits line for this host, or nothing where it can grant podman's.
+lowered_ulimits() {
+    local values="" name limit value
+    for name in nofile:n:nofile=1024:4096 nproc:u:nproc=4096:8192; do
+        IFS=: read -r _ limit value <<< "$name"
+        limit=$(ulimit -H"$limit")
+        if [ "$limit" != unlimited ] && [ "$limit" -lt $PODMAN_RLIMIT_DEFAULT ]; then
+            values+="${values:+, }\"$value\""
+        fi
+    done
+    [ -z "$values" ] || printf 'default_ulimits = [%s]\n' "$values"
+}
+
 write_configs() {
-    local w=$1 rtname=$2 envs v
+    local w=$1 line
     mkdir -p "$w"/{root,runroot,tmp,net,vol}
-    # conmon (and so the runtime calls it makes) only gets the env vars listed
-    # in conmon_env_vars (+ a few podman adds), so list PATH, TMPDIR (and
-    # LOGWRAP_* for the logging wrapper).
-    # TMPDIR: conmon makes its console sockets (conmon-term.XXXXXX) there.
-    envs="\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\", \"TMPDIR=$w/tmp\""
-    for v in $(compgen -e | grep '^LOGWRAP_' || true); do envs+=", \"$v=${!v}\""; done
-    cat > "$w/containers.conf" <<EOF
-[containers]
-# host hard nofile limit is 20000 and root lacks CAP_SYS_RESOURCE: podman's
-# default rlimits (nofile 1048576, nproc 4194304) make runc fail with EPERM.
-default_ulimits = ["nofile=1024:4096", "nproc=4096:8192"]
-netns = "none"
-log_driver = "k8s-file"
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "$w/events.log"
-tmp_dir = "$w/tmp"
-volume_path = "$w/vol"
-static_dir = "$w/root/libpod"
-lock_type = "file"
-conmon_env_vars = [$envs]
-# podman decides by the runtime's *basename* whether to pass
-# "--log-format=json --log FILE" (runtime_supports_json); list the runtime
-# under test so it is driven exactly like runc.
-runtime_supports_json = ["crun", "runc", "kata", "runsc", "krun", "$rtname"]
-[network]
-network_backend = "cni"
-network_config_dir = "$w/net"
-EOF
-    cat > "$w/storage.conf" <<EOF
-[storage]
-driver = "overlay"
-graphroot = "$w/root"
-runroot = "$w/runroot"
-EOF
-    printf 'unqualified-search-registries = []\n' > "$w/registries.conf"
+    [ -f "$STOCK_CONF" ] || die "$STOCK_CONF is missing: podman's configuration comes from Debian's containers-common"
+    grep -q '^default_ulimits' "$STOCK_CONF" && die "$STOCK_CONF sets default_ulimits itself"
+    line=$(lowered_ulimits)
+    if [ -n "$line" ]; then
+        awk -v line="$line" '{print} $0 == "[containers]" && !done {print line; done = 1}' "$STOCK_CONF" > "$w/containers.conf"
+    else
+        cp "$STOCK_CONF" "$w/containers.conf"
+    fi
+    # the copy is Debian's file, plus at most the one line
+    diff "$STOCK_CONF" "$w/containers.conf" | grep '^[<>]' | grep -vxF "> $line" \
+        && die "containers.conf differs from Debian's beyond default_ulimits"
+    [ -z "$line" ] || log "containers.conf: Debian's, with $line (hard limits: nofile $(ulimit -Hn), nproc $(ulimit -Hu))"
+    [ -e /etc/containers/containers.conf ] || compgen -G '/etc/containers/containers.conf.d/*.conf' >/dev/null \
+        && log "note: this host's /etc/containers/containers.conf(.d) is not read (CONTAINERS_CONF names Debian's)"
+    return 0
 }
 # Remove every trace of work dir $1 (also used for stale dirs of killed runs).
 engine_cleanup() {
@@ -106,12 +115,15 @@ engine_cleanup() {
 # flags to the "podman container cleanup" exit command, which then runs
 # "runc delete --force" against /run/runc, and a later start fails with
 # "container with given ID already exists".)
+# (Not /dev/shm/libpod_lock: Debian's lock_type is shm, one segment that every
+# podman on the host shares whatever its --root, so it stays, as it does
+# after any use of a stock podman.)
 start_run /var/lib/containers /var/lib/containers/cache \
     /var/lib/containers/cache/blob-info-cache-v1.boltdb \
-    /run/runc /run/crun /run/minicontainer
+    /run/runc /run/crun /run/minicontainer /run/minicontainer/.lock
 
 pin_runtime_env "$RUNTIME" "$W" > "$W/runtime"
-write_configs "$W" "$(basename "$(cat "$W/runtime")")"
+write_configs "$W"
 podman_setup_args "$W"
 log "work dir $W, cgroup parent /$TAG, runtime $(cat "$W/runtime")"
 

@@ -42,6 +42,12 @@
  *   probe forks N             fork N children that wait: "forked K" (K < N if refused)
  *   probe alloc MB            allocate and touch MB MiB: "allocated MB"
  *   probe spin SECS           busy-loop SECS of wall time: "cpu C wall W" in seconds
+ *   probe sys CALL...         raw system calls, one line each: "CALL ok" or
+ *                             "CALL errno N". CALL is NR[,A0...] (up to 4
+ *                             arguments, this ABI's numbers) or i386:NR[,A0...]
+ *                             (the 32-bit ABI by int $0x80, x86_64 only;
+ *                             socketcall's (102) arguments after the call number
+ *                             go into the block it points to)
  *
  * Failures print "error: <strerror>" and exit 1, so tests see why.
  */
@@ -238,6 +244,35 @@ static long try_syscall(const char *name)
     return -1;
 }
 
+/* One raw system call from "NR,A0,..." or "i386:NR,...": the result, or -errno. */
+static long raw_syscall(const char *call)
+{
+    static unsigned int block[4];  /* static: below 4 GiB, where a 32-bit pointer reaches */
+    unsigned long a[5] = {0, 0, 0, 0, 0};
+    int i386 = !strncmp(call, "i386:", 5), n = 0;
+    char *p = (char *)call + (i386 ? 5 : 0);
+    while (n < 5) {
+        a[n++] = strtoul(p, &p, 0);
+        if (*p != ',') break;
+        p++;
+    }
+    if (!i386) {
+        long r = syscall(a[0], a[1], a[2], a[3], a[4]);
+        return r < 0 ? -errno : r;
+    }
+#ifdef __x86_64__
+    long r;
+    if (a[0] == 102) {  /* socketcall(CALL, a block holding the call's arguments) */
+        block[0] = a[2]; block[1] = a[3]; block[2] = a[4];
+        a[2] = (unsigned long)block;
+    }
+    __asm__ volatile ("int $0x80" : "=a"(r) : "a"(a[0]), "b"(a[1]), "c"(a[2]), "d"(a[3]) : "memory");
+    return r;
+#else
+    return -ENOSYS;
+#endif
+}
+
 static int list_fds(void)
 {
     DIR *d = opendir("/proc/self/fd");
@@ -428,6 +463,12 @@ int main(int argc, char **argv)
         getrusage(RUSAGE_SELF, &ru);
         printf("cpu %.3f wall %.3f\n", ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6
                + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6, wall);
+    } else if (!strcmp(cmd, "sys")) {
+        for (int i = 2; i < argc; i++) {
+            long r = raw_syscall(argv[i]);
+            if (r < 0 && r > -4096) printf("%s errno %ld\n", argv[i], -r);
+            else printf("%s ok\n", argv[i]);
+        }
     } else if (!strcmp(cmd, "mount")) {
         if (mount("none", arg, "tmpfs", 0, NULL) < 0) return fail();
         puts("ok");
