@@ -1,0 +1,183 @@
+"""Attacks on the OCI verbs through a bundle's namespaces: a container that
+shares or joins a PID namespace must not make `kill --all`, `delete --force`
+or `ps ID` reach processes that are not its own, and `exec` must land in
+every namespace the container's first process is in, made or joined.
+
+The kill tests run the CLI inside a PID namespace of their own (unshare
+--pid --fork --mount-proc): there, "every process of the host" is only the
+test's own, so a failure cannot kill the machine."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import CLI, cli, run_to_files, wait_for
+
+
+# test_oci.py's bundle and clean-up (a test module cannot import another
+# under --import-mode=importlib).
+@pytest.fixture(autouse=True)
+def delete_every_container():
+    """Whatever a test leaves, passing or not: delete --force, as an engine would."""
+    yield
+    listed = cli("list", "--format", "json").stdout or b"[]"
+    for st in json.loads(listed):
+        cli("delete", "--force", st["id"])
+
+
+@pytest.fixture
+def bundle(tmp_path, template_root):
+    """`minicontainer spec`'s config.json, writable, with the test root as its rootfs."""
+    path = tmp_path / "bundle"
+    path.mkdir()
+    subprocess.run(["cp", "-a", str(template_root), str(path / "rootfs")], check=True)
+    assert cli("spec", "--bundle", path).returncode == 0
+    made = Bundle(path)
+    made.set(lambda c: (c["root"].update(readonly=False), c["process"].update(terminal=False)))
+    return made
+
+
+class Bundle:
+    def __init__(self, path):
+        self.path = path
+
+    @property
+    def config(self):
+        return json.loads((self.path / "config.json").read_text())
+
+    def set(self, change):
+        config = self.config
+        change(config)
+        (self.path / "config.json").write_text(json.dumps(config))
+
+
+def oci(*args):
+    """The CLI; `create`'s output to files (the container keeps them open)."""
+    if "create" in args:
+        return run_to_files([*CLI, *args])
+    return cli(*args)
+
+
+def state(id):
+    result = oci("state", id)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+# Run as PID 1 of a fresh PID namespace: a sentinel outside the container
+# (and a pod's "pause" process, whose PID namespace the container may join),
+# the container (busybox sh, two background sleeps, one exec'd sleep), then
+# the verb; it prints what it saw as JSON.
+DRIVER = r"""
+import json, os, subprocess, sys, tempfile, time
+cli, bundle, pidns, verb = json.loads(sys.argv[1])
+
+def run(*args, check=True):
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        code = subprocess.call([*cli, *args], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                               timeout=60)
+        out.seek(0); err.seek(0)
+        result = (code, out.read().decode(), err.read().decode())
+    if check and code != 0:
+        print(json.dumps({"failed": args, "result": result})); sys.exit(0)
+    return result
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+def children(pid):
+    found = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(name))
+        except OSError:
+            pass
+    return found
+
+sentinel = subprocess.Popen(["sleep", "300"])
+pause = subprocess.Popen(["unshare", "--pid", "--fork", "sleep", "300"])
+for _ in range(500):
+    pause_pids = children(pause.pid)
+    if pause_pids: break
+    time.sleep(0.01)
+pause_pid = pause_pids[0]
+config = json.load(open(f"{bundle}/config.json"))
+spaces = [n for n in config["linux"]["namespaces"] if n["type"] != "pid"]
+if pidns == "own":
+    spaces.append({"type": "pid"})
+elif pidns == "path":
+    spaces.append({"type": "pid", "path": f"/proc/{pause_pid}/ns/pid"})
+config["linux"]["namespaces"] = spaces
+config["process"]["args"] = ["/bin/busybox", "sh", "-c", "sleep 300 & sleep 301 & wait"]
+json.dump(config, open(f"{bundle}/config.json", "w"))
+run("create", "--bundle", bundle, "victim")
+run("start", "victim")
+pid1 = json.loads(run("state", "victim")[1])["pid"]
+for _ in range(500):
+    forked = children(pid1)
+    if len(forked) == 2: break
+    time.sleep(0.01)
+pid_file = f"{bundle}/exec.pid"
+run("exec", "-d", "--pid-file", pid_file, "victim", "/bin/busybox", "sleep", "302")
+exec_pid = int(open(pid_file).read())
+ps = json.loads(run("ps", "--format", "json", "victim")[1])
+if verb == "kill":
+    result = run("kill", "--all", "victim", "9", check=False)
+    time.sleep(0.5)
+    run("delete", "--force", "victim")
+else:
+    result = run("delete", "--force", "victim", check=False)
+    time.sleep(0.5)
+container = [pid1, *forked, exec_pid]
+# Reap as an engine's shim would (the exec'd process is this process's child
+# now): a PID namespace's init is gone only once every process in it is reaped.
+reaped = set()
+for _ in range(50):
+    try:
+        while (pid := os.waitpid(-1, os.WNOHANG)[0]) > 0:
+            reaped.add(pid)
+    except ChildProcessError:
+        pass
+    time.sleep(0.02)
+print(json.dumps({"result": result, "ps": ps, "container": container,
+                  "alive": [p for p in container if alive(p)],
+                  "sentinel": sentinel.pid not in reaped and alive(sentinel.pid),
+                  "pause": pause.pid not in reaped and alive(pause_pid)}))
+"""
+
+
+def in_own_pid_namespace(bundle, pidns, verb):
+    """The driver's report, run as PID 1 of a PID namespace of its own."""
+    argv = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", DRIVER,
+            json.dumps([CLI, str(bundle.path), pidns, verb])]
+    done = subprocess.run(argv, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert "failed" not in report, report
+    return report
+
+
+@pytest.mark.parametrize("verb", ["kill", "delete"])
+@pytest.mark.parametrize("pidns", ["none", "path", "own"])
+def test_kill_all_and_delete_force_reach_only_the_containers_processes(bundle, pidns, verb):
+    """kill --all ID 9 and delete --force ID, for a container that shares the
+    runtime's PID namespace (none in linux.namespaces), one that joins a pod's
+    by path, and (the control) one with its own: every process of the
+    container dies (PID 1, what it forked, what exec started), `ps ID` lists
+    exactly those, and nothing else dies (a sentinel beside it, the pod's
+    pause process)."""
+    report = in_own_pid_namespace(bundle, pidns, verb)
+    assert report["result"][0] == 0, report
+    assert sorted(report["ps"]) == sorted(report["container"]), report
+    assert report["ps"][0] == report["container"][0]  # PID 1 first, as before
+    assert len(report["container"]) == 4
+    assert report["alive"] == [], report
+    assert report["sentinel"], report
+    assert report["pause"], report
