@@ -1,6 +1,7 @@
 """Helpers shared by the tests: the CLI, process and mount inspection."""
 import contextlib
 import fcntl
+import json
 import os
 import select
 import struct
@@ -29,28 +30,101 @@ def build_static(source, out, *flags):
     return out
 
 
-def container_cgroups():
-    """Every cgroup of minicontainer's on the host, in either version."""
+class Ownership:
+    """What one test made, so that its leak checks look at nothing else: the
+    suite must pass on a machine where other containers, cgroups and mounts
+    come and go. The fixture in tests/integration/conftest.py makes one per
+    test and records every process the test starts (subprocess.Popen); a
+    container's host-side objects are the test's when they are named after
+    one of those processes (a foreground run's cgroup, minicontainer-PID-...),
+    after a container of the test's state directory or a --name it gave, when
+    they lie under the test's directory, or when a live process in them carries
+    the test's own environment marker (MINICONTAINER_STATE=its state directory)."""
+
+    def __init__(self, tmp_path, state_dir):
+        self.tmp_path, self.state_dir = Path(tmp_path), Path(state_dir)
+        self.pids, self.names = set(), set()
+        self.marker = f"MINICONTAINER_STATE={state_dir}".encode()
+
+    def started(self, pid, args):
+        self.pids.add(pid)
+        if not isinstance(args, (list, tuple)):
+            return
+        args = [os.fsdecode(a) if isinstance(a, (bytes, os.PathLike)) else str(a) for a in args]
+        for flag, value in zip(args, args[1:]):
+            if flag in ("--name", "-n"):
+                self.names.add(value)
+
+    def names_in_state(self):
+        try:
+            return {p.name for p in self.state_dir.iterdir()} | {
+                json.loads((p / "state.json").read_text()).get("name", "")
+                for p in self.state_dir.iterdir() if (p / "state.json").is_file()}
+        except (OSError, ValueError):
+            return set()
+
+    def process_is_ours(self, pid):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if self.marker in f.read().split(b"\0"):
+                    return True
+        except OSError:
+            return False
+        return pid in self.pids or int(pid) in processes_rooted_under(self.tmp_path)
+
+    def label_is_ours(self, label):
+        head = label.split("-", 1)[0]
+        return (head.isdigit() and int(head) in self.pids) or label in self.names \
+            or label in self.names_in_state()
+
+    def cgroup_is_ours(self, path):
+        label = os.path.basename(path)[len("minicontainer-"):]
+        try:
+            with open(os.path.join(path, "cgroup.procs")) as f:
+                procs = f.read().split()
+        except OSError:
+            procs = []
+        return self.label_is_ours(label) or any(self.process_is_ours(p) for p in procs)
+
+    def mount_is_ours(self, mountpoint):
+        return mountpoint == str(self.tmp_path) or mountpoint.startswith(str(self.tmp_path) + "/")
+
+
+# The test that is running now (set by the integration fixture); None outside one.
+current = None
+
+
+def container_cgroups(everyone=False):
+    """minicontainer's cgroups on the host, in either version: those of the
+    running test (see Ownership), or with everyone=True all of them."""
     found = []
     for top, dirs, _ in os.walk("/sys/fs/cgroup"):
         found += [os.path.join(top, d) for d in dirs if d.startswith("minicontainer-")]
         dirs[:] = [d for d in dirs if not d.startswith("minicontainer-")]
+    if current is not None and not everyone:
+        found = [g for g in found if current.cgroup_is_ours(g)]
     return sorted(found)
 
 
-def network_leftovers():
+def network_leftovers(everyone=False):
     """What a container's network leaves on the host only while it runs: its
     veth (mcvPID) and its address in the bridge's state. The bridge (mc0) and
     its state files stay between containers, as docker keeps docker0, until
-    `minicontainer network prune`: see kept_network()."""
-    import json
+    `minicontainer network prune`: see kept_network(). Only the running
+    test's (see Ownership), unless everyone=True: a veth whose container's
+    PID 1 is the test's, an address whose live owner is the test's."""
     links = sorted(name for name in os.listdir("/sys/class/net") if name.startswith("mcv"))
     try:
         with open("/run/minicontainer-network.json") as f:
-            addresses = sorted(json.load(f).get("containers", {}))
+            addresses = json.load(f).get("containers", {})
     except (OSError, ValueError):
-        addresses = []
-    return links + addresses
+        addresses = {}
+    if current is not None and not everyone:
+        links = [l for l in links if not l[3:].isdigit() or not os.path.exists(f"/proc/{l[3:]}")
+                 or current.process_is_ours(l[3:])]
+        addresses = {ip: owner for ip, owner in addresses.items()
+                     if start_time(owner[0]) == owner[1] and current.process_is_ours(owner[0])}
+    return links + sorted(addresses)
 
 
 def kept_network():
@@ -60,9 +134,14 @@ def kept_network():
     return links + files
 
 
-def host_mounts():
+def host_mounts(everyone=False):
+    """Mount points on the host: those under the running test's directory
+    (see Ownership), or with everyone=True all of them."""
     with open("/proc/self/mountinfo") as f:
-        return sorted(line.split()[4] for line in f)
+        points = sorted(line.split()[4] for line in f)
+    if current is not None and not everyone:
+        points = [p for p in points if current.mount_is_ours(p)]
+    return points
 
 
 def processes_rooted_under(path):
