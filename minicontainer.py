@@ -5525,16 +5525,45 @@ def exec_main(spec, handles, pidfd, supervisor_pid, detached, in_user_namespace=
 
 
 def enter_namespaces(spec, pidfd, in_user_namespace=False):
-    """Join the container's own namespaces (not those it shares with the host)
-    at once, through PID 1's pidfd (Linux 5.8): its user namespace first, so
-    the process is the container's root there and nothing more, then the
-    rest. The mount namespace's join sets the root and the working directory
-    to the container's."""
-    flags = spec.namespaces & (CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
-                               | CLONE_NEWNET | CLONE_NEWCGROUP)
+    """Join every namespace of the container's PID 1 that is not this
+    process's own (the host's), whether the container made it or joined it
+    by path (a pod's network, IPC and UTS namespaces), at once through PID
+    1's pidfd (Linux 5.8): its user namespace first, so the process is the
+    container's root there and nothing more, then the rest. The mount
+    namespace's join sets the root and the working directory to the
+    container's. The PID namespace was entered before the fork."""
+    flags = namespaces_apart(pidfd, spec)
     if in_user_namespace:  # joined already (exec_as_user): a second join is EINVAL
         flags &= ~CLONE_NEWUSER
     setns(pidfd, flags)
+
+
+# The namespaces exec enters, by their names in /proc/PID/ns.
+EXEC_NAMESPACES = (("user", CLONE_NEWUSER), ("mnt", CLONE_NEWNS), ("uts", CLONE_NEWUTS),
+                   ("ipc", CLONE_NEWIPC), ("net", CLONE_NEWNET), ("cgroup", CLONE_NEWCGROUP))
+
+
+def namespaces_apart(pidfd, spec):
+    """The flags of the namespaces in which the process behind `pidfd` is not
+    where this one is, compared in /proc (device and inode of each ns link).
+    Its pid is the pidfd's own, read before and after the comparison: a pid
+    still held by the pidfd then was never another process's in between.
+    Where /proc cannot tell, the spec's: what the container made or joined."""
+    def pid_of():
+        with open(f"/proc/self/fdinfo/{pidfd}") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Pid:"))
+    try:
+        pid = pid_of()
+        flags = 0
+        for name, flag in EXEC_NAMESPACES:
+            theirs, ours = os.stat(f"/proc/{pid}/ns/{name}"), os.stat(f"/proc/self/ns/{name}")
+            if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
+                flags |= flag
+        if pid > 0 and pid_of() == pid:
+            return flags
+    except (OSError, StopIteration, ValueError):
+        pass
+    return (spec.namespaces | sum(spec.ns_paths)) & sum(flag for _, flag in EXEC_NAMESPACES)
 
 
 # ---------------------------------------------------------------------------

@@ -181,3 +181,82 @@ def test_kill_all_and_delete_force_reach_only_the_containers_processes(bundle, p
     assert report["alive"] == [], report
     assert report["sentinel"], report
     assert report["pause"], report
+
+
+NS_LINKS = ("net", "ipc", "uts")
+
+
+def ns_links(pid):
+    return {name: os.readlink(f"/proc/{pid}/ns/{name}") for name in ("net", "ipc", "uts", "mnt")}
+
+
+@pytest.fixture
+def sandbox():
+    """A pod's sandbox as a kubelet makes one: a process holding network, IPC
+    and UTS namespaces of its own, with a hostname of its own."""
+    holder = subprocess.Popen(["unshare", "--net", "--uts", "--ipc", "sh", "-c",
+                               "hostname pod-sandbox && exec sleep 300"])
+    try:
+        assert wait_for(lambda: os.readlink(f"/proc/{holder.pid}/exe").endswith("sleep"), 5)
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+EXEC_PROBE = ["/bin/busybox", "sh", "-c", "hostname; for n in net ipc uts mnt; do readlink"
+              " /proc/self/ns/$n; done; cut -d: -f1 /proc/self/net/dev | tail -n +3"]
+
+
+def exec_probe(id):
+    """What an exec'd process sees: its hostname, its namespaces, its interfaces."""
+    result = oci("exec", id, *EXEC_PROBE)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().split()
+    return {"hostname": lines[0], "net": lines[1], "ipc": lines[2], "uts": lines[3],
+            "mnt": lines[4], "links": sorted(lines[5:])}
+
+
+def test_exec_enters_the_namespaces_a_container_joined_by_path(bundle, sandbox):
+    """A pod's container joins its sandbox's network, IPC and UTS namespaces by
+    path: a process exec'd into it is in them too (as the container's PID 1
+    is), not in the host's; the control, a container that made its own, gets
+    its own, and the host's differ from both."""
+    def join(config):
+        config["linux"]["namespaces"] = [
+            n for n in config["linux"]["namespaces"] if n["type"] not in ("network", "ipc", "uts")
+        ] + [{"type": kind, "path": f"/proc/{sandbox}/ns/{name}"}
+             for kind, name in (("network", "net"), ("ipc", "ipc"), ("uts", "uts"))]
+        config["process"]["args"] = ["/bin/probe", "sleep", "30"]
+        config.pop("hostname", None)  # a container joining a UTS namespace sets no name
+    bundle.set(join)
+    assert oci("create", "--bundle", bundle.path, "pod-app").returncode == 0
+    assert oci("start", "pod-app").returncode == 0
+    pid1 = state("pod-app")["pid"]
+    host, pod = ns_links(os.getpid()), ns_links(sandbox)
+    assert all(host[name] != pod[name] for name in NS_LINKS)  # the check can tell them apart
+    assert all(ns_links(pid1)[name] == pod[name] for name in NS_LINKS)
+    seen = exec_probe("pod-app")
+    assert seen["hostname"] == "pod-sandbox" != socket_hostname()
+    assert {name: seen[name] for name in NS_LINKS} == {name: pod[name] for name in NS_LINKS}, seen
+    assert seen["mnt"] == ns_links(pid1)["mnt"] != host["mnt"]
+    assert seen["links"] == ["lo"]  # the sandbox's interfaces, not the host's
+    assert oci("delete", "--force", "pod-app").returncode == 0
+
+    # The control: its own namespaces, entered as before.
+    bundle.set(lambda c: (c["linux"].update(namespaces=[
+        n for n in c["linux"]["namespaces"] if "path" not in n] + [
+        {"type": kind} for kind in ("network", "ipc", "uts")]), c.update(hostname="own-ns")))
+    assert oci("create", "--bundle", bundle.path, "own-app").returncode == 0
+    assert oci("start", "own-app").returncode == 0
+    own = ns_links(state("own-app")["pid"])
+    seen = exec_probe("own-app")
+    assert seen["hostname"] == "own-ns"
+    assert {name: seen[name] for name in NS_LINKS} == {name: own[name] for name in NS_LINKS}
+    assert all(own[name] not in (host[name], pod[name]) for name in NS_LINKS)
+    assert oci("delete", "--force", "own-app").returncode == 0
+
+
+def socket_hostname():
+    import socket
+    return socket.gethostname()
