@@ -71,7 +71,7 @@ def state(id):
 # the verb; it prints what it saw as JSON.
 DRIVER = r"""
 import json, os, subprocess, sys, tempfile, time
-cli, bundle, pidns, verb = json.loads(sys.argv[1])
+cli, bundle, pidns, verb, sig = json.loads(sys.argv[1])
 
 def run(*args, check=True):
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -129,7 +129,7 @@ run("exec", "-d", "--pid-file", pid_file, "victim", "/bin/busybox", "sleep", "30
 exec_pid = int(open(pid_file).read())
 ps = json.loads(run("ps", "--format", "json", "victim")[1])
 if verb == "kill":
-    result = run("kill", "--all", "victim", "9", check=False)
+    result = run("kill", "--all", "victim", sig, check=False)
     time.sleep(0.5)
     run("delete", "--force", "victim")
 else:
@@ -153,10 +153,10 @@ print(json.dumps({"result": result, "ps": ps, "container": container,
 """
 
 
-def in_own_pid_namespace(bundle, pidns, verb):
+def in_own_pid_namespace(bundle, pidns, verb, sig):
     """The driver's report, run as PID 1 of a PID namespace of its own."""
     argv = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", DRIVER,
-            json.dumps([CLI, str(bundle.path), pidns, verb])]
+            json.dumps([CLI, str(bundle.path), pidns, verb, sig])]
     done = subprocess.run(argv, capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.splitlines()[-1])
@@ -164,16 +164,18 @@ def in_own_pid_namespace(bundle, pidns, verb):
     return report
 
 
-@pytest.mark.parametrize("verb", ["kill", "delete"])
-@pytest.mark.parametrize("pidns", ["none", "path", "own"])
-def test_kill_all_and_delete_force_reach_only_the_containers_processes(bundle, pidns, verb):
-    """kill --all ID 9 and delete --force ID, for a container that shares the
-    runtime's PID namespace (none in linux.namespaces), one that joins a pod's
-    by path, and (the control) one with its own: every process of the
-    container dies (PID 1, what it forked, what exec started), `ps ID` lists
-    exactly those, and nothing else dies (a sentinel beside it, the pod's
-    pause process)."""
-    report = in_own_pid_namespace(bundle, pidns, verb)
+@pytest.mark.parametrize("pidns, verb, sig", [
+    ("none", "kill", "9"), ("none", "kill", "TERM"), ("none", "delete", None),
+    ("path", "kill", "9"), ("path", "kill", "TERM"), ("path", "delete", None),
+    ("own", "kill", "9"), ("own", "delete", None)])
+def test_kill_all_and_delete_force_reach_only_the_containers_processes(bundle, pidns, verb, sig):
+    """kill --all ID 9 (and TERM: frozen, signalled, thawed) and delete --force
+    ID, for a container that shares the runtime's PID namespace (none in
+    linux.namespaces), one that joins a pod's by path, and (the control) one
+    with its own: every process of the container dies (PID 1, what it
+    forked, what exec started), `ps ID` lists exactly those, and nothing
+    else dies (a sentinel beside it, the pod's pause process)."""
+    report = in_own_pid_namespace(bundle, pidns, verb, sig)
     assert report["result"][0] == 0, report
     assert sorted(report["ps"]) == sorted(report["container"]), report
     assert report["ps"][0] == report["container"][0]  # PID 1 first, as before
@@ -260,3 +262,35 @@ def test_exec_enters_the_namespaces_a_container_joined_by_path(bundle, sandbox):
 def socket_hostname():
     import socket
     return socket.gethostname()
+
+
+def test_a_cgroups_path_above_busy_groups_is_refused(bundle):
+    """A group whose own cgroup.procs is empty but whose subtree holds
+    processes (/system.slice is one) is refused at create, as runc refuses
+    it: kill --all and delete --force take the whole subtree. The control:
+    once its processes leave, the same path is taken."""
+    bundle.set(lambda c: c["process"].update(args=["/bin/probe", "sleep", "30"]))
+    top = f"/sys/fs/cgroup/pids/minicontainer-slice-{os.getpid()}"
+    os.makedirs(f"{top}/service")
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        with open(f"{top}/service/cgroup.procs", "w") as f:
+            f.write(str(sleeper.pid))
+        bundle.set(lambda c: c["linux"].update(cgroupsPath=os.path.basename(top).join("//")))
+        refused = oci("create", "--bundle", bundle.path, "above")
+        assert refused.returncode == 125 and b"already holds processes" in refused.stderr, \
+            refused.stderr
+        assert refused.stderr.count(b"\n") == 1
+        assert oci("state", "above").returncode == 125
+        assert sleeper.poll() is None
+        with open("/sys/fs/cgroup/pids/cgroup.procs", "w") as f:
+            f.write(str(sleeper.pid))  # out again: the path is free
+        assert oci("create", "--bundle", bundle.path, "above").returncode == 0
+        assert oci("delete", "--force", "above").returncode == 0
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        for path in (f"{top}/service", top):
+            if os.path.exists(path):
+                os.rmdir(path)
