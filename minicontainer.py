@@ -7703,6 +7703,14 @@ def kill(sig, every, args):
     def act(entry, ref):
         oci = bool(entry.data.get("bundle"))
         number = parse_signal(sig or ("TERM" if oci else "KILL"))
+        if oci and entry.status in (EXITED, DEAD):
+            # runc's words and moves, which engines parse: containerd's shim takes
+            # "container not running" for a process already gone. --all still
+            # reaches what its first process left in its cgroup, and succeeds.
+            if not every:
+                raise ContainerError(f"kill {entry.name}", "container not running")
+            kill_every_process(entry, number, strict=False)
+            return
         entry.check("kill")
         if every:
             kill_every_process(entry, number)

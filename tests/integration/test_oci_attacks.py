@@ -294,3 +294,62 @@ def test_a_cgroups_path_above_busy_groups_is_refused(bundle):
         for path in (f"{top}/service", top):
             if os.path.exists(path):
                 os.rmdir(path)
+
+
+# PID 1 of a fresh PID namespace again: a container sharing it whose first
+# process exits at once, leaving a background process in its cgroup.
+EXITED_DRIVER = r"""
+import json, os, subprocess, sys, time
+cli, bundle = json.loads(sys.argv[1])
+
+def run(*args):
+    done = subprocess.run([*cli, *args], stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    return [done.returncode, done.stderr.decode()]
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+sentinel = subprocess.Popen(["sleep", "300"])
+config = json.load(open(f"{bundle}/config.json"))
+config["linux"]["namespaces"] = [n for n in config["linux"]["namespaces"] if n["type"] != "pid"]
+config["process"]["args"] = ["/bin/busybox", "sh", "-c", "sleep 300 & echo $! > /left; exit 3"]
+json.dump(config, open(f"{bundle}/config.json", "w"))
+subprocess.run([*cli, "create", "--bundle", bundle, "gone"], stdin=subprocess.DEVNULL,
+               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=True)
+run("start", "gone")
+for _ in range(500):
+    if json.loads(subprocess.run([*cli, "state", "gone"], capture_output=True).stdout)["status"] \
+            == "stopped" and os.path.exists(f"{bundle}/rootfs/left"):
+        break
+    time.sleep(0.01)
+left = int(open(f"{bundle}/rootfs/left").read())
+report = {"left_before": alive(left), "kill": run("kill", "gone", "KILL"),
+          "kill_all": run("kill", "--all", "gone", "KILL")}
+time.sleep(0.3)
+report.update(left_after=alive(left), sentinel=sentinel.poll() is None,
+              delete=run("delete", "gone"))
+print(json.dumps(report))
+"""
+
+
+def test_kill_of_a_stopped_container_answers_as_runc(bundle):
+    """Engines parse a runtime's words: a plain kill of a container whose first
+    process has exited says "container not running" (containerd's shim takes
+    that for "already gone"), and kill --all succeeds, still reaching what the
+    process left in the container's cgroup, and nothing else (run in a PID
+    namespace of its own, as above)."""
+    argv = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", EXITED_DRIVER,
+            json.dumps([CLI, str(bundle.path)])]
+    done = subprocess.run(argv, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    code, stderr = report["kill"]
+    assert code == 125 and stderr == "minicontainer: kill gone: container not running\n", report
+    assert report["kill_all"] == [0, ""], report
+    assert report["left_before"] and not report["left_after"], report
+    assert report["sentinel"], report
+    assert report["delete"] == [0, ""], report
