@@ -87,3 +87,23 @@ def test_a_pid_is_signalled_only_if_still_a_member_once_held(tmp_path):
         for proc in (member, left):
             proc.kill()
             proc.wait()
+
+
+def test_exec_enters_no_namespace_its_caller_shares_with_pid_1(tmp_path):
+    """exec's choice, compared in /proc: a process in every namespace of ours
+    gives none to enter; a pidfd whose process is gone (its pid may be
+    another's by now) falls back to the spec: what it made and joined."""
+    proc, _ = sleeper()
+    spec = mc.Spec("/", ["x"], namespaces=mc.CLONE_NEWNS | mc.CLONE_NEWPID | mc.CLONE_NEWUTS)
+    spec.ns_paths = {mc.CLONE_NEWNET: "/run/netns/pod"}
+    pidfd = mc.os.pidfd_open(proc.pid)
+    try:
+        assert mc.namespaces_apart(pidfd, spec) == 0
+        proc.kill()
+        proc.wait()
+        assert mc.namespaces_apart(pidfd, spec) == mc.CLONE_NEWNS | mc.CLONE_NEWUTS | mc.CLONE_NEWNET
+    finally:
+        mc.os.close(pidfd)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
