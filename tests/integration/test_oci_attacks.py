@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from helpers import CLI, cli, run_to_files, wait_for
 
@@ -353,3 +354,67 @@ def test_kill_of_a_stopped_container_answers_as_runc(bundle):
     assert report["left_before"] and not report["left_after"], report
     assert report["sentinel"], report
     assert report["delete"] == [0, ""], report
+
+
+@pytest.fixture
+def holder():
+    """Namespaces of every kind exec enters, held by a sleeping process (the
+    forked child of unshare, so its PID namespace is its own too)."""
+    outer = subprocess.Popen(["unshare", "--pid", "--fork", "--net", "--uts", "--ipc", "--cgroup",
+                              "sleep", "300"])
+    try:
+        def child():
+            try:
+                with open(f"/proc/{outer.pid}/task/{outer.pid}/children") as f:
+                    return int(f.read().split()[0])
+            except (OSError, IndexError):
+                return None
+        assert wait_for(child, 5)
+        yield child()
+    finally:
+        outer.kill()
+        outer.wait()
+
+
+EXEC_KINDS = {"network": "net", "ipc": "ipc", "uts": "uts", "cgroup": "cgroup"}
+examples = iter(range(10**6))
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kinds=st.fixed_dictionaries({kind: st.sampled_from(["made", "omitted", "joined"])
+                                    for kind in EXEC_KINDS}),
+       pid=st.sampled_from(["made", "joined"]))
+def test_exec_is_in_every_namespace_of_pid_1_however_it_got_there(bundle, holder, kinds, pid):
+    """For every mix of namespaces made, left out (the runtime's) and joined by
+    path, a process exec'd into the container is in exactly PID 1's: the
+    class of item 6, not only the pod's three."""
+    choice = dict(kinds, pid=pid)
+
+    def configure(config):
+        spaces = [{"type": "mount"}]
+        for kind, how in choice.items():
+            name = EXEC_KINDS.get(kind, "pid")
+            if how == "made":
+                spaces.append({"type": kind})
+            elif how == "joined":
+                spaces.append({"type": kind, "path": f"/proc/{holder}/ns/{name}"})
+        config["linux"]["namespaces"] = spaces
+        config["process"]["args"] = ["/bin/probe", "sleep", "30"]
+        if kinds["uts"] != "made":
+            config.pop("hostname", None)
+    bundle.set(configure)
+    id = f"mix{next(examples)}"
+    created = oci("create", "--bundle", bundle.path, id)
+    assert created.returncode == 0, created.stderr
+    try:
+        assert oci("start", id).returncode == 0
+        pid1 = state(id)["pid"]
+        names = [*EXEC_KINDS.values(), "pid", "mnt"]
+        inside = oci("exec", id, "/bin/busybox", "sh", "-c",
+                     f"for n in {' '.join(names)}; do readlink /proc/self/ns/$n; done")
+        assert inside.returncode == 0, inside.stderr
+        expected = [os.readlink(f"/proc/{pid1}/ns/{name}") for name in names]
+        assert inside.stdout.decode().split() == expected, choice
+    finally:
+        assert oci("delete", "--force", id).returncode == 0
