@@ -7763,7 +7763,10 @@ def kill_every_process(entry, sig, strict=True):
                                          exc) from None
     was_frozen = None
     try:
-        was_frozen = freeze_group(version, path, True)
+        try:
+            was_frozen = freeze_group(version, path, True)
+        except ContainerError:
+            pass  # not frozen in time (a task in D state): signalled all the same, as runc does
         signal_members(cgroup_members(path), lambda pids: cgroup_members(path), sig)
     finally:
         # A paused container stays paused, unless killed: frozen tasks die only thawed.
@@ -8092,9 +8095,14 @@ def resume(id):
 def freeze(entry, frozen):
     """Freeze or thaw through the container's freezer group (v1 freezer.state,
     or v2 cgroup.freeze), wait until the kernel says it is done, and record it."""
-    entry.check("pause" if frozen else "resume")
+    verb = "pause" if frozen else "resume"
+    entry.check(verb)
     for version, path in entry.data.get("cgroups") or ():
-        if freeze_group(version, path, frozen) is not None:
+        try:
+            was = freeze_group(version, path, frozen)
+        except ContainerError as exc:
+            raise exc.within(f"{verb} {entry.name}") from None
+        if was is not None:
             entry.update(status=PAUSED if frozen else RUNNING)
             return
     raise ContainerError(f"{'pause' if frozen else 'resume'} {entry.name}",

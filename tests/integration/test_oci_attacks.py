@@ -116,7 +116,8 @@ if pidns == "own":
 elif pidns == "path":
     spaces.append({"type": "pid", "path": f"/proc/{pause_pid}/ns/pid"})
 config["linux"]["namespaces"] = spaces
-config["process"]["args"] = ["/bin/busybox", "sh", "-c", "sleep 300 & sleep 301 & wait"]
+config["process"]["args"] = ["/bin/busybox", "sh", "-c", "trap 'touch /got' USR1;"
+                             " sleep 300 & sleep 301 & while :; do wait; done"]
 json.dump(config, open(f"{bundle}/config.json", "w"))
 run("create", "--bundle", bundle, "victim")
 run("start", "victim")
@@ -129,7 +130,23 @@ pid_file = f"{bundle}/exec.pid"
 run("exec", "-d", "--pid-file", pid_file, "victim", "/bin/busybox", "sleep", "302")
 exec_pid = int(open(pid_file).read())
 ps = json.loads(run("ps", "--format", "json", "victim")[1])
-if verb == "kill":
+paused = {}
+if verb == "kill-paused":  # kill --all of a paused container: it stays paused, unless killed
+    run("pause", "victim")
+    result = run("kill", "--all", "victim", sig, check=False)
+    time.sleep(0.5)
+    got = f"{bundle}/rootfs/got"
+    paused = {"alive": [p for p in [pid1, *forked] if alive(p)],
+              "status": json.loads(run("state", "victim")[1])["status"],
+              "handled": os.path.exists(got)}
+    if paused["status"] == "paused":
+        run("resume", "victim")
+        for _ in range(250):
+            if os.path.exists(got): break
+            time.sleep(0.02)
+    paused["handled_after_resume"] = os.path.exists(got)
+    run("delete", "--force", "victim")
+elif verb == "kill":
     result = run("kill", "--all", "victim", sig, check=False)
     time.sleep(0.5)
     run("delete", "--force", "victim")
@@ -147,7 +164,7 @@ for _ in range(50):
     except ChildProcessError:
         pass
     time.sleep(0.02)
-print(json.dumps({"result": result, "ps": ps, "container": container,
+print(json.dumps({"result": result, "ps": ps, "container": container, "paused": paused,
                   "alive": [p for p in container if alive(p)],
                   "sentinel": sentinel.pid not in reaped and alive(sentinel.pid),
                   "pause": pause.pid not in reaped and alive(pause_pid)}))
@@ -418,3 +435,22 @@ def test_exec_is_in_every_namespace_of_pid_1_however_it_got_there(bundle, holder
         assert inside.stdout.decode().split() == expected, choice
     finally:
         assert oci("delete", "--force", id).returncode == 0
+
+
+@pytest.mark.parametrize("sig", ["USR1", "9"])
+def test_kill_all_of_a_paused_container_keeps_it_paused_unless_it_kills(bundle, sig):
+    """The cgroup is frozen to signal it and thawed after, but a container
+    paused before stays paused: PID 1's handler of USR1 runs only once it is
+    resumed. SIGKILL ends every process at once, paused or not. A shared PID
+    namespace, so that the cgroup's way is the one taken, inside a PID
+    namespace of the test's own."""
+    report = in_own_pid_namespace(bundle, "none", "kill-paused", sig)
+    assert report["result"][0] == 0, report
+    paused, pid1 = report["paused"], report["container"][0]
+    if sig == "USR1":
+        assert pid1 in paused["alive"] and paused["status"] == "paused", report
+        assert not paused["handled"] and paused["handled_after_resume"], report
+    else:
+        assert paused["alive"] == [] and paused["status"] == "stopped", report
+        assert not paused["handled_after_resume"]
+    assert report["alive"] == [] and report["sentinel"], report
