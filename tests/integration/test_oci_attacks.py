@@ -377,8 +377,8 @@ def test_kill_of_a_stopped_container_answers_as_runc(bundle):
 def holder():
     """Namespaces of every kind exec enters, held by a sleeping process (the
     forked child of unshare, so its PID namespace is its own too)."""
-    outer = subprocess.Popen(["unshare", "--pid", "--fork", "--net", "--uts", "--ipc", "--cgroup",
-                              "sleep", "300"])
+    outer = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "--net", "--uts",
+                              "--ipc", "--cgroup", "sleep", "300"])
     try:
         def child():
             try:
@@ -389,7 +389,7 @@ def holder():
         assert wait_for(child, 5)
         yield child()
     finally:
-        outer.kill()
+        outer.kill()  # --kill-child: its sleeping child goes with it
         outer.wait()
 
 
