@@ -5220,7 +5220,10 @@ def make_oci_cgroups(path, resources, id, devices=()):
             make_group_dirs(mount, base, names)
             group.parent_fd = os.open(os.path.dirname(base), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             group.fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            if (group.read("cgroup.procs") or "").strip():  # never to be killed or removed by us
+            # Never to be killed or removed by us: neither its processes nor those of
+            # the groups below it (kill --all and delete take the whole subtree, as
+            # runc's do; /system.slice's own cgroup.procs is empty).
+            if cgroup_members(base, visible=False):
                 os.close(group.fd)
                 os.close(group.parent_fd)
                 raise ContainerError(f"config.json: linux.cgroupsPath {path}", f"{base} already"
@@ -6640,16 +6643,45 @@ def exec_main(spec, handles, pidfd, supervisor_pid, detached, in_user_namespace=
 
 
 def enter_namespaces(spec, pidfd, in_user_namespace=False):
-    """Join the container's own namespaces (not those it shares with the host)
-    at once, through PID 1's pidfd (Linux 5.8): its user namespace first, so
-    the process is the container's root there and nothing more, then the
-    rest. The mount namespace's join sets the root and the working directory
-    to the container's."""
-    flags = spec.namespaces & (CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
-                               | CLONE_NEWNET | CLONE_NEWCGROUP)
+    """Join every namespace of the container's PID 1 that is not this
+    process's own (the host's), whether the container made it or joined it
+    by path (a pod's network, IPC and UTS namespaces), at once through PID
+    1's pidfd (Linux 5.8): its user namespace first, so the process is the
+    container's root there and nothing more, then the rest. The mount
+    namespace's join sets the root and the working directory to the
+    container's. The PID namespace was entered before the fork."""
+    flags = namespaces_apart(pidfd, spec)
     if in_user_namespace:  # joined already (exec_as_user): a second join is EINVAL
         flags &= ~CLONE_NEWUSER
     setns(pidfd, flags)
+
+
+# The namespaces exec enters, by their names in /proc/PID/ns.
+EXEC_NAMESPACES = (("user", CLONE_NEWUSER), ("mnt", CLONE_NEWNS), ("uts", CLONE_NEWUTS),
+                   ("ipc", CLONE_NEWIPC), ("net", CLONE_NEWNET), ("cgroup", CLONE_NEWCGROUP))
+
+
+def namespaces_apart(pidfd, spec):
+    """The flags of the namespaces in which the process behind `pidfd` is not
+    where this one is, compared in /proc (device and inode of each ns link).
+    Its pid is the pidfd's own, read before and after the comparison: a pid
+    still held by the pidfd then was never another process's in between.
+    Where /proc cannot tell, the spec's: what the container made or joined."""
+    def pid_of():
+        with open(f"/proc/self/fdinfo/{pidfd}") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Pid:"))
+    try:
+        pid = pid_of()
+        flags = 0
+        for name, flag in EXEC_NAMESPACES:
+            theirs, ours = os.stat(f"/proc/{pid}/ns/{name}"), os.stat(f"/proc/self/ns/{name}")
+            if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
+                flags |= flag
+        if pid > 0 and pid_of() == pid:
+            return flags
+    except (OSError, StopIteration, ValueError):
+        pass
+    return (spec.namespaces | sum(spec.ns_paths)) & sum(flag for _, flag in EXEC_NAMESPACES)
 
 
 # ---------------------------------------------------------------------------
@@ -8810,6 +8842,14 @@ def kill(sig, every, args):
     def act(entry, ref):
         oci = bool(entry.data.get("bundle"))
         number = parse_signal(sig or ("TERM" if oci else "KILL"))
+        if oci and entry.status in (EXITED, DEAD):
+            # runc's words and moves, which engines parse: containerd's shim takes
+            # "container not running" for a process already gone. --all still
+            # reaches what its first process left in its cgroup, and succeeds.
+            if not every:
+                raise ContainerError(f"kill {entry.name}", "container not running")
+            kill_every_process(entry, number, strict=False)
+            return
         entry.check("kill")
         if every:
             kill_every_process(entry, number)
@@ -8831,30 +8871,140 @@ def is_signal(text):
         return False
 
 
-def kill_every_process(entry, sig):
-    """kill --all: every process of the container: those in its PID namespace."""
-    for pid in container_processes(entry):
-        signal_owner([pid, process_start(pid)], sig)
+def kill_every_process(entry, sig, strict=True):
+    """kill --all: every process of the container and nothing else. Those of
+    the PID namespace it made; else (it shares the host's or joined a pod's
+    by path, where other processes live) those of its cgroup, frozen while
+    they are signalled so that none forks past the list, or all at once by
+    cgroup.kill for SIGKILL where cgroup v2 has it: runc's and crun's way.
+    With neither (strict: refused, as runc refuses; delete: PID 1 alone)."""
+    if owns_pid_namespace(entry):
+        ns = pid_namespace_of(entry.data.get("pid1"))
+        if ns is not None:
+            signal_members(pid_namespace_members(ns),
+                           lambda pids: pid_namespace_members(ns, pids), sig)
+        return
+    group = process_group(entry)
+    if group is None:
+        if strict:
+            raise ContainerError(f"kill --all {entry.name}", "it shares a PID namespace and has"
+                                 " no cgroup of its own: its processes cannot be told from others")
+        signal_owner(entry.data.get("pid1"), sig)
+        return
+    version, path = group
+    if sig == signal.SIGKILL and version == 2 and os.path.exists(os.path.join(path, "cgroup.kill")):
+        try:  # the kernel kills the whole subtree, forks in flight too (5.14+)
+            with open(os.path.join(path, "cgroup.kill"), "w") as f:
+                f.write("1")
+            return
+        except OSError as exc:
+            raise ContainerError.from_os(f"kill --all {entry.name}: write {path}/cgroup.kill",
+                                         exc) from None
+    was_frozen = None
+    try:
+        try:
+            was_frozen = freeze_group(version, path, True)
+        except ContainerError:
+            pass  # not frozen in time (a task in D state): signalled all the same, as runc does
+        signal_members(cgroup_members(path), lambda pids: cgroup_members(path), sig)
+    finally:
+        # A paused container stays paused, unless killed: frozen tasks die only thawed.
+        if was_frozen is not True or sig == signal.SIGKILL:
+            freeze_group(version, path, False)
 
 
 def container_processes(entry):
-    """The host pids of the processes in a container's PID namespace, PID 1 first."""
+    """ps ID: the host pids of a container's processes, PID 1 first, found as
+    kill --all finds them (PID 1 alone where nothing else tells them apart)."""
     pid1 = entry.data.get("pid1")
     if not alive(pid1):
         return []
+    if owns_pid_namespace(entry):
+        ns = pid_namespace_of(pid1)
+        found = pid_namespace_members(ns) if ns is not None else []
+    else:
+        group = process_group(entry)
+        found = cgroup_members(group[1]) if group is not None else [pid1[0]]
+    return sorted(set(found), key=lambda pid: (pid != pid1[0], pid))
+
+
+def owns_pid_namespace(entry):
+    """Whether the container made its PID namespace (run's always do): then
+    every process in it is the container's."""
+    spec = entry.data.get("spec") or {}
+    namespaces = spec.get("namespaces")
+    return namespaces is None or (bool(namespaces & CLONE_NEWPID)
+                                  and str(CLONE_NEWPID) not in (spec.get("ns_paths") or {}))
+
+
+def pid_namespace_of(owner):
+    """The PID namespace (its link text) of the process (pid, start time), or None if gone."""
+    pidfd = open_owner(owner)
+    if pidfd is None:
+        return None
     try:
-        ns = os.readlink(f"/proc/{pid1[0]}/ns/pid")
+        return os.readlink(f"/proc/{owner[0]}/ns/pid")
     except OSError:
-        return []
+        return None
+    finally:
+        os.close(pidfd)  # held while reading: the pid was not recycled under the readlink
+
+
+def pid_namespace_members(ns, pids=None):
+    """The pids (of `pids`, or of every process) whose PID namespace is `ns`."""
     found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
+    for name in pids if pids is not None else filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{name}/ns/pid") == ns:
+                found.append(int(name))
+        except OSError:
+            pass
+    return found
+
+
+def process_group(entry):
+    """The cgroup whose processes are the container's, as (version, path):
+    cgroup v2's where it has one (its freezer and cgroup.kill need no
+    controller), else v1's freezer, else any v1 hierarchy; None without one."""
+    groups = [(version, path) for version, path in entry.data.get("cgroups") or ()
+              if os.path.isdir(path)]
+    for version, path in sorted(groups, key=lambda g: (g[0] != 2, not os.path.exists(
+            os.path.join(g[1], "freezer.state")))):
+        return version, path
+    return None
+
+
+def cgroup_members(path, visible=True):
+    """The pids in a group and in the groups below it (runc's GetAllPids).
+    cgroup v2 lists a process of another PID namespace as 0: counted only
+    where visible is False (is the subtree busy?), never signalled."""
+    found = []
+    for top, _, _ in os.walk(path):
+        try:
+            with open(os.path.join(top, "cgroup.procs")) as f:
+                found += [int(pid) for pid in f.read().split()]
+        except (OSError, ValueError):
+            pass
+    return [pid for pid in found if pid > 0] if visible else found
+
+
+def signal_members(pids, still_members, sig):
+    """Signal each of `pids` through a pidfd opened first, and only those that
+    still_members(pids) lists afterwards: a pid recycled since it was listed
+    is never signalled."""
+    pidfds = {}
+    try:
+        for pid in pids:
             try:
-                if os.readlink(f"/proc/{name}/ns/pid") == ns:
-                    found.append(int(name))
+                pidfds[pid] = os.pidfd_open(pid)
             except OSError:
-                pass
-    return sorted(found, key=lambda pid: (pid != pid1[0], pid))
+                pass  # gone already
+        for pid in still_members([str(pid) for pid in pidfds]):
+            if pid in pidfds:
+                send(pidfds[pid], sig)
+    finally:
+        for fd in pidfds.values():
+            os.close(fd)
 
 
 @cli.command()
@@ -8988,7 +9138,7 @@ def delete_container(entry):
     """Kill what is left of a container, remove its cgroups and its entry, then
     run its poststop hooks (their failure is only warned about)."""
     import json
-    kill_every_process(entry, signal.SIGKILL)
+    kill_every_process(entry, signal.SIGKILL, strict=False)
     wait_gone(entry.data.get("monitor") or entry.data.get("pid1"), 10)
     remove_cgroups(recorded_cgroups(entry))
     spec = Spec.from_json(entry.data["spec"]) if entry.data.get("spec") else None
@@ -9084,27 +9234,49 @@ def resume(id):
 def freeze(entry, frozen):
     """Freeze or thaw through the container's freezer group (v1 freezer.state,
     or v2 cgroup.freeze), wait until the kernel says it is done, and record it."""
-    import time
-    entry.check("pause" if frozen else "resume")
+    verb = "pause" if frozen else "resume"
+    entry.check(verb)
     for version, path in entry.data.get("cgroups") or ():
-        name, value, done = (("freezer.state", "FROZEN" if frozen else "THAWED", None)
-                             if version == 1 else ("cgroup.freeze", "1" if frozen else "0", None))
-        target = os.path.join(path, name)
-        if not os.path.exists(target):
-            continue
+        try:
+            was = freeze_group(version, path, frozen)
+        except ContainerError as exc:
+            raise exc.within(f"{verb} {entry.name}") from None
+        if was is not None:
+            entry.update(status=PAUSED if frozen else RUNNING)
+            return
+    raise ContainerError(f"{'pause' if frozen else 'resume'} {entry.name}",
+                         "it has no freezer cgroup (containers of run have none)")
+
+
+def freeze_group(version, path, frozen):
+    """Freeze or thaw one group and wait until the kernel says it is done.
+    Returns whether it was frozen before, or None where it has no freezer."""
+    import time
+    name, value = (("freezer.state", "FROZEN" if frozen else "THAWED") if version == 1
+                   else ("cgroup.freeze", "1" if frozen else "0"))
+    target = os.path.join(path, name)
+    try:
+        with open(target) as f:
+            before = f.read().strip() in ("FROZEN", "1")
+    except OSError:
+        return None
+    try:
         with open(target, "w") as f:
             f.write(value)
         for _ in range(500):
-            with open(target) as f:
-                done = f.read().strip() == value
-            if done or version == 2:
-                entry.update(status=PAUSED if frozen else RUNNING)
-                return
+            if version == 1:
+                with open(target) as f:
+                    done = f.read().strip() == value
+            else:  # cgroup.freeze says what was asked; cgroup.events says when it is so
+                with open(os.path.join(path, "cgroup.events")) as f:
+                    done = f"frozen {value}" in f.read().splitlines()
+            if done:
+                return before
             time.sleep(0.002)
-        raise ContainerError(f"{'pause' if frozen else 'resume'} {entry.name}",
-                             "the freezer did not settle")
-    raise ContainerError(f"{'pause' if frozen else 'resume'} {entry.name}",
-                         "it has no freezer cgroup (containers of run have none)")
+    except OSError as exc:
+        raise ContainerError.from_os(f"write {value} to {target}", exc) from None
+    raise ContainerError(f"{'freeze' if frozen else 'thaw'} cgroup {path}",
+                         "the freezer did not settle")
 
 
 @cli.command()
