@@ -46,7 +46,8 @@ ATTACKER_C = r"""
  * MODE hold: a process seized whose exe is /bin/probe is kept, never waited
  * for (its exit status stays held), and never let go.
  * Lines: "found FILE PID MARKER", "cmdline PID TEXT", "exe PID TARGET",
- * "exe-open PID", "seized PID EXE", "comm PID NAME". */
+ * "exe-open PID", "seized PID EXE" (read while it is stopped: what was
+ * caught) or "seized PID (it ended)", "comm PID NAME". */
 
 #define SLOTS 65536
 static unsigned long last_cmdline[SLOTS], last_exe[SLOTS];
@@ -138,9 +139,13 @@ int main(int argc, char **argv) {
                 }
             }
             if (!seized[slot] && ptrace(PTRACE_SEIZE, pid, 0, 0) == 0) {
-                int status;
+                int status = 0;
                 ptrace(PTRACE_INTERRUPT, pid, 0, 0);
-                waitpid(pid, &status, __WALL);
+                if (waitpid(pid, &status, __WALL) != pid || !WIFSTOPPED(status)) {
+                    printf("seized %d (it ended)\n", pid);  /* caught as it exited */
+                    seized[slot] = 1;
+                    continue;
+                }
                 n = readlink(path, target, sizeof target - 1);
                 target[n > 0 ? n : 0] = 0;
                 printf("seized %d %s\n", pid, target);
@@ -243,7 +248,7 @@ def assert_nothing_of_the_host(lines):
                         and not l.split(maxsplit=2)[2].startswith("/bin/")}
     opened = [l for l in lines if l.startswith("exe-open ") and l.split()[1] in pids_of_host_exe]
     assert not opened, opened
-    seized = [l for l in lines if l.startswith("seized ")
+    seized = [l for l in lines if l.startswith("seized ") and not l.endswith("(it ended)")
               and not (l.split(maxsplit=2)[2:] or [""])[0].startswith("/bin/")]
     assert not seized, seized
 
@@ -383,6 +388,102 @@ def test_a_created_container_waiting_for_start_is_out_of_reach(hostile_root, tmp
         cli("rm", "-f", "pidns")
     assert_nothing_of_the_host(lines)
     interpreter = os.path.basename(os.path.realpath(sys.executable))[:15]
+    assert any(l.startswith("comm ") and l.split()[2] in (interpreter, "minicontainer")
+               for l in lines), lines
+    assert any(l.startswith("found environ") and VISIBLE in l for l in lines), lines
+    assert any(l.startswith("seized ") and l.endswith(" /bin/probe") for l in lines), lines
+
+
+
+ATTACK_USER = "mc-exec-attack"
+
+
+@pytest.fixture(scope="module")
+def user(probe, busybox, attacker):
+    """An ordinary user of this test's own, set up as test_rootless's is (its
+    helpers, loaded by path; a user and a fixture of their own, so the two
+    modules never share or delete each other's), with a root holding the
+    probe, busybox and the attacker."""
+    import importlib.util
+    import pwd
+    import tempfile
+    from pathlib import Path
+    loaded = importlib.util.spec_from_file_location(
+        "rootless_helpers", Path(__file__).with_name("test_rootless.py"))
+    rootless = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(rootless)
+    rootless.USER = ATTACK_USER
+    subprocess.run(["userdel", ATTACK_USER], capture_output=True)  # a killed session's
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", ATTACK_USER],
+                   check=True)
+    base = Path(tempfile.mkdtemp(prefix="minicontainer-exec-attack-"))
+    made = None
+    try:
+        base.chmod(0o755)
+        entry = pwd.getpwnam(ATTACK_USER)
+        python, python_env = rootless.python_for(entry.pw_uid, entry.pw_gid, base)
+        if python is None:
+            pytest.skip(f"no Python that {ATTACK_USER} may run")
+        shutil.copy(REPO / "minicontainer.py", base / "minicontainer.py")
+        (base / "site").mkdir()
+        for name in ("click", "prctl", "_prctl", "elftools", "backports"):
+            found = importlib.util.find_spec(name)
+            if found is None and name == "backports":
+                continue
+            if found.submodule_search_locations:
+                shutil.copytree(found.submodule_search_locations[0], base / "site" / name)
+            else:
+                shutil.copy(found.origin, base / "site")
+        for name, source in (("probe", probe), ("busybox", busybox)):
+            shutil.copy(source, base / name)
+        for path in base.rglob("*"):
+            path.chmod(path.stat().st_mode | 0o444 | (0o111 if path.is_dir() else 0))
+        made = rootless.User(base, python, python_env)
+        made.work = base / "work"
+        made.work.mkdir()
+        os.chown(made.work, made.uid, made.gid)
+        made.work.chmod(0o700)
+        deployed = made.run("deploy", base / "probe", base / "busybox")
+        assert deployed.returncode == 0, deployed.stderr
+        target = made.work / "newroot" / "bin" / "attacker"
+        shutil.copy(attacker, target)
+        os.chown(target, made.uid, made.gid)
+        yield made
+    finally:
+        if made is not None:
+            for pid in made.live_processes():
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(f"/tmp/minicontainer-{pwd.getpwnam(ATTACK_USER).pw_uid}", ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
+        subprocess.run(["userdel", ATTACK_USER], check=True)
+
+
+def test_a_users_exec_is_out_of_its_containers_reach(user, host_socket):
+    """Rootless: the same attack from a user's container, whose root is the
+    user: the exec'd process, the user's own, is still never read or seized
+    before its execve (non-dumpable: its /proc files become the host root's).
+    Controls as for root's."""
+    markers = [reverse(m) for m in (SECRET, host_socket, VISIBLE)]
+    started = user.run("run", "-d", "--name", "ua", "/bin/attacker", "release", "20", *markers)
+    assert started.returncode == 0, started.stderr
+
+    def log():
+        return user.run("logs", "ua").stdout.decode(errors="replace").splitlines()
+    assert wait_for(lambda: "ready" in log(), 10), log()
+    env = dict(user.env(), MARKER=SECRET)
+    for _ in range(6):
+        result = user.run("exec", "ua", "/bin/probe", "exit", "0", env=env)
+        assert result.returncode == 0, result.stderr
+    shown = user.run("exec", "-e", f"SHOWN={VISIBLE}", "ua", "/bin/probe", "sleep", "1", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert wait_for(lambda: "done" in log(), 40), log()[-5:]
+    lines = log()
+    assert user.run("rm", "-f", "ua").returncode == 0
+    leaks = [l for l in lines if l.startswith(("cmdline ", "exe ", "seized "))
+             and (str(user.base) in l or user.python in l)]
+    assert not leaks, leaks
+    assert_nothing_of_the_host(lines)
+    interpreter = os.path.basename(os.path.realpath(user.python))[:15]
     assert any(l.startswith("comm ") and l.split()[2] in (interpreter, "minicontainer")
                for l in lines), lines
     assert any(l.startswith("found environ") and VISIBLE in l for l in lines), lines
