@@ -5868,19 +5868,25 @@ def clean_up_orphaned(handles, host_ns, code):
         record_end(handles.entry, code, "its monitor was killed")
 
 
-def read_reports(fd, on_pid=None, until=None, on_userns=None):
+def read_reports(fd, on_pid=None, until=None, on_userns=None, on_quiet=None):
     """Read the report socket to its end: (PID 1's host pid, or None; error, or None).
 
     on_pid(pid) runs as soon as the pid arrives, while PID 1 is still being
     set up (it configures --network bridge); an error it raises is reported
     like a set-up error, and takes precedence over PID 1's own. With until,
-    reading stops at that word (a created container's "ready").
+    reading stops at that word (a created container's "ready"). on_quiet(pid)
+    runs whenever the socket has been quiet for HELD_POLL seconds (exec: a
+    process the container stopped before its execve must not hold it).
     """
     import _socket
+    import select
     sock = _socket.socket(fileno=fd)
     pid = error = own_error = None
     try:
         while True:
+            if on_quiet is not None and not select.select([sock], [], [], HELD_POLL)[0]:
+                on_quiet(pid)
+                continue
             data, ancillary, _, _ = sock.recvmsg(4096, 64)
             if not data:
                 break
@@ -6026,7 +6032,24 @@ def supervise(spec, holder, report_fd, status_fd, tty_sock, on_pid=None, on_star
     even if a tracer in the container holds its exit status (see held_status).
     """
     import time
-    pid1, error = read_reports(report_fd, on_pid, on_userns=on_userns)
+
+    def told_to_end_early(pid):
+        """exec, before its process runs: the container can stop it (SIGSTOP)
+        and so hold this wait. A terminating signal ends it and its way in."""
+        if not signal.sigpending() & TERMINATING_SIGNALS:
+            return
+        if pid is not None:
+            try:
+                process = os.pidfd_open(pid)
+            except OSError:  # gone already
+                process = None
+            if process is not None:
+                send(process, signal.SIGKILL)
+                os.close(process)
+        os.kill(holder, signal.SIGKILL)
+
+    pid1, error = read_reports(report_fd, on_pid, on_userns=on_userns,
+                               on_quiet=told_to_end_early if forward_all else None)
     if forward_all and pid1 is None:  # exec: the process itself, whose pid the fork gave
         pid1 = holder
     if on_started is not None:

@@ -45,6 +45,7 @@ ATTACKER_C = r"""
  * MODE release: a process seized is stopped, its exe read, then let go.
  * MODE hold: a process seized whose exe is /bin/probe is kept, never waited
  * for (its exit status stays held), and never let go.
+ * MODE stop: every new process but PID 1 gets SIGSTOP, and nothing more.
  * Lines: "found FILE PID MARKER", "cmdline PID TEXT", "exe PID TARGET",
  * "exe-open PID", "seized PID EXE" (read while it is stopped: what was
  * caught) or "seized PID (it ended)", "comm PID NAME". */
@@ -80,7 +81,7 @@ static int contains(const char *buf, size_t n, const char *needle) {
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
     if (argc < 3) return 2;
-    int hold = !strcmp(argv[1], "hold");
+    int hold = !strcmp(argv[1], "hold"), stop = !strcmp(argv[1], "stop");
     /* The markers come reversed, so that they show in no command line. */
     for (int m = 3; m < argc; m++) {
         size_t k = strlen(argv[m]);
@@ -110,7 +111,12 @@ int main(int argc, char **argv) {
             if (!comm_said[slot] && (n = slurp(path, buf, sizeof buf)) > 0) {
                 comm_said[slot] = 1;
                 printf("comm %d %s", pid, buf);
+                if (stop && pid != 1) {
+                    kill(pid, SIGSTOP);
+                    printf("stopped %d\n", pid);
+                }
             }
+            if (stop) continue;
             const char *files[] = {"environ", "cmdline", "mountinfo", "net/unix"};
             for (int f = 0; f < 4; f++) {
                 snprintf(path, sizeof path, "/proc/%d/%s", pid, files[f]);
@@ -332,6 +338,38 @@ def test_a_tracer_that_holds_exec_s_process_stopped_does_not_hang_exec(hostile_r
         proc.stdout.close()
         proc.stderr.close()
         cli("rm", "-f", "stopper")
+
+
+def test_a_process_the_container_stops_before_its_execve_does_not_hang_exec(hostile_root):
+    """The container's root may signal exec's process as soon as it sees it:
+    the attacker SIGSTOPs every new process, so exec's never runs its command.
+    A SIGTERM to exec still ends it within a few seconds, and its process
+    with it (today exec waited for the process's word, deaf to signals, for
+    ever). Control: the process was stopped before its execve."""
+    start_attacker(hostile_root, "freezer", "stop", 30, [])
+    proc = subprocess.Popen([*CLI, "exec", "freezer", "/bin/probe", "sleep", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: any(l.startswith("stopped ") for l in logged("freezer")), 10), \
+            logged("freezer")
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        began = time.monotonic()
+        code = proc.wait(timeout=30)
+        assert time.monotonic() - began < 5
+        assert code == 128 + signal.SIGKILL
+        assert proc.stdout.read() == b""  # the command never ran
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+        lines = logged("freezer")
+        cli("rm", "-f", "freezer")
+    stopped = {l.split()[1] for l in lines if l.startswith("stopped ")}
+    interpreter = os.path.basename(os.path.realpath(sys.executable))[:15]
+    assert any(l.split()[1] in stopped and l.split()[2] in (interpreter, "minicontainer")
+               for l in lines if l.startswith("comm ")), lines
 
 
 def test_the_init_is_out_of_the_containers_reach(hostile_root):
