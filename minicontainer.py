@@ -6075,11 +6075,11 @@ def supervise(spec, holder, report_fd, status_fd, tty_sock, on_pid=None, on_star
                 wait = HELD_POLL if wait is None else min(wait, HELD_POLL)
             info = signal.sigtimedwait(SUPERVISOR_SIGNALS, wait) \
                 if wait is not None else signal.sigwaitinfo(SUPERVISOR_SIGNALS)
-            if info is None and deadline is not None and time.monotonic() >= deadline:
-                send(pidfd, signal.SIGKILL)  # --stop-timeout ran out
-                deadline = None
-            elif info is None:
+            if info is None and told_to_end and (deadline is None or time.monotonic() < deadline):
                 code = held_status(pid1, pidfd, holder)
+            elif info is None:  # --stop-timeout ran out
+                send(pidfd, signal.SIGKILL)
+                deadline = None
             elif info.si_signo == HOLDER_DONE:
                 code = os.read(status_fd, 1)[0]
             elif info.si_signo == signal.SIGWINCH and terminal is not None:
@@ -6312,8 +6312,8 @@ def exec_container(entry, spec, detached=False, keep_stdio=False, pid_file=None,
     """Run one more process in a running container (exec): its exit code, or 0
     as soon as it runs with -d. Parent side, on the host: like the supervisor
     of a run, with the way in (exec_way_in) in the holder's place; the
-    process is no PID 1, so signals are passed on as they are. For an engine (keep_stdio), a
-    detached process keeps this stdio and becomes its reaper's."""
+    process is no PID 1, so signals are passed on as they are. For an engine
+    (keep_stdio), a detached process keeps this stdio and becomes its reaper's."""
     signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
     gc.disable()
     gc.freeze()
