@@ -340,6 +340,46 @@ def test_a_tracer_that_holds_exec_s_process_stopped_does_not_hang_exec(hostile_r
         cli("rm", "-f", "stopper")
 
 
+def child_of(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return int(f.read().split()[0])
+    except (OSError, IndexError):
+        return None
+
+
+def ended(pid):
+    """Gone, or a zombie: it runs no more."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except OSError:
+        return True
+
+
+def test_sigkill_of_exec_ends_a_process_a_tracer_holds(hostile_root):
+    """SIGKILL to exec (which no one can hold) takes its process with it,
+    though a tracer holds that process. Control: it runs until then."""
+    start_attacker(hostile_root, "killed", "hold", 30, [])
+    proc = subprocess.Popen([*CLI, "exec", "killed", "/bin/probe", "sleep", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"ready\n", proc.stderr.read()
+        assert wait_for(lambda: any(l.startswith("seized ") and l.endswith(" /bin/probe")
+                                    for l in logged("killed")), 10), logged("killed")
+        process = wait_for(lambda: (way_in := child_of(proc.pid)) and child_of(way_in), 5)
+        assert process and not ended(process)
+        proc.kill()
+        assert proc.wait(timeout=5) == -signal.SIGKILL
+        assert wait_for(lambda: ended(process), 5)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+        cli("rm", "-f", "killed")
+
+
 def test_a_process_the_container_stops_before_its_execve_does_not_hang_exec(hostile_root):
     """The container's root may signal exec's process as soon as it sees it:
     the attacker SIGSTOPs every new process, so exec's never runs its command.
