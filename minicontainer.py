@@ -280,6 +280,10 @@ HOLDER_RELEASE = signal.SIGRTMIN + 3
 MONITOR_STOP = signal.SIGRTMIN + 2
 # What the supervisor blocks and waits for: the same set, or a signal is lost.
 SUPERVISOR_SIGNALS = SUPERVISED_SIGNALS + (HOLDER_DONE, MONITOR_STOP)
+# exec, once told to end: how often it looks whether its process has ended
+# though unreaped (a tracer holds it), and how long its way in may take to
+# reap it before exec takes the status from /proc (seconds).
+HELD_POLL, HELD_GRACE = 0.1, 0.5
 
 
 # ---------------------------------------------------------------------------
@@ -5536,6 +5540,40 @@ def new_session():
     os.setsid()
 
 
+def hide_process(title):
+    """Nothing of this process (a copy of minicontainer, the host's Python) for
+    the container to read: called before the container can see it.
+
+    Non-dumpable, as runc's init is (CVE-2016-9962): without CAP_SYS_PTRACE
+    over the host, no one may ptrace it or read its environ, memory, fds or
+    exe (the host's interpreter: CVE-2019-5736) until its execve, which makes
+    the container's program dumpable again. /proc/PID/cmdline has no such
+    guard, so the blocks the kernel shows there and as environ (the host's
+    paths, the caller's arguments and variables) are overwritten in place
+    with `title` and zeros, and os.environ is emptied (the command gets the
+    container's environment, built from the spec). Its comm becomes
+    "minicontainer" rather than the interpreter's name.
+    Precondition: any write to /proc/self (oom_score_adj) is done: a
+    non-dumpable process's /proc files belong to the host's root.
+    """
+    import ctypes
+    import prctl
+    fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fields = os.read(fd, 4096).rsplit(b")", 1)[1].split()
+    finally:
+        os.close(fd)
+    # stat(5)'s fields 48 to 51: where argv's and the environment's strings lie.
+    arg_start, arg_end, env_start, env_end = (int(f) for f in fields[45:49])
+    title = title.encode()[:max(0, arg_end - arg_start - 1)]
+    ctypes.memset(arg_start, 0, arg_end - arg_start)
+    ctypes.memmove(arg_start, title, len(title))
+    ctypes.memset(env_start, 0, env_end - env_start)
+    os.environ.clear()
+    prctl.set_name("minicontainer")
+    prctl.set_dumpable(False)
+
+
 def become_root_inside(spec):
     """In a user namespace: uid and gid 0 there (mapped to the host's ids the
     maps gave), with no supplementary groups where setgroups is allowed."""
@@ -6568,6 +6606,7 @@ def container_main(spec, holder_pid, handles):
     wait_for_go(spec, handles)
     enter_cgroups(spec, handles.groups)
     set_oom_score(spec)
+    hide_process("minicontainer init")
     close_inherited_fds(spec, handles)
     own_mount_namespace()
     join_keyring(spec)
@@ -6595,21 +6634,35 @@ def container_main(spec, holder_pid, handles):
     start_command(spec, env, handles)
 
 
-def exec_as_user(spec, handles, pidfd, supervisor_pid, detached):
-    """A user's way into its container's PID namespace: only a process with
-    CAP_SYS_ADMIN in its own user namespace may join another's PID namespace,
-    so this one joins the container's user namespace first (a user may: it
-    owns it), then its PID namespace, and forks the process, which takes
-    exec_main's steps. It tells the supervisor that process's pid (to pass
-    signals to it), then passes its status on as its own; with -d it goes."""
+def exec_way_in(spec, handles, pidfd, supervisor_pid, detached, rootless):
+    """`exec`'s way into the container: a child of the supervisor in the host's
+    PID namespace, which the container never sees. Hidden first (non-dumpable,
+    the host's command line and environment wiped: hide_process), it joins
+    the container's namespaces through PID 1's pidfd, all but its cgroup
+    namespace (a user's: the user namespace first, which it owns, and which
+    gives it the right to join the rest), and forks the process into the
+    container's PID namespace. So that process is born inside everything,
+    already out of the container's reach (runc's init joins the same way):
+    the container never sees a process of the host's, in the host's mount or
+    network namespace, that it could read or trace before its execve. This
+    one tells the supervisor that process's pid (to pass signals to it),
+    then passes its status on as its own; with -d it goes."""
     if not detached:
         die_with_parent(supervisor_pid)
-    setns(pidfd, CLONE_NEWUSER)
-    setns(pidfd, CLONE_NEWPID)
-    me = os.getpid()
+    hide_process("minicontainer exec")
+    handles.seccomp = prepare_seccomp(spec)
+    # Our own pidfd: the process's parent-death check (its /proc shows no parent).
+    way_in = os.pidfd_open(os.getpid())
+    if not rootless:
+        raise_rlimit_ceilings(spec)  # while it has the host's privilege
+    forbid_imports()
+    apart = enter_namespaces(spec, pidfd, in_user_namespace=rootless)
     process = os.fork()
     if process == 0:
-        in_child(handles.report_fd, exec_main, spec, handles, pidfd, me, detached, True)
+        # The exec'd process: the container's PID namespace and (but its cgroup
+        # namespace) all its others, root there; ends in exec.
+        in_child(handles.report_fd, exec_main, spec, handles, pidfd, way_in, detached,
+                 apart & CLONE_NEWCGROUP)
     report(handles.report_fd, f"pid {process}")
     os.close(handles.report_fd)
     if handles.tty_sock is not None:
@@ -6619,21 +6672,19 @@ def exec_as_user(spec, handles, pidfd, supervisor_pid, detached):
     return exit_code(os.waitpid(process, 0)[1])
 
 
-def exec_main(spec, handles, pidfd, supervisor_pid, detached, in_user_namespace=False):
-    """A process joining a running container (exec): forked into its PID
-    namespace by the supervisor; it joins the container's cgroups, then its
-    other namespaces through PID 1's pidfd (never through a path), and from
-    there takes the same steps as PID 1's command. Nothing of the host's
-    (descriptors, working directory, environment) reaches the command."""
+def exec_main(spec, handles, pidfd, way_in, detached, cgroup_apart):
+    """A process joining a running container (exec), forked into it by
+    exec_way_in: it joins the container's cgroups and then its cgroup
+    namespace (the way in could not have: from inside it, the groups of the
+    host it came from are out of sight), and from there takes the same steps
+    as PID 1's command. Nothing of the host's (descriptors, working
+    directory, environment) reaches the command."""
     if not detached:
-        die_with_parent(supervisor_pid)
-    if not in_user_namespace:
-        raise_rlimit_ceilings(spec)  # while it has the host's privilege
+        die_with_way_in(way_in)
     new_session()
     join_cgroups(handles.groups, os.getpid())
-    handles.seccomp = prepare_seccomp(spec)
-    forbid_imports()
-    enter_namespaces(spec, pidfd, in_user_namespace)
+    if cgroup_apart:
+        setns(pidfd, CLONE_NEWCGROUP)
     become_root_inside(spec)
     close_inherited_fds(spec, handles)
     handles.root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -6642,18 +6693,33 @@ def exec_main(spec, handles, pidfd, supervisor_pid, detached, in_user_namespace=
     start_command(spec, container_env(spec), handles)
 
 
+def die_with_way_in(way_in):
+    """SIGKILL when the way in ends (it ends when the supervisor does); exit now
+    if it already has. Its pidfd says so: inside the container's PID
+    namespace, a parent outside it shows as pid 0."""
+    import prctl
+    import select
+    prctl.set_pdeathsig(signal.SIGKILL)
+    if select.select([way_in], [], [], 0)[0]:
+        os._exit(EXIT_OWN_FAILURE)
+
+
 def enter_namespaces(spec, pidfd, in_user_namespace=False):
     """Join every namespace of the container's PID 1 that is not this
     process's own (the host's), whether the container made it or joined it
     by path (a pod's network, IPC and UTS namespaces), at once through PID
-    1's pidfd (Linux 5.8): its user namespace first, so the process is the
-    container's root there and nothing more, then the rest. The mount
-    namespace's join sets the root and the working directory to the
-    container's. The PID namespace was entered before the fork."""
-    flags = namespaces_apart(pidfd, spec)
-    if in_user_namespace:  # joined already (exec_as_user): a second join is EINVAL
+    1's pidfd (Linux 5.8), but its cgroup namespace (see exec_main): its user
+    namespace first, so the process is the container's root there and
+    nothing more, then the rest; its PID namespace holds the children forked
+    from here on. The mount namespace's join sets the root and the working
+    directory to the container's. Returns the namespaces PID 1 is apart in."""
+    apart = namespaces_apart(pidfd, spec)
+    flags = CLONE_NEWPID | apart & ~CLONE_NEWCGROUP
+    if in_user_namespace:  # a user's: the user namespace first, alone (its right to join the rest)
+        setns(pidfd, CLONE_NEWUSER)
         flags &= ~CLONE_NEWUSER
     setns(pidfd, flags)
+    return apart
 
 
 # The namespaces exec enters, by their names in /proc/PID/ns.
@@ -6775,6 +6841,12 @@ def holder_main(spec, handles, supervisor_pid, status_fd):
             join_namespace(path, flag)
     unshare(spec.namespaces & ~(CLONE_NEWCGROUP | CLONE_NEWUSER))
     make_mounts_private()
+    if CLONE_NEWPID in spec.ns_paths:
+        # PID 1 is born in sight of the processes already in the namespace it
+        # joins: hidden from its first moment. Alone in a new one, it hides
+        # itself, after the steps that need it open to its supervisor (a
+        # user's slirp4netns joins it) and its /proc its own (oom_score_adj).
+        hide_process("minicontainer init")
     holder_pid = os.getpid()
     pid = os.fork()
     if pid == 0:
@@ -6950,20 +7022,26 @@ def clean_up_orphaned(handles, host_ns, code):
         record_end(handles.entry, code, "its monitor was killed")
 
 
-def read_reports(fd, on_pid=None, until=None, on_userns=None):
+def read_reports(fd, on_pid=None, until=None, on_userns=None, on_quiet=None):
     """Read the report socket to its end: (PID 1's host pid, or None; error, or None).
 
     on_pid(pid) runs as soon as the pid arrives, while PID 1 is still being
     set up (it configures --network bridge); an error it raises is reported
     like a set-up error, and takes precedence over PID 1's own. With until,
-    reading stops at that word (a created container's "ready").
+    reading stops at that word (a created container's "ready"). on_quiet(pid)
+    runs whenever the socket has been quiet for HELD_POLL seconds (exec: a
+    process the container stopped before its execve must not hold it).
     """
     import _socket
+    import select
     sock = _socket.socket(fileno=fd)
     pid = error = own_error = None
     reached = until is None
     try:
         while True:
+            if on_quiet is not None and not select.select([sock], [], [], HELD_POLL)[0]:
+                on_quiet(pid)
+                continue
             data, ancillary, _, _ = sock.recvmsg(4096, 64)
             if not data:
                 break
@@ -7110,11 +7188,30 @@ def supervise(spec, holder, report_fd, status_fd, tty_sock, on_pid=None, on_star
     a stop signal (SIGTERM, SIGINT, SIGHUP, SIGQUIT), a command still running
     when --stop-timeout runs out gets SIGKILL, as `docker stop` does; after
     `minicontainer stop`'s word, the timeout is the stop command's.
-    on_started(pid1, error) hears once whether the command runs. `holder` is
-    the exec'd process itself for `exec` (forward_all: not a PID 1).
+    on_started(pid1, error) hears once whether the command runs. For `exec`
+    (forward_all: its process is not a PID 1), `holder` is its way in, and
+    pid1 the process; once told to end, exec ends when that process has,
+    even if a tracer in the container holds its exit status (see held_status).
     """
     import time
-    pid1, error = read_reports(report_fd, on_pid, on_userns=on_userns)
+
+    def told_to_end_early(pid):
+        """exec, before its process runs: the container can stop it (SIGSTOP)
+        and so hold this wait. A terminating signal ends it and its way in."""
+        if not signal.sigpending() & TERMINATING_SIGNALS:
+            return
+        if pid is not None:
+            try:
+                process = os.pidfd_open(pid)
+            except OSError:  # gone already
+                process = None
+            if process is not None:
+                send(process, signal.SIGKILL)
+                os.close(process)
+        os.kill(holder, signal.SIGKILL)
+
+    pid1, error = read_reports(report_fd, on_pid, on_userns=on_userns,
+                               on_quiet=told_to_end_early if forward_all else None)
     if forward_all and pid1 is None:  # exec: the process itself, whose pid the fork gave
         pid1 = holder
     if on_started is not None:
@@ -7126,6 +7223,7 @@ def supervise(spec, holder, report_fd, status_fd, tty_sock, on_pid=None, on_star
         if master is not None:
             terminal = detach.terminal(master) if detach is not None else Terminal(master)
     applied = code = deadline = None
+    told_to_end = False  # exec: a terminating signal came, so look for a held status
     try:
         while code is None:
             done, status = os.waitpid(holder, os.WNOHANG)
@@ -7135,9 +7233,13 @@ def supervise(spec, holder, report_fd, status_fd, tty_sock, on_pid=None, on_star
                 code = exit_code(status)
                 break
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if told_to_end:
+                wait = HELD_POLL if wait is None else min(wait, HELD_POLL)
             info = signal.sigtimedwait(SUPERVISOR_SIGNALS, wait) \
                 if wait is not None else signal.sigwaitinfo(SUPERVISOR_SIGNALS)
-            if info is None:  # --stop-timeout ran out
+            if info is None and told_to_end and (deadline is None or time.monotonic() < deadline):
+                code = held_status(pid1, pidfd, holder)
+            elif info is None:  # --stop-timeout ran out
                 send(pidfd, signal.SIGKILL)
                 deadline = None
             elif info.si_signo == HOLDER_DONE:
@@ -7150,6 +7252,7 @@ def supervise(spec, holder, report_fd, status_fd, tty_sock, on_pid=None, on_star
                 applied = forward(info.si_signo, pid1, pidfd, spec.init or forward_all) or applied
                 if info.si_signo in STOP_SIGNALS and deadline is None:
                     deadline = time.monotonic() + spec.stop_timeout
+                told_to_end = forward_all and (told_to_end or info.si_signo in TERMINATING_SIGNALS)
     finally:
         if pidfd is not None:
             os.close(pidfd)
@@ -7160,6 +7263,35 @@ def supervise(spec, holder, report_fd, status_fd, tty_sock, on_pid=None, on_star
     if applied is not None and code == 128 + signal.SIGKILL:
         return 128 + applied
     return code
+
+
+def held_status(pid, pidfd, way_in):
+    """exec's process has ended but its way in has not reaped it: a tracer in
+    the container holds its exit status (a ptraced zombie is reaped by its
+    parent only once the tracer has waited for it or let it go), and would
+    hold exec for ever. Its status, from the zombie's /proc stat (field 52,
+    shown to whoever may trace it: us), or None while it still runs. The way
+    in, stuck on it, is killed; the zombie goes to the host's reaper. (It can
+    hold it only after the execve: before, the process is non-dumpable.)"""
+    import select
+    import time
+    if pidfd is None or not select.select([pidfd], [], [], 0)[0]:
+        return None
+    deadline = time.monotonic() + HELD_GRACE  # the way in reaps it in a moment, if it can
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(way_in, os.WNOHANG)
+        if done:  # reaped after all: the way in's status is the process's
+            return exit_code(status)
+        time.sleep(0.02)
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        status = int(fields[49]) if fields[0] == b"Z" else None
+    except (OSError, IndexError, ValueError):
+        status = None
+    os.kill(way_in, signal.SIGKILL)
+    os.waitpid(way_in, 0)
+    return exit_code(status) if status is not None else 128 + signal.SIGKILL
 
 
 class Terminal:
@@ -7341,9 +7473,9 @@ def exec_container(entry, spec, detached=False, keep_stdio=False, pid_file=None,
                    console_socket=None):
     """Run one more process in a running container (exec): its exit code, or 0
     as soon as it runs with -d. Parent side, on the host: like the supervisor
-    of a run, with the process itself in the holder's place (it is no PID 1,
-    so signals are passed on as they are). For an engine (keep_stdio), a
-    detached process keeps this stdio and becomes its reaper's."""
+    of a run, with the way in (exec_way_in) in the holder's place; the
+    process is no PID 1, so signals are passed on as they are. For an engine
+    (keep_stdio), a detached process keeps this stdio and becomes its reaper's."""
     signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
     gc.disable()
     gc.freeze()
@@ -7365,14 +7497,11 @@ def exec_container(entry, spec, detached=False, keep_stdio=False, pid_file=None,
             import socket
             tty_ours, tty_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         rootless = os.geteuid() != 0
-        if not rootless:
-            own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-            setns(pidfd, CLONE_NEWPID)  # this process's children are born in the container's
         supervisor_pid = os.getpid()
         child = fork()
         if child == 0:
-            # The exec'd process: the container's PID namespace, soon all its namespaces
-            # (a user's: the way in to it, see exec_as_user).
+            # The way in (exec_way_in): host PID namespace, out of the container's
+            # sight; root, or a user. It forks the exec'd process inside.
             os.close(read_fd)
             if tty_ours is not None:
                 tty_ours.close()
@@ -7381,27 +7510,27 @@ def exec_container(entry, spec, detached=False, keep_stdio=False, pid_file=None,
                 for fd in (0, 1, 2):
                     os.dup2(null, fd)
                 os.close(null)
-            in_child(write_fd, exec_as_user if rootless else exec_main, spec,
-                     Handles(write_fd, groups, tty_theirs), pidfd, supervisor_pid, detached)
-        if not rootless:
-            # Back to our own: a thread (the terminal's relay) cannot be made while
-            # children would be born in another PID namespace.
-            setns(own_pid_ns, CLONE_NEWPID)
-            os.close(own_pid_ns)
+            in_child(write_fd, exec_way_in, spec, Handles(write_fd, groups, tty_theirs), pidfd,
+                     supervisor_pid, detached, rootless)
         os.close(write_fd)
         if tty_theirs is not None:
             tty_theirs.close()
-        if pid_file:
-            write_pid_file(pid_file, child)
         if detached:  # it runs on its own: its reaper's once we are gone
-            _, error = read_reports(read_fd)
+            process, error = read_reports(read_fd)
+            os.waitpid(child, 0)  # the way in, gone once the process runs
             if error is not None:
                 raise error
-            if rootless:
-                os.waitpid(child, 0)  # the way in, gone once the process runs
+            if pid_file:
+                write_pid_file(pid_file, process)
             return 0
+
+        def started(process, error):
+            if pid_file and error is None:
+                write_pid_file(pid_file, process)
+
         try:
-            return supervise(spec, child, read_fd, None, tty_ours, forward_all=True)
+            return supervise(spec, child, read_fd, None, tty_ours, on_started=started,
+                             forward_all=True)
         finally:
             if tty_ours is not None:
                 tty_ours.close()
@@ -7430,7 +7559,7 @@ def preload(spec):
     """Import now what the set-up steps import as they go, and load libseccomp:
     a process that joins a container's mount namespace may load no module
     there (forbid_imports)."""
-    for name in ("prctl", "resource", "_socket") + (("socket",) if spec.tty else ()):
+    for name in ("prctl", "resource", "_socket", "select") + (("socket",) if spec.tty else ()):
         __import__(name)
     if spec.seccomp is not None:
         libseccomp()

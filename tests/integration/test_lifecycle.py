@@ -134,14 +134,15 @@ def host_facts(pid):
 
 
 def exec_child(exec_proc):
-    """The host pid of the process an exec started (the exec CLI's child)."""
-    def child():
+    """The host pid of the process an exec started: the child of exec's way
+    in, which is the exec CLI's child, in the host's PID namespace."""
+    def child_of(pid):
         try:
-            with open(f"/proc/{exec_proc.pid}/task/{exec_proc.pid}/children") as f:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
                 return int(f.read().split()[0])
         except (OSError, IndexError):
             return None
-    return wait_for(child, 5)
+    return wait_for(lambda: (way_in := child_of(exec_proc.pid)) and child_of(way_in), 5)
 
 
 def test_an_exec_d_process_is_a_twin_of_pid_1(root):
