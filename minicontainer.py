@@ -2823,7 +2823,8 @@ def join_cgroups(groups, pid):
 # masquerade rule; the holder does it if the supervisor is SIGKILLed (it
 # keeps the host's root and /proc: see own_mount_namespace), and every run
 # sweeps entries whose owners are gone, judged by pid and start time in the
-# host's /proc.
+# host's /proc. An address's owner is the process that lives as long as its
+# container: the supervisor, or with run -d the monitor, never `run -d`.
 # ---------------------------------------------------------------------------
 
 BRIDGE = "mc0"
@@ -2890,7 +2891,7 @@ class Network:
         self.address = None
         self.listeners = []
         self.veth = None
-        self.owner = (os.getpid(), process_start(os.getpid()))
+        self.owner = None  # (pid, start time) of the process that holds the address: see allocate
         self.state_dir = self.forward_fd = None
 
     # -- shared state, under an exclusive lock -------------------------------
@@ -2918,8 +2919,9 @@ class Network:
         except (OSError, ValueError):
             state = {}
         state.setdefault("containers", {})
+        mine = list(self.owner) if self.owner else None
         live = {ip: owner for ip, owner in state["containers"].items()
-                if alive(owner) or owner == list(self.owner)}
+                if alive(owner) or owner == mine}
         state["containers"] = live  # the sweep: owners that are gone lose their address
         return state
 
@@ -2936,7 +2938,14 @@ class Network:
 
     def allocate(self):
         """Take the lowest free address, make sure the bridge is there (and the
-        masquerade rule, for --outbound), and bind the published ports."""
+        masquerade rule, for --outbound), and bind the published ports.
+
+        All of it belongs to the process that calls this: the one that runs
+        the container and lives as long as it (the supervisor, or run -d's
+        monitor), never the one that read the options. A `run -d` ends at
+        once; an address it owned would be swept as soon as it did, and
+        given to the next container while this one still serves on it."""
+        self.owner = (os.getpid(), process_start(os.getpid()))
         fd = self.locked()
         try:
             state = self.load()
