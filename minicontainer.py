@@ -3017,7 +3017,7 @@ class Network:
             # The peer goes to the namespace by our descriptor of it, never by
             # a pid that could be another process's by then.
             ip_batch(what, [f"link add {self.veth} type veth peer name eth0"
-                            f" netns /proc/self/fd/{container_ns}",
+                            f" address {mac_for(self.address)} netns /proc/self/fd/{container_ns}",
                             f"link set {self.veth} master {BRIDGE} up"], pass_fd=container_ns)
             ip_batch(what, [f"addr add {self.address}/{self.subnet.prefixlen} dev eth0",
                             "link set eth0 up", f"route add default via {self.gateway}"],
@@ -3076,6 +3076,17 @@ class Network:
         finally:
             os.close(fd)
             self.address = None
+
+
+def mac_for(address):
+    """eth0's MAC address, made from its IPv4 address as docker makes it
+    (02:42 and the address's four bytes). An address is handed to the next
+    container as soon as one ends; the host and the other containers may
+    still hold the old one's MAC for it in their neighbour tables (and Linux
+    ignores a new one for a second after it confirmed the old: arp locktime),
+    so a random MAC would leave the newcomer unreachable, its published ports
+    silent, for up to half a minute. The same address, the same MAC."""
+    return "02:42:" + ":".join(f"{int(byte):02x}" for byte in address.split("."))
 
 
 SLIRP_ADDRESS, SLIRP_GATEWAY, SLIRP_DNS = "10.0.2.100", "10.0.2.2", "10.0.2.3"
