@@ -6149,7 +6149,8 @@ def run_container(spec, network=None, entry=None, detach=None):
                 ran = True
                 if entry is not None:
                     entry.update(status=RUNNING, pid1=[pid1, process_start(pid1)],
-                                 started=now_iso())
+                                 started=now_iso(), network={} if network is None else
+                                 {"IPAddress": network.address, "Gateway": network.gateway})
                 if detach is not None:
                     detach.tell(None)  # a failure is told only once all is cleaned up
 
@@ -7446,6 +7447,10 @@ def inspect_data(entry):
                    "Cmd": data.get("command"), "WorkingDir": spec.get("workdir"),
                    "Tty": bool(spec.get("tty"))},
         "HostConfig": {"AutoRemove": bool(data.get("rm")), "Ports": data.get("ports") or []},
+        # docker's: the bridge address while the container runs, "" without
+        # one or once it has ended (the address is then the next container's).
+        "NetworkSettings": {key: (data.get("network") or {}).get(key, "")
+                            if status in (RUNNING, PAUSED) else "" for key in ("IPAddress", "Gateway")},
         "LogPath": entry.path("container.log") if data.get("detached") else "",
         "Monitor": data.get("monitor"), "Cgroups": data.get("cgroups") or [],
         "Spec": spec,
