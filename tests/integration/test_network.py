@@ -380,6 +380,8 @@ def test_detached_services_get_their_own_addresses_and_keep_their_ports(root):
     for name, address in addresses.items():
         assert ours().get(address) == monitor_of(name)  # the monitor's, not `run -d`'s
         assert inspect(name)["NetworkSettings"]["IPAddress"] == address
+        hosts = cli("exec", name, "/bin/busybox", "cat", "/etc/hosts").stdout.decode()
+        assert f"{address}\t{name}\n" in hosts  # its own address under its name
     refused = cli("network", "prune")  # the bridge is not pulled from under them
     assert refused.returncode == 125 and b"3 running containers still on mc0" in refused.stderr
     for name in ("a", "b", "c"):
