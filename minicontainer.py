@@ -2881,7 +2881,8 @@ def process_start(pid):
 
 class Network:
     """A container's place on the bridge: address, veth, published ports, and
-    the shared state (/run/minicontainer/network.json) saying who else is there."""
+    the shared state (/run/minicontainer-network.json) saying who else is there,
+    each address under the (pid, start time) of the process that took it."""
 
     host_side = True  # links, addresses and rules on the host, for the holder to undo
 
