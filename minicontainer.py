@@ -3478,7 +3478,8 @@ def join_cgroups(groups, pid):
 # masquerade rule; the holder does it if the supervisor is SIGKILLed (it
 # keeps the host's root and /proc: see own_mount_namespace), and every run
 # sweeps entries whose owners are gone, judged by pid and start time in the
-# host's /proc.
+# host's /proc. An address's owner is the process that lives as long as its
+# container: the supervisor, or with run -d the monitor, never `run -d`.
 # ---------------------------------------------------------------------------
 
 BRIDGE = "mc0"
@@ -3535,7 +3536,8 @@ def process_start(pid):
 
 class Network:
     """A container's place on the bridge: address, veth, published ports, and
-    the shared state (/run/minicontainer/network.json) saying who else is there."""
+    the shared state (/run/minicontainer-network.json) saying who else is there,
+    each address under the (pid, start time) of the process that took it."""
 
     host_side = True  # links, addresses and rules on the host, for the holder to undo
 
@@ -3545,7 +3547,7 @@ class Network:
         self.address = None
         self.listeners = []
         self.veth = None
-        self.owner = (os.getpid(), process_start(os.getpid()))
+        self.owner = None  # (pid, start time) of the process that holds the address: see allocate
         self.state_dir = self.forward_fd = None
 
     # -- shared state, under an exclusive lock -------------------------------
@@ -3573,8 +3575,9 @@ class Network:
         except (OSError, ValueError):
             state = {}
         state.setdefault("containers", {})
+        mine = list(self.owner) if self.owner else None
         live = {ip: owner for ip, owner in state["containers"].items()
-                if alive(owner) or owner == list(self.owner)}
+                if alive(owner) or owner == mine}
         state["containers"] = live  # the sweep: owners that are gone lose their address
         return state
 
@@ -3591,7 +3594,14 @@ class Network:
 
     def allocate(self):
         """Take the lowest free address, make sure the bridge is there (and the
-        masquerade rule, for --outbound), and bind the published ports."""
+        masquerade rule, for --outbound), and bind the published ports.
+
+        All of it belongs to the process that calls this: the one that runs
+        the container and lives as long as it (the supervisor, or run -d's
+        monitor), never the one that read the options. A `run -d` ends at
+        once; an address it owned would be swept as soon as it did, and
+        given to the next container while this one still serves on it."""
+        self.owner = (os.getpid(), process_start(os.getpid()))
         fd = self.locked()
         try:
             state = self.load()
@@ -3663,7 +3673,7 @@ class Network:
             # The peer goes to the namespace by our descriptor of it, never by
             # a pid that could be another process's by then.
             ip_batch(what, [f"link add {self.veth} type veth peer name eth0"
-                            f" netns /proc/self/fd/{container_ns}",
+                            f" address {mac_for(self.address)} netns /proc/self/fd/{container_ns}",
                             f"link set {self.veth} master {BRIDGE} up"], pass_fd=container_ns)
             ip_batch(what, [f"addr add {self.address}/{self.subnet.prefixlen} dev eth0",
                             "link set eth0 up", f"route add default via {self.gateway}"],
@@ -3722,6 +3732,17 @@ class Network:
         finally:
             os.close(fd)
             self.address = None
+
+
+def mac_for(address):
+    """eth0's MAC address, made from its IPv4 address as docker makes it
+    (02:42 and the address's four bytes). An address is handed to the next
+    container as soon as one ends; the host and the other containers may
+    still hold the old one's MAC for it in their neighbour tables (and Linux
+    ignores a new one for a second after it confirmed the old: arp locktime),
+    so a random MAC would leave the newcomer unreachable, its published ports
+    silent, for up to half a minute. The same address, the same MAC."""
+    return "02:42:" + ":".join(f"{int(byte):02x}" for byte in address.split("."))
 
 
 SLIRP_ADDRESS, SLIRP_GATEWAY, SLIRP_DNS = "10.0.2.100", "10.0.2.2", "10.0.2.3"
@@ -7420,7 +7441,8 @@ def run_container(spec, network=None, entry=None, detach=None):
                 ran = True
                 if entry is not None:
                     entry.update(status=RUNNING, pid1=[pid1, process_start(pid1)],
-                                 started=now_iso())
+                                 started=now_iso(), network={} if network is None else
+                                 {"IPAddress": network.address, "Gateway": network.gateway})
                 if detach is not None:
                     detach.tell(None)  # a failure is told only once all is cleaned up
 
@@ -8733,6 +8755,10 @@ def inspect_data(entry):
                    "Cmd": data.get("command"), "WorkingDir": spec.get("workdir"),
                    "Tty": bool(spec.get("tty"))},
         "HostConfig": {"AutoRemove": bool(data.get("rm")), "Ports": data.get("ports") or []},
+        # docker's: the bridge address while the container runs, "" without
+        # one or once it has ended (the address is then the next container's).
+        "NetworkSettings": {key: (data.get("network") or {}).get(key, "")
+                            if status in (RUNNING, PAUSED) else "" for key in ("IPAddress", "Gateway")},
         "LogPath": entry.path("container.log") if data.get("detached") else "",
         "Monitor": data.get("monitor"), "Cgroups": data.get("cgroups") or [],
         "Spec": spec,

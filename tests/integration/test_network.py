@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from helpers import cli, container_pids, kept_network, network_leftovers, wait_for
+from helpers import CLI, cli, container_pids, kept_network, network_leftovers, wait_for
 
 SUBNET = "10.213.0.0/24"
 GATEWAY, FIRST, SECOND = "10.213.0.1", "10.213.0.2", "10.213.0.3"
@@ -285,3 +285,211 @@ def test_the_bridge_is_kept_between_containers_until_pruned(root, run, start):
     assert kept_network() == []
     assert run(*BRIDGE, "/bin/probe", "pid").returncode == 0  # made again when needed
     assert "mc0" in kept_network()
+
+
+# -- services: run -d on the bridge ------------------------------------------
+# A detached container's address, published ports and --outbound rule are its
+# monitor's, which lives as long as it: `run -d` itself ends at once, and what
+# it owned would be swept and handed to the next container.
+
+@pytest.fixture(autouse=True)
+def no_services_left(no_leftovers):
+    """Detached containers a failed test left running are removed before the
+    leak checks look (they would only repeat the failure): in the test's
+    own state directory, so after no_leftovers is set up."""
+    yield
+    ids = cli("ps", "-aq").stdout.decode().split()
+    if ids:
+        cli("rm", "-f", *ids)
+
+
+def serve_dir(root, name):
+    """/www/NAME/index.html in the root, saying NAME: each service its own page."""
+    page = root / "www" / name
+    page.mkdir(parents=True, exist_ok=True)
+    (page / "index.html").write_text(f"service {name}\n")
+    return f"service {name}\n".encode()
+
+
+def fetch(port):
+    """The page on 127.0.0.1:PORT, or None (bounded: never hangs a test)."""
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=3) as reply:
+            return reply.read()
+    except OSError:
+        return None
+
+
+def httpd(root, name, port, *extra):
+    """A detached busybox httpd serving /www/NAME on 127.0.0.1:PORT; its id."""
+    serve_dir(root, name)
+    result = cli("run", "--root", root, "-d", "--name", name, *BRIDGE, "-p", f"{port}:80", *extra,
+                 "/bin/busybox", "httpd", "-f", "-p", "80", "-h", f"/www/{name}")
+    assert result.returncode == 0, result.stderr
+    return result.stdout.decode().strip()
+
+
+def inspect(name):
+    import json
+    result = cli("inspect", name)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)[0]
+
+
+def address_in(name):
+    """eth0's address as the container itself sees it."""
+    out = cli("exec", name, "/bin/busybox", "ip", "-o", "-4", "addr", "show", "eth0")
+    assert out.returncode == 0, out.stderr
+    return out.stdout.decode().split()[3].split("/")[0]
+
+
+def ours():
+    """The test subnet's addresses in the bridge's table, whoever owns them."""
+    return {ip: owner for ip, owner in state_of_network().items() if ip.startswith("10.213.0.")}
+
+
+def monitor_of(name):
+    return inspect(name)["Monitor"]
+
+
+def test_detached_services_get_their_own_addresses_and_keep_their_ports(root):
+    """Three services started at once, and a foreground container beside them,
+    get four addresses; each address is its monitor's in the bridge's table;
+    each service's published port answers with its own page while the others
+    start and stop; once all have ended, the table holds none of them."""
+    ports = {name: free_port() for name in ("a", "b", "c", "d")}
+    # As the issue's reproduction: one `run -d` after the other (each has ended
+    # before the next starts), then one more at the same time as a foreground run.
+    httpd(root, "a", ports["a"])
+    httpd(root, "b", ports["b"])
+    serve_dir(root, "c")
+    third = subprocess.Popen(
+        [*CLI, "run", "--root", str(root), "-d", "--name", "c", *BRIDGE, "-p", f"{ports['c']}:80",
+         "/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www/c"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    foreground = cli("run", "--root", root, *BRIDGE, "/bin/busybox", "ip", "-o", "-4", "addr",
+                     "show", "eth0")
+    assert third.communicate(timeout=60)[1] == b"" and third.returncode == 0
+    assert foreground.returncode == 0, foreground.stderr
+    addresses = {name: address_in(name) for name in ("a", "b", "c")}
+    assert len(set(addresses.values())) == 3, addresses
+    # The foreground run may have ended before c took an address (then c may
+    # take its address), never before a and b did.
+    assert foreground.stdout.decode().split()[3].split("/")[0] not in (addresses["a"], addresses["b"])
+    for name, address in addresses.items():
+        assert ours().get(address) == monitor_of(name)  # the monitor's, not `run -d`'s
+        assert inspect(name)["NetworkSettings"]["IPAddress"] == address
+        hosts = cli("exec", name, "/bin/busybox", "cat", "/etc/hosts").stdout.decode()
+        assert f"{address}\t{name}\n" in hosts  # its own address under its name
+    refused = cli("network", "prune")  # the bridge is not pulled from under them
+    assert refused.returncode == 125 and b"3 running containers still on mc0" in refused.stderr
+    for name in ("a", "b", "c"):
+        assert wait_for(lambda: fetch(ports[name]), 10) == f"service {name}\n".encode()
+    # b stops: a and c answer still; d takes b's address and serves its own page.
+    assert cli("stop", "-t", "2", "b").returncode == 0
+    assert fetch(ports["b"]) is None and addresses["b"] not in ours()
+    assert fetch(ports["a"]) == b"service a\n" and fetch(ports["c"]) == b"service c\n"
+    httpd(root, "d", ports["d"])
+    assert address_in("d") == addresses["b"]
+    assert wait_for(lambda: fetch(ports["d"]), 10) == b"service d\n"
+    # Short foreground containers come and go beside them: the services keep answering.
+    for _ in range(3):
+        passing = cli("run", "--root", root, *BRIDGE, "/bin/busybox", "ip", "-o", "-4", "addr",
+                      "show", "eth0")
+        assert passing.returncode == 0, passing.stderr
+        assert passing.stdout.decode().split()[3].split("/")[0] not in ours()
+        for name in ("a", "c", "d"):
+            assert fetch(ports[name]) == f"service {name}\n".encode(), name
+    assert cli("rm", "-f", "a", "c", "d").returncode == 0
+    assert cli("rm", "b").returncode == 0
+    assert all(fetch(port) is None for port in ports.values())
+    assert wait_for(lambda: not ours() and network_leftovers() == [], 3.0), \
+        (ours(), network_leftovers())
+
+
+def holder_of(monitor_pid):
+    """The monitor's child that holds the container's namespaces."""
+    with open(f"/proc/{monitor_pid}/task/{monitor_pid}/children") as f:
+        return [int(pid) for pid in f.read().split()]
+
+
+def end_by_exit(root, name):
+    (root / "www" / name / "stop").write_text("")
+
+
+def end_by_sigkill_of_monitor(root, name):
+    os.kill(monitor_of(name)[0], 9)
+
+
+def end_by_sigkill_of_monitor_and_holder(root, name):
+    """Nothing of minicontainer's is left to clean up: the next run's sweep
+    frees the address (its owner, by pid and start time, is gone)."""
+    monitor = monitor_of(name)[0]
+    holders = holder_of(monitor)
+    os.kill(monitor, 9)
+    for pid in holders:
+        os.kill(pid, 9)
+
+
+ENDINGS = {
+    "exit": end_by_exit,
+    "stop": lambda root, name: cli("stop", "-t", "2", name),
+    "kill": lambda root, name: cli("kill", name),
+    "rm -f": lambda root, name: cli("rm", "-f", name),
+    "SIGKILL of its monitor": end_by_sigkill_of_monitor,
+    "SIGKILL of its monitor and holder": end_by_sigkill_of_monitor_and_holder,
+}
+
+
+@pytest.mark.parametrize("ending", list(ENDINGS))
+def test_a_services_address_and_port_are_freed_however_it_ends(root, ending):
+    """While it runs, the address is its monitor's and its port answers; once
+    it has ended (by itself, stop, kill, rm -f, or SIGKILL of minicontainer's
+    own processes), its address and port are free, its neighbour still
+    serves, and the next container gets the freed address."""
+    neighbour_port, port = free_port(), free_port()
+    httpd(root, "neighbour", neighbour_port)
+    serve_dir(root, "svc")
+    started = cli("run", "--root", root, "-d", "--name", "svc", *BRIDGE, "-p", f"{port}:80",
+                  "/bin/busybox", "sh", "-c", "busybox httpd -p 80 -h /www/svc;"
+                  " while [ ! -e /www/svc/stop ]; do busybox sleep 0.05; done")
+    assert started.returncode == 0, started.stderr
+    assert wait_for(lambda: fetch(port), 10) == b"service svc\n"
+    address = address_in("svc")
+    assert ours()[address] == monitor_of("svc")
+    ENDINGS[ending](root, "svc")
+    if ending != "rm -f":  # rm -f waits for the end, then removes the entry
+        gone = lambda: inspect("svc")["State"]["Status"] in ("exited", "dead")  # noqa: E731
+        assert wait_for(gone, 10), inspect("svc")["State"]
+        assert inspect("svc")["NetworkSettings"]["IPAddress"] == ""
+    assert wait_for(lambda: fetch(port) is None, 5)
+    if ending != "SIGKILL of its monitor and holder":  # the holder frees it
+        assert wait_for(lambda: address not in ours(), 5), ours()
+    assert fetch(neighbour_port) == b"service neighbour\n"
+    after = cli("run", "--root", root, *BRIDGE, "/bin/busybox", "ip", "-o", "-4", "addr",
+                "show", "eth0")
+    assert after.returncode == 0 and f"inet {address}/24".encode() in after.stdout, after
+    assert list(ours()) == [address_in("neighbour")]
+    assert fetch(neighbour_port) == b"service neighbour\n"
+    assert cli("rm", "-f", "neighbour").returncode == 0
+    assert ending == "rm -f" or cli("rm", "svc").returncode == 0
+    assert wait_for(lambda: not ours() and network_leftovers() == [], 3.0), \
+        (ours(), network_leftovers())
+
+
+def test_a_detached_containers_outbound_rule_outlives_run_d(root, start, nft):
+    """--outbound's masquerade rule and IP forwarding are the monitor's too: a
+    foreground container that comes and goes beside a detached one leaves
+    them in place; the detached one's end removes them."""
+    before = ip_forward()
+    started = cli("run", "--root", root, "-d", "--name", "out", *BRIDGE, "--outbound",
+                  "/bin/busybox", "sleep", "60")
+    assert started.returncode == 0, started.stderr
+    assert "masquerade" in nft_table() and ip_forward() == "1"
+    passing = cli("run", "--root", root, *BRIDGE, "/bin/probe", "pid")
+    assert passing.returncode == 0, passing.stderr
+    assert "masquerade" in nft_table() and ip_forward() == "1"
+    assert cli("stop", "-t", "1", "out").returncode == 0
+    assert nft_table() == "" and ip_forward() == before
+    assert cli("rm", "out").returncode == 0

@@ -392,6 +392,33 @@ def test_a_published_port_and_a_sigkilled_minicontainer_leave_nothing(user, tun)
         server.stderr.close()
 
 
+def test_a_users_detached_service_keeps_its_published_port(user, tun):
+    """run -d -p for a user: the port, slirp4netns and the connector are the
+    monitor's, so the service answers after `run -d` has returned, and its
+    stop takes them all away."""
+    www = user.work / "newroot" / "www"
+    www.mkdir()
+    (www / "index.html").write_text("Hello from a user's detached service\n")
+    for path in (www, www / "index.html"):
+        os.chown(path, user.uid, user.gid)
+    started = user.run("run", "-d", "--name", "web", "--network", "bridge", "-p", "18090:80",
+                       "/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www")
+    assert started.returncode == 0, started.stderr
+
+    def fetch():
+        try:
+            return urllib.request.urlopen("http://127.0.0.1:18090/", timeout=2).read()
+        except OSError:
+            return None
+    try:
+        assert wait_for(fetch, 10) == b"Hello from a user's detached service\n"
+        assert user.run("stop", "-t", "1", "web").returncode == 0
+        assert fetch() is None
+        assert wait_for(lambda: not user.live_processes(), 5), user.live_processes()
+    finally:
+        user.run("rm", "-f", "web")
+
+
 def test_a_users_containers_in_the_background(user):
     """-d, ps, logs, exec, stop and rm, with the state in the user's own directory."""
     started = user.run("run", "-d", "--name", "bg", "/bin/busybox", "sh", "-c",

@@ -134,3 +134,49 @@ def test_outbound_without_nft_or_iptables_says_so(monkeypatch):
         net.ensure_outbound({})
     assert str(exc.value) == ("--outbound: needs nftables (nft) or iptables to masquerade,"
                               " and neither is installed")
+
+
+def test_an_address_belongs_to_the_process_that_takes_it(tmp_path, monkeypatch):
+    """run -d reads the options (and makes the Network) in one process and its
+    monitor takes the address in another, that lives as long as the
+    container: the table names the monitor, by pid and start time."""
+    import json
+    import os
+    monkeypatch.setattr(mc, "NET_STATE_DIR", str(tmp_path))
+    monkeypatch.setattr(mc.Network, "ensure_bridge", lambda self, state: None)
+    net = mc.Network(mc.parse_subnet("10.213.0.0/24"))
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # the "monitor"
+        try:
+            net.allocate()
+            os.write(write_end, json.dumps(list(net.owner)).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    owner = json.loads(os.read(read_end, 100))
+    os.close(read_end)
+    os.waitpid(child, 0)
+    table = json.loads((tmp_path / mc.NET_STATE).read_text())["containers"]
+    assert table == {"10.213.0.2": owner} and owner[0] == child
+    # Its owner gone, the address is swept by the next to look.
+    other = mc.Network(mc.parse_subnet("10.213.0.0/24"))
+    lock = other.locked()
+    try:
+        assert other.load()["containers"] == {}
+    finally:
+        os.close(lock)
+        os.close(other.state_dir)
+
+
+@pytest.mark.parametrize("address, mac", [("10.88.0.2", "02:42:0a:58:00:02"),
+                                          ("172.17.0.255", "02:42:ac:11:00:ff")])
+def test_a_containers_mac_is_made_from_its_address_as_docker_makes_it(address, mac):
+    assert mc.mac_for(address) == mac
+
+
+def test_every_address_of_a_subnet_has_its_own_mac():
+    hosts = [str(ip) for ip in mc.parse_subnet("10.88.0.0/16").hosts()]
+    macs = {mc.mac_for(ip) for ip in hosts}
+    assert len(macs) == len(hosts)
+    assert all(int(m[:2], 16) & 0b11 == 0b10 for m in macs)  # locally administered, unicast
