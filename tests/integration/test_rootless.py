@@ -516,3 +516,12 @@ def test_a_user_pulls_an_image_and_runs_its_default(subids, registry, busybox_im
     assert (user.work / ".cache" / "minicontainer" / "blobs" / "sha256").stat().st_uid == user.uid
     assert os.stat(user.work / "newroot" / "www" / "index.html").st_uid == user.uid
     assert lines(user.run("run")) == ["hello from the fixture", "uid=1000(app) gid=1000(app)", "/www"]
+
+
+def test_the_rootless_page_runs_as_the_user(rootless_user):
+    """docs/rootless.md's `as user` blocks, as they stand, run by test_docs's runner as the user."""
+    from tests.integration.test_docs import groups, run_as_user
+    sessions = [steps for as_user, steps in groups(REPO / "docs" / "rootless.md") if as_user]
+    assert sessions, "docs/rootless.md shows a user's commands"
+    problems = [problem for steps in sessions for problem in run_as_user(steps, rootless_user)]
+    assert not problems, "\n\n".join(problems)
