@@ -7822,7 +7822,12 @@ root_option = click.option(
     help=f"Container root directory (or set {ROOT_ENV}).")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Documentation: README.md, and docs/ in the repository, one page an area:"
+                    " docs/run.md (every run option, exit status, signals), docs/services.md"
+                    " (run -d, ps, logs, exec, stop, rm), docs/deploy-and-pull.md,"
+                    " docs/networking.md, docs/limits.md, docs/rootless.md,"
+                    " docs/oci-runtime.md, docs/security.md.")
 @click.version_option(__version__, prog_name="minicontainer",
                       message=f"%(prog)s version %(version)s\nspec: {OCI_VERSION}")
 @click.option("--root", "state", metavar="DIR", envvar=STATE_ENV,

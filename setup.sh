@@ -2,10 +2,11 @@
 # Set up minicontainer on a Debian/Ubuntu machine, then run the walkthrough:
 # build a static hello program, deploy it into ./newroot, run it.
 #
-#   sudo ./setup.sh            (PYTHON=python3.13 sudo -E ./setup.sh for another Python)
+#   ./setup.sh                 as root (PYTHON=python3.13 ./setup.sh for another Python)
+#   sudo ./setup.sh            where you are not root (PYTHON=python3.13 sudo -E ./setup.sh)
 set -eu
 cd "$(dirname "$0")"
-[ "$(id -u)" = 0 ] || { echo "setup.sh: run as root: sudo ./setup.sh" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "setup.sh: needs root: run it as root, or through sudo: sudo ./setup.sh" >&2; exit 1; }
 
 # System packages: a C toolchain with libc's static archive (the demo and the
 # tests' probe are static), libcap headers (python-prctl compiles against

@@ -310,34 +310,6 @@ def on_terminal(root, *args, rows=24, columns=80):
         os.close(slave)
 
 
-def readme_walkthrough(title):
-    """The (command, shown output) pairs of the console block under a README heading."""
-    text = (REPO / "README.md").read_text()
-    block = text.split(title, 1)[1].split("```console\n", 1)[1].split("```", 1)[0]
-    steps = []
-    for line in block.splitlines():
-        if line.startswith("$ "):
-            steps.append((line[2:], []))
-        else:
-            steps[-1][1].append(line)
-    return steps
-
-
-def readme_step(command, cwd):
-    """One README console line, run by bash in cwd with `minicontainer` this
-    checkout's and `sudo` a no-op (the tests are root). Its output goes to
-    files, not pipes: a created container keeps its stdout and stderr open."""
-    shell = (f"minicontainer() {{ {sys.executable} {REPO / 'minicontainer.py'} \"$@\"; }}\n"
-             "sudo() { \"$@\"; }\n")
-    return run_to_files(["bash", "-c", shell + command], cwd=cwd)
-
-
-def without_digits(lines):
-    """Lines with each run of digits as N: for output that holds sizes or times."""
-    import re
-    return [re.sub(r"\d+", "N", line) for line in lines]
-
-
 def run_to_files(argv, **kwargs):
     """subprocess.run with stdin /dev/null and the output captured in files, as
     engines give a runtime: a created container keeps its stdout and stderr,

@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from helpers import (CLI, cli, container_cgroups, network_leftovers, readme_step,
-                     readme_walkthrough, without_digits, wait_for)
+from helpers import CLI, cli, container_cgroups, network_leftovers, wait_for
 
 
 def detach(root, *args):
@@ -407,37 +406,6 @@ def test_a_foreground_named_container_can_be_stopped_by_name(root, start):
     assert cli("stop", "fg").returncode == 0
     assert c.wait()[0] == 143
     assert cli("rm", "fg").returncode == 0
-
-
-def test_the_services_walkthrough_runs_as_the_readme_shows(tmp_path):
-    work = tmp_path / "work"
-    work.mkdir()
-    try:
-        for command, shown in readme_walkthrough("### Services: containers in the background"):
-            result = readme_step(command, work)
-            assert result.returncode == 0, (command, result.stderr)
-            out = result.stdout.decode().splitlines()
-            if " deploy " in command:  # the size is the host's busybox's
-                assert without_digits(out) == without_digits(shown)
-            elif " run -d " in command:
-                assert re.fullmatch(r"[0-9a-f]{64}", out[0]) and re.fullmatch(r"[0-9a-f]{64}", shown[0])
-            elif command.endswith(" ps"):
-                assert out[0].split() == shown[0].split()
-                assert out[1].split()[-1] == "web" and " Up " in out[1] and "127.0.0.1:8080->80/tcp" in out[1]
-            elif " logs " in command:
-                assert result.stderr.decode().strip().endswith("response:200"), result.stderr
-            elif command.startswith("curl"):
-                for attempt in range(50):  # the server may take a moment to listen
-                    if out == shown:
-                        break
-                    time.sleep(0.1)
-                    result = subprocess.run(["bash", "-c", command], cwd=work, capture_output=True)
-                    out = result.stdout.decode().splitlines()
-                assert out == shown, command
-            else:
-                assert out == shown, command
-    finally:
-        subprocess.run([*CLI, "rm", "-f", "web"], capture_output=True)
 
 
 def test_a_detached_container_outlives_its_callers_terminal(root):

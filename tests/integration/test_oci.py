@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (CLI, cli, container_cgroups, readme_step, readme_walkthrough, run_to_files,
-                     wait_for, without_digits)
+from helpers import CLI, cli, container_cgroups, run_to_files, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -425,34 +424,6 @@ def oci_refused(bundle, cgroups_path):
     assert result.returncode == 125 and result.stderr.count(b"\n") == 1, result.stderr
     assert oci("state", "refused").returncode == 125
     return result
-
-
-def test_the_oci_walkthrough_runs_as_the_readme_shows(tmp_path):
-    import re
-    work = tmp_path
-    for command, shown in readme_walkthrough("### An OCI runtime"):
-        made = re.fullmatch(r"mkdir (\w+) && cd \1", command)
-        if made:  # each line is its own shell: the directory is carried here
-            work = work / made.group(1)
-            work.mkdir()
-            continue
-        if " exec " in command:  # start returns before PID 1 has exec'd its program
-            pid = state("demo")["pid"]
-            assert wait_for(lambda: open(f"/proc/{pid}/cmdline", "rb").read().startswith(
-                b"busybox\0httpd"), 5)
-        result = readme_step(command, work)
-        assert result.returncode == 0, (command, result.stderr)
-        out = result.stdout.decode().splitlines()
-        if " deploy " in command:  # the size is the host's busybox's
-            assert without_digits(out) == without_digits(shown)
-        elif command.endswith(" list"):
-            assert out[0].split() == shown[0].split()
-            id, pid, status, bundle, created, owner = out[1].split()
-            assert (id, status, bundle, owner) == ("demo", "created", str(work), "root")
-            assert int(pid) > 0 and created.endswith("Z")
-        else:
-            assert out == shown, command
-    assert json.loads(oci("list", "--format", "json").stdout) == []
 
 
 def host_ids(pid):

@@ -645,3 +645,12 @@ def test_a_state_directory_another_user_made_first_is_refused_by_every_verb(user
         if state.is_symlink():
             state.unlink()
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_the_rootless_page_runs_as_the_user(rootless_user):
+    """docs/rootless.md's `as user` blocks, as they stand, run by test_docs's runner as the user."""
+    from tests.integration.test_docs import groups, run_as_user
+    sessions = [steps for as_user, steps in groups(REPO / "docs" / "rootless.md") if as_user]
+    assert sessions, "docs/rootless.md shows a user's commands"
+    problems = [problem for steps in sessions for problem in run_as_user(steps, rootless_user)]
+    assert not problems, "\n\n".join(problems)
