@@ -17,9 +17,11 @@ cd "$(dirname "$0")"
 # users without root: uidmap (newuidmap/newgidmap map a subordinate id range)
 # and slirp4netns (a user's --network bridge). For the pull tests only: the
 # CNCF distribution server (docker-registry), skopeo to push test images into
-# it, openssl for its certificates and tokens, zstd for zstd layers.
+# it, openssl for its certificates and tokens, zstd for zstd layers; and
+# podman, conmon and runc, which run the stock-client tests (podman as Debian
+# ships it, runc's own bundle) beside minicontainer.
 PACKAGES="gcc libc6-dev libcap-dev libseccomp2 python3-dev python3-venv busybox-static util-linux iproute2 nftables curl uidmap slirp4netns"
-TEST_PACKAGES="docker-registry skopeo openssl zstd"
+TEST_PACKAGES="docker-registry skopeo openssl zstd podman conmon runc"
 missing=$(for p in $PACKAGES $TEST_PACKAGES; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || echo "$p"; done)
 if [ -n "$missing" ]; then
     apt-get update -qq
