@@ -4696,7 +4696,7 @@ def load_bundle(bundle, id, preserve_fds=0, keyring=True):
     check_rlimits(spec, "config.json: process.rlimits")
     spec.namespaces, spec.ns_paths = oci_namespaces(linux["namespaces"])
     spec.devices = oci_devices(linux["devices"])
-    spec.sysctl = oci_sysctls(linux["sysctl"], spec.namespaces)
+    spec.sysctl = oci_sysctls(linux["sysctl"], spec.namespaces | sum(spec.ns_paths))
     refuse_host_namespace_sysctls(spec)
     spec.hooks = oci_hooks(config["hooks"])
     spec.propagation = oci_propagation(linux["rootfsPropagation"])
@@ -4962,8 +4962,9 @@ SYSCTL_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 
 
 def oci_sysctls(field, namespaces):
-    """linux.sysctl: each one of a namespace the container makes for itself
-    (one of the host's is refused here, and again by PID 1)."""
+    """linux.sysctl: each one of a namespace the container makes or joins by
+    path (one of the host's is refused here, and again by PID 1; a joined one
+    that is the runtime's own by refuse_host_namespace_sysctls)."""
     sysctls = {}
     for key, value in field.members():
         text = value.text()
