@@ -6,7 +6,7 @@ import re
 import signal
 import subprocess
 
-import minicontainer as mc
+from _minicontainer import cgroups
 from helpers import container_cgroups, wait_for
 
 
@@ -94,19 +94,19 @@ def test_no_group_is_left_after_sigkill_of_minicontainer(root, start):
 def test_v2_group_kill_and_events_for_real(tmp_path):
     """cgroup2 here carries only hugetlb, but groups, cgroup.procs, cgroup.events
     and cgroup.kill work: exercise them directly."""
-    v2_mount, _ = mc.cgroup_mounts(open("/proc/self/mountinfo").read())
-    own = mc.own_cgroups(open("/proc/self/cgroup").read())[""].lstrip("/")
-    groups = [mc.Cgroup(2, os.path.join(v2_mount, own, "minicontainer-test-v2"), ())]
+    v2_mount, _ = cgroups.cgroup_mounts(open("/proc/self/mountinfo").read())
+    own = cgroups.own_cgroups(open("/proc/self/cgroup").read())[""].lstrip("/")
+    groups = [cgroups.Cgroup(2, os.path.join(v2_mount, own, "minicontainer-test-v2"), ())]
     groups[0].create()
     try:
         sleeper = subprocess.Popen(["sleep", "30"])
-        mc.join_cgroups(groups, sleeper.pid)
+        cgroups.join_cgroups(groups, sleeper.pid)
         assert groups[0].field("cgroup.events", "populated") == 1
         groups[0].kill_all()
         assert sleeper.wait(5) == -signal.SIGKILL
         assert wait_for(lambda: groups[0].field("cgroup.events", "populated") == 0, 2.0)
     finally:
-        found, errors = mc.remove_cgroups(groups)
+        found, errors = cgroups.remove_cgroups(groups)
     assert errors == [] and container_cgroups() == []
 
 

@@ -9,9 +9,9 @@ import tempfile
 
 import pytest
 
-import minicontainer as mc
+from _minicontainer import constants, spec
 
-DEFAULT_MASK = sum(1 << mc.capability_numbers()[name] for name in mc.DEFAULT_CAPABILITIES)
+DEFAULT_MASK = sum(1 << spec.capability_numbers()[name] for name in constants.DEFAULT_CAPABILITIES)
 ALL_OFF = ("--seccomp", "unconfined", "--cap-add", "ALL")
 EPERM = b"error: Operation not permitted\n"
 # What the probe can try, and the capability that lifts the filter's refusal
@@ -182,7 +182,7 @@ def test_the_init_keeps_only_cap_kill_and_the_filter(run):
     keeps CAP_KILL alone (to signal the command as any user), under seccomp."""
     out = run("--init", "--cap-add", "SYS_PTRACE", "/bin/busybox", "cat", "/proc/1/status").stdout
     st = {k: v.strip() for k, _, v in (line.decode().partition(":") for line in out.splitlines())}
-    kill = 1 << mc.capability_numbers()["KILL"]
+    kill = 1 << spec.capability_numbers()["KILL"]
     assert int(st["CapEff"], 16) == int(st["CapPrm"], 16) == int(st["CapBnd"], 16) == kill
     assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2"
     # Control: the command itself has the container's set.

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-import minicontainer as mc
+from _minicontainer import constants
 
 from helpers import REPO, build_static, cli, container_pids, host_mounts, on_terminal, processes_rooted_under, read_until, wait_for
 
@@ -53,7 +53,7 @@ def test_the_host_tree_is_gone_from_mountinfo(run, probe):
     inside = run("/bin/probe", "cat", "/proc/self/mountinfo").stdout.decode().splitlines()
     points = [line.split()[4] for line in inside]
     container = {"/", "/proc", "/dev", "/dev/pts", "/dev/shm", "/sys",
-                 *mc.READONLY_PATHS, *mc.MASKED_PATHS}
+                 *constants.READONLY_PATHS, *constants.MASKED_PATHS}
     assert points[0] == "/" and set(points) <= container
 
 

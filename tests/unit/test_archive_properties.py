@@ -9,6 +9,7 @@ import os
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import minicontainer as mc
+from _minicontainer import imageformat
 from hostile import check_deploy, images, whiteout_layers
 
 EXAMPLES = int(os.environ.get("MC_EXAMPLES", 500))
@@ -52,7 +53,7 @@ def test_the_invariants_catch_what_they_are_for(tmp_path):
     def says_a_repr(parent, root, image):
         return 125, "minicontainer: internal error: KeyError('x')\n"
 
-    layer = [[("f", b"x", mc.tar_module().REGTYPE, "", 0o644)]]
+    layer = [[("f", b"x", imageformat.tar_module().REGTYPE, "", 0o644)]]
     for fake in (touches_parent, changes_then_refuses, says_a_repr):
         with pytest.raises(AssertionError):
             check_deploy(fake, "rootfs", layer, True)

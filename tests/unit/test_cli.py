@@ -5,16 +5,17 @@ import signal
 import pytest
 
 import minicontainer as mc
+from _minicontainer import constants, container, errors, procs, supervise
 
 
 def test_error_prints_what_failed_then_why():
-    assert str(mc.ContainerError("mount /proc", errno=1)) == "mount /proc: Operation not permitted"
-    assert str(mc.ContainerError("root x", "not a directory")) == "root x: not a directory"
-    assert mc.ContainerError("x").code == mc.EXIT_OWN_FAILURE
+    assert str(errors.ContainerError("mount /proc", errno=1)) == "mount /proc: Operation not permitted"
+    assert str(errors.ContainerError("root x", "not a directory")) == "root x: not a directory"
+    assert errors.ContainerError("x").code == constants.EXIT_OWN_FAILURE
 
 
 def test_error_from_oserror_keeps_errno():
-    exc = mc.ContainerError.from_os("deploy a", FileNotFoundError(2, "No such file or directory"))
+    exc = errors.ContainerError.from_os("deploy a", FileNotFoundError(2, "No such file or directory"))
     assert exc.errno == 2 and str(exc) == "deploy a: No such file or directory"
 
 
@@ -23,7 +24,7 @@ def test_error_from_oserror_keeps_errno():
     (signal.SIGKILL, 137), (signal.SIGTERM, 143), (signal.SIGINT, 130),
 ])
 def test_exit_code_is_the_status_or_128_plus_signal(status, code):
-    assert mc.exit_code(status) == code
+    assert procs.exit_code(status) == code
 
 
 def test_version_exits_zero(capsys):
@@ -84,25 +85,25 @@ def test_run_options_stop_at_the_command():
 
 
 def test_relative_command_is_found_in_workdir_then_bin(tmp_path, monkeypatch):
-    monkeypatch.setattr(mc, "DEPLOY_DIR", str(tmp_path / "bin"))
+    monkeypatch.setattr(container, "DEPLOY_DIR", str(tmp_path / "bin"))
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "app").write_text("")
-    assert mc.resolve_command("./app", str(tmp_path / "w")) == os.path.join(tmp_path, "bin", "./app")
+    assert container.resolve_command("./app", str(tmp_path / "w")) == os.path.join(tmp_path, "bin", "./app")
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "app").write_text("")
-    assert mc.resolve_command("./app", str(tmp_path / "w")) == os.path.join(tmp_path, "w", "./app")
-    assert mc.resolve_command("ls", "/") == "ls"
-    assert mc.resolve_command("/bin/ls", "/") == "/bin/ls"
+    assert container.resolve_command("./app", str(tmp_path / "w")) == os.path.join(tmp_path, "w", "./app")
+    assert container.resolve_command("ls", "/") == "ls"
+    assert container.resolve_command("/bin/ls", "/") == "/bin/ls"
 
 
 def test_signal_disposition_reads_the_kernel_masks():
     old = signal.signal(signal.SIGUSR1, lambda *a: None)
     try:
-        assert mc.signal_disposition(os.getpid(), signal.SIGUSR1) == "caught"
+        assert supervise.signal_disposition(os.getpid(), signal.SIGUSR1) == "caught"
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-        assert mc.signal_disposition(os.getpid(), signal.SIGUSR1) == "ignored"
+        assert supervise.signal_disposition(os.getpid(), signal.SIGUSR1) == "ignored"
         signal.signal(signal.SIGUSR1, signal.SIG_DFL)
-        assert mc.signal_disposition(os.getpid(), signal.SIGUSR1) == "default"
+        assert supervise.signal_disposition(os.getpid(), signal.SIGUSR1) == "default"
     finally:
         signal.signal(signal.SIGUSR1, old)
 
@@ -114,18 +115,18 @@ def test_signal_disposition_reads_the_kernel_masks():
 ])
 def test_forward_respects_pid1_signal_rule(monkeypatch, how, sent, applied):
     kills = []
-    monkeypatch.setattr(mc, "signal_disposition", lambda pid, sig: how)
-    monkeypatch.setattr(mc, "send", lambda pidfd, sig: kills.append(sig))
-    assert mc.forward(signal.SIGTERM, 1234, 99) == applied
+    monkeypatch.setattr(supervise, "signal_disposition", lambda pid, sig: how)
+    monkeypatch.setattr(supervise, "send", lambda pidfd, sig: kills.append(sig))
+    assert supervise.forward(signal.SIGTERM, 1234, 99) == applied
     assert kills == sent
 
 
 def test_forward_to_own_init_always_passes_signals(monkeypatch):
     kills = []
-    monkeypatch.setattr(mc, "send", lambda pidfd, sig: kills.append(sig))
-    monkeypatch.setattr(mc, "signal_disposition", lambda pid, sig: "default")
-    assert mc.forward(signal.SIGTERM, 1234, 99, own_init=True) is None
-    assert mc.forward(signal.SIGINT, 1234, 99, own_init=True) is None
+    monkeypatch.setattr(supervise, "send", lambda pidfd, sig: kills.append(sig))
+    monkeypatch.setattr(supervise, "signal_disposition", lambda pid, sig: "default")
+    assert supervise.forward(signal.SIGTERM, 1234, 99, own_init=True) is None
+    assert supervise.forward(signal.SIGINT, 1234, 99, own_init=True) is None
     assert kills == [signal.SIGTERM, signal.SIGINT]
 
 
@@ -156,10 +157,10 @@ def test_a_pid_1_waiting_in_sigwaitinfo_counts_as_catching():
                 if "sigtimedwait" in f.read():
                     break
             time.sleep(0.01)
-        assert mc.signal_disposition(proc.pid, signal.SIGUSR1) == "caught"
+        assert supervise.signal_disposition(proc.pid, signal.SIGUSR1) == "caught"
         # The waited-for set is not visible: any signal counts as caught then,
         # so an init-like PID 1 is never killed for a signal it may be awaiting.
-        assert mc.signal_disposition(proc.pid, signal.SIGUSR2) == "caught"
+        assert supervise.signal_disposition(proc.pid, signal.SIGUSR2) == "caught"
     finally:
         proc.kill()
         proc.wait()

@@ -5,6 +5,7 @@ import stat
 import pytest
 
 import minicontainer as mc
+from _minicontainer import rootfs
 
 
 @pytest.fixture
@@ -103,7 +104,7 @@ def test_missing_path_fails_before_anything_is_copied(root, host, capsys):
 def test_unreadable_file_fails_before_anything_is_copied(root, host, capsys, monkeypatch):
     make(host / "tree" / "good")
     bad = make(host / "tree" / "zbad")
-    monkeypatch.setattr(mc, "readable", lambda path, st: str(path) != str(bad))
+    monkeypatch.setattr(rootfs, "readable", lambda path, st: str(path) != str(bad))
     assert deploy(root, host / "tree") == 125
     assert "Permission denied" in capsys.readouterr().err
     assert not (root / "bin" / "good").exists()
@@ -116,7 +117,7 @@ def test_failed_copy_leaves_no_half_written_file(root, host, monkeypatch, capsys
         os.write(out, b"half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(mc.Writer, "fill", staticmethod(broken))
+    monkeypatch.setattr(rootfs.Writer, "fill", staticmethod(broken))
     assert deploy(root, host / "app") == 125
     assert "No space left on device" in capsys.readouterr().err
     assert os.listdir(root / "bin") == []

@@ -8,6 +8,7 @@ import tarfile
 import pytest
 
 import minicontainer as mc
+from _minicontainer import constants, errors, imageformat, rootfs, syscalls
 from archives import docker_save, oci_layout, write_tar
 
 REG, DIR, SYM, LNK, CHR = tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE
@@ -147,7 +148,7 @@ def test_an_image_archives_settings_are_kept_beside_the_root(tmp_path, root, kin
     kept = json.loads((tmp_path / f"{root.name}.image.json").read_text())
     assert kept["reference"] == str(image)
     assert kept["config"] == {key: value for key, value in config["config"].items() if key != "Labels"}
-    assert mc.read_image_file(str(root)) == kept["config"]
+    assert rootfs.read_image_file(str(root)) == kept["config"]
 
 
 def test_whiteout_cannot_delete_outside_the_root(tmp_path, root, outside):
@@ -183,19 +184,19 @@ def test_dry_run_lists_and_writes_nothing(tmp_path, root, capsys):
 
 def test_no_deps_copies_only_the_program(root):
     assert deploy(root, "--no-deps", "/bin/ls") == 0
-    assert sorted(os.listdir(root)) == sorted(name for name, _ in mc.SKELETON)
+    assert sorted(os.listdir(root)) == sorted(name for name, _ in rootfs.SKELETON)
     assert os.listdir(root / "bin") == ["ls"]
 
 
 def test_dynamic_program_brings_its_loader_and_libraries(root):
-    closure = dict(mc.elf_closure("/bin/ls", "/bin"))
-    interp = mc.elf_info("/bin/ls").interp
+    closure = dict(rootfs.elf_closure("/bin/ls", "/bin"))
+    interp = rootfs.elf_info("/bin/ls").interp
     assert interp in closure and any(p.endswith("/libc.so.6") for p in closure)
     assert deploy(root, "/bin/ls") == 0
     # The loader's path resolves inside the root, through the links it came with.
     rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fd = mc.openat2(rootfd, interp, os.O_RDONLY, mc.RESOLVE_IN_ROOT)
+        fd = syscalls.openat2(rootfd, interp, os.O_RDONLY, constants.RESOLVE_IN_ROOT)
         assert os.read(fd, 4) == b"\x7fELF"
         os.close(fd)
     finally:
@@ -337,14 +338,14 @@ def test_the_writer_never_removes_a_name_that_is_not_an_entry(tmp_path, beside, 
     (root / "a" / "b").write_text("mine")
     before = listing(root)
     rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    writer = mc.Writer(rootfd)
+    writer = rootfs.Writer(rootfd)
     try:
         for dst in (f"/{name}", f"/a/{name}") if "/" not in name.strip("/") else ():
-            with pytest.raises(mc.ContainerError) as caught:
-                writer.apply(mc.Op("remove", dst))
+            with pytest.raises(errors.ContainerError) as caught:
+                writer.apply(rootfs.Op("remove", dst))
             assert "refused" in str(caught.value)
-        with pytest.raises(mc.ContainerError):
-            mc.remove_at(rootfd, name, "remove")
+        with pytest.raises(errors.ContainerError):
+            rootfs.remove_at(rootfd, name, "remove")
     finally:
         writer.close()
         os.close(rootfd)
@@ -501,7 +502,7 @@ def test_a_docker_archives_named_blobs_are_checked(tmp_path, root, capsys):
 def test_an_index_of_platforms_gives_the_hosts(tmp_path, root):
     """An OCI index of several platforms: the host's image is deployed."""
     import hashlib
-    arch = mc.parse_platform(None)[1]
+    arch = imageformat.parse_platform(None)[1]
     layout = oci_layout(tmp_path / "oci", [[("mine", b"host", REG, "", 0o644)]])
     index = json.loads((layout / "index.json").read_text())
     host = dict(index["manifests"][0], platform={"os": "linux", "architecture": arch})

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import minicontainer as mc
+from _minicontainer import rootfs
 from archives import docker_save, write_tar
 from helpers import CLI
 
@@ -78,7 +79,7 @@ def test_a_refused_image_leaves_the_root_as_it_was(tmp_path, root, capsys):
 
 
 def staging(root):
-    return [name for name in os.listdir(root) if name.startswith(mc.STAGING)]
+    return [name for name in os.listdir(root) if name.startswith(rootfs.STAGING)]
 
 
 def slow_archive(path, size=256 << 20):
@@ -157,15 +158,15 @@ def test_a_fifo_is_never_read_as_a_program(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     done = threading.Event()
-    threading.Thread(target=lambda: (mc.read_elf_info(str(fifo)), done.set()), daemon=True).start()
+    threading.Thread(target=lambda: (rootfs.read_elf_info(str(fifo)), done.set()), daemon=True).start()
     assert done.wait(5)  # a blocking open would wait for a writer forever
-    assert mc.read_elf_info(str(fifo)) is None
+    assert rootfs.read_elf_info(str(fifo)) is None
 
 
 def test_deploy_makes_a_missing_root_with_the_skeleton(tmp_path, capsys):
     root = tmp_path / "newroot"
     assert deploy(root, "--no-deps", "/bin/true") == 0
-    assert sorted(os.listdir(root)) == sorted(name for name, _ in mc.SKELETON)
+    assert sorted(os.listdir(root)) == sorted(name for name, _ in rootfs.SKELETON)
     assert stat_mode(root / "tmp") == 0o1777 and stat_mode(root / "proc") == 0o555
     assert "made the root" in capsys.readouterr().err
     # Not its parents: a typo should not build a tree.

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-import minicontainer as mc
+from _minicontainer import errors, imageformat, images, options, rootfs
 
 
 @pytest.mark.parametrize("text, registry, repository, tag, digest", [
@@ -22,15 +22,15 @@ import minicontainer as mc
     ("r.io/app:1@sha256:" + "b" * 64, "r.io", "app", "1", "sha256:" + "b" * 64),
 ])
 def test_references_read_as_docker_reads_them(text, registry, repository, tag, digest):
-    ref = mc.Reference(text)
+    ref = images.Reference(text)
     assert (ref.registry, ref.repository, ref.tag, ref.digest) == (registry, repository, tag, digest)
 
 
 @pytest.mark.parametrize("text", ["Alpine", "a//b", "a:b:c", "-a", "a@sha256:12", "a@md5:" + "0" * 32,
                                   "bad host!/a", "a:" + "t" * 129, ""])
 def test_malformed_references_are_refused(text):
-    with pytest.raises(mc.ContainerError) as caught:
-        mc.Reference(text)
+    with pytest.raises(errors.ContainerError) as caught:
+        images.Reference(text)
     assert "not an image reference" in str(caught.value)
 
 
@@ -46,16 +46,16 @@ INDEX = json.dumps({"manifests": [
     ("linux/amd64", "sha256:1"), ("linux/arm64", "sha256:2"), ("linux/arm64/v8", "sha256:2"),
     ("linux/arm/v7", "sha256:3"), ("linux/arm", "sha256:3")])
 def test_the_platform_is_chosen_from_an_index(platform, chosen):
-    client = mc.RegistryClient.__new__(mc.RegistryClient)
-    client.what, client.ref = "pull x", mc.Reference("x")
-    assert mc.choose_platform(client, INDEX, mc.parse_platform(platform))["digest"] == chosen
+    client = images.RegistryClient.__new__(images.RegistryClient)
+    client.what, client.ref = "pull x", images.Reference("x")
+    assert images.choose_platform(client, INDEX, imageformat.parse_platform(platform))["digest"] == chosen
 
 
 def test_a_missing_platform_lists_those_there_are_but_not_attestations():
-    client = mc.RegistryClient.__new__(mc.RegistryClient)
-    client.what, client.ref = "pull x", mc.Reference("x")
-    with pytest.raises(mc.ContainerError) as caught:
-        mc.choose_platform(client, INDEX, ("linux", "s390x", None))
+    client = images.RegistryClient.__new__(images.RegistryClient)
+    client.what, client.ref = "pull x", images.Reference("x")
+    with pytest.raises(errors.ContainerError) as caught:
+        images.choose_platform(client, INDEX, ("linux", "s390x", None))
     assert str(caught.value) == ("pull x: the image does not provide the specified platform"
                                  " (linux/s390x); it has: linux/amd64, linux/arm64/v8, linux/arm/v7")
 
@@ -70,12 +70,12 @@ def test_a_missing_platform_lists_those_there_are_but_not_attestations():
     ({}, None, ("/x",), ("/x",)),
 ])
 def test_dockers_rule_for_the_command(image, entrypoint, command, argv):
-    assert mc.image_command(image, entrypoint, command) == argv
+    assert options.image_command(image, entrypoint, command) == argv
 
 
 def test_no_command_and_no_image_is_one_line():
-    with pytest.raises(mc.ContainerError) as caught:
-        mc.image_command({"Entrypoint": ["/e"]}, "", ())
+    with pytest.raises(errors.ContainerError) as caught:
+        options.image_command({"Entrypoint": ["/e"]}, "", ())
     assert caught.value.code == 125 and "no command given" in str(caught.value)
 
 
@@ -88,8 +88,8 @@ def write_image(tmp_path, mode=0o644):
 
 def test_the_image_file_is_read_when_it_is_the_callers(tmp_path):
     write_image(tmp_path)
-    assert mc.read_image_file(str(tmp_path / "root")) == {"Cmd": ["/x"]}
-    assert mc.read_image_file(str(tmp_path / "other")) is None
+    assert rootfs.read_image_file(str(tmp_path / "root")) == {"Cmd": ["/x"]}
+    assert rootfs.read_image_file(str(tmp_path / "other")) is None
 
 
 @pytest.mark.parametrize("plant", ["writable by others", "a symlink", "another user's"])
@@ -102,8 +102,8 @@ def test_an_image_file_another_could_have_planted_is_refused(tmp_path, plant):
         if os.geteuid() != 0:
             pytest.skip("only root gives a file away")
         os.chown(path, 65534, 65534)
-    with pytest.raises(mc.ContainerError) as caught:
-        mc.read_image_file(str(tmp_path / "root"))
+    with pytest.raises(errors.ContainerError) as caught:
+        rootfs.read_image_file(str(tmp_path / "root"))
     assert "the image configuration" in str(caught.value)
 
 
@@ -114,12 +114,12 @@ def test_credentials_from_the_auth_file_and_dockers_hub_names(tmp_path, monkeypa
                                           "r.io": {"auth": auth}}}))
     monkeypatch.setenv("REGISTRY_AUTH_FILE", str(path))
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert mc.registry_credentials("docker.io") == ("me", "secret")
-    assert mc.registry_credentials("r.io") == ("me", "secret")
-    assert mc.registry_credentials("other.io") is None
+    assert images.registry_credentials("docker.io") == ("me", "secret")
+    assert images.registry_credentials("r.io") == ("me", "secret")
+    assert images.registry_credentials("other.io") is None
     path.write_text(json.dumps({"auths": {"r.io": {"auth": "bm9jb2xvbg=="}}}))  # "nocolon"
-    with pytest.raises(mc.ContainerError):
-        mc.registry_credentials("r.io")
+    with pytest.raises(errors.ContainerError):
+        images.registry_credentials("r.io")
 
 
 class Body(io.BytesIO):
@@ -127,7 +127,7 @@ class Body(io.BytesIO):
 
 
 def test_the_cache_keeps_only_what_hashes_to_its_name(tmp_path):
-    cache = mc.BlobCache(str(tmp_path / "cache"))
+    cache = images.BlobCache(str(tmp_path / "cache"))
     assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700
     data = b"layer bytes"
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -135,11 +135,11 @@ def test_the_cache_keeps_only_what_hashes_to_its_name(tmp_path):
         assert f.read() == data
     with cache.open(digest, len(data)) as f:
         assert f.read() == data
-    with pytest.raises(mc.ContainerError, match="hash to"):
+    with pytest.raises(errors.ContainerError, match="hash to"):
         cache.store(digest, len(data), Body(b"other bytes"))
-    with pytest.raises(mc.ContainerError, match="more than the"):
+    with pytest.raises(errors.ContainerError, match="more than the"):
         cache.store(digest, 3, Body(data))
-    with pytest.raises(mc.ContainerError, match="truncated download"):
+    with pytest.raises(errors.ContainerError, match="truncated download"):
         cache.store(digest, 100, Body(data))
     damaged = tmp_path / "cache" / "blobs" / "sha256" / digest.split(":")[1]
     damaged.write_bytes(b"layer bytez")
@@ -150,8 +150,8 @@ def test_the_cache_keeps_only_what_hashes_to_its_name(tmp_path):
 def test_a_cache_others_may_write_is_refused(tmp_path):
     (tmp_path / "cache").mkdir(mode=0o777)
     (tmp_path / "cache").chmod(0o777)
-    with pytest.raises(mc.ContainerError, match="only you may write"):
-        mc.BlobCache(str(tmp_path / "cache"))
+    with pytest.raises(errors.ContainerError, match="only you may write"):
+        images.BlobCache(str(tmp_path / "cache"))
 
 
 def test_a_killed_pulls_directory_is_swept_but_nothing_of_anyone_elses(tmp_path):
@@ -170,7 +170,7 @@ def test_a_killed_pulls_directory_is_swept_but_nothing_of_anyone_elses(tmp_path)
     others.mkdir()
     if os.geteuid() == 0:
         os.chown(others, 65534, 65534)
-    mc.sweep_pulls(str(tmp_path), "root")
+    images.sweep_pulls(str(tmp_path), "root")
     assert not mine.exists()
     assert planted.is_symlink() and (outside / "keep").read_text() == "keep"
     assert others.exists() == (os.geteuid() == 0)  # a user's own is swept; another's stays

@@ -6,6 +6,7 @@ import resource
 import pytest
 
 import minicontainer as mc
+from _minicontainer import cgroups, errors
 
 MiB = 1 << 20
 
@@ -15,13 +16,13 @@ MiB = 1 << 20
     ("1048576", 1048576), ("1.5g", 3 << 29), ("100b", 100), ("2mb", 2 * MiB),
 ])
 def test_sizes_parse_like_dockers(text, size):
-    assert mc.parse_size(text, "--memory") == size
+    assert cgroups.parse_size(text, "--memory") == size
 
 
 @pytest.mark.parametrize("text", ["abc", "-1", "64q", "", "1e3"])
 def test_bad_sizes_are_refused(text):
-    with pytest.raises(mc.ContainerError) as exc:
-        mc.parse_size(text, "--memory")
+    with pytest.raises(errors.ContainerError) as exc:
+        cgroups.parse_size(text, "--memory")
     assert "not a size" in str(exc.value)
 
 
@@ -29,7 +30,7 @@ def limits(**kw):
     args = dict(memory=None, memory_swap=None, pids_limit=None, cpus=None, cpu_shares=None,
                 stats=False, ulimits=())
     args.update(kw)
-    return mc.parse_limits(**args)
+    return cgroups.parse_limits(**args)
 
 
 @pytest.mark.parametrize("kw, message", [
@@ -41,7 +42,7 @@ def limits(**kw):
     ({"cpu_shares": 1}, "out of range: 2 to 262144"),
 ])
 def test_bad_limits_are_refused(kw, message):
-    with pytest.raises(mc.ContainerError) as exc:
+    with pytest.raises(errors.ContainerError) as exc:
         limits(**kw)
     assert message in str(exc.value)
 
@@ -58,11 +59,11 @@ def test_limits_parse_and_name_their_controllers():
 def test_default_nofile_is_dockers_within_the_hosts():
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     expected_hard = 524288 if hard == resource.RLIM_INFINITY else min(524288, hard)
-    assert mc.parse_ulimits(()) == ((resource.RLIMIT_NOFILE, min(1024, expected_hard), expected_hard),)
+    assert cgroups.parse_ulimits(()) == ((resource.RLIMIT_NOFILE, min(1024, expected_hard), expected_hard),)
 
 
 def test_ulimits_parse_dockers_syntax():
-    got = dict((n, (s, h)) for n, s, h in mc.parse_ulimits(["nofile=100:200", "nproc=50"]))
+    got = dict((n, (s, h)) for n, s, h in cgroups.parse_ulimits(["nofile=100:200", "nproc=50"]))
     assert got == {resource.RLIMIT_NOFILE: (100, 200), resource.RLIMIT_NPROC: (50, 50)}
 
 
@@ -71,8 +72,8 @@ def test_ulimits_parse_dockers_syntax():
     ("nofile=10:5", "soft limit must be"), ("nofile=99999999999", "above minicontainer's own hard limit"),
 ])
 def test_bad_ulimits_are_refused(value, message):
-    with pytest.raises(mc.ContainerError) as exc:
-        mc.parse_ulimits([value])
+    with pytest.raises(errors.ContainerError) as exc:
+        cgroups.parse_ulimits([value])
     assert message in str(exc.value)
 
 
@@ -87,7 +88,7 @@ HYBRID_MOUNTINFO = """\
 
 
 def test_cgroup_mounts_find_both_versions():
-    v2, v1 = mc.cgroup_mounts(HYBRID_MOUNTINFO)
+    v2, v1 = cgroups.cgroup_mounts(HYBRID_MOUNTINFO)
     assert v2 == "/sys/fs/cgroup/unified"
     assert v1 == {"cpu": "/sys/fs/cgroup/cpu,cpuacct", "cpuacct": "/sys/fs/cgroup/cpu,cpuacct",
                   "memory": "/sys/fs/cgroup/memory", "pids": "/sys/fs/cgroup/pids"}
@@ -95,7 +96,7 @@ def test_cgroup_mounts_find_both_versions():
 
 def test_own_cgroups_read_every_hierarchy():
     text = "9:name=systemd:/\n4:memory:/user/a\n2:cpu,cpuacct:/x\n0::/user.slice/s\n"
-    assert mc.own_cgroups(text) == {"name=systemd": "/", "memory": "/user/a", "cpu": "/x",
+    assert cgroups.own_cgroups(text) == {"name=systemd": "/", "memory": "/user/a", "cpu": "/x",
                                     "cpuacct": "/x", "": "/user.slice/s"}
 
 
@@ -110,7 +111,7 @@ V1_MEMORY = ("cgroup.procs", "memory.limit_in_bytes", "memory.memsw.limit_in_byt
 def fake_kernel(monkeypatch):
     """Cgroup.create on a plain directory tree: mkdir, then the interface files
     the kernel would show, by version."""
-    real_create = mc.Cgroup.create
+    real_create = cgroups.Cgroup.create
 
     def create(self):
         real_create(self)
@@ -119,7 +120,7 @@ def fake_kernel(monkeypatch):
         for name in files:
             os.close(os.open(name, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=self.fd))
 
-    monkeypatch.setattr(mc.Cgroup, "create", create)
+    monkeypatch.setattr(cgroups.Cgroup, "create", create)
 
 
 def v2_tree(tmp_path, controllers, subtree=""):
@@ -134,7 +135,7 @@ def v2_tree(tmp_path, controllers, subtree=""):
 def test_v2_writer_writes_every_limit(tmp_path, fake_kernel):
     own, mountinfo, self_cgroup = v2_tree(tmp_path, ["cpuset", "cpu", "io", "memory", "pids"])
     lim = limits(memory="64m", memory_swap="96m", pids_limit=20, cpus=0.5, cpu_shares=512)
-    groups = mc.make_cgroups(lim, "mc-test", mountinfo, self_cgroup)
+    groups = cgroups.make_cgroups(lim, "mc-test", mountinfo, self_cgroup)
     assert [(g.version, sorted(g.controllers)) for g in groups] == [(2, ["cpu", "memory", "pids"])]
     group = own / "mc-test"
     assert (own / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
@@ -143,13 +144,13 @@ def test_v2_writer_writes_every_limit(tmp_path, fake_kernel):
     assert (group / "pids.max").read_text() == "20"
     assert (group / "cpu.max").read_text() == "50000 100000"
     assert (group / "cpu.weight").read_text() == str(1 + (512 - 2) * 9999 // 262142)
-    mc.join_cgroups(groups, 4242)
+    cgroups.join_cgroups(groups, 4242)
     assert (group / "cgroup.procs").read_text() == "4242"
     (group / "cpu.stat").write_text("usage_usec 1500000\nuser_usec 1000000\n")
     (group / "memory.peak").write_text("12345\n")
     (group / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
     (group / "pids.peak").write_text("7\n")
-    assert mc.post_mortem(groups) == {"cpu_us": 1500000, "memory_peak": 12345, "oom_kills": 1,
+    assert cgroups.post_mortem(groups) == {"cpu_us": 1500000, "memory_peak": 12345, "oom_kills": 1,
                                       "pids_peak": 7}
     for g in groups:  # the fake tree has files in the group, so rmdir cannot work here
         os.close(g.fd)
@@ -158,7 +159,7 @@ def test_v2_writer_writes_every_limit(tmp_path, fake_kernel):
 
 def test_v2_unlimited_values_are_max(tmp_path, fake_kernel):
     own, mountinfo, self_cgroup = v2_tree(tmp_path, ["memory", "pids"], subtree="memory pids")
-    groups = mc.make_cgroups(limits(memory="64m", memory_swap="-1", pids_limit=0),
+    groups = cgroups.make_cgroups(limits(memory="64m", memory_swap="-1", pids_limit=0),
                              "mc-test", mountinfo, self_cgroup)
     assert (own / "mc-test" / "memory.swap.max").read_text() == "max"
     assert (own / "mc-test" / "pids.max").read_text() == "max"
@@ -177,9 +178,9 @@ def test_v2_no_internal_processes_rule_is_explained(tmp_path, monkeypatch):
             raise OSError(16, "Device or resource busy")
         return real_open(path, mode, *a, **kw)
 
-    monkeypatch.setattr(mc, "open", busy_open, raising=False)
-    with pytest.raises(mc.ContainerError) as exc:
-        mc.make_cgroups(limits(memory="64m"), "mc-test", mountinfo, self_cgroup)
+    monkeypatch.setattr(cgroups, "open", busy_open, raising=False)
+    with pytest.raises(errors.ContainerError) as exc:
+        cgroups.make_cgroups(limits(memory="64m"), "mc-test", mountinfo, self_cgroup)
     assert "no-internal-processes" in str(exc.value)
     assert not (own / "mc-test").exists()
 
@@ -190,7 +191,7 @@ def test_controllers_missing_from_v2_come_from_v1(tmp_path, fake_kernel):
     mountinfo = (f"41 31 0:38 / {tmp_path / 'unified'} rw - cgroup2 cgroup2 rw\n"
                  f"35 31 0:32 / {tmp_path / 'memory'} rw - cgroup cgroup rw,memory\n")
     self_cgroup = "4:memory:/mine\n0::/user.slice/me\n"
-    groups = mc.make_cgroups(limits(memory="64m", memory_swap="128m"), "mc-test",
+    groups = cgroups.make_cgroups(limits(memory="64m", memory_swap="128m"), "mc-test",
                              mountinfo, self_cgroup)
     assert [(g.version, sorted(g.controllers)) for g in groups] == [(2, []), (1, ["memory"])]
     v1 = tmp_path / "memory" / "mine" / "mc-test"
@@ -203,13 +204,13 @@ def test_controllers_missing_from_v2_come_from_v1(tmp_path, fake_kernel):
 
 def test_no_limit_makes_no_group(tmp_path):
     own, mountinfo, self_cgroup = v2_tree(tmp_path, ["memory"])
-    assert mc.make_cgroups(limits(), "mc-test", mountinfo, self_cgroup) == []
+    assert cgroups.make_cgroups(limits(), "mc-test", mountinfo, self_cgroup) == []
     assert not (own / "mc-test").exists()
 
 
 def test_a_controller_the_host_lacks_is_an_error_and_nothing_is_left(tmp_path):
     own, mountinfo, self_cgroup = v2_tree(tmp_path, ["memory"])
-    with pytest.raises(mc.ContainerError) as exc:
-        mc.make_cgroups(limits(pids_limit=5), "mc-test", mountinfo, self_cgroup)
+    with pytest.raises(errors.ContainerError) as exc:
+        cgroups.make_cgroups(limits(pids_limit=5), "mc-test", mountinfo, self_cgroup)
     assert "no pids controller" in str(exc.value)
     assert not (own / "mc-test").exists()

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-import minicontainer as mc
+from _minicontainer import constants, errors, oci, spec as mc_spec
 from helpers import CLI
 from oci_configs import MUTATIONS, REPR, base_config, dumps, mutate, names_the_field
 
@@ -33,11 +33,11 @@ def bundle_dir(tmp_path_factory):
 
 def load(bundle_dir, config, text=None):
     (bundle_dir / "config.json").write_text(text if text is not None else dumps(config))
-    return mc.load_bundle(str(bundle_dir), "property")
+    return oci.load_bundle(str(bundle_dir), "property")
 
 
 def refusal(bundle_dir, config=None, text=None):
-    with pytest.raises(mc.ContainerError) as exc:
+    with pytest.raises(errors.ContainerError) as exc:
         load(bundle_dir, config, text)
     message = str(exc.value)
     assert "\n" not in message and not REPR.search(message), message
@@ -63,10 +63,10 @@ def test_every_wrong_field_is_one_line_naming_it(bundle_dir, spec_config, mutati
     config = mutate(base_config(spec_config), path, value)
     try:
         spec, kept = load(bundle_dir, config)
-    except mc.ContainerError as exc:
+    except errors.ContainerError as exc:
         # A value quoted in it may hold a newline: the CLI prints it escaped
         # (one_line), as the integration tests check.
-        message = mc.one_line(str(exc))
+        message = errors.one_line(str(exc))
         assert message.startswith("config.json: ") and not REPR.search(message), message
         assert names_the_field(message, path), (path, message)
         assert exc.code == 125
@@ -74,7 +74,7 @@ def test_every_wrong_field_is_one_line_naming_it(bundle_dir, spec_config, mutati
     # Accepted: what create keeps (the state entry) is plain JSON, without a NUL.
     text = json.dumps([spec.to_json(), kept])
     assert "\\u0000" not in text
-    mc.Spec.from_json(json.loads(text)[0])
+    mc_spec.Spec.from_json(json.loads(text)[0])
 
 
 @pytest.mark.parametrize("change, message", [
@@ -152,8 +152,8 @@ def test_a_document_that_is_no_json_object_is_one_line(bundle_dir, text, message
 def test_invalid_utf8_is_one_line(bundle_dir, spec_config):
     text = dumps(base_config(spec_config)).replace('"sh"', '"\udcff"')
     (bundle_dir / "config.json").write_bytes(text.encode("utf-8", "surrogateescape"))
-    with pytest.raises(mc.ContainerError) as exc:
-        mc.load_bundle(str(bundle_dir), "property")
+    with pytest.raises(errors.ContainerError) as exc:
+        oci.load_bundle(str(bundle_dir), "property")
     assert str(exc.value).startswith("config.json: not JSON: 'utf-8' codec can't decode byte 0xff")
 
 
@@ -206,8 +206,8 @@ def test_a_namespace_path_must_be_a_namespace_of_its_type(bundle_dir, spec_confi
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
     config["linux"]["namespaces"][1]["path"] = "/proc/self/ns/net"
     spec, _ = load(bundle_dir, config)
-    assert spec.ns_paths == {mc.CLONE_NEWNET: "/proc/self/ns/net"}
-    assert not spec.namespaces & mc.CLONE_NEWNET
+    assert spec.ns_paths == {constants.CLONE_NEWNET: "/proc/self/ns/net"}
+    assert not spec.namespaces & constants.CLONE_NEWNET
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -219,10 +219,10 @@ def test_an_exec_process_file_is_read_the_same_way(tmp_path_factory, spec_config
     path = tmp_path_factory.mktemp("process") / "process.json"
     process = dict(base_config(spec_config)["process"], args=args)
     path.write_text(dumps(process))
-    spec = mc.Spec("/", ("x",))
+    spec = mc_spec.Spec("/", ("x",))
     try:
-        mc.load_exec_process(spec, str(path))
-    except mc.ContainerError as exc:
+        oci.load_exec_process(spec, str(path))
+    except errors.ContainerError as exc:
         assert str(exc).startswith(f"--process {path}: ") and "\n" not in str(exc)
         assert not REPR.search(str(exc))
         return

@@ -2,30 +2,31 @@
 import pytest
 
 import minicontainer as mc
+from _minicontainer import constants, errors, options, spec
 
 
 def names(caps):
-    numbers = {v: k for k, v in mc.capability_numbers().items()}
+    numbers = {v: k for k, v in spec.capability_numbers().items()}
     return {numbers[c] for c in caps}
 
 
 def test_default_capabilities_are_podmans_set():
-    assert names(mc.resolve_capabilities((), ())) == set(mc.DEFAULT_CAPABILITIES)
+    assert names(options.resolve_capabilities((), ())) == set(constants.DEFAULT_CAPABILITIES)
 
 
 def test_cap_add_and_drop_accept_docker_spellings():
-    caps = names(mc.resolve_capabilities(("net_raw", "CAP_MKNOD"), ("chown",)))
-    assert caps == set(mc.DEFAULT_CAPABILITIES) - {"CHOWN"} | {"NET_RAW", "MKNOD"}
+    caps = names(options.resolve_capabilities(("net_raw", "CAP_MKNOD"), ("chown",)))
+    assert caps == set(constants.DEFAULT_CAPABILITIES) - {"CHOWN"} | {"NET_RAW", "MKNOD"}
 
 
 def test_drop_all_then_add_gives_only_the_added():
-    assert names(mc.resolve_capabilities(("KILL",), ("ALL",))) == {"KILL"}
+    assert names(options.resolve_capabilities(("KILL",), ("ALL",))) == {"KILL"}
 
 
 def test_add_all_is_everything_minicontainer_holds():
     import prctl
-    held = {n for n, c in mc.capability_numbers().items() if prctl.capbset_read(c)}
-    assert names(mc.resolve_capabilities(("ALL",), ())) == held
+    held = {n for n, c in spec.capability_numbers().items() if prctl.capbset_read(c)}
+    assert names(options.resolve_capabilities(("ALL",), ())) == held
 
 
 @pytest.mark.parametrize("adds, drops, message", [
@@ -34,16 +35,16 @@ def test_add_all_is_everything_minicontainer_holds():
     (("KILL",), ("KILL",), "--cap-add KILL and --cap-drop KILL: contradict each other"),
 ])
 def test_bad_capability_options_are_refused(adds, drops, message):
-    with pytest.raises(mc.ContainerError) as exc:
-        mc.resolve_capabilities(adds, drops)
+    with pytest.raises(errors.ContainerError) as exc:
+        options.resolve_capabilities(adds, drops)
     assert str(exc.value).startswith(message)
 
 
 def test_adding_a_capability_the_host_withholds_is_refused(monkeypatch):
     import prctl
-    monkeypatch.setattr(mc, "own_bounding_set", lambda: ((1 << 41) - 1) & ~(1 << prctl.CAP_SYS_RESOURCE))
-    with pytest.raises(mc.ContainerError) as exc:
-        mc.resolve_capabilities(("SYS_RESOURCE",), ())
+    monkeypatch.setattr(options, "own_bounding_set", lambda: ((1 << 41) - 1) & ~(1 << prctl.CAP_SYS_RESOURCE))
+    with pytest.raises(errors.ContainerError) as exc:
+        options.resolve_capabilities(("SYS_RESOURCE",), ())
     assert "does not hold it itself" in str(exc.value)
 
 
@@ -66,7 +67,7 @@ def root(tmp_path):
     ("0", (0, 0, "/root")),
 ])
 def test_user_is_resolved_from_the_roots_files(root, user, expected):
-    assert mc.resolve_user(str(root), user) == expected
+    assert options.resolve_user(str(root), user) == expected
 
 
 @pytest.mark.parametrize("user, message", [
@@ -76,18 +77,18 @@ def test_user_is_resolved_from_the_roots_files(root, user, expected):
     ("4294967295", "expected NAME or UID"),
 ])
 def test_unknown_users_are_refused(root, user, message):
-    with pytest.raises(mc.ContainerError) as exc:
-        mc.resolve_user(str(root), user)
+    with pytest.raises(errors.ContainerError) as exc:
+        options.resolve_user(str(root), user)
     assert message in str(exc.value)
 
 
 def test_passwd_symlink_cannot_make_us_read_the_hosts(tmp_path):
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "passwd").symlink_to("/etc/passwd")  # resolves to itself, inside
-    with pytest.raises(mc.ContainerError):
-        mc.resolve_user(str(tmp_path), "root")
+    with pytest.raises(errors.ContainerError):
+        options.resolve_user(str(tmp_path), "root")
 
 
 @pytest.mark.parametrize("opt", ["seccomp=unconfined", "no-new-privileges"])
 def test_docker_security_opts_are_understood(opt):
-    mc.parse_security_opts([opt])
+    options.parse_security_opts([opt])

@@ -24,10 +24,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import minicontainer as mc
+from _minicontainer import imageformat, images
 
 REPR = re.compile(r"[A-Za-z]+(Error|Exception)\(|Traceback|<class |object at 0x|internal error"
                   r"|\b(KeyError|TypeError|AttributeError|IndexError|RecursionError)\b")
-HOST_PLATFORM = mc.parse_platform(None)
+HOST_PLATFORM = imageformat.parse_platform(None)
 
 
 def sha(data):
@@ -55,15 +56,15 @@ class Image:
             config["variant"] = variant
         self.config = json.dumps(config).encode()
         self.manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": mc.MANIFEST_TYPES[0],
+            "schemaVersion": 2, "mediaType": imageformat.MANIFEST_TYPES[0],
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                        "digest": sha(self.config), "size": len(self.config)},
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
                         "digest": sha(self.layer), "size": len(self.layer)}]}).encode()
 
     def routes(self, repo="test/img", tag="1"):
-        return {f"/v2/{repo}/manifests/{tag}": (200, {"Content-Type": mc.MANIFEST_TYPES[0]}, self.manifest),
-                f"/v2/{repo}/manifests/{sha(self.manifest)}": (200, {"Content-Type": mc.MANIFEST_TYPES[0]},
+        return {f"/v2/{repo}/manifests/{tag}": (200, {"Content-Type": imageformat.MANIFEST_TYPES[0]}, self.manifest),
+                f"/v2/{repo}/manifests/{sha(self.manifest)}": (200, {"Content-Type": imageformat.MANIFEST_TYPES[0]},
                                                                self.manifest),
                 f"/v2/{repo}/blobs/{sha(self.config)}": (200, {}, self.config),
                 f"/v2/{repo}/blobs/{sha(self.layer)}": (200, {}, self.layer)}
@@ -308,7 +309,7 @@ def raw(data):
     (raw(b"HELLO THERE\r\n\r\n"), "not an HTTP answer"),
     (raw(b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000 + b"\r\n\r\n"), "a header line too long"),
     (raw(b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 150 + b"\r\n"), "answered badly"),
-    (raw(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nContent-Type: " + mc.MANIFEST_TYPES[0].encode()
+    (raw(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nContent-Type: " + imageformat.MANIFEST_TYPES[0].encode()
          + b"\r\n\r\n{\"sch"), "broke off"),
     (raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"), "broke off"),
     ((500, {}, b'{"errors": 5}'), "answered 500 for manifest"),
@@ -359,27 +360,27 @@ def test_a_digest_that_is_a_path_deletes_nothing(tmp_path, fake):
     manifest = json.loads(image.manifest)
     manifest["config"]["digest"] = digest
     serve(fake, {**image.routes(), "/v2/test/img/manifests/1": (
-        200, {"Content-Type": mc.MANIFEST_TYPES[0]}, json.dumps(manifest).encode())})
+        200, {"Content-Type": imageformat.MANIFEST_TYPES[0]}, json.dumps(manifest).encode())})
     assert "a digest minicontainer does not check" in refused(tmp_path, f"{fake.host}/test/img:1")
     assert sentinel.read_text() == "keep"
 
 
 def index_of(*entries):
-    return json.dumps({"schemaVersion": 2, "mediaType": mc.INDEX_TYPES[0], "manifests": list(entries)}).encode()
+    return json.dumps({"schemaVersion": 2, "mediaType": imageformat.INDEX_TYPES[0], "manifests": list(entries)}).encode()
 
 
 def test_an_index_inside_an_index_is_one_line(tmp_path, fake):
     image = Image()
-    inner = index_of({"mediaType": mc.MANIFEST_TYPES[0], "digest": sha(image.manifest),
+    inner = index_of({"mediaType": imageformat.MANIFEST_TYPES[0], "digest": sha(image.manifest),
                       "size": len(image.manifest), "platform": {"os": "linux", "architecture": HOST_PLATFORM[1]}})
-    outer = index_of({"mediaType": mc.INDEX_TYPES[0], "digest": sha(inner), "size": len(inner),
+    outer = index_of({"mediaType": imageformat.INDEX_TYPES[0], "digest": sha(inner), "size": len(inner),
                       "platform": {"os": "linux", "architecture": HOST_PLATFORM[1]}})
     serve(fake, {**image.routes(),
-                 "/v2/test/img/manifests/1": (200, {"Content-Type": mc.INDEX_TYPES[0]}, outer),
-                 f"/v2/test/img/manifests/{sha(inner)}": (200, {"Content-Type": mc.INDEX_TYPES[0]}, inner)})
+                 "/v2/test/img/manifests/1": (200, {"Content-Type": imageformat.INDEX_TYPES[0]}, outer),
+                 f"/v2/test/img/manifests/{sha(inner)}": (200, {"Content-Type": imageformat.INDEX_TYPES[0]}, inner)})
     assert "is an index itself" in refused(tmp_path, f"{fake.host}/test/img:1")
     serve(fake, {**image.routes(),  # the control: the inner index alone is pulled
-                 "/v2/test/img/manifests/1": (200, {"Content-Type": mc.INDEX_TYPES[0]}, inner)})
+                 "/v2/test/img/manifests/1": (200, {"Content-Type": imageformat.INDEX_TYPES[0]}, inner)})
     code, err, _ = pull(tmp_path, f"{fake.host}/test/img:1")
     assert code == 0, err
 
@@ -387,7 +388,7 @@ def test_an_index_inside_an_index_is_one_line(tmp_path, fake):
 @pytest.mark.parametrize("body", [b"[" * 100000 + b"]" * 100000, b'{"a":' * 50000 + b"1" + b"}" * 50000,
                                   b"\xff\xfe\x00", b"", b"null", b"[]", b'"manifest"'])
 def test_a_manifest_nested_too_deep_or_not_an_object_is_one_line(tmp_path, fake, body):
-    for kind in (mc.MANIFEST_TYPES[0], mc.INDEX_TYPES[0], ""):
+    for kind in (imageformat.MANIFEST_TYPES[0], imageformat.INDEX_TYPES[0], ""):
         serve(fake, {"/v2/test/img/manifests/1": (200, {"Content-Type": kind} if kind else {}, body)})
         refused(tmp_path, f"{fake.host}/test/img:1")
 
@@ -410,8 +411,8 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=8)
 strings = st.sampled_from(["", "sha256:", "sha256:" + "0" * 64, "sha256:" + "A" * 64, "../x", "md5:0",
-                           "sha256:" + "0" * 63 + "/", "linux", "amd64", mc.MANIFEST_TYPES[0],
-                           mc.INDEX_TYPES[0], "application/vnd.oci.image.layer.v1.tar+gzip"])
+                           "sha256:" + "0" * 63 + "/", "linux", "amd64", imageformat.MANIFEST_TYPES[0],
+                           imageformat.INDEX_TYPES[0], "application/vnd.oci.image.layer.v1.tar+gzip"])
 hostile = json_values | strings | st.integers(min_value=-2**64, max_value=2**64)
 
 
@@ -468,12 +469,12 @@ def test_hostile_documents_are_refused_in_one_line_or_pulled(hostile_work, fake,
         routes = image.routes()
     elif kind == "manifest":
         body = json.dumps(put(json.loads(image.manifest), path, value)).encode()
-        routes["/v2/test/img/manifests/1"] = (200, {"Content-Type": mc.MANIFEST_TYPES[0]}, body)
+        routes["/v2/test/img/manifests/1"] = (200, {"Content-Type": imageformat.MANIFEST_TYPES[0]}, body)
     else:
-        entry = {"mediaType": mc.MANIFEST_TYPES[0], "digest": sha(image.manifest),
+        entry = {"mediaType": imageformat.MANIFEST_TYPES[0], "digest": sha(image.manifest),
                  "size": len(image.manifest), "platform": {"os": "linux", "architecture": HOST_PLATFORM[1]}}
         body = json.dumps(put(json.loads(index_of(entry)), path, value)).encode()
-        routes["/v2/test/img/manifests/1"] = (200, {"Content-Type": mc.INDEX_TYPES[0]}, body)
+        routes["/v2/test/img/manifests/1"] = (200, {"Content-Type": imageformat.INDEX_TYPES[0]}, body)
     serve(fake, routes)
     shutil.rmtree(hostile_work / "root", ignore_errors=True)
     code, err, out = pull(hostile_work, f"{fake.host}/test/img:1")
@@ -521,7 +522,7 @@ def test_a_blob_without_a_size_is_refused_before_an_endless_download(tmp_path, f
     manifest = json.loads(image.manifest)
     del manifest["layers"][0]["size"]
     serve(fake, {**image.routes(), "/v2/test/img/manifests/1": (
-        200, {"Content-Type": mc.MANIFEST_TYPES[0]}, json.dumps(manifest).encode()),
+        200, {"Content-Type": imageformat.MANIFEST_TYPES[0]}, json.dumps(manifest).encode()),
         f"/v2/test/img/blobs/{sha(image.layer)}": endless(200, {})})
     assert "layers[0] of the manifest has a size that is no byte count: null" in \
         refused(tmp_path, f"{fake.host}/test/img:1")
@@ -529,28 +530,28 @@ def test_a_blob_without_a_size_is_refused_before_an_endless_download(tmp_path, f
 
 def test_huge_manifests_and_configurations_are_refused_before_they_are_read(tmp_path, fake):
     image = Image()
-    serve(fake, {"/v2/test/img/manifests/1": (200, {"Content-Type": mc.MANIFEST_TYPES[0]},
-                                              b" " * (mc.MAX_MANIFEST + 1))})
-    assert f"the manifest 1 is larger than {mc.MAX_MANIFEST} bytes" in refused(tmp_path, f"{fake.host}/test/img:1")
+    serve(fake, {"/v2/test/img/manifests/1": (200, {"Content-Type": imageformat.MANIFEST_TYPES[0]},
+                                              b" " * (imageformat.MAX_MANIFEST + 1))})
+    assert f"the manifest 1 is larger than {imageformat.MAX_MANIFEST} bytes" in refused(tmp_path, f"{fake.host}/test/img:1")
     manifest = json.loads(image.manifest)
     manifest["config"]["size"] = 2**63 - 1
     serve(fake, {**image.routes(), "/v2/test/img/manifests/1": (
-        200, {"Content-Type": mc.MANIFEST_TYPES[0]}, json.dumps(manifest).encode())})
+        200, {"Content-Type": imageformat.MANIFEST_TYPES[0]}, json.dumps(manifest).encode())})
     assert "the image configuration is larger than" in refused(tmp_path, f"{fake.host}/test/img:1")
     assert not [p for p, _, _ in fake.requests if "/blobs/" in p]
     manifest["config"]["size"] = 2**63
     serve(fake, {**image.routes(), "/v2/test/img/manifests/1": (
-        200, {"Content-Type": mc.MANIFEST_TYPES[0]}, json.dumps(manifest).encode())})
+        200, {"Content-Type": imageformat.MANIFEST_TYPES[0]}, json.dumps(manifest).encode())})
     assert "has a size that is no byte count: 9223372036854775808" in refused(tmp_path, f"{fake.host}/test/img:1")
 
 
 def test_a_manifest_that_trickles_in_is_refused_at_the_deadline(tmp_path, fake, monkeypatch):
     import time
-    monkeypatch.setattr(mc, "DOCUMENT_TIMEOUT", 1)
+    monkeypatch.setattr(images, "DOCUMENT_TIMEOUT", 1)
 
     def trickle(handler):
         handler.send_response(200)
-        handler.send_header("Content-Type", mc.MANIFEST_TYPES[0])
+        handler.send_header("Content-Type", imageformat.MANIFEST_TYPES[0])
         handler.send_header("Content-Length", "1000")
         handler.end_headers()
         try:

@@ -3,6 +3,7 @@
 import pytest
 
 import minicontainer as mc
+from _minicontainer import constants, container, errors, network, options, spec
 
 
 def test_env_values_files_and_host_copies(tmp_path, monkeypatch):
@@ -10,28 +11,28 @@ def test_env_values_files_and_host_copies(tmp_path, monkeypatch):
     monkeypatch.delenv("NOT_ON_HOST", raising=False)
     env_file = tmp_path / "env"
     env_file.write_text("# comment\n\nA=1\nB=x=y\nFROM_HOST\n")
-    assert mc.parse_env(["C=3", "FROM_HOST", "NOT_ON_HOST", "A=override"], [str(env_file)]) == \
+    assert options.parse_env(["C=3", "FROM_HOST", "NOT_ON_HOST", "A=override"], [str(env_file)]) == \
         [("A", "1"), ("B", "x=y"), ("FROM_HOST", "h"), ("C", "3"), ("FROM_HOST", "h"), ("A", "override")]
 
 
 @pytest.mark.parametrize("value", ["=x", " A=1"])
 def test_bad_env_is_refused(value):
-    with pytest.raises(mc.ContainerError) as exc:
-        mc.parse_env([value], [])
+    with pytest.raises(errors.ContainerError) as exc:
+        options.parse_env([value], [])
     assert "expected KEY=VALUE or KEY" in str(exc.value)
 
 
 def test_missing_env_file_is_refused(tmp_path):
-    with pytest.raises(mc.ContainerError) as exc:
-        mc.parse_env([], [str(tmp_path / "nope")])
+    with pytest.raises(errors.ContainerError) as exc:
+        options.parse_env([], [str(tmp_path / "nope")])
     assert "No such file" in str(exc.value)
 
 
 def test_volumes_parse(tmp_path):
-    assert mc.parse_volume(f"{tmp_path}:/data") == {
+    assert options.parse_volume(f"{tmp_path}:/data") == {
         "destination": "/data", "type": "bind", "source": str(tmp_path),
         "options": ["bind", "nosuid", "nodev"], "why": "--volume /data"}
-    assert mc.parse_volume(f"{tmp_path}:/data/:ro")["options"] == ["bind", "nosuid", "nodev", "ro"]
+    assert options.parse_volume(f"{tmp_path}:/data/:ro")["options"] == ["bind", "nosuid", "nodev", "ro"]
 
 
 @pytest.mark.parametrize("value, message", [
@@ -50,54 +51,54 @@ def test_volumes_parse(tmp_path):
     ("named:/d", "must be absolute or start with ./"),
 ])
 def test_bad_volumes_are_refused(tmp_path, value, message):
-    with pytest.raises(mc.ContainerError) as exc:
-        mc.parse_volume(value.replace("TMP", str(tmp_path)))
+    with pytest.raises(errors.ContainerError) as exc:
+        options.parse_volume(value.replace("TMP", str(tmp_path)))
     assert message in str(exc.value)
 
 
 def test_tmpfs_options():
-    mount = mc.parse_tmpfs("/cache:size=64m,mode=1777,exec")
+    mount = options.parse_tmpfs("/cache:size=64m,mode=1777,exec")
     assert (mount["destination"], mount["type"]) == ("/cache", "tmpfs")
     assert mount["options"] == ["nosuid", "nodev", "exec", "size=64m", "mode=1777"]
-    parsed = mc.parse_mount_options(mount["options"])
-    assert parsed["set"] == mc.MOUNT_ATTR_NOSUID | mc.MOUNT_ATTR_NODEV
+    parsed = container.parse_mount_options(mount["options"])
+    assert parsed["set"] == constants.MOUNT_ATTR_NOSUID | constants.MOUNT_ATTR_NODEV
     assert parsed["data"] == [("size", "64m"), ("mode", "1777")]
-    assert mc.parse_tmpfs("/x")["options"] == ["nosuid", "nodev", "noexec"]
-    assert mc.parse_mount_options(mc.parse_tmpfs("/x:ro")["options"])["set"] & mc.MOUNT_ATTR_RDONLY
+    assert options.parse_tmpfs("/x")["options"] == ["nosuid", "nodev", "noexec"]
+    assert container.parse_mount_options(options.parse_tmpfs("/x:ro")["options"])["set"] & constants.MOUNT_ATTR_RDONLY
     for bad in ("/x:bogus", "/x:size=", "/proc/x", "/sys", "/dev/zero", "rel"):
-        with pytest.raises(mc.ContainerError):
-            mc.parse_tmpfs(bad)
+        with pytest.raises(errors.ContainerError):
+            options.parse_tmpfs(bad)
 
 
 def test_mount_options_sort_into_the_mount_api():
-    parsed = mc.parse_mount_options(["rbind", "ro", "rnosuid", "rslave", "noatime", "sync",
+    parsed = container.parse_mount_options(["rbind", "ro", "rnosuid", "rslave", "noatime", "sync",
                                      "mode=755", "newinstance", "x-whatever", "defaults"])
-    assert parsed["rbind"] and parsed["set"] == mc.MOUNT_ATTR_RDONLY | mc.MOUNT_ATTR_NOATIME
-    assert parsed["clear"] == mc.MOUNT_ATTR__ATIME
-    assert parsed["rset"] == mc.MOUNT_ATTR_NOSUID and parsed["propagation"] == (mc.MS_SLAVE, True)
+    assert parsed["rbind"] and parsed["set"] == constants.MOUNT_ATTR_RDONLY | constants.MOUNT_ATTR_NOATIME
+    assert parsed["clear"] == constants.MOUNT_ATTR__ATIME
+    assert parsed["rset"] == constants.MOUNT_ATTR_NOSUID and parsed["propagation"] == (constants.MS_SLAVE, True)
     assert parsed["sb"] == [("sync", None)]
     assert parsed["data"] == [("mode", "755"), ("newinstance", None)]
-    assert mc.parse_mount_options(["rw", "ro"])["set"] == mc.MOUNT_ATTR_RDONLY
-    assert mc.parse_mount_options(["ro", "rw"])["set"] == 0
+    assert container.parse_mount_options(["rw", "ro"])["set"] == constants.MOUNT_ATTR_RDONLY
+    assert container.parse_mount_options(["ro", "rw"])["set"] == 0
 
 
 def test_run_mounts_keep_their_order_and_read_only_tmpfs():
-    mounts = mc.run_mounts(["/tmp:/data"], ["/run"], True, True)
+    mounts = options.run_mounts(["/tmp:/data"], ["/run"], True, True)
     assert [m["destination"] for m in mounts] == ["/proc", "/dev", "/dev/pts", "/dev/shm", "/sys",
                                                   "/data", "/run", "/tmp"]
 
 
 @pytest.mark.parametrize("name", ["", "-x", "_x", "a b", "x" * 64, "a/b"])
 def test_bad_names_are_refused(name):
-    with pytest.raises(mc.ContainerError) as exc:
-        mc.check_container_name(name)
+    with pytest.raises(errors.ContainerError) as exc:
+        options.check_container_name(name)
     assert "--name" in str(exc.value)
 
 
 def test_tty_needs_a_terminal(monkeypatch):
     monkeypatch.setattr(mc.os, "isatty", lambda fd: False)
-    with pytest.raises(mc.ContainerError) as exc:
-        mc.terminal_size()
+    with pytest.raises(errors.ContainerError) as exc:
+        options.terminal_size()
     assert "not a terminal" in str(exc.value)
 
 
@@ -110,27 +111,27 @@ def test_relative_workdir_is_refused(tmp_path, capsys):
 @pytest.mark.parametrize("value, expected", [
     ("8080:80", ("127.0.0.1", 8080, 80)), ("0.0.0.0:8080:80/tcp", ("0.0.0.0", 8080, 80))])
 def test_publish_parses(value, expected):
-    assert mc.parse_publish(value) == expected
+    assert spec.parse_publish(value) == expected
 
 
 @pytest.mark.parametrize("value", ["80", "x:80", "8080:0", "1.2.3:80:80", "8080:80/sctp", "70000:80"])
 def test_bad_publish_is_refused(value):
-    with pytest.raises(mc.ContainerError):
-        mc.parse_publish(value)
+    with pytest.raises(errors.ContainerError):
+        spec.parse_publish(value)
 
 
 def test_subnet_parses_and_refuses():
-    assert str(mc.parse_subnet("10.88.0.0/16")[1]) == "10.88.0.1"
+    assert str(spec.parse_subnet("10.88.0.0/16")[1]) == "10.88.0.1"
     for bad in ("10.88.0.1/16", "10.0.0.0/30", "nonsense"):
-        with pytest.raises(mc.ContainerError):
-            mc.parse_subnet(bad)
+        with pytest.raises(errors.ContainerError):
+            spec.parse_subnet(bad)
 
 
 def test_outbound_without_nft_or_iptables_says_so(monkeypatch):
     import shutil
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    net = mc.Network(mc.parse_subnet("10.213.0.0/24"), outbound=True)
-    with pytest.raises(mc.ContainerError) as exc:
+    net = network.Network(spec.parse_subnet("10.213.0.0/24"), outbound=True)
+    with pytest.raises(errors.ContainerError) as exc:
         net.ensure_outbound({})
     assert str(exc.value) == ("--outbound: needs nftables (nft) or iptables to masquerade,"
                               " and neither is installed")
@@ -142,9 +143,9 @@ def test_an_address_belongs_to_the_process_that_takes_it(tmp_path, monkeypatch):
     container: the table names the monitor, by pid and start time."""
     import json
     import os
-    monkeypatch.setattr(mc, "NET_STATE_DIR", str(tmp_path))
-    monkeypatch.setattr(mc.Network, "ensure_bridge", lambda self, state: None)
-    net = mc.Network(mc.parse_subnet("10.213.0.0/24"))
+    monkeypatch.setattr(network, "NET_STATE_DIR", str(tmp_path))
+    monkeypatch.setattr(network.Network, "ensure_bridge", lambda self, state: None)
+    net = network.Network(spec.parse_subnet("10.213.0.0/24"))
     read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:  # the "monitor"
@@ -157,10 +158,10 @@ def test_an_address_belongs_to_the_process_that_takes_it(tmp_path, monkeypatch):
     owner = json.loads(os.read(read_end, 100))
     os.close(read_end)
     os.waitpid(child, 0)
-    table = json.loads((tmp_path / mc.NET_STATE).read_text())["containers"]
+    table = json.loads((tmp_path / network.NET_STATE).read_text())["containers"]
     assert table == {"10.213.0.2": owner} and owner[0] == child
     # Its owner gone, the address is swept by the next to look.
-    other = mc.Network(mc.parse_subnet("10.213.0.0/24"))
+    other = network.Network(spec.parse_subnet("10.213.0.0/24"))
     lock = other.locked()
     try:
         assert other.load()["containers"] == {}
@@ -172,11 +173,11 @@ def test_an_address_belongs_to_the_process_that_takes_it(tmp_path, monkeypatch):
 @pytest.mark.parametrize("address, mac", [("10.88.0.2", "02:42:0a:58:00:02"),
                                           ("172.17.0.255", "02:42:ac:11:00:ff")])
 def test_a_containers_mac_is_made_from_its_address_as_docker_makes_it(address, mac):
-    assert mc.mac_for(address) == mac
+    assert network.mac_for(address) == mac
 
 
 def test_every_address_of_a_subnet_has_its_own_mac():
-    hosts = [str(ip) for ip in mc.parse_subnet("10.88.0.0/16").hosts()]
-    macs = {mc.mac_for(ip) for ip in hosts}
+    hosts = [str(ip) for ip in spec.parse_subnet("10.88.0.0/16").hosts()]
+    macs = {network.mac_for(ip) for ip in hosts}
     assert len(macs) == len(hosts)
     assert all(int(m[:2], 16) & 0b11 == 0b10 for m in macs)  # locally administered, unicast

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import minicontainer  # noqa: E402
-from minicontainer import ContainerError, SeccompFilter  # noqa: E402
+from _minicontainer import spec, syscalls  # noqa: E402
+from _minicontainer.errors import ContainerError  # noqa: E402
+from _minicontainer.syscalls import SeccompFilter  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86_64's ABIs and numbers")
 
@@ -97,6 +98,6 @@ def test_repeating_rules_changes_nothing(times):
     assert exported(profile(repeated)) == exported(profile(DEBIAN_SOCKET_RULES))
 
 
-@pytest.mark.parametrize("caps", [set(), {"SYS_ADMIN"}, set(minicontainer.capability_numbers())])
+@pytest.mark.parametrize("caps", [set(), {"SYS_ADMIN"}, set(spec.capability_numbers())])
 def test_minicontainers_own_default_compiles(caps):
-    exported(minicontainer.default_seccomp(caps))
+    exported(syscalls.default_seccomp(caps))

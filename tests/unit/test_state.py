@@ -7,15 +7,16 @@ import subprocess
 import pytest
 
 import minicontainer as mc
+from _minicontainer import errors, lifecycle, procs, state as mc_state
 
 
 @pytest.fixture
 def store(tmp_path):
-    return mc.Store(str(tmp_path / "state")).ensure()
+    return mc_state.Store(str(tmp_path / "state")).ensure()
 
 
 def me():
-    return [os.getpid(), mc.process_start(os.getpid())]
+    return [os.getpid(), procs.process_start(os.getpid())]
 
 
 def gone():
@@ -28,9 +29,9 @@ def gone():
 def test_entries_are_made_found_and_listed(store):
     a = store.create("web", {"monitor": me()})
     b = store.create(None, {"monitor": me()})
-    assert len(a.id) == 64 and a.name == "web" and a.status == mc.CREATING
+    assert len(a.id) == 64 and a.name == "web" and a.status == mc_state.CREATING
     first, noun = b.name.split("_")
-    assert first in mc.NAME_ADJECTIVES and noun in mc.NAME_NOUNS
+    assert first in mc_state.NAME_ADJECTIVES and noun in mc_state.NAME_NOUNS
     assert [c.id for c in store.entries()] == [a.id, b.id]
     assert store.find("web").id == a.id and store.find(a.id).id == a.id
     assert store.find(b.id[:12]).id == b.id
@@ -40,7 +41,7 @@ def test_entries_are_made_found_and_listed(store):
 
 def test_a_name_is_unique_while_its_entry_lives(store):
     entry = store.create("web", {})
-    with pytest.raises(mc.ContainerError) as exc:
+    with pytest.raises(errors.ContainerError) as exc:
         store.create("web", {})
     assert "the name is in use" in str(exc.value)
     entry.remove()
@@ -50,31 +51,31 @@ def test_a_name_is_unique_while_its_entry_lives(store):
 def test_unknown_and_ambiguous_references(store):
     entries = [store.create(None, {}) for _ in range(20)]
     first = next(c for c in "0123456789abcdef" if sum(e.id.startswith(c) for e in entries) > 1)
-    with pytest.raises(mc.ContainerError) as exc:
+    with pytest.raises(errors.ContainerError) as exc:
         store.find(first)
     assert "ambiguous" in str(exc.value)
-    with pytest.raises(mc.ContainerError) as exc:
+    with pytest.raises(errors.ContainerError) as exc:
         store.find("zz")
     assert str(exc.value) == "container zz: no such container"
-    with pytest.raises(mc.ContainerError):
+    with pytest.raises(errors.ContainerError):
         store.find("")
 
 
 def test_the_status_is_told_as_it_truly_is(store):
     entry = store.create("x", {"monitor": me()})
-    entry.update(status=mc.RUNNING, pid1=me())
-    assert entry.status == mc.RUNNING
+    entry.update(status=mc_state.RUNNING, pid1=me())
+    assert entry.status == mc_state.RUNNING
     entry.update(monitor=gone())  # the monitor died without writing the end
-    assert entry.status == mc.DEAD
+    assert entry.status == mc_state.DEAD
     oci = store.create("y", {"monitor": None})
-    oci.update(status=mc.RUNNING, pid1=gone())  # no monitor: PID 1 is the judge
-    assert oci.status == mc.EXITED
+    oci.update(status=mc_state.RUNNING, pid1=gone())  # no monitor: PID 1 is the judge
+    assert oci.status == mc_state.EXITED
 
 
 @pytest.mark.parametrize("status, move, allowed", [
-    (mc.RUNNING, "rm", False), (mc.RUNNING, "rm -f", True), (mc.EXITED, "rm", True),
-    (mc.EXITED, "exec", False), (mc.RUNNING, "exec", True), (mc.CREATED, "start", True),
-    (mc.RUNNING, "start", False), (mc.EXITED, "kill", False), (mc.PAUSED, "resume", True),
+    (mc_state.RUNNING, "rm", False), (mc_state.RUNNING, "rm -f", True), (mc_state.EXITED, "rm", True),
+    (mc_state.EXITED, "exec", False), (mc_state.RUNNING, "exec", True), (mc_state.CREATED, "start", True),
+    (mc_state.RUNNING, "start", False), (mc_state.EXITED, "kill", False), (mc_state.PAUSED, "resume", True),
 ])
 def test_moves_are_checked_in_one_place(store, status, move, allowed):
     entry = store.create("m", {"monitor": me()})
@@ -82,7 +83,7 @@ def test_moves_are_checked_in_one_place(store, status, move, allowed):
     if allowed:
         assert entry.check(move) == status
     else:
-        with pytest.raises(mc.ContainerError) as exc:
+        with pytest.raises(errors.ContainerError) as exc:
             entry.check(move)
         assert str(exc.value).startswith(f"{move} m: it is")
 
@@ -91,18 +92,18 @@ def test_an_update_after_removal_writes_nothing(store):
     entry = store.create("r", {})
     entry.remove()
     entry.remove()  # twice: no error
-    assert entry.update(status=mc.EXITED) is False
+    assert entry.update(status=mc_state.EXITED) is False
     assert os.listdir(store.path) == [".lock"]
 
 
 def test_the_log_keeps_its_last_part(tmp_path, monkeypatch):
-    monkeypatch.setattr(mc, "LOG_MAX", 1000)
+    monkeypatch.setattr(mc_state, "LOG_MAX", 1000)
     dropped = []
-    log = mc.Log(str(tmp_path), on_drop=dropped.append)
+    log = mc_state.Log(str(tmp_path), on_drop=dropped.append)
     for i in range(100):
         log.write(ord("1" if i % 2 else "2"), b"line %03d\n" % i)
-    old, _ = mc.read_records(str(tmp_path / "container.log.1"))
-    new, _ = mc.read_records(str(tmp_path / "container.log"))
+    old, _ = mc_state.read_records(str(tmp_path / "container.log.1"))
+    new, _ = mc_state.read_records(str(tmp_path / "container.log"))
     kept = b"".join(data for _, _, data in old + new)
     assert kept.endswith(b"line 099\n") and len(kept) < 1000
     assert dropped and dropped[-1] > 0
@@ -112,7 +113,7 @@ def test_the_log_keeps_its_last_part(tmp_path, monkeypatch):
 def test_a_record_being_written_is_not_read(tmp_path):
     path = tmp_path / "container.log"
     path.write_bytes(b"1 5 3\nabc" + b"2 6 10\nhalf")
-    records, offset = mc.read_records(str(path))
+    records, offset = mc_state.read_records(str(path))
     assert records == [(b"1", 5, b"abc")] and offset == 9
 
 
@@ -120,13 +121,13 @@ def test_a_record_being_written_is_not_read(tmp_path):
     ("KILL", signal.SIGKILL), ("SIGTERM", signal.SIGTERM), ("term", signal.SIGTERM), ("9", 9),
     ("USR1", signal.SIGUSR1), ("RTMIN+1", signal.SIGRTMIN + 1)])
 def test_signals_by_name_or_number(text, number):
-    assert mc.parse_signal(text) == number
+    assert lifecycle.parse_signal(text) == number
 
 
 @pytest.mark.parametrize("text", ["NOPE", "0", "99", "", "٩", "SIG"])
 def test_bad_signals_are_refused(text):
-    with pytest.raises(mc.ContainerError):
-        mc.parse_signal(text)
+    with pytest.raises(errors.ContainerError):
+        lifecycle.parse_signal(text)
 
 
 @pytest.mark.parametrize("seconds, words", [
@@ -134,12 +135,12 @@ def test_bad_signals_are_refused(text):
     (600, "10 minutes"), (3600, "About an hour"), (7200, "2 hours"), (3 * 86400, "3 days"),
     (21 * 86400, "3 weeks"), (90 * 86400, "3 months"), (800 * 86400, "2 years")])
 def test_durations_in_dockers_words(seconds, words):
-    assert mc.human_duration(seconds) == words
+    assert mc_state.human_duration(seconds) == words
 
 
 def test_times_round_trip():
-    stamp = mc.now_iso()
-    assert stamp.endswith("Z") and abs(mc.parse_iso(stamp) - __import__("time").time()) < 5
+    stamp = mc_state.now_iso()
+    assert stamp.endswith("Z") and abs(mc_state.parse_iso(stamp) - __import__("time").time()) < 5
 
 
 def test_a_zombie_is_no_longer_alive():
@@ -152,7 +153,7 @@ def test_a_zombie_is_no_longer_alive():
             if f.read().rsplit(")", 1)[1].split()[0] == "Z":
                 break
         time.sleep(0.01)
-    assert mc.process_start(proc.pid) is None and not mc.alive(owner)
+    assert procs.process_start(proc.pid) is None and not procs.alive(owner)
     proc.wait()
 
 
@@ -169,7 +170,7 @@ def forge(state, victim):
     entry.mkdir(parents=True)
     owner = [victim.pid, victim.start]
     (entry / "state.json").write_text(__import__("json").dumps({
-        "id": "f" * 64, "name": "web", "status": mc.RUNNING, "created": mc.now_iso(),
+        "id": "f" * 64, "name": "web", "status": mc_state.RUNNING, "created": mc_state.now_iso(),
         "monitor": owner, "pid1": owner, "detached": True, "spec": {}, "command": ["x"]}))
     (entry / "container.log").write_bytes(b"garbage that is no record\n")
 
@@ -200,10 +201,10 @@ class Victim:
                 time.sleep(0.01)
         assert self.pid, "no sleep in a PID namespace of its own (unshare -Urpf)"
         assert os.readlink(f"/proc/{self.pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
-        self.start = mc.process_start(self.pid)
+        self.start = procs.process_start(self.pid)
 
     def alive(self):
-        return mc.alive([self.pid, self.start])
+        return procs.alive([self.pid, self.start])
 
     def end(self):
         if self.alive():
@@ -239,7 +240,7 @@ def test_every_verb_refuses_a_state_directory_others_may_enter(tmp_path, victim,
     assert result.returncode == 125 and err.count("\n") == 1, err
     assert err == (f"minicontainer: state directory {state}: its mode is 0755 (others may enter it):"
                    f" remove it (rm -rf {state}) and try again, or choose another with --root DIR"
-                   f" or {mc.STATE_ENV}\n")
+                   f" or {mc_state.STATE_ENV}\n")
     assert victim.alive() and os.path.exists(state / ("f" * 64) / "state.json")
 
 
@@ -265,24 +266,24 @@ def test_the_callers_own_directory_is_read_as_before(tmp_path, victim):
     (lambda p, good: p.mkdir(0o700) or p.chmod(0o710), "its mode is 0710"),
 ])
 def test_a_symlink_a_file_or_an_open_directory_is_refused_when_read_or_made(tmp_path, make, why):
-    good = mc.Store(str(tmp_path / "good")).ensure()
+    good = mc_state.Store(str(tmp_path / "good")).ensure()
     good.create("web", {})
     path = tmp_path / "state"
     make(path, good.path)
     for use in (lambda s: s.entries(), lambda s: s.find("web"), lambda s: s.ensure(),
                 lambda s: s.create("x", {})):
-        with pytest.raises(mc.ContainerError) as caught:
-            use(mc.Store(str(path)))
+        with pytest.raises(errors.ContainerError) as caught:
+            use(mc_state.Store(str(path)))
         assert str(caught.value).startswith(f"state directory {path}: {why}")
         assert caught.value.code == 125 and "\n" not in str(caught.value)
 
 
 def test_another_users_directory_says_whose_it_is(tmp_path, monkeypatch):
-    store = mc.Store(str(tmp_path / "state")).ensure()
+    store = mc_state.Store(str(tmp_path / "state")).ensure()
     store.create("web", {})
     owner = os.geteuid()
     monkeypatch.setattr(mc.os, "geteuid", lambda: owner + 4242)
-    with pytest.raises(mc.ContainerError) as caught:
+    with pytest.raises(errors.ContainerError) as caught:
         store.find("web")
     import pwd
     try:
@@ -295,16 +296,16 @@ def test_another_users_directory_says_whose_it_is(tmp_path, monkeypatch):
 
 
 def test_a_missing_directory_has_no_containers(tmp_path):
-    store = mc.Store(str(tmp_path / "none"))
+    store = mc_state.Store(str(tmp_path / "none"))
     assert store.entries() == [] and not store.named("web")
-    with pytest.raises(mc.ContainerError) as caught:
+    with pytest.raises(errors.ContainerError) as caught:
         store.find("web")
     assert str(caught.value) == "container web: no such container"
     assert not os.path.exists(store.path)  # a read makes nothing
 
 
 def test_entries_and_their_files_are_not_read_through_symlinks(tmp_path):
-    store = mc.Store(str(tmp_path / "state")).ensure()
+    store = mc_state.Store(str(tmp_path / "state")).ensure()
     real = store.create("real", {})
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -315,4 +316,4 @@ def test_entries_and_their_files_are_not_read_through_symlinks(tmp_path):
     os.symlink(elsewhere / "state.json", inner.path("state.json"))
     assert [c.name for c in store.entries()] == ["real"]
     os.mkfifo(real.path("container.log"))  # a FIFO where a file belongs: no hang
-    assert mc.read_records(real.path("container.log")) == ([], 0)
+    assert mc_state.read_records(real.path("container.log")) == ([], 0)

@@ -1,0 +1,430 @@
+"""lifecycle."""
+import os
+import signal
+
+import click
+
+from .constants import CLONE_NEWPID, FORWARDED_SIGNALS, MAX_FD, MONITOR_STOP
+from .errors import ContainerError
+from .procs import alive, fork, in_child
+from .spec import Spec
+from .cgroups import Cgroup, cgroup_hierarchies, cgroup_members, remove_cgroups
+from .state import (
+    CREATED, CREATING, DEAD, EXITED, PAUSED, RUNNING, human_duration, oci_state, parse_iso,
+)
+from .container import run_hooks
+from .supervise import (
+    Detached, open_owner, remove_entry, run_container, send, signal_owner, wait_gone,
+)
+
+def run_detached(spec, network, entry):
+    """run -d: fork the monitor, wait for its word that the command runs (or why
+    not), print the container's id. The monitor leaves this session and
+    terminal and keeps no descriptor of the caller's: it outlives them."""
+    notify_read, notify_write = os.pipe2(os.O_CLOEXEC)
+    if fork() == 0:
+        # The monitor: a session of its own, no terminal; root, host namespaces.
+        os.close(notify_read)
+        in_child(notify_write, monitor_main, spec, network, entry, notify_write)
+    os.close(notify_write)
+    word = b""
+    while not word.endswith(b"\n") and (data := os.read(notify_read, 4096)):
+        word += data  # one line: the monitor's word, however long it lives on
+    os.close(notify_read)
+    kind, _, rest = word.decode(errors="replace").strip().partition(" ")
+    if kind == "started":
+        click.echo(entry.id)
+        return 0
+    if kind == "error":  # the monitor has cleaned up, and removed the entry
+        code, _, message = rest.partition(" ")
+        raise ContainerError(message, code=int(code))
+    entry.remove()  # nothing may be left of a container that never ran
+    raise ContainerError(f"run -d {entry.name}", "its monitor ended before the command started")
+
+
+def monitor_main(spec, network, entry, notify_fd):
+    """The monitor of a detached container: run it (as the supervisor does),
+    logging its output, and write its end into its entry."""
+    os.setsid()
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    keep = sorted({0, 1, 2, notify_fd})
+    for low, high in zip(keep, keep[1:] + [MAX_FD]):
+        os.closerange(low + 1, high)
+    os.chdir("/")
+    detach = Detached(entry, notify_fd)
+    try:
+        run_container(spec, network, entry, detach)
+    except ContainerError as exc:
+        detach.tell(exc)  # said already, if it happened once the command ran
+    return 0
+
+
+def parse_signal(text):
+    """A signal by name (KILL, SIGKILL, kill) or number (9), as docker and runc take it."""
+    name = text.strip().upper()
+    if name.isascii() and name.isdigit():
+        number = int(name)
+    else:
+        name = name.removeprefix("SIG")
+        if name.startswith("RTMIN") or name.startswith("RTMAX"):
+            base, _, offset = name.partition("+") if "+" in name else name.partition("-")
+            sign = -1 if "-" in name else 1
+            number = (signal.SIGRTMIN if base == "RTMIN" else signal.SIGRTMAX) + sign * int(offset or 0)
+        else:
+            number = getattr(signal, "SIG" + name, None) if name.isalnum() else None
+    if not isinstance(number, int) or number not in signal.valid_signals():
+        raise ContainerError(f"signal {text}", "not a signal (a name like TERM or KILL, or a number)")
+    return number
+
+
+def kill_container(entry, sig):
+    """Send `sig` to a container: through its monitor for the signals a
+    supervisor passes on (so that minicontainer's PID 1 rule applies and the
+    end is told right), else to its PID 1."""
+    monitor = entry.data.get("monitor")
+    if sig in FORWARDED_SIGNALS and alive(monitor):
+        signal_owner(monitor, sig)
+    elif not signal_owner(entry.data.get("pid1"), sig):
+        raise ContainerError(f"kill {entry.name}", "it is not running")
+
+
+def stop_container(entry, timeout):
+    """SIGTERM (through the monitor), then SIGKILL after `timeout` seconds; wait
+    until the monitor has written the end. A container already ended is done."""
+    if entry.status not in (RUNNING, PAUSED, CREATED):
+        return
+    monitor, pid1 = entry.data.get("monitor"), entry.data.get("pid1")
+    if not (alive(monitor) and signal_owner(monitor, MONITOR_STOP)):
+        signal_owner(pid1, signal.SIGTERM)
+    owner = monitor if alive(monitor) else pid1
+    if not wait_gone(owner, timeout):
+        signal_owner(pid1, signal.SIGKILL)
+        wait_gone(owner, 10)
+
+
+def wait_container(entry):
+    """Wait for a container to end; return its exit code (None if nobody knows it).
+    A waiter holds the entry's waiters lock, so a --rm container's monitor
+    removes the entry only once every waiter has read how it ended."""
+    import fcntl
+    import time
+    try:
+        fd = os.open(entry.path("waiters"), os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:
+        raise ContainerError(f"wait {entry.name}", "no such container") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        while entry.reload() and entry.status in (CREATING, CREATED, RUNNING, PAUSED):
+            wait_gone(entry.data.get("monitor") or entry.data.get("pid1"), 1)
+            time.sleep(0.01)  # the monitor's last write comes just before it ends
+        if entry.status == DEAD:
+            raise ContainerError(f"wait {entry.name}", "its monitor died without saying how"
+                                 " it ended")
+        return entry.data.get("exit_code")
+    finally:
+        os.close(fd)
+
+
+def remove_container(entry, force):
+    """rm: a running container only with force (SIGKILL, then its end); the
+    entry, and what a dead one's monitor could not clean (its cgroups)."""
+    status = entry.check("rm -f" if force else "rm")
+    if status in (RUNNING, PAUSED, CREATED, CREATING):
+        signal_owner(entry.data.get("pid1"), signal.SIGKILL)
+        wait_gone(entry.data.get("monitor") or entry.data.get("pid1"), 10)
+    if status == DEAD:
+        remove_cgroups(recorded_cgroups(entry))
+    remove_entry(entry)
+
+
+def recorded_cgroups(entry):
+    """The cgroups an entry records, opened for removal (those already gone skipped)."""
+    groups = []
+    for version, path in entry.data.get("cgroups") or ():
+        group = Cgroup(version, path, ())
+        try:
+            group.parent_fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY
+                                      | os.O_CLOEXEC)
+            group.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            groups.append(group)
+        except OSError:
+            if group.parent_fd is not None:
+                os.close(group.parent_fd)
+    return groups
+
+
+def describe_status(entry):
+    """The STATUS column of ps, in docker's words."""
+    import time
+    status, now = entry.status, time.time()
+    if status == RUNNING:
+        return f"Up {human_duration(now - (parse_iso(entry.data.get('started')) or now))}"
+    if status == EXITED:
+        finished = parse_iso(entry.data.get("finished"))
+        code = entry.data.get("exit_code")
+        ago = f" {human_duration(now - finished)} ago" if finished else ""
+        return f"Exited ({'?' if code is None else code}){ago}"
+    return {CREATED: "Created", CREATING: "Created", PAUSED: "Paused", DEAD: "Dead"}[status]
+
+
+def container_summary(entry):
+    """ps --format json's fields."""
+    status = entry.status
+    return {"Id": entry.id, "Name": entry.name, "Command": entry.data.get("command"),
+            "Status": status, "ExitCode": entry.data.get("exit_code") if status == EXITED else None,
+            "Pid": entry.data["pid1"][0] if status == RUNNING and entry.data.get("pid1") else 0,
+            "Created": entry.data.get("created")}
+
+
+def inspect_data(entry):
+    """inspect's JSON: docker's shape where it has one, and everything the entry holds."""
+    status, data = entry.status, entry.data
+    spec = data.get("spec") or {}
+    return {
+        "Id": entry.id, "Name": entry.name, "Created": data.get("created"),
+        "Path": (data.get("command") or [""])[0], "Args": (data.get("command") or [])[1:],
+        "State": {"Status": status, "Running": status == RUNNING, "Paused": status == PAUSED,
+                  "Dead": status == DEAD,
+                  "Pid": data["pid1"][0] if status in (RUNNING, PAUSED) and data.get("pid1") else 0,
+                  "ExitCode": data.get("exit_code") if status == EXITED else None,
+                  "StartedAt": data.get("started"), "FinishedAt": data.get("finished"),
+                  "Error": data.get("end", "")},
+        "Root": data.get("root"), "Bundle": data.get("bundle"),
+        "Config": {"Hostname": spec.get("hostname"), "Env": [f"{k}={v}" for k, v in spec.get("env") or ()],
+                   "Cmd": data.get("command"), "WorkingDir": spec.get("workdir"),
+                   "Tty": bool(spec.get("tty"))},
+        "HostConfig": {"AutoRemove": bool(data.get("rm")), "Ports": data.get("ports") or []},
+        # docker's: the bridge address while the container runs, "" without
+        # one or once it has ended (the address is then the next container's).
+        "NetworkSettings": {key: (data.get("network") or {}).get(key, "")
+                            if status in (RUNNING, PAUSED) else "" for key in ("IPAddress", "Gateway")},
+        "LogPath": entry.path("container.log") if data.get("detached") else "",
+        "Monitor": data.get("monitor"), "Cgroups": data.get("cgroups") or [],
+        "Spec": spec,
+    }
+
+
+def print_table(rows):
+    """Rows of strings as left-aligned columns three spaces apart, as docker and runc print."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("   ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def container_root_fd(entry):
+    """The root as the container's PID 1 sees it (its mount namespace: --rm's
+    overlay, volumes), opened through /proc/PID/root and checked to be that
+    process's; for reading its /etc/passwd inside it."""
+    pid1 = entry.data.get("pid1")
+    try:
+        fd = os.open(f"/proc/{pid1[0]}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (OSError, TypeError):
+        raise ContainerError(f"exec {entry.name}", "it is not running") from None
+    if not alive(pid1):
+        os.close(fd)
+        raise ContainerError(f"exec {entry.name}", "it is not running")
+    return fd
+
+
+def is_signal(text):
+    try:
+        parse_signal(text)
+        return True
+    except ContainerError:
+        return False
+
+
+def kill_every_process(entry, sig, strict=True):
+    """kill --all: every process of the container and nothing else. Those of
+    the PID namespace it made; else (it shares the host's or joined a pod's
+    by path, where other processes live) those of its cgroup, frozen while
+    they are signalled so that none forks past the list, or all at once by
+    cgroup.kill for SIGKILL where cgroup v2 has it: runc's and crun's way.
+    With neither (strict: refused, as runc refuses; delete: PID 1 alone)."""
+    if owns_pid_namespace(entry):
+        ns = pid_namespace_of(entry.data.get("pid1"))
+        if ns is not None:
+            signal_members(pid_namespace_members(ns),
+                           lambda pids: pid_namespace_members(ns, pids), sig)
+        return
+    group = process_group(entry)
+    if group is None:
+        if strict:
+            raise ContainerError(f"kill --all {entry.name}", "it shares a PID namespace and has"
+                                 " no cgroup of its own: its processes cannot be told from others")
+        signal_owner(entry.data.get("pid1"), sig)
+        return
+    version, path = group
+    if sig == signal.SIGKILL and version == 2 and os.path.exists(os.path.join(path, "cgroup.kill")):
+        try:  # the kernel kills the whole subtree, forks in flight too (5.14+)
+            with open(os.path.join(path, "cgroup.kill"), "w") as f:
+                f.write("1")
+            return
+        except OSError as exc:
+            raise ContainerError.from_os(f"kill --all {entry.name}: write {path}/cgroup.kill",
+                                         exc) from None
+    was_frozen = None
+    try:
+        try:
+            was_frozen = freeze_group(version, path, True)
+        except ContainerError:
+            pass  # not frozen in time (a task in D state): signalled all the same, as runc does
+        signal_members(cgroup_members(path), lambda pids: cgroup_members(path), sig)
+    finally:
+        # A paused container stays paused, unless killed: frozen tasks die only thawed.
+        if was_frozen is not True or sig == signal.SIGKILL:
+            freeze_group(version, path, False)
+
+
+def container_processes(entry):
+    """ps ID: the host pids of a container's processes, PID 1 first, found as
+    kill --all finds them (PID 1 alone where nothing else tells them apart)."""
+    pid1 = entry.data.get("pid1")
+    if not alive(pid1):
+        return []
+    if owns_pid_namespace(entry):
+        ns = pid_namespace_of(pid1)
+        found = pid_namespace_members(ns) if ns is not None else []
+    else:
+        group = process_group(entry)
+        found = cgroup_members(group[1]) if group is not None else [pid1[0]]
+    return sorted(set(found), key=lambda pid: (pid != pid1[0], pid))
+
+
+def owns_pid_namespace(entry):
+    """Whether the container made its PID namespace (run's always do): then
+    every process in it is the container's."""
+    spec = entry.data.get("spec") or {}
+    namespaces = spec.get("namespaces")
+    return namespaces is None or (bool(namespaces & CLONE_NEWPID)
+                                  and str(CLONE_NEWPID) not in (spec.get("ns_paths") or {}))
+
+
+def pid_namespace_of(owner):
+    """The PID namespace (its link text) of the process (pid, start time), or None if gone."""
+    pidfd = open_owner(owner)
+    if pidfd is None:
+        return None
+    try:
+        return os.readlink(f"/proc/{owner[0]}/ns/pid")
+    except OSError:
+        return None
+    finally:
+        os.close(pidfd)  # held while reading: the pid was not recycled under the readlink
+
+
+def pid_namespace_members(ns, pids=None):
+    """The pids (of `pids`, or of every process) whose PID namespace is `ns`."""
+    found = []
+    for name in pids if pids is not None else filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{name}/ns/pid") == ns:
+                found.append(int(name))
+        except OSError:
+            pass
+    return found
+
+
+def process_group(entry):
+    """The cgroup whose processes are the container's, as (version, path):
+    cgroup v2's where it has one (its freezer and cgroup.kill need no
+    controller), else v1's freezer, else any v1 hierarchy; None without one."""
+    groups = [(version, path) for version, path in entry.data.get("cgroups") or ()
+              if os.path.isdir(path)]
+    for version, path in sorted(groups, key=lambda g: (g[0] != 2, not os.path.exists(
+            os.path.join(g[1], "freezer.state")))):
+        return version, path
+    return None
+
+
+def signal_members(pids, still_members, sig):
+    """Signal each of `pids` through a pidfd opened first, and only those that
+    still_members(pids) lists afterwards: a pid recycled since it was listed
+    is never signalled."""
+    pidfds = {}
+    try:
+        for pid in pids:
+            try:
+                pidfds[pid] = os.pidfd_open(pid)
+            except OSError:
+                pass  # gone already
+        for pid in still_members([str(pid) for pid in pidfds]):
+            if pid in pidfds:
+                send(pidfds[pid], sig)
+    finally:
+        for fd in pidfds.values():
+            os.close(fd)
+
+
+def delete_container(entry):
+    """Kill what is left of a container, remove its cgroups and its entry, then
+    run its poststop hooks (their failure is only warned about)."""
+    import json
+    kill_every_process(entry, signal.SIGKILL, strict=False)
+    wait_gone(entry.data.get("monitor") or entry.data.get("pid1"), 10)
+    remove_cgroups(recorded_cgroups(entry))
+    spec = Spec.from_json(entry.data["spec"]) if entry.data.get("spec") else None
+    state = json.dumps(oci_state(entry, "stopped")).encode()
+    remove_entry(entry)
+    if spec is not None:
+        run_hooks(spec.hooks, "poststop", state, fail=False)
+
+
+def cgroup_controllers_of(version, path):
+    """The controllers of a group's hierarchy, from the host's mountinfo."""
+    if version == 2:
+        return frozenset()
+    with open("/proc/self/mountinfo") as f:
+        v1, _ = cgroup_hierarchies(f.read())
+    return next((names for mount, names in v1 if path.startswith(mount.rstrip("/") + "/")),
+                frozenset())
+
+
+def freeze(entry, frozen):
+    """Freeze or thaw through the container's freezer group (v1 freezer.state,
+    or v2 cgroup.freeze), wait until the kernel says it is done, and record it."""
+    verb = "pause" if frozen else "resume"
+    entry.check(verb)
+    for version, path in entry.data.get("cgroups") or ():
+        try:
+            was = freeze_group(version, path, frozen)
+        except ContainerError as exc:
+            raise exc.within(f"{verb} {entry.name}") from None
+        if was is not None:
+            entry.update(status=PAUSED if frozen else RUNNING)
+            return
+    raise ContainerError(f"{'pause' if frozen else 'resume'} {entry.name}",
+                         "it has no freezer cgroup (containers of run have none)")
+
+
+def freeze_group(version, path, frozen):
+    """Freeze or thaw one group and wait until the kernel says it is done.
+    Returns whether it was frozen before, or None where it has no freezer."""
+    import time
+    name, value = (("freezer.state", "FROZEN" if frozen else "THAWED") if version == 1
+                   else ("cgroup.freeze", "1" if frozen else "0"))
+    target = os.path.join(path, name)
+    try:
+        with open(target) as f:
+            before = f.read().strip() in ("FROZEN", "1")
+    except OSError:
+        return None
+    try:
+        with open(target, "w") as f:
+            f.write(value)
+        for _ in range(500):
+            if version == 1:
+                with open(target) as f:
+                    done = f.read().strip() == value
+            else:  # cgroup.freeze says what was asked; cgroup.events says when it is so
+                with open(os.path.join(path, "cgroup.events")) as f:
+                    done = f"frozen {value}" in f.read().splitlines()
+            if done:
+                return before
+            time.sleep(0.002)
+    except OSError as exc:
+        raise ContainerError.from_os(f"write {value} to {target}", exc) from None
+    raise ContainerError(f"{'freeze' if frozen else 'thaw'} cgroup {path}",
+                         "the freezer did not settle")

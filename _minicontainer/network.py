@@ -1,0 +1,542 @@
+"""network."""
+import os
+
+from .constants import CLONE_NEWNET, CLONE_NEWUSER, EXIT_OWN_FAILURE
+from .errors import ContainerError
+from .syscalls import die_with_parent, setns
+from .procs import alive, fork, process_start
+from .spec import BRIDGE, DEFAULT_SUBNET, parse_subnet
+
+NET_STATE_DIR = "/run"
+NET_LOCK, NET_STATE = "minicontainer-network.lock", "minicontainer-network.json"
+NFT_TABLE = "minicontainer"
+
+
+class Network:
+    """A container's place on the bridge: address, veth, published ports, and
+    the shared state (/run/minicontainer-network.json) saying who else is there,
+    each address under the (pid, start time) of the process that took it."""
+
+    host_side = True  # links, addresses and rules on the host, for the holder to undo
+
+    def __init__(self, subnet, publish=(), outbound=False):
+        self.subnet, self.publish, self.outbound = subnet, tuple(publish), outbound
+        self.gateway = str(subnet[1])
+        self.address = None
+        self.listeners = []
+        self.veth = None
+        self.owner = None  # (pid, start time) of the process that holds the address: see allocate
+        self.state_dir = self.forward_fd = None
+
+    # -- shared state, under an exclusive lock -------------------------------
+
+    def locked(self):
+        import fcntl
+        if self.state_dir is None:
+            self.state_dir = os.open(NET_STATE_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        while True:  # the last run out unlinks the lock: make sure ours is still the file
+            fd = os.open(NET_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=self.state_dir)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.stat(NET_LOCK, dir_fd=self.state_dir).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+
+    def load(self):
+        import json
+        try:
+            fd = os.open(NET_STATE, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.state_dir)
+            with open(fd) as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            state = {}
+        state.setdefault("containers", {})
+        mine = list(self.owner) if self.owner else None
+        live = {ip: owner for ip, owner in state["containers"].items()
+                if alive(owner) or owner == mine}
+        state["containers"] = live  # the sweep: owners that are gone lose their address
+        return state
+
+    def save(self, state):
+        import json
+        tmp = NET_STATE + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600,
+                     dir_fd=self.state_dir)
+        with open(fd, "w") as f:
+            json.dump(state, f)
+        os.rename(tmp, NET_STATE, src_dir_fd=self.state_dir, dst_dir_fd=self.state_dir)
+
+    # -- before the fork ------------------------------------------------------
+
+    def allocate(self):
+        """Take the lowest free address, make sure the bridge is there (and the
+        masquerade rule, for --outbound), and bind the published ports.
+
+        All of it belongs to the process that calls this: the one that runs
+        the container and lives as long as it (the supervisor, or run -d's
+        monitor), never the one that read the options. A `run -d` ends at
+        once; an address it owned would be swept as soon as it did, and
+        given to the next container while this one still serves on it."""
+        self.owner = (os.getpid(), process_start(os.getpid()))
+        fd = self.locked()
+        try:
+            state = self.load()
+            if state.get("subnet", str(self.subnet)) != str(self.subnet) and state["containers"]:
+                raise ContainerError(f"--subnet {self.subnet}", f"bridge {BRIDGE} already serves"
+                                     f" {state['subnet']} for running containers")
+            taken = set(state["containers"])
+            free = (str(ip) for ip in self.subnet.hosts() if str(ip) not in taken
+                    and str(ip) != self.gateway)
+            self.address = next(free, None)
+            if self.address is None:
+                raise ContainerError(f"--subnet {self.subnet}", "no free address left")
+            self.listeners = listen_published(self.publish)
+            self.ensure_bridge(state)
+            if self.outbound:
+                self.ensure_outbound(state)
+            state["subnet"] = str(self.subnet)
+            state["containers"][self.address] = list(self.owner)
+            self.save(state)
+        except BaseException:
+            self.close_listeners()
+            raise
+        finally:
+            os.close(fd)
+
+    def ensure_bridge(self, state):
+        """The bridge, up, with the subnet's first address: made once, then
+        kept (the state says for which subnet); nothing to run when it is."""
+        there = os.path.exists(f"/sys/class/net/{BRIDGE}")
+        if there and state.get("bridge") == str(self.subnet):
+            return
+        commands = [f"addr flush dev {BRIDGE}" if there else f"link add {BRIDGE} type bridge",
+                    f"addr add {self.gateway}/{self.subnet.prefixlen} dev {BRIDGE}",
+                    f"link set {BRIDGE} up"]
+        ip_batch(f"set up bridge {BRIDGE}", commands)
+        state["bridge"] = str(self.subnet)
+
+    def ensure_outbound(self, state):
+        """IP forwarding and a masquerade rule, through nft or iptables, once."""
+        import shutil
+        if state.get("outbound"):
+            return
+        tool = shutil.which("nft") or shutil.which("iptables")
+        if tool is None:
+            raise ContainerError("--outbound", "needs nftables (nft) or iptables to masquerade,"
+                                 " and neither is installed")
+        forward_before = os.pread(self.forwarding(), 8, 0).decode().strip()
+        firewall(tool, "add", str(self.subnet))
+        os.pwrite(self.forwarding(), b"1", 0)
+        state["outbound"] = {"tool": tool, "ip_forward_before": forward_before}
+
+    def forwarding(self):
+        """The host's ip_forward switch, opened once. It is per network namespace,
+        fixed at open: the holder opens it only once back in the host's."""
+        if self.forward_fd is None:
+            self.forward_fd = os.open("/proc/sys/net/ipv4/ip_forward", os.O_RDWR | os.O_CLOEXEC)
+        return self.forward_fd
+
+    # -- once PID 1 exists ----------------------------------------------------
+
+    def attach(self, pid1):
+        """The veth pair: mcvPID on the bridge, eth0 inside with the address and
+        a default route through the bridge; configured from here, by `ip`
+        run on the host and then in the container's network namespace."""
+        self.veth = f"mcv{pid1}"
+        container_ns = os.open(f"/proc/{pid1}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        what = "set up the container's network"
+        try:
+            # The peer goes to the namespace by our descriptor of it, never by
+            # a pid that could be another process's by then.
+            ip_batch(what, [f"link add {self.veth} type veth peer name eth0"
+                            f" address {mac_for(self.address)} netns /proc/self/fd/{container_ns}",
+                            f"link set {self.veth} master {BRIDGE} up"], pass_fd=container_ns)
+            ip_batch(what, [f"addr add {self.address}/{self.subnet.prefixlen} dev eth0",
+                            "link set eth0 up", f"route add default via {self.gateway}"],
+                     netns=container_ns)
+        finally:
+            os.close(container_ns)
+
+    def relay(self):
+        """-p: a userspace relay per published port, in threads of the supervisor."""
+        import socket
+        relay_published(self.listeners, self.publish,
+                        lambda port: socket.create_connection((self.address, port), timeout=5))
+
+    def etc_files(self, hostname):
+        """/etc/hosts, /etc/hostname, /etc/resolv.conf for inside, written from this run."""
+        hosts = (f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                 f"{self.address}\t{hostname}\n{self.gateway}\thost.minicontainer.internal\n")
+        resolv = "# no outbound access: no name servers (minicontainer --outbound adds them)\n"
+        if self.outbound:
+            servers = [line for line in read_lines("/etc/resolv.conf")
+                       if line.startswith("nameserver") and not line.split()[1].startswith("127.")]
+            resolv = "".join(f"{line}\n" for line in servers) or "# the host's name servers are local only\n"
+        return (("hosts", hosts), ("hostname", f"{hostname}\n"), ("resolv.conf", resolv))
+
+    # -- at the end -------------------------------------------------------------
+
+    def close_listeners(self):
+        for sock in self.listeners:
+            sock.close()
+        self.listeners = []
+
+    def release(self):
+        """Give the address back; the last one out removes the masquerade rule
+        and restores IP forwarding. The veth goes with the container's network
+        namespace (deleting it here would wait for the kernel's RCU grace
+        period on the exit path); the bridge stays. Safe to call twice."""
+        self.close_listeners()
+        if self.address is None:
+            return
+        fd = self.locked()
+        try:
+            state = self.load()
+            state["containers"].pop(self.address, None)
+            outbound, failure = None, None
+            if not state["containers"]:
+                outbound = state.pop("outbound", None)
+            self.save(state)
+            if outbound:
+                os.pwrite(self.forwarding(), outbound["ip_forward_before"].encode(), 0)
+                try:
+                    firewall(outbound["tool"], "delete", state.get("subnet", str(self.subnet)))
+                except ContainerError as exc:
+                    failure = exc  # said after the rest is undone
+            if failure is not None:
+                raise failure
+        finally:
+            os.close(fd)
+            self.address = None
+
+
+def mac_for(address):
+    """eth0's MAC address, made from its IPv4 address as docker makes it
+    (02:42 and the address's four bytes). An address is handed to the next
+    container as soon as one ends; the host and the other containers may
+    still hold the old one's MAC for it in their neighbour tables (and Linux
+    ignores a new one for a second after it confirmed the old: arp locktime),
+    so a random MAC would leave the newcomer unreachable, its published ports
+    silent, for up to half a minute. The same address, the same MAC."""
+    return "02:42:" + ":".join(f"{int(byte):02x}" for byte in address.split("."))
+
+
+SLIRP_ADDRESS, SLIRP_GATEWAY, SLIRP_DNS = "10.0.2.100", "10.0.2.2", "10.0.2.3"
+
+
+class SlirpNetwork:
+    """--network bridge for a user's container, who cannot make links on the
+    host: slirp4netns, a user-mode network stack, gives it eth0 (10.0.2.100/24)
+    and reaches the outside on the user's behalf (as rootless podman does);
+    the host's loopback stays out of reach. Without --outbound, its default
+    route is taken away, so the container reaches nothing beyond slirp's
+    network. -p goes through the same relay as root's: the connections to the
+    container come from a connector, a process of minicontainer's that joins
+    the container's user and network namespaces (never its mount namespace)
+    and hands each connected socket back. slirp4netns ends when this process
+    closes its exit descriptor; the connector, when its socket closes; both,
+    also when this process is SIGKILLed: nothing is left on the host."""
+
+    host_side = False  # nothing of the host's to undo: no links, no addresses, no rules
+
+    def __init__(self, publish=(), outbound=False):
+        self.publish, self.outbound = tuple(publish), outbound
+        self.address, self.gateway = SLIRP_ADDRESS, SLIRP_GATEWAY
+        self.listeners, self.slirp, self.exit_fd = [], None, None
+        self.connector = self.connector_sock = None
+
+    def allocate(self):
+        """Find slirp4netns, bind the published ports, and fork the connector
+        now, while this process has no thread (a user namespace takes only a
+        single-threaded process)."""
+        import shutil
+        import socket
+        if shutil.which("slirp4netns") is None:
+            raise ContainerError("--network bridge", "a user's container needs slirp4netns"
+                                 " for it (apt install slirp4netns), or root")
+        if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+            raise ContainerError("--network bridge", "slirp4netns needs /dev/net/tun, which"
+                                 " you cannot open here (distributions make it mode 0666)")
+        self.listeners = listen_published(self.publish)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        supervisor = os.getpid()
+        self.connector = fork()
+        if self.connector == 0:
+            ours.close()
+            for sock in self.listeners:
+                sock.close()
+            code = 0
+            try:
+                die_with_parent(supervisor)
+                connector_main(theirs, self.address, self.outbound, self.publish)
+            except BaseException as exc:
+                try:
+                    theirs.send(f"error {exc}".encode())
+                except OSError:
+                    pass
+                code = EXIT_OWN_FAILURE
+            finally:
+                os._exit(code)
+        theirs.close()
+        self.connector_sock = ours
+
+    def etc_files(self, hostname):
+        hosts = (f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                 f"{self.address}\t{hostname}\n")
+        resolv = (f"nameserver {SLIRP_DNS}\n" if self.outbound else
+                  "# no outbound access: no name servers (minicontainer --outbound adds them)\n")
+        return (("hosts", hosts), ("hostname", f"{hostname}\n"), ("resolv.conf", resolv))
+
+    def attach(self, pid1):
+        """slirp4netns for PID 1's namespaces, up and configured; then the
+        connector joins them and takes the default route away unless --outbound."""
+        import subprocess
+        ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
+        exit_read, self.exit_fd = os.pipe2(os.O_CLOEXEC)
+        try:
+            self.slirp = subprocess.Popen(
+                ["slirp4netns", "--configure", "--mtu=65520", "--disable-host-loopback",
+                 "--enable-sandbox", "--enable-seccomp", f"--ready-fd={ready_write}",
+                 f"--exit-fd={exit_read}", str(pid1), "eth0"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                pass_fds=(ready_write, exit_read))
+        except OSError as exc:
+            raise ContainerError.from_os("slirp4netns", exc) from None
+        finally:
+            os.close(ready_write)
+            os.close(exit_read)
+        try:
+            ready = os.read(ready_read, 1)
+        finally:
+            os.close(ready_read)
+        if ready != b"1":
+            why = self.slirp.stderr.read().decode(errors="replace").strip().splitlines()
+            raise ContainerError("slirp4netns", why[-1] if why else "it ended before the network was up")
+        self.connector_sock.send(f"pid {pid1}".encode())
+        answer = self.connector_sock.recv(4096).decode(errors="replace")
+        if answer != "ok":
+            raise ContainerError("set up the container's network",
+                                 answer.removeprefix("error ") or "the connector ended")
+
+    def relay(self):
+        import threading
+        lock = threading.Lock()
+
+        def connect(port):
+            """A connection to the container's port, made by the connector."""
+            import socket
+            with lock:
+                self.connector_sock.send(port.to_bytes(2, "big"))
+                message, fds, _, _ = socket.recv_fds(self.connector_sock, 64, 1)
+            if not fds:
+                raise ConnectionRefusedError(message.decode(errors="replace"))
+            return socket.socket(fileno=fds[0])
+
+        relay_published(self.listeners, self.publish, connect)
+
+    def close_listeners(self):
+        """The ports' sockets and the connector's are the supervisor's alone."""
+        for sock in self.listeners:
+            sock.close()
+        self.listeners = []
+        if self.connector_sock is not None:
+            self.connector_sock.close()
+            self.connector_sock = None
+
+    def release(self):
+        """slirp4netns and the connector end; nothing else is left."""
+        self.close_listeners()
+        if self.exit_fd is not None:
+            os.close(self.exit_fd)
+            self.exit_fd = None
+        if self.slirp is not None:
+            self.slirp.wait()
+            self.slirp.stderr.close()
+            self.slirp = None
+        if self.connector is not None:
+            os.waitpid(self.connector, 0)
+            self.connector = None
+
+
+def connector_main(sock, address, outbound, publish):
+    """The connector (see SlirpNetwork): it waits for PID 1's pid, joins its
+    user and network namespaces through a pidfd, removes the default route
+    unless --outbound, then answers each port number with a socket connected
+    to that port of the container's, until its socket closes."""
+    import socket
+    word = sock.recv(64).decode()
+    if not word.startswith("pid "):
+        return
+    pidfd = os.pidfd_open(int(word[4:]))
+    setns(pidfd, CLONE_NEWUSER | CLONE_NEWNET)
+    os.close(pidfd)
+    if not outbound:
+        ip_batch("--network bridge", ["route del default"])
+    sock.send(b"ok")
+    if not publish:
+        return
+    while (request := sock.recv(2)):
+        port = int.from_bytes(request, "big")
+        try:
+            upstream = socket.create_connection((address, port), timeout=5)
+        except OSError as exc:
+            sock.send(f"{exc.strerror}".encode())
+            continue
+        socket.send_fds(sock, [b"c"], [upstream.fileno()])
+        upstream.close()
+
+
+IP_TOOLS = ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip")
+
+
+def ip_batch(what, commands, netns=None, pass_fd=None):
+    """Run iproute2's `ip -batch -` on commands, one a line, stopping at the
+    first that fails; in the network namespace `netns` (a descriptor) if
+    given, with descriptor `pass_fd` open in it. One line of ip's on failure."""
+    tool = next((path for path in IP_TOOLS if os.access(path, os.X_OK)), None)
+    if tool is None:
+        raise ContainerError(what, "needs iproute2's ip (apt install iproute2)")
+    commands_read, commands_write = os.pipe2(os.O_CLOEXEC)
+    said_read, said_write = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.dup2(commands_read, 0)
+            os.dup2(said_write, 1)
+            os.dup2(said_write, 2)
+            if pass_fd is not None:
+                os.set_inheritable(pass_fd, True)
+            if netns is not None:
+                setns(netns, CLONE_NEWNET)
+            os.execv(tool, [tool, "-batch", "-"])
+        finally:
+            os._exit(127)
+    os.close(commands_read)
+    os.close(said_write)
+    try:
+        os.write(commands_write, "".join(f"{c}\n" for c in commands).encode())
+    finally:
+        os.close(commands_write)
+    said = b""
+    while chunk := os.read(said_read, 4096):
+        said += chunk
+    os.close(said_read)
+    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if status != 0:
+        why = [line for line in said.decode(errors="replace").splitlines()
+               if line and not line.startswith("Command failed")]
+        raise ContainerError(what, why[0] if why else f"ip exited with {status}")
+
+
+def prune_network():
+    """Remove the bridge and its state when no container is on it: what
+    `minicontainer network prune` does. Returns the containers still there."""
+    net = Network(parse_subnet(DEFAULT_SUBNET))
+    fd = net.locked()
+    try:
+        state = net.load()
+        if state["containers"]:
+            return len(state["containers"])
+        outbound = state.get("outbound")  # left by runs killed with their holders
+        if outbound:
+            os.pwrite(net.forwarding(), outbound["ip_forward_before"].encode(), 0)
+            firewall(outbound["tool"], "delete", state.get("subnet", DEFAULT_SUBNET))
+        if os.path.exists(f"/sys/class/net/{BRIDGE}"):
+            ip_batch(f"remove bridge {BRIDGE}", [f"link del {BRIDGE}"])
+        for name in (NET_STATE, NET_LOCK):
+            try:
+                os.unlink(name, dir_fd=net.state_dir)
+            except FileNotFoundError:
+                pass
+        return 0
+    finally:
+        os.close(fd)
+
+
+def firewall(tool, action, subnet):
+    """Add or delete minicontainer's masquerade rule for the bridge's subnet."""
+    import subprocess
+    if os.path.basename(tool) == "nft":
+        commands = ([[tool, "add", "table", "ip", NFT_TABLE],
+                     [tool, "add", "chain", "ip", NFT_TABLE, "postrouting",
+                      "{ type nat hook postrouting priority 100 ; }"],
+                     [tool, "add", "rule", "ip", NFT_TABLE, "postrouting", "ip", "saddr", subnet,
+                      "oifname", "!=", BRIDGE, "masquerade"]]
+                    if action == "add" else [[tool, "delete", "table", "ip", NFT_TABLE]])
+    else:
+        flag = "-A" if action == "add" else "-D"
+        commands = [[tool, "-t", "nat", flag, "POSTROUTING", "-s", subnet, "!", "-o", BRIDGE,
+                     "-j", "MASQUERADE"]]
+    for command in commands:
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ContainerError(" ".join(command), result.stderr.strip() or "failed")
+
+
+def read_lines(path):
+    try:
+        with open(path) as f:
+            return [line.strip() for line in f]
+    except OSError:
+        return []
+
+
+def listen_published(publish):
+    """-p's listening sockets on the host, bound before the container starts,
+    so that a port already taken fails the run at once."""
+    import socket
+    listeners = []
+    try:
+        for host_ip, host_port, _ in publish:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listeners.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host_ip, host_port))
+            except OSError as exc:
+                raise ContainerError.from_os(f"--publish {host_ip}:{host_port}", exc) from None
+            sock.listen(64)
+    except BaseException:
+        for sock in listeners:
+            sock.close()
+        raise
+    return listeners
+
+
+def relay_published(listeners, publish, connect):
+    """-p: a userspace relay per published port, in threads of the supervisor;
+    connect(port) makes each connection to the container's port."""
+    import threading
+    for sock, (_, _, port) in zip(listeners, publish):
+        threading.Thread(target=accept_loop, args=(sock, port, connect), daemon=True).start()
+
+
+def accept_loop(listener, port, connect):
+    """Accept connections on a published port and relay each to the container."""
+    import threading
+    while True:
+        try:
+            client, _ = listener.accept()
+        except OSError:  # closed at the end of the run
+            return
+        try:
+            upstream = connect(port)
+        except OSError:
+            client.close()
+            continue
+        upstream.settimeout(None)
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=relay_bytes, args=(a, b), daemon=True).start()
+
+
+def relay_bytes(src, dst):
+    """Copy one direction of a relayed connection; half-close when it ends."""
+    import socket
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass

@@ -1,0 +1,462 @@
+"""options."""
+import os
+import sys
+
+import click
+
+from .constants import (
+    BASE_NAMESPACES, CLONE_NEWNET, CONTAINER_PATH, DEFAULT_CAPABILITIES, DEFAULT_HOSTNAME, DEVICES,
+    DEV_LINKS, KERNEL_MOUNTS, NAME_MAX, OPTIONAL_NAMESPACES, PATH_MAX, READ_ONLY_TMPFS, TIOCGWINSZ,
+)
+from .errors import ContainerError
+from .spec import capability_numbers, own_bounding_set
+from .rootfs import read_root_file
+from .cgroups import cgroup_mounts, is_number, own_cgroups
+from .supervise import mapped, subordinate_range
+
+HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+
+
+def check_hostname(name):
+    """A hostname the kernel and resolvers accept: RFC 1123 labels of letters,
+    digits and inner '-', joined by '.', 64 bytes at most."""
+    labels = name.split(".")
+    if len(name) > 64 or not all(
+            0 < len(label) <= 63 and set(label) <= HOSTNAME_CHARS and label[0] != "-" != label[-1]
+            for label in labels):
+        raise ContainerError(f"--hostname {name!r}",
+                             "not a valid hostname (letters, digits, '-' and '.', 64 at most)")
+    return name
+
+
+def check_preserved_fds(count):
+    """--preserve-fds N passes 3..3+N-1 on: each must be open now."""
+    for fd in range(3, 3 + count):
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise ContainerError(f"--preserve-fds {count}", f"descriptor {fd} is not open") from None
+    return count
+
+
+def user_namespace_maps(userns, uidmap, gidmap):
+    """run's user namespace: None (the host's), or (uid map, gid map, groups
+    locked). root gets one with --userns private, mapped by --uidmap and
+    --gidmap or else by its own /etc/subuid and /etc/subgid ranges. A user
+    always gets one: its own ids as root inside, and, where newuidmap and
+    newgidmap exist and /etc/subuid and /etc/subgid grant it ranges, those
+    ranges as ids 1 and up (podman's way), so that files of other owners in
+    the root work."""
+    uid, gid = os.geteuid(), os.getegid()
+    if uid != 0:
+        import shutil
+        if userns == "host":
+            raise ContainerError("--userns host", "a user's container needs a user namespace"
+                                 " of its own to be root in (run as root for the host's)")
+        if uidmap or gidmap:
+            raise ContainerError("--uidmap" if uidmap else "--gidmap", "only root maps ids;"
+                                 " a user's container maps the user's own id and its /etc/subuid"
+                                 " and /etc/subgid ranges")
+        uid_map, gid_map = [(0, uid, 1)], [(0, gid, 1)]
+        if shutil.which("newuidmap") and shutil.which("newgidmap"):
+            import pwd
+            try:
+                name = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                name = str(uid)
+            sub_uids = subordinate_range("/etc/subuid", name, uid)
+            sub_gids = subordinate_range("/etc/subgid", name, uid)
+            if sub_uids and sub_gids:
+                return uid_map + [(1, *sub_uids)], gid_map + [(1, *sub_gids)], False
+        return uid_map, gid_map, True
+    if userns != "private":
+        if uidmap or gidmap:
+            raise ContainerError("--uidmap" if uidmap else "--gidmap", "needs --userns private")
+        return None
+    uid_map, gid_map = [parse_id_map("--uidmap", m) for m in uidmap], [parse_id_map("--gidmap", m) for m in gidmap]
+    if not uid_map and not gid_map:
+        sub_uids = subordinate_range("/etc/subuid", "root", 0)
+        sub_gids = subordinate_range("/etc/subgid", "root", 0)
+        if not (sub_uids and sub_gids):
+            raise ContainerError("--userns private", "give --uidmap and --gidmap, or a range"
+                                 " for root in /etc/subuid and /etc/subgid")
+        uid_map, gid_map = [(0, *sub_uids)], [(0, *sub_gids)]
+    uid_map, gid_map = uid_map or gid_map, gid_map or uid_map  # one stands for both, as podman's
+    for option, mapping in (("--uidmap", uid_map), ("--gidmap", gid_map)):
+        if not any(inside == 0 for inside, _, _ in mapping):
+            raise ContainerError(option, "must map id 0 inside (the container's root)")
+    return uid_map, gid_map, False
+
+
+def parse_id_map(option, value):
+    """CONTAINER_ID:HOST_ID:SIZE, as podman's --uidmap takes it."""
+    parts = value.split(":")
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts) or int(parts[2]) == 0:
+        raise ContainerError(f"{option} {value}", "expected CONTAINER_ID:HOST_ID:SIZE, e.g."
+                             " 0:100000:65536")
+    inside, outside, count = map(int, parts)
+    if inside + count > 1 << 32 or outside + count > 1 << 32:
+        raise ContainerError(f"{option} {value}", "past the last id (4294967295)")
+    return inside, outside, count
+
+
+def fit_user_namespace(spec):
+    """What a user namespace changes in run's spec: -u must name mapped ids;
+    /sys of a network namespace not its own is bound from the host,
+    read-only (sysfs cannot be mounted there: runc's rootless spec does the
+    same); devpts takes no gid= the namespace does not map."""
+    if spec.user and not (mapped(spec.uid_map, spec.user[0]) and mapped(spec.gid_map, spec.user[1])):
+        raise ContainerError(f"--user {spec.user[0]}:{spec.user[1]}", "not mapped in the"
+                             " container's user namespace (a user's maps only its own id as"
+                             " root, unless /etc/subuid and /etc/subgid grant it a range and"
+                             " the uidmap package is installed)")
+    mounts = []
+    for mount in spec.mounts:
+        if mount.get("type") == "sysfs" and not spec.namespaces & CLONE_NEWNET:
+            mount = {"destination": mount["destination"], "type": "bind", "source": "/sys",
+                     "options": ["rbind", "rro", "nosuid", "nodev", "noexec"]}
+        elif mount.get("type") == "devpts":
+            mount = dict(mount, options=[o for o in mount["options"] if not (
+                o.startswith("gid=") and not mapped(spec.gid_map, int(o[4:])))])
+        mounts.append(mount)
+    spec.mounts = mounts
+
+
+def check_rootless(spec, network):
+    """What a user cannot have is refused, never quietly left out: cgroup
+    limits without a cgroup v2 group delegated to the user, and the bridge
+    without slirp4netns."""
+    needed = spec.limits.controllers()
+    if needed:
+        v2, own = delegated_cgroup()
+        if own is None or not needed <= own:
+            where = ("no cgroup v2 group of yours" if v2 is None else
+                     f"your cgroup v2 group {v2} is not yours to write" if own is None else
+                     f"your cgroup v2 group {v2} has no {', '.join(sorted(needed - own))} controller")
+            limits = spec.limits
+            asked = [option for option, value in (
+                ("--memory", limits.memory), ("--memory-swap", limits.memory_swap),
+                ("--pids-limit", limits.pids is not None), ("--cpus", limits.cpus),
+                ("--cpu-shares", limits.cpu_shares), ("--stats", limits.stats)) if value]
+            raise ContainerError(", ".join(asked), "a user's container needs"
+                                 f" a cgroup delegated to it ({where}): run as root, or in a"
+                                 " delegated group, e.g. systemd-run --user --scope -p"
+                                 " Delegate=yes minicontainer run ...")
+
+
+def delegated_cgroup():
+    """The caller's cgroup v2 directory, and the controllers it may hand to a
+    child group there when the caller owns it (systemd's Delegate=yes), else None."""
+    with open("/proc/self/mountinfo") as f:
+        v2_mount, _ = cgroup_mounts(f.read())
+    with open("/proc/self/cgroup") as f:
+        own = own_cgroups(f.read())
+    if v2_mount is None or "" not in own:
+        return None, None
+    path = os.path.normpath(os.path.join(v2_mount, own[""].lstrip("/")))
+    if not os.access(path, os.W_OK) or not os.access(os.path.join(path, "cgroup.procs"), os.W_OK):
+        return path, None
+    try:
+        with open(os.path.join(path, "cgroup.controllers")) as f:
+            return path, set(f.read().split())
+    except OSError:
+        return path, None
+
+
+def namespaces_for(**shared):
+    """The clone flags for a run, leaving out each namespace the user shares with the host."""
+    flags = BASE_NAMESPACES
+    for name, flag in OPTIONAL_NAMESPACES.items():
+        if shared[name] not in ("host",):
+            flags |= flag
+    return flags
+
+
+def parse_security_opts(opts):
+    """--security-opt values, docker's syntax; unknown ones are an error, never ignored.
+
+    Returns the protections to turn off. no-new-privileges is always on, so
+    asking for it is accepted and changes nothing.
+    """
+    known = {"systempaths=unconfined": "mask_paths", "seccomp=unconfined": "seccomp",
+             "no-new-privileges": None, "no-new-privileges:true": None}
+    relaxed = set()
+    for opt in opts:
+        if opt not in known:
+            raise ContainerError(f"--security-opt {opt}", "unknown option (known: "
+                                 + ", ".join(sorted(known)) + ")")
+        relaxed.add(known[opt])
+    return relaxed
+
+
+def capability_names(numbers):
+    """The names (docker's spelling) of a set of capability numbers."""
+    return frozenset(name for name, number in capability_numbers().items() if number in numbers)
+
+
+def resolve_capabilities(adds, drops):
+    """The bounding set for the command: podman's default, then --cap-add/--cap-drop.
+
+    Docker's rules: ALL in --cap-add starts from every capability
+    minicontainer holds, ALL in --cap-drop from none, and the named ones are
+    then added and dropped. Naming one in both is an error, and so is adding
+    one minicontainer itself lacks (as root does CAP_SYS_RESOURCE on some hosts).
+    """
+    numbers = capability_numbers()
+
+    def parse(values, option):
+        names = set()
+        for value in values:
+            name = value.upper().removeprefix("CAP_")
+            if not value.isascii() or (name != "ALL" and name not in numbers):
+                raise ContainerError(f"{option} {value}", "unknown capability (see capabilities(7))")
+            names.add(name)
+        return names
+
+    add, drop = parse(adds, "--cap-add"), parse(drops, "--cap-drop")
+    for name in sorted((add & drop) - {"ALL"}):
+        raise ContainerError(f"--cap-add {name} and --cap-drop {name}", "contradict each other")
+    bounding = own_bounding_set()
+    held = {name for name, number in numbers.items() if bounding >> number & 1}
+    caps = held if "ALL" in add else set(DEFAULT_CAPABILITIES) & held
+    if "ALL" in drop:
+        caps = set()
+    for name in sorted(add - {"ALL"} - held):
+        raise ContainerError(f"--cap-add {name}", "minicontainer does not hold it itself;"
+                             " the host withholds it")
+    caps = (caps | (add - {"ALL"})) - drop
+    return frozenset(numbers[name] for name in caps)
+
+
+def resolve_user(root, user):
+    """--user NAME|UID[:GROUP|GID] as (uid, gid, home), names from the root's own
+    /etc/passwd and /etc/group. A uid the root does not list gets the same
+    number as its gid and / as its home."""
+    name, _, group = user.partition(":")
+    if not name or (is_number(name) and int(name) >= 2**32 - 1):
+        raise ContainerError(f"--user {user}", "expected NAME or UID, optionally :GROUP or :GID")
+    entries = [line.split(":") for line in read_root_file(root, "/etc/passwd").splitlines()]
+    entries = [e for e in entries if len(e) >= 7 and is_number(e[2]) and is_number(e[3])]
+    if is_number(name):
+        uid = int(name)
+        entry = next((e for e in entries if int(e[2]) == uid), None)
+    else:
+        entry = next((e for e in entries if e[0] == name), None)
+        if entry is None:
+            raise ContainerError(f"--user {user}", f"no user {name!r} in the root's /etc/passwd")
+        uid = int(entry[2])
+    if is_number(group):
+        gid = int(group)
+    elif group:
+        groups = [line.split(":") for line in read_root_file(root, "/etc/group").splitlines()]
+        match = next((g for g in groups if len(g) >= 3 and g[0] == group and is_number(g[2])), None)
+        if match is None:
+            raise ContainerError(f"--user {user}", f"no group {group!r} in the root's /etc/group")
+        gid = int(match[2])
+    else:
+        gid = int(entry[3]) if entry else uid
+    if gid >= 2**32 - 1:
+        raise ContainerError(f"--user {user}", "expected NAME or UID, optionally :GROUP or :GID")
+    return uid, gid, (entry[5] or "/") if entry else "/"
+
+
+def parse_env(values, files):
+    """-e KEY=VALUE, -e KEY (the host's value, if it has one), --env-file FILE
+    (the same, one a line; blank lines and # comments skipped), in order."""
+    lines = []
+    for path in files:
+        try:  # bytes as the file has them: an env value need not be UTF-8
+            with open(path, encoding=sys.getfilesystemencoding(), errors="surrogateescape") as f:
+                lines += [(f"--env-file {path}", line.rstrip("\n")) for line in f]
+        except OSError as exc:
+            raise ContainerError.from_os(f"--env-file {path}", exc) from None
+    env = []
+    for origin, text in lines + [("-e", value) for value in values]:
+        if origin != "-e" and (not text.strip() or text.lstrip().startswith("#")):
+            continue
+        key, sep, value = text.partition("=")
+        if not key or "\0" in text or key != key.strip():
+            raise ContainerError(f"{origin} {text!r}", "expected KEY=VALUE or KEY")
+        if sep:
+            env.append((key, value))
+        elif key in os.environ:
+            env.append((key, os.environ[key]))
+    return env
+
+
+def image_command(image, entrypoint, command):
+    """docker's rule: the image's Entrypoint, then COMMAND or else its Cmd;
+    --entrypoint replaces the Entrypoint and drops the Cmd."""
+    if entrypoint is not None:
+        argv = ([entrypoint] if entrypoint else []) + list(command)
+    else:
+        argv = list(image.get("Entrypoint", [])) + (list(command) or list(image.get("Cmd", [])))
+    if not argv:
+        raise ContainerError("run", "no command given, and the root has no image that names one"
+                             " (see pull)")
+    return tuple(argv)
+
+
+def image_env(image):
+    """An image's Env, KEY=VALUE strings, as (key, value) pairs."""
+    return [tuple(item.split("=", 1)) if "=" in item else (item, "") for item in image.get("Env", [])]
+
+
+def run_env(hostname, user, extra):
+    """A clean environment for the command, not the host's: PATH, HOME, HOSTNAME
+    and TERM; -e and --env-file on top."""
+    env = {"PATH": CONTAINER_PATH, "HOME": user[2] if user else "/root", "HOSTNAME": hostname}
+    if "TERM" in os.environ:
+        env["TERM"] = os.environ["TERM"]
+    env.update(extra)
+    return list(env.items())
+
+
+def parse_volume(value):
+    """-v HOST:CONTAINER[:ro|rw]: the host path must exist; both absolute.
+    Returns the mount, in the OCI format: a bind, nosuid and nodev."""
+    parts = value.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise ContainerError(f"--volume {value}", "expected HOST:CONTAINER[:ro]")
+    src, dst = parts[0], parts[1]
+    if not os.path.isabs(src) and not src.startswith("."):
+        raise ContainerError(f"--volume {value}", "the host path must be absolute or start with ./")
+    dst = check_mount_target("--volume", value, dst)
+    if not os.path.exists(src):
+        raise ContainerError(f"--volume {value}", f"the host path {src} does not exist")
+    read_only = len(parts) == 3 and parts[2] == "ro"
+    return {"destination": dst, "type": "bind", "source": os.path.abspath(src),
+            "options": ["bind", "nosuid", "nodev"] + (["ro"] if read_only else []),
+            "why": f"--volume {dst}"}
+
+
+# --tmpfs's flags: each word and its opposite; what is not said stays nosuid,
+# nodev and noexec.
+TMPFS_FLAGS = {"ro": "rw", "rw": "ro", "exec": "noexec", "noexec": "exec", "suid": "nosuid",
+               "nosuid": "suid", "dev": "nodev", "nodev": "dev"}
+TMPFS_OPTIONS = ("size", "mode", "uid", "gid", "nr_inodes", "nr_blocks")
+
+
+def parse_tmpfs(value):
+    """--tmpfs PATH[:OPTIONS]: docker's options (size=, mode=, uid=, gid=, nr_inodes=,
+    ro, exec, suid, dev ...); nosuid, nodev and noexec unless asked otherwise.
+    Returns the mount, in the OCI format."""
+    target, _, options = value.partition(":")
+    target = check_mount_target("--tmpfs", value, target)
+    flags, data = ["nosuid", "nodev", "noexec"], []
+    for option in filter(None, options.split(",")):
+        name, sep, setting = option.partition("=")
+        if option in TMPFS_FLAGS:
+            flags = [f for f in flags if f not in (option, TMPFS_FLAGS[option])] + [option]
+        elif name in TMPFS_OPTIONS and sep and setting:
+            data.append(option)
+        else:
+            raise ContainerError(f"--tmpfs {value}", f"unknown option {option!r}")
+    return {"destination": target, "type": "tmpfs", "source": "tmpfs", "options": flags + data,
+            "why": f"--tmpfs {target}"}
+
+
+def run_mounts(volumes, tmpfs, read_only, read_only_tmpfs):
+    """run's mounts, in order: the kernel's and /dev's, then -v, --tmpfs, and,
+    with --read-only, /tmp and /run as tmpfs where nothing else is mounted."""
+    mounts = list(KERNEL_MOUNTS) + [parse_volume(v) for v in volumes] + [parse_tmpfs(t) for t in tmpfs]
+    if read_only and read_only_tmpfs:
+        taken = {m["destination"] for m in mounts}
+        mounts += [{"destination": target, "type": "tmpfs", "source": "tmpfs",
+                    "options": ["nosuid", "nodev", f"mode={mode}"]}
+                   for target, mode in READ_ONLY_TMPFS if target not in taken]
+    return mounts
+
+
+# Where no volume or tmpfs may go: the kernel's own file systems, which
+# minicontainer mounts fresh and masks (a mount there could undo a mask), and
+# the devices and links it puts in /dev.
+KERNEL_PATHS = ("/proc", "/sys")
+DEV_PATHS = frozenset([f"/dev/{name}" for name, _, _ in DEVICES]
+                      + [f"/dev/{name}" for name, _ in DEV_LINKS] + ["/dev/pts"])
+
+
+def check_container_path(option, value, path):
+    """An absolute path inside the container, short enough for the kernel."""
+    if not path.startswith("/"):
+        raise ContainerError(f"{option} {value}", "the container path must be absolute")
+    path = "/" + os.path.normpath(path).lstrip("/")  # POSIX keeps a leading "//"
+    data = os.fsencode(path)
+    if len(data) >= PATH_MAX or any(len(part) > NAME_MAX for part in data.split(b"/")):
+        raise ContainerError(f"{option} {value}", f"the container path is too long (at most"
+                             f" {PATH_MAX - 1} bytes, and {NAME_MAX} for a name)")
+    return path
+
+
+def check_mount_target(option, value, path):
+    """A volume's or a tmpfs's target: not /, not the kernel's, not minicontainer's devices."""
+    path = check_container_path(option, value, path)
+    if path == "/":
+        raise ContainerError(f"{option} {value}", "the container path must not be /")
+    for top in KERNEL_PATHS:
+        if path == top or path.startswith(top + "/"):
+            raise ContainerError(f"{option} {value}", f"{top} is the kernel's: minicontainer mounts"
+                                 " and masks it, and a mount there could undo a mask")
+    if any(path == dev or path.startswith(dev + "/") for dev in DEV_PATHS):
+        raise ContainerError(f"{option} {value}", f"{path} is one of the devices minicontainer"
+                             " puts in /dev")
+    return path
+
+
+NAME_CHARS = HOSTNAME_CHARS | {"_", "."}
+
+
+def hostname_for(name):
+    """The hostname a container gets from its --name ('_' becomes '-'), where the
+    name makes one; minicontainer's default otherwise (a name like a..b)."""
+    if name is not None:
+        candidate = name.replace("_", "-")
+        try:
+            return check_hostname(candidate)
+        except ContainerError:
+            pass
+    return DEFAULT_HOSTNAME
+
+
+def check_container_name(name):
+    """--name: docker's rule for container names."""
+    if not (0 < len(name) <= 63 and set(name) <= NAME_CHARS and name[0] not in "_.-"):
+        raise ContainerError(f"--name {name!r}", "expected letters, digits, '_', '.' and '-',"
+                             " 63 at most, starting with a letter or digit")
+    return name
+
+
+def terminal_size(detach=False):
+    """-t: the host terminal's size, to start the container's terminal with
+    (24 by 80 for a detached container started from no terminal)."""
+    import fcntl
+    if not os.isatty(0):
+        if detach:
+            return (24).to_bytes(2, sys.byteorder) + (80).to_bytes(2, sys.byteorder) + bytes(4)
+        raise ContainerError("-t", "the input is not a terminal (drop -t, or run from one)")
+    return fcntl.ioctl(0, TIOCGWINSZ, bytes(8))
+
+
+SHARE = click.Choice(["private", "host"])
+
+
+class Number(click.ParamType):
+    """An integer or a decimal number in ASCII digits: click's own types, like
+    int() and float(), also take "６４" or "١٢"."""
+
+    def __init__(self, kind=int, minimum=None):
+        self.kind, self.minimum = kind, minimum
+        self.name = "integer" if kind is int else "number"
+
+    def convert(self, value, param, ctx):
+        import re
+        if isinstance(value, (int, float)):
+            return value
+        pattern = r"[+-]?\d+" if self.kind is int else r"[+-]?(\d+\.?\d*|\.\d+)"
+        if not re.fullmatch(pattern, value.strip(), re.ASCII):
+            self.fail(f"{value!r} is not {'an integer' if self.kind is int else 'a number'}",
+                      param, ctx)
+        number = self.kind(value)
+        if self.minimum is not None and number < self.minimum:
+            self.fail(f"{value} is below the minimum, {self.minimum}", param, ctx)
+        return number

@@ -1,0 +1,111 @@
+"""procs."""
+import os
+import sys
+
+from .constants import EXIT_OWN_FAILURE, SCM_RIGHTS, SOL_SOCKET
+from .errors import ContainerError
+
+def owner_of(tag):
+    """The (pid, start time) that a name's "PID.START[...]" part gives, or None:
+    how deploys and pulls mark what they leave while they run (see alive)."""
+    try:
+        pid, start = tag.split(".")[:2]
+        return int(pid), int(start)
+    except ValueError:
+        return None
+
+
+def process_start(pid):
+    """A process's start time (clock ticks since boot), or None if it is gone
+    (a zombie is gone: it has ended, whether or not it was reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    try:
+        return None if fields[0] in (b"Z", b"X") else int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def alive(owner):
+    """Whether (pid, start time) is still the same running process."""
+    return bool(owner) and owner[1] is not None and process_start(owner[0]) == owner[1]
+
+
+# ---------------------------------------------------------------------------
+# Supervision
+# Process roles: the supervisor (minicontainer, on the host) forks the
+# namespace holder, which unshares and forks the container's PID 1. The
+# holder passes PID 1's status up; the supervisor forwards signals to PID 1.
+# A socket carries the holder's "pid N" and any set-up error (with, for an
+# ELF file that would not run, a descriptor of it); its children's ends close
+# on exec, so end-of-file means the command is running.
+# ---------------------------------------------------------------------------
+
+def in_child(report_fd, fn, *args):
+    """Run fn in a forked child that can only end in exec or os._exit.
+
+    An exception never unwinds into the parent's code: it is sent up the
+    report socket as one message and the child exits with its code.
+    """
+    code = EXIT_OWN_FAILURE
+    try:
+        code = fn(*args)
+    except ContainerError as exc:
+        code = exc.code
+        elf = getattr(exc, "elf", None)
+        if elf is not None:  # the supervisor says why this ELF file would not run
+            report(report_fd, f"elf {code} {elf[1]} {exc.what}", fds=(elf[0],))
+        else:
+            report(report_fd, f"error {code} {exc}")
+    except BaseException as exc:  # a bug: still one line, never a traceback
+        report(report_fd, f"error {code} internal error: {exc!r}")
+    finally:
+        os._exit(code)
+
+
+def report(fd, line, fds=()):
+    """Send one line up the report socket (a message each), with descriptors if
+    any; also used for a last word on stderr. When no one reads the socket
+    any more (a created container, once `create` has gone), an error is said
+    on stderr instead: the engine's."""
+    data = line.replace("\n", " ").encode(errors="replace")[:4000] + b"\n"
+    if fd != 2 and line.startswith("error "):
+        data_for_stderr = b"minicontainer: " + data.split(b" ", 2)[2]
+    else:
+        data_for_stderr = None
+    try:
+        if fds:
+            import _socket  # imported by the supervisor before the fork
+            sock = _socket.socket(fileno=fd)
+            try:
+                sock.sendmsg([data], [(SOL_SOCKET, SCM_RIGHTS,
+                                       b"".join(f.to_bytes(4, sys.byteorder) for f in fds))])
+            finally:
+                sock.detach()
+        else:
+            os.write(fd, data)
+    except BrokenPipeError:
+        if data_for_stderr is not None:
+            try:
+                os.write(2, data_for_stderr)
+            except OSError:
+                pass
+    except OSError:
+        pass
+
+
+def exit_code(status):
+    """A wait status as a shell would show it: the code, or 128+N for signal N."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def fork():
+    """os.fork, with Python's buffers flushed first so no output is written twice."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return os.fork()

@@ -1,0 +1,215 @@
+"""spec."""
+import os
+
+from .constants import (
+    BASE_NAMESPACES, DEFAULT_HOSTNAME, DEFAULT_STOP_TIMEOUT, KERNEL_MOUNTS, MASKED_PATHS,
+    NAMESPACED_SYSCTLS, OPTIONAL_NAMESPACES, READONLY_PATHS,
+)
+from .errors import ContainerError
+
+# ---------------------------------------------------------------------------
+# Resource limits
+# The container's cgroups are made by the supervisor before it forks, under
+# minicontainer's own cgroup in each hierarchy, with the limits written; PID 1
+# joins them before anything of the command runs; at the end whatever is left
+# in them is killed, the post-mortem read, and the groups removed. Each
+# controller's cgroup version is chosen at run time: v2 where cgroup2 offers
+# it, else the v1 hierarchy that has it. Only the two writers differ.
+# ---------------------------------------------------------------------------
+
+class Limits:
+    """The resource options of a run, parsed and checked."""
+
+    __slots__ = ("memory", "memory_swap", "pids", "cpus", "cpu_shares", "stats", "rlimits")
+
+    def __init__(self, memory=None, memory_swap=None, pids=None, cpus=None, cpu_shares=None,
+                 stats=False, rlimits=()):
+        self.memory, self.memory_swap, self.pids = memory, memory_swap, pids
+        self.cpus, self.cpu_shares, self.stats = cpus, cpu_shares, stats
+        self.rlimits = rlimits  # ((resource number, soft, hard), ...)
+
+    def controllers(self):
+        """The controllers these limits (and --stats) need."""
+        needed = set()
+        if self.memory or self.memory_swap or self.stats:
+            needed.add("memory")
+        if self.pids is not None or self.stats:
+            needed.add("pids")
+        if self.cpus or self.cpu_shares:
+            needed.add("cpu")
+        return needed
+
+
+# ---------------------------------------------------------------------------
+# Network (host side)
+# --network bridge: the supervisor gives the container an address on the
+# bridge minicontainer owns (mc0), under a file lock shared by all runs, and
+# a veth pair whose container end is eth0. iproute2's `ip -batch` does the
+# netlink work: two short processes a container (pyroute2's import alone
+# cost ~170 ms). The bridge stays between containers, as docker's docker0
+# does (`minicontainer network prune` removes it); a veth goes with its
+# container's network namespace. The last run to leave removes any
+# masquerade rule; the holder does it if the supervisor is SIGKILLed (it
+# keeps the host's root and /proc: see own_mount_namespace), and every run
+# sweeps entries whose owners are gone, judged by pid and start time in the
+# host's /proc. An address's owner is the process that lives as long as its
+# container: the supervisor, or with run -d the monitor, never `run -d`.
+# ---------------------------------------------------------------------------
+
+BRIDGE = "mc0"
+DEFAULT_SUBNET = "10.88.0.0/16"
+
+
+def parse_subnet(text):
+    """--subnet CIDR: an IPv4 network with room for the bridge and containers."""
+    import ipaddress
+    try:
+        net = ipaddress.IPv4Network(text, strict=True)
+    except ValueError as exc:
+        raise ContainerError(f"--subnet {text}", str(exc)) from None
+    if net.prefixlen > 29:
+        raise ContainerError(f"--subnet {text}", "too small: at most /29")
+    return net
+
+
+def parse_publish(value):
+    """-p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp]; the host address defaults to 127.0.0.1."""
+    import ipaddress
+    spec, _, proto = value.partition("/")
+    if proto not in ("", "tcp"):
+        raise ContainerError(f"--publish {value}", "only tcp is supported")
+    parts = spec.rsplit(":", 2)
+    host_ip = parts[0] if len(parts) == 3 else "127.0.0.1"
+    try:
+        ipaddress.IPv4Address(host_ip)
+        host_port, container_port = (int(p) for p in parts[-2:])
+        if len(parts) < 2 or not (0 < host_port < 65536 and 0 < container_port < 65536):
+            raise ValueError
+    except ValueError:
+        raise ContainerError(f"--publish {value}",
+                             "expected [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp]") from None
+    return host_ip, host_port, container_port
+
+
+# ---------------------------------------------------------------------------
+# Container set-up (child side)
+# One small function per step, in the order they run; `container_main` below
+# calls them one per line. All of it runs in forked children.
+# ---------------------------------------------------------------------------
+
+class Spec:
+    """What to run and how: built and checked by the CLI, read by every step."""
+
+    __slots__ = ("root", "command", "workdir", "hostname", "namespaces", "init",
+                 "preserve_fds", "caps", "user", "seccomp", "limits", "env", "mounts",
+                 "devices", "masked_paths", "readonly_paths", "read_only", "rm", "tty",
+                 "winsize", "stop_timeout", "etc_files", "closed_stdio",
+                 # What a bundle's config.json can ask for beyond run's options:
+                 "cap_sets", "no_new_privs", "umask", "additional_gids", "oom_score_adj",
+                 "domainname", "personality", "propagation", "sysctl", "hooks", "ns_paths",
+                 "keyring", "oci", "state", "no_pivot", "uid_map", "gid_map", "groups_locked")
+
+    def __init__(self, root, command, workdir="/", hostname=DEFAULT_HOSTNAME,
+                 namespaces=BASE_NAMESPACES | sum(OPTIONAL_NAMESPACES.values()),
+                 init=False, preserve_fds=0, caps=frozenset(), user=None, seccomp=None,
+                 limits=None, env=(), mounts=None, devices=(), masked_paths=MASKED_PATHS,
+                 readonly_paths=READONLY_PATHS, read_only=False, rm=False, tty=False,
+                 winsize=None, stop_timeout=DEFAULT_STOP_TIMEOUT, etc_files=(), closed_stdio=()):
+        self.root, self.command, self.workdir = root, tuple(command), workdir
+        self.hostname, self.namespaces, self.init = hostname, namespaces, init
+        self.preserve_fds = preserve_fds
+        self.caps, self.user = caps, user  # user: (uid, gid, home)
+        self.seccomp = seccomp  # a policy in the OCI format, or None: unconfined
+        self.limits = limits or Limits()
+        self.env = tuple(env)
+        # Mounts in the OCI format, in order; devices beyond the default ones.
+        self.mounts = list(KERNEL_MOUNTS if mounts is None else mounts)
+        self.devices, self.masked_paths = tuple(devices), tuple(masked_paths)
+        self.readonly_paths = tuple(readonly_paths)
+        self.read_only, self.rm = read_only, rm
+        self.tty, self.winsize, self.stop_timeout = tty, winsize, stop_timeout
+        self.etc_files = tuple(etc_files)  # (name, text): /etc files written for this run
+        self.closed_stdio = tuple(closed_stdio)  # of 0, 1, 2: closed for minicontainer too
+        self.cap_sets = None  # {"effective", "permitted", "inheritable", "ambient"}: sets
+        self.no_new_privs, self.umask, self.additional_gids = True, None, ()
+        self.oom_score_adj = self.domainname = self.personality = self.propagation = None
+        self.sysctl, self.hooks, self.ns_paths = {}, {}, {}  # ns_paths: {clone flag: path}
+        self.keyring = self.oci = False  # oci: created by `create`, started by `start`
+        self.state = None  # OCI: the state hooks are given on stdin
+        self.no_pivot = False  # create --no-pivot: move the root onto / and chroot
+        self.uid_map = self.gid_map = ()  # a user namespace's: (inside, outside, count)
+        # Its gid map written without newgidmap by a user: setgroups is denied there,
+        # so the supplementary groups stay the caller's.
+        self.groups_locked = False
+
+    def to_json(self):
+        """The description as JSON data, kept in a container's state entry."""
+        data = {name: getattr(self, name) for name in self.__slots__}
+        data["caps"] = sorted(self.caps)
+        data["limits"] = {name: getattr(self.limits, name) for name in Limits.__slots__}
+        data["winsize"] = self.winsize.hex() if self.winsize else None
+        data["cap_sets"] = ({k: sorted(v) for k, v in self.cap_sets.items()}
+                            if self.cap_sets is not None else None)
+        data["ns_paths"] = {str(k): v for k, v in self.ns_paths.items()}
+        data["state"] = None  # PID 1's only
+        return data
+
+    @classmethod
+    def from_json(cls, data):
+        """A description back from its JSON data (lists where tuples were: the steps
+        only iterate them)."""
+        spec = cls.__new__(cls)
+        for name in cls.__slots__:
+            setattr(spec, name, data.get(name))
+        spec.caps = frozenset(spec.caps or ())
+        spec.limits = Limits(**{name: (tuple(map(tuple, value)) if name == "rlimits" else value)
+                                for name, value in (data.get("limits") or {}).items()})
+        spec.winsize = bytes.fromhex(spec.winsize) if spec.winsize else None
+        if spec.cap_sets is not None:
+            spec.cap_sets = {k: frozenset(v) for k, v in spec.cap_sets.items()}
+        spec.ns_paths = {int(k): v for k, v in (spec.ns_paths or {}).items()}
+        spec.sysctl, spec.hooks = spec.sysctl or {}, spec.hooks or {}
+        spec.no_new_privs = True if spec.no_new_privs is None else spec.no_new_privs
+        return spec
+
+
+def sysctl_namespace(key):
+    """The namespace flag a sysctl belongs to, or None for the host's own."""
+    return next((f for f, names in NAMESPACED_SYSCTLS.items()
+                 if any(key == n or (n.endswith(".") and key.startswith(n)) for n in names)), None)
+
+
+def selinux_enabled():
+    return os.path.exists("/sys/fs/selinux/enforce")
+
+
+def own_bounding_set():
+    """minicontainer's own bounding set as a bit mask, from /proc/self/status."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapBnd:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+# capabilities(7) names python-prctl's table may lack: it stops at the libcap
+# it was built with, and calls its last one LAST_CAP (40 here, which is
+# CHECKPOINT_RESTORE: podman's --cap-add ALL names it, and runc knows it).
+NEWER_CAPABILITIES = {"PERFMON": 38, "BPF": 39, "CHECKPOINT_RESTORE": 40}
+
+
+def capability_numbers():
+    """Capability names as docker spells them (CHOWN, SYS_ADMIN) to their
+    numbers: every one this kernel has."""
+    import prctl
+    numbers = {name.upper(): getattr(prctl, "CAP_" + name.upper())
+               for name in prctl.ALL_CAP_NAMES if name != "last_cap"}
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            last = int(f.read())
+    except (OSError, ValueError):
+        last = max(prctl.ALL_CAPS)
+    for name, number in NEWER_CAPABILITIES.items():
+        if number <= last:
+            numbers.setdefault(name, number)
+    return numbers
