@@ -1,4 +1,4 @@
-"""minicontainer: a small Linux container in one module.
+"""minicontainer: a small Linux container tool.
 
 `deploy` copies programs into a container root (default ./newroot); `run`
 starts a command inside that root as PID 1 of its own PID and mount
@@ -12,26 +12,33 @@ root from a registry, and `run` then follows the image's configuration. An
 ordinary user runs the same way, without root: in a user namespace of its
 own in which it is root, with slirp4netns for a private network.
 
-The module reads top to bottom as a container's life, one banner a section:
+This module is the front: the click commands (deploy and run first, as the
+tutorial's two, then docker's verbs, then runc's) and main. The machinery
+lives behind it in _minicontainer/, one module per part, in the order of a
+container's life; each opens with what it owns and what it may import, and
+imports run one way, from here down:
 
-    Constants                 kernel names, docker's codes, default policies
-    Errors                    ContainerError: "what failed: why", with its errno
-    Syscall wrappers          the only ctypes: mount API, openat2, seccomp, ...
-    Root filesystem and deploy   plan, check, then write inside the root
-    Images                    pull: references, the registry API, the blob cache,
-                              layers unpacked beside the root and swapped in
-    Resource limits           cgroups v2 and v1, made before the fork
-    Network (host side)       the bridge, addresses, veths, published ports;
-                              a user's slirp4netns
-    State                     containers that outlive a command: entries, moves, logs
-    OCI bundles               config.json to Spec, state and features, cgroup resources
-    Container set-up          PID 1's steps, in order, from container_main; exec's
-    Supervision               supervisor, monitor, holder: fork, wait, signals, exec,
-                              create's gate and hooks
-    Command line              click: deploy, run, docker's verbs, runc's verbs; main
+    constants     kernel names, docker's codes, default policies
+    errors        ContainerError: "what failed: why", with its errno
+    syscalls      the only ctypes: mount API, openat2, setns, seccomp, ...
+    procs         pid + start time, guarded forks, exit codes, the report socket
+    spec          Spec: the one description every door fills
+    imageformat   media types, platforms, layers: read by deploy and pull
+    rootfs        root filesystems and deploy: plan, check, write inside the root
+    images        pull: references, the registry, the blob cache (pull only)
+    cgroups       limits: cgroups v2 and v1, made before the fork
+    network       the bridge, addresses, veths, ports; slirp4netns (bridge only)
+    state         the state directory, entries, logs, the OCI state of an entry
+    oci           config.json read into a Spec (the OCI verbs only)
+    container     PID 1's set-up, in order, from container_main; exec's way in
+    supervise     supervisor and holder: the fork, signals, waits, create's gate
+    options       run's options checked and turned into a Spec's fields
+    lifecycle     run -d's monitor and the verbs: stop, kill, wait, rm, inspect
+
+A `run` goes: run (here) -> options and spec -> rootfs.check_run_root ->
+supervise.run_container (cgroups made, network allocated) -> the holder
+unshares and forks PID 1 -> container.container_main's steps -> exec.
 """
-
-__version__ = "0.1.0"
 
 import gc
 
@@ -58,18 +65,11 @@ from _minicontainer.procs import process_start
 from _minicontainer.spec import (
     BRIDGE, DEFAULT_SUBNET, Spec, capability_numbers, parse_publish, parse_subnet,
 )
-from _minicontainer.imageformat import parse_platform
 from _minicontainer.rootfs import check_run_root, deploy_paths, describe, read_image_file
-from _minicontainer.images import pull_image
 from _minicontainer.cgroups import Cgroup, parse_limits, write_resources
-from _minicontainer.network import Network, SlirpNetwork, prune_network
 from _minicontainer.state import (
     CREATED, CREATING, DEAD, EXITED, LOG_MAX, OCI_VERSION, PAUSED, RUNNING, STATE_DIR, STATE_ENV,
     Store, human_duration, now_iso, oci_state, oci_status, parse_iso, read_records,
-)
-from _minicontainer.oci import (
-    check_oci_id, default_config, load_bundle, load_exec_process, oci_features, oci_resources,
-    read_json_document,
 )
 from _minicontainer.container import run_hooks
 from _minicontainer.supervise import create_container, exec_container, run_container, signal_owner
@@ -166,34 +166,6 @@ def deploy(root, to, no_deps, link, dry_run, paths):
     files, links = writer.files, writer.links
     click.echo(f"deployed {files} file{'s' * (files != 1)} ({writer.size} bytes), {links} "
                f"link{'s' * (links != 1)}, {len(plan.skipped)} skipped into {root}")
-    return 0
-
-
-@cli.command()
-@root_option
-@click.option("--platform", metavar="OS/ARCH[/VARIANT]",
-              help="The platform to take from a multi-platform image [default: the host's].")
-@click.option("--tls-verify", type=click.BOOL, default=True, show_default=True, metavar="BOOL",
-              help="Check the registry's TLS certificate; false also allows plain HTTP.")
-@click.option("--cache", "cache_dir", metavar="DIR",
-              help="The blob cache [default: /var/cache/minicontainer for root, else"
-                   " ~/.cache/minicontainer].")
-@click.argument("reference")
-def pull(root, platform, tls_verify, cache_dir, reference):
-    """Fill the root with an image's file system from a registry (`alpine`,
-    `host:port/repo:tag`, `repo@sha256:...`), and keep its configuration
-    (Entrypoint, Cmd, Env, WorkingDir, User) beside it for `run`. The root
-    is replaced whole, and only once every blob is verified."""
-    gc.enable()
-    if platform is not None:
-        parse_platform(platform)
-    ref, digest, count, size, foreign = pull_image(root, reference, platform, tls_verify,
-                                                   cache_dir, progress=sys.stderr.isatty())
-    if foreign:
-        click.echo(f"minicontainer: warning: {foreign} layer member{'s' * (foreign != 1)} of other"
-                   " owners made yours: only root keeps owners", err=True)
-    click.echo(f"pulled {ref} ({digest}): {count} layer{'s' * (count != 1)},"
-               f" {size / 1e6:.1f} MB, into {root}")
     return 0
 
 
@@ -310,6 +282,8 @@ def run(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, 
     if (publish or outbound) and not bridge:
         raise ContainerError("--publish" if publish else "--outbound", "needs --network bridge")
     net = None
+    if bridge:  # the network's machinery is loaded only for a container that has one
+        from _minicontainer.network import Network, SlirpNetwork
     if bridge and os.geteuid() != 0:  # a user makes no links on the host: slirp4netns
         net = SlirpNetwork([parse_publish(p) for p in publish], outbound)
     elif bridge:
@@ -375,6 +349,36 @@ def each_container(refs, act):
     return EXIT_OWN_FAILURE if failed else 0
 
 
+@cli.command()
+@root_option
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]",
+              help="The platform to take from a multi-platform image [default: the host's].")
+@click.option("--tls-verify", type=click.BOOL, default=True, show_default=True, metavar="BOOL",
+              help="Check the registry's TLS certificate; false also allows plain HTTP.")
+@click.option("--cache", "cache_dir", metavar="DIR",
+              help="The blob cache [default: /var/cache/minicontainer for root, else"
+                   " ~/.cache/minicontainer].")
+@click.argument("reference")
+def pull(root, platform, tls_verify, cache_dir, reference):
+    """Fill the root with an image's file system from a registry (`alpine`,
+    `host:port/repo:tag`, `repo@sha256:...`), and keep its configuration
+    (Entrypoint, Cmd, Env, WorkingDir, User) beside it for `run`. The root
+    is replaced whole, and only once every blob is verified."""
+    from _minicontainer.imageformat import parse_platform
+    from _minicontainer.images import pull_image
+    gc.enable()
+    if platform is not None:
+        parse_platform(platform)
+    ref, digest, count, size, foreign = pull_image(root, reference, platform, tls_verify,
+                                                   cache_dir, progress=sys.stderr.isatty())
+    if foreign:
+        click.echo(f"minicontainer: warning: {foreign} layer member{'s' * (foreign != 1)} of other"
+                   " owners made yours: only root keeps owners", err=True)
+    click.echo(f"pulled {ref} ({digest}): {count} layer{'s' * (count != 1)},"
+               f" {size / 1e6:.1f} MB, into {root}")
+    return 0
+
+
 @cli.group()
 def network():
     """The bridge that --network bridge containers share."""
@@ -384,6 +388,7 @@ def network():
 def network_prune():
     """Remove the bridge (mc0) and its state when no container is on it; the
     next --network bridge container makes them again."""
+    from _minicontainer.network import prune_network
     if os.geteuid() != 0:
         raise ContainerError("network prune", "needs root: the bridge is root's")
     left = prune_network()
@@ -503,6 +508,7 @@ def exec_command_line(detach, interactive, tty, env, workdir, user, process_file
     """Run COMMAND in a running container: its namespaces, cgroups, capabilities,
     no_new_privs and seccomp filter, its environment plus -e. Takes docker's
     options and runc's (--process, --pid-file, --console-socket, --cap)."""
+    from _minicontainer.oci import load_exec_process
     entry = store().find(container)
     entry.check("exec")
     spec = Spec.from_json(entry.data["spec"])
@@ -642,6 +648,7 @@ def inspect(containers):
 def create(bundle, pid_file, console_socket, no_pivot, no_new_keyring, preserve_fds, id):
     """Create a container from a bundle: set it up, and leave its process
     waiting, before its program, for `start`."""
+    from _minicontainer.oci import check_oci_id, load_bundle
     check_oci_id(id)
     preserve_fds = check_preserved_fds(preserve_fds)
     try:
@@ -734,6 +741,7 @@ def delete(force, id):
 @click.argument("id")
 def update(resources, memory, pids_limit, cpu_shares, cpu_quota, cpu_period, id):
     """Change a running container's resources (runc's update)."""
+    from _minicontainer.oci import oci_resources, read_json_document
     entry = store().find(id)
     entry.check("kill")  # created, running or paused
     wanted = {}
@@ -799,6 +807,7 @@ def resume(id):
 @cli.command()
 def features():
     """Print what this runtime supports, as the runtime spec's features document."""
+    from _minicontainer.oci import oci_features
     import json
     click.echo(json.dumps(oci_features(), indent=2))
     return 0
@@ -809,6 +818,7 @@ def features():
 def spec_command(bundle):
     """Write a default config.json: runc's, with minicontainer's capabilities,
     masks and seccomp policy."""
+    from _minicontainer.oci import default_config
     import json
     path = os.path.join(bundle, "config.json")
     try:

@@ -1,4 +1,10 @@
-"""cgroups."""
+"""Resource limits: cgroups v2 and v1, made before the fork, removed after.
+
+Owns: Cgroup, parse_limits, make_cgroups and make_oci_cgroups (a bundle's
+cgroupsPath kept inside its hierarchy), linux.resources written to groups,
+device rules, a container's groups found on the host.
+May import: constants, errors, syscalls, spec.
+"""
 import os
 import signal
 

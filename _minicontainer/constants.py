@@ -1,4 +1,10 @@
-"""constants."""
+"""Kernel names and minicontainer's fixed policies.
+
+Owns: the kernel's constants, named as the man pages name them (CLONE_NEWPID,
+MS_REC, RESOLVE_IN_ROOT, ...), docker's exit codes, the default capability
+set, masked and read-only paths, devices, signal sets, namespace tables.
+May import: nothing of the package (the bottom of the order).
+"""
 import os
 import signal
 

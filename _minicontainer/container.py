@@ -1,4 +1,12 @@
-"""container."""
+"""The container's own set-up: PID 1's steps, in order, and exec's.
+
+Owns: container_main (the recipe: one step a line, each defined above it),
+the mounts, /dev, /proc, pivot_root, capabilities, seccomp, the command's
+lookup and exec; hiding a process from the container (non-dumpable, its host
+command line wiped); exec's way in; hooks. Runs in the forked children: it
+imports nothing once forbid_imports has run.
+May import: constants, errors, syscalls, procs, spec, rootfs, cgroups.
+"""
 import os
 import signal
 import sys

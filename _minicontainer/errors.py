@@ -1,4 +1,9 @@
-"""errors."""
+"""The one error type: ContainerError, "what failed: why", with its errno.
+
+Owns: ContainerError and one_line (a message on one line, whatever it holds).
+Every failure of minicontainer's is one of these; only the front prints it.
+May import: constants.
+"""
 import os
 
 from .constants import EXIT_OWN_FAILURE

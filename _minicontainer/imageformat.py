@@ -1,4 +1,9 @@
-"""imageformat."""
+"""Image formats that deploy and pull both read.
+
+Owns: media types, platforms (parse_platform, platform_name), layer and tar
+opening (open_layer, open_tar), the size cap of a manifest.
+May import: errors.
+"""
 import os
 import sys
 

@@ -1,4 +1,11 @@
-"""images."""
+"""pull: references, the registry's API, the blob cache, layers swapped in.
+
+Owns: Reference, RegistryClient (redirects, tokens, credentials kept to the
+registry's own scheme, host and port), manifests and indexes checked field by
+field, BlobCache (content-addressed, verified), pull_image. Loaded only by
+`pull`.
+May import: the package's version, errors, syscalls, procs, imageformat, rootfs.
+"""
 import os
 import sys
 

@@ -1,4 +1,10 @@
-"""lifecycle."""
+"""docker's and runc's verbs over the state: stop, kill, wait, rm, inspect.
+
+Owns: run -d's monitor, a container's processes (its PID namespace when it
+made one, else its cgroup), kill and kill --all, stop, wait, removal,
+pause's freezer, inspect's and ps's data.
+May import: constants, errors, procs, spec, cgroups, state, container, supervise.
+"""
 import os
 import signal
 

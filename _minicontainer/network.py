@@ -1,4 +1,12 @@
-"""network."""
+"""The host side of the network: the bridge, addresses, veths, ports.
+
+Owns: Network (mc0, kept between containers; an address and published ports
+owned by the process that lives as long as the container), the shared table
+under /run and its sweep, published-port relays, --outbound's rule,
+SlirpNetwork (a user's slirp4netns), network prune. Loaded only by a run with
+--network bridge and by `network prune`.
+May import: constants, errors, syscalls, procs, spec.
+"""
 import os
 
 from .constants import CLONE_NEWNET, CLONE_NEWUSER, EXIT_OWN_FAILURE

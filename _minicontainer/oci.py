@@ -1,4 +1,11 @@
-"""oci."""
+"""OCI bundles: config.json read into a Spec, and what runc's verbs print.
+
+Owns: ConfigValue (one typed reader for every field, before anything is
+made), load_bundle, exec --process files, seccomp profiles, mounts, hooks,
+namespaces, rlimits and resources of a bundle, `spec` and `features`.
+Loaded only by the OCI verbs.
+May import: the package's version, constants, errors, syscalls, spec, cgroups, state.
+"""
 import os
 import sys
 

@@ -1,4 +1,10 @@
-"""options."""
+"""run's options checked and turned into a Spec's fields.
+
+Owns: the parsers and checks of run's options (hostname, --user, --cap-add,
+-e, -v, --tmpfs, user namespace maps, rootless checks), the image's
+Entrypoint/Cmd/Env rules, container names, click's number type.
+May import: constants, errors, spec, rootfs, cgroups, supervise.
+"""
 import os
 import sys
 

@@ -1,4 +1,11 @@
-"""procs."""
+"""Processes: who is alive, guarded forks, exit codes, the report channel.
+
+Owns: process_start and alive (a process is its pid and its start time, so a
+recycled pid is never taken for ours), owner_of, fork and in_child (a forked
+child only ever ends in exec or os._exit), exit_code (128+N for signal N),
+report (a word up the set-up's socket).
+May import: constants, errors.
+"""
 import os
 import sys
 

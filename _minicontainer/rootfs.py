@@ -1,4 +1,11 @@
-"""rootfs."""
+"""Root filesystems and deploy: plan, check, then write inside the root.
+
+Owns: the root's checks (check_root, check_run_root), the skeleton, deploy's
+planner and writer (every write resolved inside the root by descriptor, every
+removal through remove_at), archives and images deployed from a file or an
+OCI layout, ELF closures, the image's settings file beside the root.
+May import: constants, errors, syscalls, procs, imageformat.
+"""
 import os
 import sys
 

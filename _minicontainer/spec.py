@@ -1,4 +1,11 @@
-"""spec."""
+"""One description of a container: the Spec every door fills.
+
+Owns: Spec and Limits (run's options, a bundle's config.json and an image's
+configuration all become one of these), capability names and numbers, the
+network options as values (--publish, --subnet), which namespace a sysctl
+belongs to, whether SELinux is on.
+May import: constants, errors.
+"""
 import os
 
 from .constants import (

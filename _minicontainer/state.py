@@ -1,4 +1,11 @@
-"""state."""
+"""Containers that outlive a command: the state directory, entries, logs.
+
+Owns: Store (the state directory, checked to be the caller's and 0700 on
+every read), entries with their statuses and legal moves, Log (the records of
+a detached container's output), the runtime spec's state of an entry
+(oci_state), times.
+May import: errors, procs.
+"""
 import os
 
 from .errors import ContainerError

@@ -1,4 +1,11 @@
-"""supervise."""
+"""Supervision: the supervisor, the holder and PID 1's fork; signals and waits.
+
+Owns: run_container, create_container and exec_container (the one set-up path
+behind run, run -d, create and exec), the holder that unshares and forks PID
+1, user namespace maps, forwarding signals, waiting, create's exec FIFO, the
+terminal.
+May import: constants, errors, syscalls, procs, cgroups, state, container.
+"""
 import gc
 import os
 import signal

@@ -1,4 +1,10 @@
-"""syscalls."""
+"""The only ctypes: one thin wrapper per system call the set-up needs.
+
+Owns: libc and libseccomp bindings (mount, umount2, pivot_root, unshare,
+setns, the new mount API, openat2, pidfd, keyctl, personality), the seccomp
+compiler (SeccompFilter, default_seccomp), namespace files opened by path.
+May import: constants, errors.
+"""
 import os
 import signal
 import sys
