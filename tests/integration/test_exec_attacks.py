@@ -503,6 +503,8 @@ def user(probe, busybox, attacker):
         if python is None:
             pytest.skip(f"no Python that {ATTACK_USER} may run")
         shutil.copy(REPO / "minicontainer.py", base / "minicontainer.py")
+        shutil.copytree(REPO / "_minicontainer", base / "_minicontainer",
+                        ignore=shutil.ignore_patterns("__pycache__"))
         (base / "site").mkdir()
         for name in ("click", "prctl", "_prctl", "elftools", "backports"):
             found = importlib.util.find_spec(name)

@@ -144,6 +144,8 @@ def rootless_user(tmp_path_factory, probe, busybox):
             pytest.skip(f"no Python {sys.version_info.major}.{sys.version_info.minor} that"
                         f" {USER} may run (this one is under a directory only root enters)")
         shutil.copy(REPO / "minicontainer.py", base / "minicontainer.py")
+        shutil.copytree(REPO / "_minicontainer", base / "_minicontainer",
+                        ignore=shutil.ignore_patterns("__pycache__"))
         (base / "site").mkdir()
         for name in ("click", "prctl", "_prctl", "elftools", "backports"):
             spec = importlib.util.find_spec(name)
