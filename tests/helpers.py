@@ -322,3 +322,39 @@ def run_to_files(argv, **kwargs):
         err.seek(0)
         result.stdout, result.stderr = out.read(), err.read()
     return result
+
+
+# -- OCI bundles, for the runtime's tests ------------------------------------
+
+class Bundle:
+    def __init__(self, path):
+        self.path = path
+
+    @property
+    def config(self):
+        return json.loads((self.path / "config.json").read_text())
+
+    def set(self, change):
+        config = self.config
+        change(config)
+        (self.path / "config.json").write_text(json.dumps(config))
+
+    def args(self, *args):
+        def change(config):
+            config["process"]["args"] = [str(arg) for arg in args]
+            config["process"]["terminal"] = False
+        self.set(change)
+
+
+def oci(*args, **kwargs):
+    """The CLI. `create` leaves the container holding its stdout and stderr, as
+    engines expect: they go to files here, not to pipes read to their end."""
+    if "create" not in args:
+        return cli(*map(str, args), **kwargs)
+    return run_to_files([*CLI, *args], **kwargs)
+
+
+def oci_state(id):
+    result = oci("state", id)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)

@@ -502,20 +502,7 @@ def user(probe, busybox, attacker):
         python, python_env = rootless.python_for(entry.pw_uid, entry.pw_gid, base)
         if python is None:
             pytest.skip(f"no Python that {ATTACK_USER} may run")
-        shutil.copy(REPO / "minicontainer.py", base / "minicontainer.py")
-        shutil.copytree(REPO / "_minicontainer", base / "_minicontainer",
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        (base / "site").mkdir()
-        for name in ("click", "prctl", "_prctl", "elftools", "backports"):
-            found = importlib.util.find_spec(name)
-            if found is None and name == "backports":
-                continue
-            if found.submodule_search_locations:
-                shutil.copytree(found.submodule_search_locations[0], base / "site" / name)
-            else:
-                shutil.copy(found.origin, base / "site")
-        for name, source in (("probe", probe), ("busybox", busybox)):
-            shutil.copy(source, base / name)
+        rootless.copy_tool(base, probe, busybox)
         for path in base.rglob("*"):
             path.chmod(path.stat().st_mode | 0o444 | (0o111 if path.is_dir() else 0))
         made = rootless.User(base, python, python_env)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CLI, cli, container_cgroups, run_to_files, wait_for
+from helpers import CLI, Bundle, cli, container_cgroups, oci, oci_state as state, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -19,8 +19,8 @@ def delete_every_container():
     """Whatever a test leaves, passing or not: delete --force, as an engine would."""
     yield
     listed = cli("list", "--format", "json").stdout or b"[]"
-    for state in json.loads(listed):
-        cli("delete", "--force", state["id"])
+    for listed_state in json.loads(listed):
+        cli("delete", "--force", listed_state["id"])
 
 
 @pytest.fixture
@@ -34,40 +34,6 @@ def bundle(tmp_path, template_root):
     made = Bundle(path)
     made.set(lambda c: c["root"].update(readonly=False))  # the tests' programs write markers
     return made
-
-
-class Bundle:
-    def __init__(self, path):
-        self.path = path
-
-    @property
-    def config(self):
-        return json.loads((self.path / "config.json").read_text())
-
-    def set(self, change):
-        config = self.config
-        change(config)
-        (self.path / "config.json").write_text(json.dumps(config))
-
-    def args(self, *args):
-        def change(config):
-            config["process"]["args"] = [str(arg) for arg in args]
-            config["process"]["terminal"] = False
-        self.set(change)
-
-
-def oci(*args, **kwargs):
-    """The CLI. `create` leaves the container holding its stdout and stderr, as
-    engines expect: they go to files here, not to pipes read to their end."""
-    if "create" not in args:
-        return cli(*map(str, args), **kwargs)
-    return run_to_files([*CLI, *args], **kwargs)
-
-
-def state(id):
-    result = oci("state", id)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def test_spec_writes_a_default_and_keeps_an_existing_one(tmp_path):

@@ -14,7 +14,7 @@ import sys
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from helpers import CLI, cli, run_to_files, wait_for
+from helpers import CLI, Bundle, cli, oci, oci_state as state, wait_for
 
 
 # test_oci.py's bundle and clean-up (a test module cannot import another
@@ -39,32 +39,6 @@ def bundle(tmp_path, template_root):
     made.set(lambda c: (c["root"].update(readonly=False), c["process"].update(terminal=False)))
     return made
 
-
-class Bundle:
-    def __init__(self, path):
-        self.path = path
-
-    @property
-    def config(self):
-        return json.loads((self.path / "config.json").read_text())
-
-    def set(self, change):
-        config = self.config
-        change(config)
-        (self.path / "config.json").write_text(json.dumps(config))
-
-
-def oci(*args):
-    """The CLI; `create`'s output to files (the container keeps them open)."""
-    if "create" in args:
-        return run_to_files([*CLI, *args])
-    return cli(*args)
-
-
-def state(id):
-    result = oci("state", id)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 # Run as PID 1 of a fresh PID namespace: a sentinel outside the container
 # (and a pod's "pause" process, whose PID namespace the container may join),

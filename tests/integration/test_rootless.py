@@ -76,6 +76,27 @@ class User:
         return Path(f"/tmp/minicontainer-{self.uid}")
 
 
+def copy_tool(base, probe, busybox):
+    """What the user runs, in a directory the user may read: this checkout's
+    minicontainer (the front and its package), the packages it imports (the
+    venv under /root is root's alone), and the probe and busybox."""
+    shutil.copy(REPO / "minicontainer.py", base / "minicontainer.py")
+    shutil.copytree(REPO / "_minicontainer", base / "_minicontainer",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (base / "site").mkdir()
+    for name in ("click", "prctl", "_prctl", "elftools", "backports"):
+        spec = importlib.util.find_spec(name)
+        if spec is None and name == "backports":  # a dependency only before 3.12
+            continue
+        if spec.submodule_search_locations:
+            shutil.copytree(spec.submodule_search_locations[0], base / "site" / name)
+        else:
+            shutil.copy(spec.origin, base / "site")
+    for name, source in (("probe", probe), ("busybox", busybox)):
+        shutil.copy(source, base / name)
+        (base / name).chmod(0o755)
+
+
 def python_for(uid, gid, base):
     """A Python of this one's version that the user may run, and the variables
     it needs: this one or the system's where the user may run them, else a
@@ -143,21 +164,7 @@ def rootless_user(tmp_path_factory, probe, busybox):
         if python is None:
             pytest.skip(f"no Python {sys.version_info.major}.{sys.version_info.minor} that"
                         f" {USER} may run (this one is under a directory only root enters)")
-        shutil.copy(REPO / "minicontainer.py", base / "minicontainer.py")
-        shutil.copytree(REPO / "_minicontainer", base / "_minicontainer",
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        (base / "site").mkdir()
-        for name in ("click", "prctl", "_prctl", "elftools", "backports"):
-            spec = importlib.util.find_spec(name)
-            if spec is None and name == "backports":  # a dependency only before 3.12
-                continue
-            if spec.submodule_search_locations:
-                shutil.copytree(spec.submodule_search_locations[0], base / "site" / name)
-            else:
-                shutil.copy(spec.origin, base / "site")
-        for name, source in (("probe", probe), ("busybox", busybox)):
-            shutil.copy(source, base / name)
-            (base / name).chmod(0o755)
+        copy_tool(base, probe, busybox)
         build_static(REPO / "examples" / "containerclient.c", base / "containerclient")
         for path in base.rglob("*"):
             path.chmod(path.stat().st_mode | 0o444 | (0o111 if path.is_dir() else 0))
