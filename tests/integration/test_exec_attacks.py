@@ -494,6 +494,8 @@ def user(probe, busybox, attacker):
     subprocess.run(["userdel", ATTACK_USER], capture_output=True)  # a killed session's
     subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", ATTACK_USER],
                    check=True)
+    # A killed session's state for a user of this uid: its containers' names are not ours.
+    shutil.rmtree(f"/tmp/minicontainer-{pwd.getpwnam(ATTACK_USER).pw_uid}", ignore_errors=True)
     base = Path(tempfile.mkdtemp(prefix="minicontainer-exec-attack-"))
     made = None
     try:

@@ -155,6 +155,9 @@ def rootless_user(tmp_path_factory, probe, busybox):
     """The user (useradd; userdel after the session) and its runtime copy."""
     subprocess.run(["userdel", USER], capture_output=True)  # a killed session's
     subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", USER], check=True)
+    import pwd
+    # A killed session's state for a user of this uid: its containers' names are not ours.
+    shutil.rmtree(f"/tmp/minicontainer-{pwd.getpwnam(USER).pw_uid}", ignore_errors=True)
     base = Path(tempfile.mkdtemp(prefix="minicontainer-rootless-"))
     try:
         base.chmod(0o755)
