@@ -21,8 +21,8 @@ from .constants import (
 )
 from .errors import ContainerError
 from .syscalls import (
-    SeccompFilter, attach_mount, clone_tree, die_with_parent, join_session_keyring, mount,
-    new_mount, open_namespace, openat2, pivot_root, raise_ambient, set_link_up, set_mount_attrs,
+    SeccompFilter, attach_mount, clone_tree, die_with_parent, join_session_keyring, last_capability,
+    mount, new_mount, open_namespace, openat2, pivot_root, raise_ambient, set_link_up, set_mount_attrs,
     set_personality, set_window_size, setdomainname, sethostname, setns, take_controlling_terminal,
     umount2, unshare, write_at,
 )
@@ -925,9 +925,7 @@ def set_capability_sets(spec):
 def limit_bounding_set(keep):
     """Drop every capability but `keep` from the bounding set, by number."""
     import prctl
-    with open("/proc/sys/kernel/cap_last_cap") as f:
-        last = int(f.read())
-    for cap in range(last + 1):
+    for cap in range(last_capability() + 1):
         if cap not in keep:
             prctl.capbset_drop(cap)
 

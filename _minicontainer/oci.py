@@ -302,14 +302,30 @@ def oci_paths(field):
     return paths
 
 
+# What a bundle may mount inside /proc besides /proc itself: runc's list (the
+# files lxcfs serves). Anything else there (a file over
+# /proc/sys/kernel/cap_last_cap, say) would change what the runtime reads.
+PROC_MOUNTS_ALLOWED = frozenset((
+    "/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
+    "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid"))
+
+
 def oci_mounts(field, bundle):
     """mounts, in order; a bind's source relative to the bundle. An option is
-    one word: a comma in it would smuggle a second one to the file system."""
+    one word: a comma in it would smuggle a second one to the file system.
+    Inside /proc only proc itself and runc's short list, as runc allows."""
     mounts = []
     for mount in field.items():
         destination = mount["destination"].text("")
         if not destination.startswith("/"):
             raise mount["destination"].bad(f"{destination!r}: a mount needs an absolute destination")
+        clean = os.path.normpath(destination).replace("//", "/", 1)
+        if clean == "/proc" and mount["type"].text() != "proc":
+            raise mount["type"].bad(f"{mount['type'].text()!r}: only proc may be mounted on /proc")
+        if clean.startswith("/proc/") and clean not in PROC_MOUNTS_ALLOWED:
+            raise mount["destination"].bad(f"{destination}: cannot be mounted because it is"
+                                           " inside /proc (as runc refuses it)")
         entry = {"destination": destination, "type": mount["type"].text() or "",
                  "source": mount["source"].text() or "", "options": mount["options"].texts()}
         for option, item in zip(entry["options"], mount["options"].items()):

@@ -4,7 +4,7 @@ Owns: Spec and Limits (run's options, a bundle's config.json and an image's
 configuration all become one of these), capability names and numbers, the
 network options as values (--publish, --subnet), which namespace a sysctl
 belongs to, whether SELinux is on.
-May import: constants, errors.
+May import: constants, errors, syscalls.
 """
 import os
 
@@ -13,6 +13,7 @@ from .constants import (
     NAMESPACED_SYSCTLS, OPTIONAL_NAMESPACES, READONLY_PATHS,
 )
 from .errors import ContainerError
+from .syscalls import last_capability
 
 # ---------------------------------------------------------------------------
 # Resource limits
@@ -211,11 +212,7 @@ def capability_numbers():
     import prctl
     numbers = {name.upper(): getattr(prctl, "CAP_" + name.upper())
                for name in prctl.ALL_CAP_NAMES if name != "last_cap"}
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            last = int(f.read())
-    except (OSError, ValueError):
-        last = max(prctl.ALL_CAPS)
+    last = last_capability()
     for name, number in NEWER_CAPABILITIES.items():
         if number <= last:
             numbers.setdefault(name, number)

@@ -14,7 +14,8 @@ from .constants import (
     EXIT_OWN_FAILURE, FSCONFIG_CMD_CREATE, FSCONFIG_SET_FLAG, FSCONFIG_SET_STRING, FSMOUNT_CLOEXEC,
     FSOPEN_CLOEXEC, IFF_UP, KEYCTL_JOIN_SESSION_KEYRING, MOVE_MOUNT_F_EMPTY_PATH,
     MOVE_MOUNT_T_EMPTY_PATH, NAMESPACE_FLAGS, NR_SCMP_ERROR, NS_GET_NSTYPE, OCI_NAMESPACES,
-    OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, RESOLVE_NO_MAGICLINKS,
+    OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE, PR_CAPBSET_READ, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE,
+    RESOLVE_NO_MAGICLINKS,
     SCMP_ACTIONS, SCMP_FLTATR_CTL_NNP, SCMP_OPS, SECCOMP_ARCHES, SECCOMP_FLAG_ATTRIBUTES,
     SECCOMP_REFUSED, SIOCGIFFLAGS, SIOCSIFFLAGS, SOCK_DGRAM, SYS_FSCONFIG, SYS_FSMOUNT, SYS_FSOPEN,
     SYS_KEYCTL, SYS_MOUNT_SETATTR, SYS_MOVE_MOUNT, SYS_OPENAT2, SYS_OPEN_TREE, SYS_PIVOT_ROOT,
@@ -235,6 +236,22 @@ def raise_ambient(cap):
     Precondition: `cap` is permitted and inheritable."""
     _libc_call("prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0,
                what=f"raise the ambient capability {cap}")
+
+
+def last_capability():
+    """The highest capability number this kernel has, asked of the kernel
+    (PR_CAPBSET_READ answers EINVAL past it), never read from
+    /proc/sys/kernel/cap_last_cap: in the container's mount namespace that
+    file is the container's to mount over, and a 0 there would leave every
+    capability above it in the bounding set."""
+    last = 0
+    while last < 63:
+        try:
+            _libc_call("prctl", PR_CAPBSET_READ, last + 1, 0, 0, 0, what="PR_CAPBSET_READ")
+        except ContainerError:
+            break
+        last += 1
+    return last
 
 
 def join_session_keyring(name):

@@ -557,3 +557,28 @@ def test_a_users_exec_is_out_of_its_containers_reach(user, host_socket):
                for l in lines), lines
     assert any(l.startswith("found environ") and VISIBLE in l for l in lines), lines
     assert any(l.startswith("seized ") and l.endswith(" /bin/probe") for l in lines), lines
+
+
+def test_exec_keeps_its_bounding_set_when_the_container_mounts_over_cap_last_cap(root):
+    """exec read the kernel's last capability from the container's /proc after
+    joining its mount namespace: a container that mounted a 0 over
+    /proc/sys/kernel/cap_last_cap got exec'd processes with every capability
+    above 0 in their bounding set (an outside attacker's finding). Control:
+    the mount took effect inside, and a container without it gives the same set."""
+    script = ("echo 0 > /tmp/zero; /bin/busybox mount --bind /tmp/zero /proc/sys/kernel/cap_last_cap"
+              " && echo mounted; exec /bin/busybox sleep 60")
+    sets = {}
+    for name, command in (("capmount", script), ("capplain", "echo mounted; exec /bin/busybox sleep 60")):
+        started = cli("run", "--root", root, "-d", "--name", name, "--cap-add", "SYS_ADMIN",
+                      "/bin/busybox", "sh", "-c", command)
+        assert started.returncode == 0, started.stderr
+        try:
+            assert wait_for(lambda: b"mounted" in cli("logs", name).stdout, 10), cli("logs", name)
+            seen = cli("exec", name, "/bin/busybox", "cat", "/proc/sys/kernel/cap_last_cap")
+            assert seen.returncode == 0, seen.stderr
+            sets[name] = (seen.stdout, cli("exec", name, "/bin/busybox", "grep", "Cap", "/proc/self/status").stdout)
+        finally:
+            cli("rm", "-f", name)
+    assert sets["capmount"][0] == b"0\n" and sets["capplain"][0] != b"0\n"  # the mount took effect
+    assert sets["capmount"][1] == sets["capplain"][1]
+    assert b"CapBnd:\t00000000802405fb\n" in sets["capmount"][1]  # podman's set and SYS_ADMIN

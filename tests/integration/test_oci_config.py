@@ -299,3 +299,25 @@ def test_a_process_killed_during_set_up_fails_create(bundle):
     write(path, config)
     assert create(path, "oom").returncode == 0
     assert cli("delete", "--force", "oom").returncode == 0
+
+
+def test_a_mount_inside_proc_fails_create_as_runc_refuses_it(bundle):
+    """A file mounted over /proc/sys/kernel/cap_last_cap told PID 1 that the
+    kernel's last capability was 0: every one above stayed in the bounding
+    set (an outside attacker's finding). Inside /proc only proc itself and
+    runc's short list may be mounted. Control: /proc/uptime, on that list."""
+    path, config = bundle
+    (path / "zero").write_text("0\n")
+    config["mounts"].append({"destination": "/proc/sys/kernel/cap_last_cap", "type": "bind",
+                             "source": str(path / "zero"), "options": ["bind"]})
+    write(path, config)
+    err = assert_refused(create(path, "capmount"), "capmount")
+    assert "/proc/sys/kernel/cap_last_cap: cannot be mounted because it is inside /proc" in err
+    config["mounts"][-1]["destination"] = "/proc/uptime"
+    config["process"]["args"] = ["/bin/busybox", "sh", "-c", "cat /proc/uptime > /uptime"]
+    write(path, config)
+    assert create(path, "uptime").returncode == 0
+    assert cli("start", "uptime").returncode == 0
+    assert wait_for(lambda: (path / "rootfs" / "uptime").exists()
+                    and (path / "rootfs" / "uptime").read_text() == "0\n", 5)
+    assert cli("delete", "--force", "uptime").returncode == 0
