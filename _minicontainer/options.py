@@ -473,6 +473,28 @@ class Number(click.ParamType):
         return number
 
 
+# run's options that take one of a few words (click's Choice on the command
+# line; the library's caller may pass anything). A value outside them is
+# refused, never read as the nearest one: `seccomp != "default"` once meant
+# no filter, for None, True, "Default" or a profile's path alike.
+CHOICES = {"network": ("none", "host", "bridge", "private"), "ipc": ("private", "host"),
+           "uts": ("private", "host"), "cgroupns": ("private", "host"),
+           "userns": (None, "private", "host"), "seccomp": ("default", "unconfined")}
+
+
+def check_choices(**given):
+    """Each of run's word options one of its words; --stop-timeout a whole number, 0 or more."""
+    for name, value in given.items():
+        option = "--" + name.replace("_", "-")
+        if name == "stop_timeout":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ContainerError(f"{option} {value!r}", "expected a whole number of seconds, 0 or more")
+        elif not any(value is word if word is None else type(value) is str and value == word
+                     for word in CHOICES[name]):
+            raise ContainerError(f"{option} {value!r}", "expected one of "
+                                 + ", ".join(w for w in CHOICES[name] if w is not None))
+
+
 def run_spec(root, command, *, hostname=None, network="none", subnet=DEFAULT_SUBNET, publish=(),
              outbound=False, ipc="private", uts="private", cgroupns="private", userns=None,
              uidmap=(), gidmap=(), init=False, preserve_fds=0, security_opt=(), cap_add=(),
@@ -484,6 +506,8 @@ def run_spec(root, command, *, hostname=None, network="none", subnet=DEFAULT_SUB
     """run's options, each checked, as (Spec, network or None): the one place
     where a run is described, whichever door it comes through (the command
     line's run, run -d, the library's run and Popen). Nothing is made yet."""
+    check_choices(network=network, ipc=ipc, uts=uts, cgroupns=cgroupns, userns=userns,
+                  seccomp=seccomp, stop_timeout=stop_timeout)
     if hostname is not None and uts == "host":
         raise ContainerError("--hostname", "cannot name the container with --uts host")
     root = check_run_root(root)

@@ -354,3 +354,25 @@ def test_hostile_arguments_give_a_result_or_one_clear_error(root, args, env, wor
     else:
         assert isinstance(result.returncode, int)
     assert processes_rooted_under(root) == []
+
+
+@pytest.mark.parametrize("value", [None, "Default", True, "/etc/minicontainer/seccomp.json", "strict"])
+def test_a_seccomp_value_that_is_not_one_of_its_words_is_refused_not_read_as_unconfined(root, value):
+    """The outside attack found seccomp=None (or "Default", True, a profile's
+    path) ran the container with no filter at all: anything but "default" was
+    taken for unconfined."""
+    argv = ["/bin/busybox", "grep", "^Seccomp:", "/proc/self/status"]
+    with pytest.raises(mc.ContainerError) as caught:
+        mc.run(argv, root=root, seccomp=value, capture_output=True)
+    assert caught.value.code == 125 and str(caught.value).startswith("--seccomp ")
+    # Control: the two words mean the filter and none, as the probe sees it.
+    assert mc.run(argv, root=root, capture_output=True).stdout == b"Seccomp:\t2\n"
+    assert mc.run(argv, root=root, seccomp="unconfined", capture_output=True).stdout == b"Seccomp:\t0\n"
+
+
+@pytest.mark.parametrize("kwargs", [{"userns": True}, {"userns": "Private"}, {"network": "Host"},
+                                    {"ipc": None}, {"stop_timeout": -1}])
+def test_a_namespace_word_that_is_not_one_is_refused(root, kwargs):
+    with pytest.raises(mc.ContainerError) as caught:
+        mc.run(["/bin/probe", "exit", "0"], root=root, **kwargs)
+    assert caught.value.code == 125 and "\n" not in str(caught.value)

@@ -181,3 +181,47 @@ def test_every_address_of_a_subnet_has_its_own_mac():
     macs = {network.mac_for(ip) for ip in hosts}
     assert len(macs) == len(hosts)
     assert all(int(m[:2], 16) & 0b11 == 0b10 for m in macs)  # locally administered, unicast
+
+
+WORD_OPTIONS = {"network": "none", "ipc": "private", "uts": "private", "cgroupns": "private",
+                "userns": None, "seccomp": "default"}
+
+
+def test_a_word_option_outside_its_words_is_refused_never_read_as_another():
+    """The library's caller passes any object where the command line's click
+    allows a few words: `seccomp != "default"` once meant no filter at all."""
+    from hypothesis import given, settings, strategies as st
+
+    values = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12),
+                       st.sampled_from(["Default", "DEFAULT", " default", "default\0", "on",
+                                        "/etc/seccomp.json", "HOST", "Private", b"host"]),
+                       st.builds(lambda s: __import__("pathlib").Path(s or "x"), st.text(max_size=5)))
+
+    @settings(max_examples=400, deadline=None)
+    @given(name=st.sampled_from(sorted(WORD_OPTIONS)), value=values)
+    def check(name, value):
+        if value in options.CHOICES[name] and (value is None or type(value) is str):
+            return  # one of its words: accepted (the control below)
+        with pytest.raises(errors.ContainerError) as caught:
+            options.run_spec("/nonexistent-root", ["/bin/true"], **{name: value})
+        assert caught.value.code == 125 and "expected one of" in str(caught.value)
+        assert str(caught.value).startswith(f"--{name} ")
+
+    check()
+    # Control: each word is accepted by the check (the run then fails on its
+    # root, which does not exist: the check came first and let it through).
+    for name, words in options.CHOICES.items():
+        for word in words:
+            with pytest.raises(errors.ContainerError) as caught:
+                options.run_spec("/nonexistent-root", ["/bin/true"], **{name: word})
+            assert "expected one of" not in str(caught.value)
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "10", True, None])
+def test_a_stop_timeout_that_is_not_whole_seconds_is_refused(value):
+    with pytest.raises(errors.ContainerError) as caught:
+        options.run_spec("/nonexistent-root", ["/bin/true"], stop_timeout=value)
+    assert str(caught.value).startswith("--stop-timeout ")
+    with pytest.raises(errors.ContainerError) as caught:  # control: 0 is a timeout
+        options.run_spec("/nonexistent-root", ["/bin/true"], stop_timeout=0)
+    assert "--stop-timeout" not in str(caught.value)
