@@ -271,7 +271,12 @@ class Popen:
         self.stdin = self.stdout = self.stderr = None
         self.text_mode = bool(text or encoding or errors or universal_newlines)
         self.encoding, self.errors = encoding, errors
-        self._lock = threading.Lock()
+        # Two locks, as subprocess's: _waiting is held by the one thread that
+        # reads the supervisor's words (wait, poll); _lock, briefly, by whoever
+        # touches the pidfds and returncode. So kill() from a watchdog thread
+        # is never stuck behind a wait() that waits for exactly that kill.
+        self._lock, self._waiting = threading.Lock(), threading.Lock()
+        self._owner = os.getpid()  # a forked child's copy is not the container's handle
         self._control = self._supervisor = self._pid1 = None
         spec, network = describe(args, root, dict(
             env=env, workdir=workdir, user=user, network=network, memory=memory,
@@ -361,6 +366,8 @@ class Popen:
         """The supervisor's next word: (words, descriptors); None on a timeout."""
         import select
         import socket
+        if self._control is None:  # its end was told already (an error): the same again
+            return "", []
         if timeout is not None:
             ready, _, _ = select.select([self._control], [], [], max(0.0, timeout))
             if not ready:
@@ -391,12 +398,14 @@ class Popen:
         """The supervisor's last word: set returncode, or raise its error."""
         kind, _, rest = words.partition(" ")
         if kind == "exit":
-            self.returncode = int(rest.split()[0])
-            self._close_control()
+            with self._lock:
+                self.returncode = int(rest.split()[0])
+                self._close_control()
             if self.pid is None:  # ended before it was told to have started
                 raise ContainerError("run", "the container ended before its command started")
             return
-        self._close_control()
+        with self._lock:
+            self._close_control()
         if kind == "error":
             code, _, message = rest.partition(" ")
             raise error_from_line(message, int(code))
@@ -414,15 +423,24 @@ class Popen:
             self._control = None
 
     def poll(self):
-        """The returncode if the container has ended, else None."""
+        """The returncode if the container has ended, else None (also while
+        another thread waits for it, as subprocess's poll)."""
+        if not self._waiting.acquire(blocking=False):
+            return self.returncode
+        self._waiting.release()
         return self.wait(timeout=0, raising=False)
 
     def wait(self, timeout=None, raising=True):
         """Wait until the command has ended and the container is gone; its
-        returncode. TimeoutExpired if `timeout` seconds pass first."""
+        returncode. TimeoutExpired if `timeout` seconds pass first (also
+        while another thread waits)."""
         import time
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
+        if not self._waiting.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            if raising:
+                raise TimeoutExpired(self.args, timeout)
+            return None
+        try:
             while self.returncode is None:
                 left = None if deadline is None else deadline - time.monotonic()
                 message = self._message(left)
@@ -435,6 +453,8 @@ class Popen:
                     os.close(fd)
                 self._ended(words)
             return self.returncode
+        finally:
+            self._waiting.release()
 
     def send_signal(self, sig):
         """Signal the container as `minicontainer run` passes a signal on."""
@@ -549,8 +569,10 @@ class Popen:
             self.wait()
 
     def __del__(self):
-        # A container no handle reaches any more is not left running.
-        if getattr(self, "returncode", 0) is None and getattr(self, "_pid1", None) is not None:
+        # A container no handle reaches any more is not left running; a forked
+        # child's copy of the handle, dropped, is not the caller's (its _owner).
+        if getattr(self, "returncode", 0) is None and getattr(self, "_pid1", None) is not None \
+                and getattr(self, "_owner", None) == os.getpid():
             try:
                 signal.pidfd_send_signal(self._pid1, signal.SIGKILL)
             except OSError:

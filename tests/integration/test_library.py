@@ -376,3 +376,69 @@ def test_a_namespace_word_that_is_not_one_is_refused(root, kwargs):
     with pytest.raises(mc.ContainerError) as caught:
         mc.run(["/bin/probe", "exit", "0"], root=root, **kwargs)
     assert caught.value.code == 125 and "\n" not in str(caught.value)
+
+
+def test_kill_poll_and_a_timed_wait_from_other_threads_are_not_stuck_behind_a_wait(root):
+    """The outside attack found a thread's wait() held the handle's one lock
+    while it waited: a watchdog thread's kill() (the very thing that would end
+    that wait), a poll() and another thread's wait(timeout=1) all hung with it."""
+    p = mc.Popen(["/bin/probe", "sleep", "300"], root=root, stdout=subprocess.PIPE)
+    try:
+        assert p.stdout.readline() == b"ready\n"
+        waiter = threading.Thread(target=p.wait, daemon=True)
+        waiter.start()
+        time.sleep(0.3)  # the waiter is in its wait
+        assert waiter.is_alive()
+        answers = {}
+
+        def timed_wait():
+            try:
+                p.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                answers["timed"] = "timed out"
+
+        other = threading.Thread(target=timed_wait, daemon=True)
+        other.start()
+        other.join(timeout=5)
+        assert answers == {"timed": "timed out"}  # its own timeout, not the first thread's
+        poller = threading.Thread(target=lambda: answers.update(poll=p.poll()), daemon=True)
+        poller.start()
+        poller.join(timeout=5)
+        assert answers.get("poll", "hung") is None  # running, as subprocess's poll says then
+        assert len(processes_rooted_under(root)) == 1  # control: it still runs
+        killer = threading.Thread(target=p.kill, daemon=True)
+        killer.start()
+        killer.join(timeout=5)
+        assert not killer.is_alive(), "kill() hung behind the other thread's wait()"
+        waiter.join(timeout=10)
+        assert not waiter.is_alive() and p.returncode == 128 + signal.SIGKILL
+    finally:
+        if processes_rooted_under(root):  # a failure above: end it without the handle
+            os.kill(p.pid, signal.SIGKILL)
+        p.stdout.close()
+
+
+def test_a_forked_child_dropping_its_copy_of_a_handle_leaves_the_parents_container(root):
+    """The outside attack found a forked child that let go of its copy of a
+    Popen (or exited through Python's finalizers) SIGKILLed the parent's
+    container: the copy's __del__ took it for a handle no one reached."""
+    p = mc.Popen(["/bin/probe", "sleep", "300"], root=root, stdout=subprocess.PIPE)
+    assert p.stdout.readline() == b"ready\n"
+    pid = os.fork()
+    if pid == 0:  # the child: drops its copy, as a worker that is done with it would
+        try:
+            del p
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    time.sleep(0.3)
+    assert p.poll() is None  # still running
+    p.kill()
+    p.stdout.close()
+    assert p.wait() == 128 + signal.SIGKILL
+    # Control: in the parent, a handle dropped while its container runs still ends it.
+    q = mc.Popen(["/bin/probe", "sleep", "300"], root=root, stdout=subprocess.PIPE)
+    assert q.stdout.readline() == b"ready\n"
+    q.stdout.close()
+    del q
+    assert wait_for(lambda: processes_rooted_under(root) == [], 10)
