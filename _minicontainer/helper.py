@@ -54,11 +54,25 @@ IGNORED_BY_HELPER = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTT
                      signal.SIGTTOU, signal.SIGHUP, signal.SIGPIPE)
 
 
+def receive_into(sock, buffer):
+    """One request into `buffer`, the helper's one buffer for every request
+    (cleared after each, see main): (its length, descriptors); (0, []) once
+    the caller has gone; (None, descriptors) for one larger than the buffer."""
+    import array
+    import socket
+    fds = array.array("i")
+    size, ancillary, flags, _ = sock.recvmsg_into([buffer], sock_cmsg_space(REQUEST_FDS))
+    for level, kind, blob in ancillary:
+        if level == SOL_SOCKET and kind == SCM_RIGHTS:
+            fds.frombytes(blob[:len(blob) - len(blob) % fds.itemsize])
+    return (None if flags & socket.MSG_TRUNC else size), list(fds)
+
+
 def receive(sock):
     """One request: (payload, descriptors); (b"", []) once the caller has gone."""
     import array
     fds = array.array("i")
-    data, ancillary, _, _ = sock.recvmsg(REQUEST_MAX, sock_cmsg_space(REQUEST_FDS))
+    data, ancillary, _, _ = sock.recvmsg(2 * REQUEST_MAX, sock_cmsg_space(REQUEST_FDS))
     for level, kind, blob in ancillary:
         if level == SOL_SOCKET and kind == SCM_RIGHTS:
             fds.frombytes(blob[:len(blob) - len(blob) % fds.itemsize])
@@ -88,45 +102,59 @@ def main(fd):
     libseccomp()
     gc.freeze()
     helper_pid = os.getpid()
+    # Each request is read into this one buffer and passed on from it unread
+    # but for its seccomp policy, then the buffer is zeroed: the spare forked
+    # next (and the PID 1 and --init it forks in turn, inside the next
+    # container) inherits no other container's environment or volumes.
+    buffer = bytearray(REQUEST_MAX)
     spare = None
     while True:
         if spare is None:
             spare = fork_spare(sock, helper_pid)
         try:
-            data, fds = receive(sock)
+            size, fds = receive_into(sock, buffer)
         except InterruptedError:
             continue
-        if not data or len(fds) != REQUEST_FDS:
+        if size == 0 or len(fds) != REQUEST_FDS:
             for fd in fds:
                 os.close(fd)
-            if data:
-                continue
-            break
+            if size == 0:
+                break
+            buffer[:] = bytes(REQUEST_MAX)
+            continue
         try:
-            spec, _, _ = pickle.loads(data)
+            if size is None:
+                raise ContainerError("the library's request", f"larger than {REQUEST_MAX} bytes"
+                                     " (the command, its environment and options together)")
+            head = int.from_bytes(buffer[:4], sys.byteorder)
+            seccomp, no_new_privs = pickle.loads(buffer[4:4 + head])
             program = None
-            if spec.seccomp is not None and not spec.seccomp.get("flags"):
+            if seccomp is not None and not seccomp.get("flags"):
                 # built here, once a policy; the spare, forked before, is handed it
-                program = seccomp_filter(spec.seccomp, spec.no_new_privs).program()
+                program = seccomp_filter(seccomp, no_new_privs).program()
         except ContainerError as exc:
             report(fds[0], f"error {exc.code} {exc}")
         except Exception as exc:  # a bug of the library's: told, never a traceback
             report(fds[0], f"error {EXIT_OWN_FAILURE} internal error: {exc!r}")
         else:
             try:
-                send_fds(spare, pickle.dumps((data, program)), fds)
+                send_fds(spare, [pickle.dumps(program), memoryview(buffer)[4 + head:size]], fds)
             except OSError as exc:  # the spare died: this request's caller hears it
                 report(fds[0], f"error {EXIT_OWN_FAILURE} the library's helper lost a"
                                f" supervisor: {exc.strerror}")
             spare.close()
             spare = None
+        buffer[:size or REQUEST_MAX] = bytes(size or REQUEST_MAX)
         for fd in fds:
             os.close(fd)
     os._exit(0)
 
 
-def send_fds(sock, data, fds):
-    sock.sendmsg([data], [(SOL_SOCKET, SCM_RIGHTS,
+def send_fds(sock, parts, fds):
+    """The program (pickled) and the request, as one message: its first 4 bytes
+    say where the request begins."""
+    head = len(parts[0]).to_bytes(4, sys.byteorder)
+    sock.sendmsg([head, *parts], [(SOL_SOCKET, SCM_RIGHTS,
                            b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds))])
 
 
@@ -158,8 +186,9 @@ def spare_main(conn, helper_pid):
     for sig in IGNORED_BY_HELPER + (signal.SIGCHLD,):
         if sig != signal.SIGPIPE:  # ignored, as Python ignores it in the command line's
             signal.signal(sig, signal.SIG_DFL)
-    request, program = pickle.loads(data)
-    spec, network, owner = pickle.loads(request)
+    head = int.from_bytes(data[:4], sys.byteorder)
+    program = pickle.loads(data[4:4 + head])
+    spec, network, owner = pickle.loads(data[4 + head:])
     if program is not None:
         remember_seccomp_program(spec.seccomp, spec.no_new_privs, program)
     try:

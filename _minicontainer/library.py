@@ -104,14 +104,33 @@ def forget_helper_after_fork():
 os.register_at_fork(after_in_child=forget_helper_after_fork)
 
 
+def request(spec, network):
+    """One container's request to the helper: first, apart, the seccomp policy
+    (all of the request the helper reads: it builds the filter), then the
+    pickled (Spec, network, this pid), which the helper passes on unread, so
+    that nothing of one container's (its environment, its volumes) is left in
+    the helper's heap for the next container's supervisor to inherit."""
+    import pickle
+    policy = pickle.dumps((spec.seccomp, spec.no_new_privs), protocol=pickle.HIGHEST_PROTOCOL)
+    return (len(policy).to_bytes(4, sys.byteorder) + policy
+            + pickle.dumps((spec, network, os.getpid()), protocol=pickle.HIGHEST_PROTOCOL))
+
+
 def submit(payload, fds):
     """Hand one container to the helper, starting it (or a new one, if it has
     died) as needed."""
+    import errno
     helper = Helper.get()
     try:
-        helper.submit(payload, fds)
-    except (BrokenPipeError, ConnectionError):
-        Helper.get(restart=helper).submit(payload, fds)
+        try:
+            helper.submit(payload, fds)
+        except (BrokenPipeError, ConnectionError):
+            Helper.get(restart=helper).submit(payload, fds)
+    except OSError as exc:
+        if exc.errno != errno.EMSGSIZE:
+            raise
+        raise ContainerError("run", "the command, its environment and options are too large"
+                             f" ({len(payload)} bytes)") from None
 
 
 # ---------------------------------------------------------------------------
@@ -287,7 +306,7 @@ class Popen:
             ipc=ipc, uts=uts, cgroupns=cgroupns, userns=userns, uidmap=uidmap, gidmap=gidmap,
             publish=publish, outbound=outbound, subnet=subnet, stop_timeout=stop_timeout,
             env_file=env_file))
-        payload = pickle.dumps((spec, network, os.getpid()), protocol=pickle.HIGHEST_PROTOCOL)
+        payload = request(spec, network)
         to_close = []
         try:
             ours, control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
