@@ -147,6 +147,8 @@ def command_args(args):
     except TypeError:
         raise TypeError(f"args must be a str, bytes, path-like or a sequence of them,"
                         f" not {args!r}") from None
+    if any("\0" in a for a in argv):  # as subprocess: here, not in PID 1's execve
+        raise ValueError("embedded null byte")
     return argv  # empty: the root's image names the command (see pull), as for the CLI
 
 
@@ -183,6 +185,24 @@ def strings(name, values):
         raise TypeError(f"{name} must be a str or an iterable of str, not {values!r}") from None
 
 
+def path_option(name, value):
+    """A path option (workdir): a str, bytes or path-like, or None."""
+    if value is None:
+        return None
+    try:
+        return os.fsdecode(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a str, bytes or path-like, not {value!r}") from None
+
+
+def text_option(name, value):
+    """A word option (hostname, entrypoint): a str or None, as is; what is
+    neither is refused here, before the command line's parsers meet it."""
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"{name} must be a str, not {value!r}")
+
+
 def volume_option(volume):
     """A volume: "HOST:CONTAINER[:ro]", or (host, container) / (host, container, "ro")."""
     if isinstance(volume, (tuple, list)):
@@ -207,9 +227,12 @@ def describe(args, root, options):
     """Everything a library call asks for, as the command line's run_spec takes it."""
     o = dict(options)
     env = env_options(o.pop("env", None))
+    volumes = o.pop("volumes", ())
+    if isinstance(volumes, (str, bytes, os.PathLike)):  # one volume, not one per character
+        volumes = [volumes]
     spec, network = run_spec(
-        os.fspath(root), command_args(args),
-        hostname=o.pop("hostname", None), network=o.pop("network", "none"),
+        os.fsdecode(root), command_args(args),
+        hostname=text_option("hostname", o.pop("hostname", None)), network=o.pop("network", "none"),
         subnet=o.pop("subnet", DEFAULT_SUBNET), publish=strings("publish", o.pop("publish", ())),
         outbound=bool(o.pop("outbound", False)),
         ipc=o.pop("ipc", "private"), uts=o.pop("uts", "private"),
@@ -227,8 +250,9 @@ def describe(args, root, options):
         cpu_shares=number("cpu_shares", o.pop("cpu_shares", None), int),
         ulimit=strings("ulimits", o.pop("ulimits", ())), env=env,
         env_file=strings("env_file", o.pop("env_file", ())),
-        workdir=o.pop("workdir", None), entrypoint=o.pop("entrypoint", None),
-        volume=tuple(volume_option(v) for v in o.pop("volumes", ())),
+        workdir=path_option("workdir", o.pop("workdir", None)),
+        entrypoint=text_option("entrypoint", o.pop("entrypoint", None)),
+        volume=tuple(volume_option(v) for v in volumes),
         tmpfs=strings("tmpfs", o.pop("tmpfs", ())), read_only=bool(o.pop("read_only", False)),
         read_only_tmpfs=bool(o.pop("read_only_tmpfs", True)),
         stop_timeout=number("stop_timeout", o.pop("stop_timeout", DEFAULT_STOP_TIMEOUT), int))
@@ -248,6 +272,19 @@ def user_option(user):
 # ---------------------------------------------------------------------------
 # Popen
 # ---------------------------------------------------------------------------
+
+def check_stream_options(text_mode, encoding, errors, bufsize):
+    """What the pipes' file objects will be made with, checked before the
+    container starts (io.open and TextIOWrapper would refuse them only after,
+    and leave a container running that no handle reaches)."""
+    import codecs
+    import operator
+    operator.index(bufsize)
+    if text_mode and encoding is not None:
+        codecs.lookup(encoding)
+    if text_mode and errors is not None:
+        codecs.lookup_error(errors)
+
 
 class Popen:
     """A container running beside the caller, as subprocess.Popen is a process.
@@ -296,6 +333,7 @@ class Popen:
         # is never stuck behind a wait() that waits for exactly that kill.
         self._lock, self._waiting = threading.Lock(), threading.Lock()
         self._owner = os.getpid()  # a forked child's copy is not the container's handle
+        check_stream_options(self.text_mode, encoding, errors, bufsize)
         self._control = self._supervisor = self._pid1 = None
         spec, network = describe(args, root, dict(
             env=env, workdir=workdir, user=user, network=network, memory=memory,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -469,3 +470,55 @@ def test_a_container_reads_nothing_of_an_earlier_containers_spec_in_its_init(roo
     earlier, own = result.stdout.split()
     assert int(own) > 0, result  # control: the scan finds the container's own spec in its init
     assert int(earlier) == 0, "an earlier container's secret is in this container's PID 1"
+
+
+def test_bad_arguments_are_refused_before_a_container_starts(root, tmp_path):
+    """The outside attack found a bogus encoding or bufsize raised only once
+    the container ran, leaving it running with no handle to reach it; a NUL
+    in args came back as 'internal error: ValueError(...)' from PID 1; a
+    path-like workdir or an int hostname raised AttributeError; one volume
+    given as a str was read as one volume a character."""
+    argv = ["/bin/probe", "sleep", "300"]
+    for kwargs, kind in (({"encoding": "no-such-codec"}, LookupError), ({"bufsize": "x"}, TypeError),
+                         ({"text": True, "errors": "no-such-handler"}, LookupError)):
+        with pytest.raises(kind):
+            mc.Popen(argv, root=root, stdout=subprocess.PIPE, **kwargs)
+        assert processes_rooted_under(root) == []  # nothing was started
+    with pytest.raises(ValueError, match="embedded null byte"):
+        mc.run(["/bin/probe", "argv", "a\0b"], root=root)
+    with pytest.raises(TypeError, match="hostname must be a str"):
+        mc.run(["/bin/probe", "hostname"], root=root, hostname=7)
+    with pytest.raises(TypeError, match="entrypoint must be a str"):
+        mc.run([], root=root, entrypoint=["/bin/probe"])
+    # Controls: the same calls with good values run.
+    assert mc.run(["/bin/probe", "argv", "ab"], root=root, capture_output=True,
+                  encoding="utf-8", errors="strict", bufsize=0).stdout.splitlines()[-1] == "6162"  # hex
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    result = mc.run(["/bin/busybox", "sh", "-c", "pwd; ls /data"], root=root, capture_output=True,
+                    workdir=Path("/tmp"), volumes=f"{shared}:/data", hostname="seven")
+    assert (result.returncode, result.stdout) == (0, b"/tmp\n")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(name=st.sampled_from(["workdir", "hostname", "entrypoint", "network", "ipc", "uts", "cgroupns",
+                             "userns", "seccomp", "user", "memory", "pids_limit", "cpus", "env",
+                             "volumes", "tmpfs", "cap_add", "cap_drop", "ulimits", "stop_timeout",
+                             "security_opt", "subnet", "uidmap", "env_file"]),
+       value=st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(),
+                       st.text(max_size=12), st.binary(max_size=8),
+                       st.lists(st.one_of(st.text(max_size=8), st.integers()), max_size=2),
+                       st.dictionaries(st.text(max_size=4), st.integers(), max_size=1)))
+def test_any_value_of_any_option_gives_a_result_or_one_clear_refusal(root, name, value):
+    try:
+        result = mc.run(["/bin/probe", "exit", "0"], root=root, capture_output=True, timeout=30,
+                        **{name: value})
+    except mc.ContainerError as exc:
+        message = str(exc)
+        assert exc.code in (125, 126, 127) and message and "\n" not in message
+        assert "internal error" not in message and "Error(" not in message, message
+    except (TypeError, ValueError) as exc:  # Python's own, for what is not of the type at all
+        assert "object has no attribute" not in str(exc), exc
+    else:
+        assert isinstance(result.returncode, int)
+    assert processes_rooted_under(root) == []
