@@ -241,8 +241,13 @@ HOLDER_RELEASE = signal.SIGRTMIN + 3
 # `minicontainer stop`'s word to a container's monitor: pass SIGTERM on, and
 # leave the SIGKILL after the timeout to the stop command (its -t).
 MONITOR_STOP = signal.SIGRTMIN + 2
+# A library container's supervisor's parent-death signal (its parent, the
+# helper, ends when the caller has): kill the container, then clean up as
+# ever. Blocked and waited for like the rest, never a SIGKILL of the
+# supervisor, which would leave its cgroups if it came before the holder ran.
+CALLER_GONE = signal.SIGRTMIN + 4
 # What the supervisor blocks and waits for: the same set, or a signal is lost.
-SUPERVISOR_SIGNALS = SUPERVISED_SIGNALS + (HOLDER_DONE, MONITOR_STOP)
+SUPERVISOR_SIGNALS = SUPERVISED_SIGNALS + (HOLDER_DONE, MONITOR_STOP, CALLER_GONE)
 # exec, once told to end: how often it looks whether its process has ended
 # though unreaped (a tracer holds it), and how long its way in may take to
 # reap it before exec takes the status from /proc (seconds).

@@ -38,7 +38,7 @@ import os
 import signal
 import sys
 
-from .constants import EXIT_OWN_FAILURE, SCM_RIGHTS, SOL_SOCKET, SUPERVISOR_SIGNALS
+from .constants import CALLER_GONE, EXIT_OWN_FAILURE, SCM_RIGHTS, SOL_SOCKET, SUPERVISOR_SIGNALS
 from .errors import ContainerError
 from .syscalls import die_with_parent, libseccomp, remember_seccomp_program, seccomp_filter
 from .procs import in_child, report
@@ -175,7 +175,9 @@ def spare_main(conn, helper_pid):
     (nothing, if the helper has ended), then supervise that container."""
     import pickle
     signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
-    die_with_parent(helper_pid)
+    # Told, not killed, when the helper ends (see CALLER_GONE): a SIGKILL here
+    # while its cgroups were made but its holder not yet forked left them.
+    die_with_parent(helper_pid, CALLER_GONE)
     data, fds = receive(conn)
     conn.close()
     if not data or len(fds) != REQUEST_FDS:

@@ -12,8 +12,8 @@ import signal
 import sys
 
 from .constants import (
-    CLONE_NEWCGROUP, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUSER, EXIT_OWN_FAILURE, HELD_GRACE,
-    HELD_POLL, HOLDER_DONE, HOLDER_PDEATH, HOLDER_RELEASE, MONITOR_STOP, PATH_MAX, SCM_RIGHTS,
+    CALLER_GONE, CLONE_NEWCGROUP, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUSER, EXIT_OWN_FAILURE,
+    HELD_GRACE, HELD_POLL, HOLDER_DONE, HOLDER_PDEATH, HOLDER_RELEASE, MONITOR_STOP, PATH_MAX, SCM_RIGHTS,
     SOL_SOCKET, STOP_SIGNALS, SUPERVISOR_SIGNALS, TERMINATING_SIGNALS, TIOCGWINSZ, TIOCSWINSZ,
 )
 from .errors import ContainerError
@@ -419,8 +419,15 @@ def supervise(spec, holder, report_fd, status_fd, tty_sock, on_pid=None, on_star
                 os.close(process)
         os.kill(holder, signal.SIGKILL)
 
+    def caller_gone_early(pid):
+        """A library container whose caller ended while it was being set up
+        (a set-up that waits on something) ends now: its holder, and with it
+        PID 1, are killed; the clean-up below runs as ever."""
+        if CALLER_GONE in signal.sigpending():
+            os.kill(holder, signal.SIGKILL)
+
     pid1, error = read_reports(report_fd, on_pid, on_userns=on_userns,
-                               on_quiet=told_to_end_early if forward_all else None)
+                               on_quiet=told_to_end_early if forward_all else caller_gone_early)
     if forward_all and pid1 is None:  # exec: the process itself, whose pid the fork gave
         pid1 = holder
     if on_started is not None:
@@ -455,6 +462,9 @@ def supervise(spec, holder, report_fd, status_fd, tty_sock, on_pid=None, on_star
                 code = os.read(status_fd, 1)[0]
             elif info.si_signo == signal.SIGWINCH and terminal is not None:
                 terminal.resize()
+            elif info.si_signo == CALLER_GONE:  # the library's caller has ended: so does its container
+                if pidfd is not None:
+                    send(pidfd, signal.SIGKILL)
             elif info.si_signo == MONITOR_STOP and pidfd is not None:
                 applied = forward(signal.SIGTERM, pid1, pidfd, spec.init or forward_all) or applied
             elif info.si_signo != signal.SIGCHLD and pidfd is not None:
