@@ -194,7 +194,7 @@ def spare_main(conn, helper_pid):
     if program is not None:
         remember_seccomp_program(spec.seccomp, spec.no_new_privs, program)
     try:
-        return supervisor_main(spec, network, fds, owner)
+        return supervisor_main(spec, network, fds, owner, helper_pid)
     except BaseException as exc:
         if not isinstance(exc, ContainerError):
             exc = ContainerError(f"internal error: {exc!r}")
@@ -238,7 +238,7 @@ class Caller:
         self.errors = errors
 
 
-def supervisor_main(spec, network, fds, owner):
+def supervisor_main(spec, network, fds, owner, helper_pid):
     """A container's supervisor: the caller's stdio as its own (so the holder
     and PID 1 inherit it), then run_container, as the command line's run."""
     control = fds[0]
@@ -253,6 +253,10 @@ def supervisor_main(spec, network, fds, owner):
     except ContainerError as exc:
         report(control, f"error {exc.code} {exc}")
         return exc.code
+    if os.getppid() != helper_pid:  # killed for CALLER_GONE: say so, not a status of its own
+        report(control, f"error {EXIT_OWN_FAILURE} the library's helper process ended (killed?)"
+                        " before the container did")
+        return EXIT_OWN_FAILURE
     oom = found.get("oom_kills") or 0
     report(control, f"exit {code} {oom}")
     return 0

@@ -371,6 +371,7 @@ class Popen:
             self._wait_started()
         except BaseException:
             self._close_pipes()
+            self._abandon()
             raise
 
     _parent_ends = ()
@@ -450,6 +451,24 @@ class Popen:
             os.close(fd)
         self._ended(words)
         raise AssertionError("unreachable")  # _ended raises for anything but "exit"
+
+    def _abandon(self):
+        """The constructor failed (a ^C, say) once the container was asked
+        for: it is killed, as soon as it runs if it does not yet, by a thread
+        that hears the supervisor's last words; none is left running that no
+        handle reaches."""
+        if self._pid1 is not None and self.returncode is None:
+            try:
+                signal.pidfd_send_signal(self._pid1, signal.SIGKILL)
+            except OSError:
+                pass
+        control, self._control = self._control, None
+        for name in ("_supervisor", "_pid1"):
+            if getattr(self, name) is not None:
+                os.close(getattr(self, name))
+                setattr(self, name, None)
+        if control is not None:
+            threading.Thread(target=finish_abandoned, args=(control,), daemon=True).start()
 
     def _ended(self, words):
         """The supervisor's last word: set returncode, or raise its error."""
@@ -639,6 +658,31 @@ class Popen:
 
     def __repr__(self):
         return f"<minicontainer.Popen: returncode: {self.returncode} args: {self.args!r}>"
+
+
+def finish_abandoned(control):
+    """An abandoned container's conversation to its end: PID 1 killed once it
+    is told to run (its pidfd is the second descriptor of "started")."""
+    import socket
+    with control:
+        while True:
+            try:
+                data, ancillary, _, _ = control.recvmsg(8192, socket.CMSG_SPACE(8))
+            except OSError:
+                return
+            fds = [int.from_bytes(blob[i:i + 4], sys.byteorder)
+                   for level, kind, blob in ancillary
+                   if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
+                   for i in range(0, len(blob) - len(blob) % 4, 4)]
+            if len(fds) > 1:
+                try:
+                    signal.pidfd_send_signal(fds[1], signal.SIGKILL)
+                except OSError:
+                    pass
+            for fd in fds:
+                os.close(fd)
+            if not data or not data.startswith(b"started"):
+                return
 
 
 FORWARDED = frozenset((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,

@@ -565,3 +565,37 @@ def test_a_caller_killed_while_its_container_is_set_up_leaves_no_cgroup(root):
     assert seen == 20  # control: each caller was killed with its container's cgroup made
     assert left == []
     assert wait_for(lambda: processes_rooted_under(root) == [], 10)
+
+
+def test_a_keyboard_interrupt_while_popen_waits_for_the_start_leaves_no_container(root):
+    """The outside attack found a ^C (KeyboardInterrupt) that came while the
+    constructor waited for the command to start left the container running
+    with no handle to reach it, until the caller exited. The ^C is a SIGALRM
+    whose handler raises it, armed as the constructor starts to wait."""
+    mc.run(["/bin/probe", "exit", "0"], root=root)  # the helper is up: the wait is the start alone
+    waiting = library.Popen._wait_started
+
+    def interrupted(self):
+        signal.setitimer(signal.ITIMER_REAL, 0.002)
+        return waiting(self)
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    library.Popen._wait_started = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            mc.Popen(["/bin/probe", "sleep", "300"], root=root, stdout=subprocess.PIPE)
+    finally:
+        library.Popen._wait_started = waiting
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    time.sleep(1)  # time for it to have started, had it been let run
+    assert processes_rooted_under(root) == []
+    # Control: without the ^C the same container runs, and is still there a moment later.
+    with mc.Popen(["/bin/probe", "sleep", "300"], root=root, stdout=subprocess.PIPE) as p:
+        assert p.stdout.readline() == b"ready\n"
+        time.sleep(0.5)
+        assert len(processes_rooted_under(root)) == 1
+        p.kill()
