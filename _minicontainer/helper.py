@@ -28,8 +28,13 @@ The conversation (all on sockets the caller made; nothing is named on disk):
 The caller signals the supervisor through its pidfd, which passes signals on
 with the command line's rules (supervise.forward), or kills PID 1 through its
 own. The helper ends when the caller's end of its socket closes (the caller
-has exited); each supervisor dies with the helper, and its holder then kills
-the container and removes what it made: no container outlives its caller.
+has exited); each supervisor is then told (CALLER_GONE, its parent-death
+signal), kills its container and removes what it made: no container
+outlives its caller.
+What the helper trusts: only requests its own uid sends (SCM_CREDENTIALS: a
+caller that dropped root keeps the socket); of a request, only its seccomp
+policy is read here, the rest passed on unread from one buffer that is
+cleared after each, so no spare inherits another container's spec.
 May import: constants, errors, syscalls, procs, spec, cgroups, network, state, container,
 supervise.
 """
@@ -56,16 +61,22 @@ IGNORED_BY_HELPER = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTT
 
 def receive_into(sock, buffer):
     """One request into `buffer`, the helper's one buffer for every request
-    (cleared after each, see main): (its length, descriptors); (0, []) once
-    the caller has gone; (None, descriptors) for one larger than the buffer."""
+    (cleared after each, see main): (its length, descriptors, the sender's
+    uid); (0, [], uid) once the caller has gone; a length of None for one
+    larger than the buffer. The uid is the kernel's word (SO_PASSCRED): the
+    sender's uid as it is now, None if it gave none."""
     import array
     import socket
     fds = array.array("i")
-    size, ancillary, flags, _ = sock.recvmsg_into([buffer], sock_cmsg_space(REQUEST_FDS))
+    uid = None
+    size, ancillary, flags, _ = sock.recvmsg_into(
+        [buffer], sock_cmsg_space(REQUEST_FDS) + socket.CMSG_SPACE(12))
     for level, kind, blob in ancillary:
         if level == SOL_SOCKET and kind == SCM_RIGHTS:
             fds.frombytes(blob[:len(blob) - len(blob) % fds.itemsize])
-    return (None if flags & socket.MSG_TRUNC else size), list(fds)
+        elif level == SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(blob) >= 12:
+            uid = int.from_bytes(blob[4:8], sys.byteorder)  # struct ucred: pid, uid, gid
+    return (None if flags & socket.MSG_TRUNC else size), list(fds), uid
 
 
 def receive(sock):
@@ -101,7 +112,8 @@ def main(fd):
         __import__(name)  # what a container's start imports as it goes: once, here
     libseccomp()
     gc.freeze()
-    helper_pid = os.getpid()
+    helper_pid, own_uid = os.getpid(), os.getuid()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # set by the caller too, before
     # Each request is read into this one buffer and passed on from it unread
     # but for its seccomp policy, then the buffer is zeroed: the spare forked
     # next (and the PID 1 and --init it forks in turn, inside the next
@@ -112,7 +124,7 @@ def main(fd):
         if spare is None:
             spare = fork_spare(sock, helper_pid)
         try:
-            size, fds = receive_into(sock, buffer)
+            size, fds, sender = receive_into(sock, buffer)
         except InterruptedError:
             continue
         if size == 0 or len(fds) != REQUEST_FDS:
@@ -123,6 +135,11 @@ def main(fd):
             buffer[:] = bytes(REQUEST_MAX)
             continue
         try:
+            if sender != own_uid:
+                # A caller that dropped root keeps this socket: what it sends
+                # now is no longer root's to ask (a request is unpickled).
+                raise ContainerError("the library's request", f"sent by uid {sender}, and this"
+                                     f" helper is uid {own_uid}'s (the caller changed its uid)")
             if size is None:
                 raise ContainerError("the library's request", f"larger than {REQUEST_MAX} bytes"
                                      " (the command, its environment and options together)")

@@ -41,11 +41,15 @@ class Helper:
 
     lock = threading.Lock()
     current = None
+    retired = []  # helpers of this process's earlier uid: their containers run on
 
     def __init__(self):
         import json
         import socket
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # Each request carries its sender's uid, the kernel's word, from the
+        # first on (set here, before any is sent): the helper takes only its own.
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         # Of the caller's environment only what finds programs (the id mappers,
         # slirp4netns) and what this interpreter itself may need to start; the
         # import path is the caller's own, given whole (-s -P: nothing else).
@@ -64,7 +68,7 @@ class Helper:
             raise ContainerError.from_os("start the library's helper process", exc) from None
         finally:
             theirs.close()
-        self.sock, self.pid = ours, os.getpid()
+        self.sock, self.pid, self.uid = ours, os.getpid(), os.getuid()
 
     @classmethod
     def get(cls, restart=None):
@@ -75,6 +79,9 @@ class Helper:
             if helper is None or helper.pid != os.getpid() or helper is restart:
                 if helper is not None and helper.pid == os.getpid():
                     helper.close()
+                cls.current = helper = cls()
+            elif helper.uid != os.getuid():  # the caller changed its uid: one of the new uid's
+                cls.retired.append(helper)
                 cls.current = helper = cls()
             return helper
 
@@ -96,8 +103,9 @@ def forget_helper_after_fork():
     """A forked child starts a helper of its own, if it ever needs one: the
     parent's stays the parent's (its children are not the child's)."""
     helper, Helper.current = Helper.current, None
+    retired, Helper.retired = Helper.retired, []
     Helper.lock = threading.Lock()
-    if helper is not None:
+    for helper in ([helper] if helper is not None else []) + retired:
         helper.sock.close()
 
 

@@ -599,3 +599,46 @@ def test_a_keyboard_interrupt_while_popen_waits_for_the_start_leaves_no_containe
         time.sleep(0.5)
         assert len(processes_rooted_under(root)) == 1
         p.kill()
+
+
+def test_a_caller_that_dropped_root_cannot_have_roots_helper_run_its_requests(root, tmp_path):
+    """The outside attack found a process that used the library as root and
+    then dropped to another uid (a service's usual way) kept its root
+    helper's socket: any code in it could send that helper a request of its
+    making, and a request is unpickled (code run) as root. The helper now
+    takes requests only from its own uid (SCM_CREDENTIALS, the kernel's)."""
+    marker = tmp_path / "marker"
+    tmp_path.chmod(0o755)
+    script = f"""
+import os, pickle, socket, sys
+sys.path.insert(0, {str(REPO)!r})
+import minicontainer as mc
+from _minicontainer import library
+mc.run(['/bin/probe', 'exit', '0'], root={str(root)!r})
+helper = library.Helper.current
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("id -u >> {marker}",))
+
+def forge():
+    head = pickle.dumps(Evil())
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    null = os.open(os.devnull, os.O_RDWR)
+    helper.sock.sendmsg([len(head).to_bytes(4, sys.byteorder) + head + b"x"],
+                        [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                          b"".join(fd.to_bytes(4, sys.byteorder) for fd in (theirs.fileno(), null, null, null)))])
+    theirs.close()
+    ours.settimeout(10)
+    print(ours.recv(4096).decode().split(" ")[0], flush=True)  # the helper's answer
+
+forge()  # control: while this process is root, the channel carries it (root's own code, as root)
+os.setgroups([])
+os.setgid(65534)
+os.setuid(65534)
+forge()
+"""
+    caller = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert caller.returncode == 0, caller.stderr
+    assert marker.read_text() == "0\n"  # the control ran, once, as root; the forged one did not
+    assert caller.stdout.decode().split() == ["error", "error"]
