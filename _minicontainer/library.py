@@ -17,7 +17,7 @@ import sys
 import threading
 
 from .constants import DEFAULT_ROOT, DEFAULT_STOP_TIMEOUT
-from .errors import ContainerError
+from .errors import ContainerError, one_line
 from .spec import DEFAULT_SUBNET
 from .options import run_spec
 
@@ -328,7 +328,6 @@ class Popen:
                  entrypoint=None, ipc="private", uts="private", cgroupns="private",
                  userns=None, uidmap=(), gidmap=(), publish=(), outbound=False,
                  subnet=DEFAULT_SUBNET, stop_timeout=DEFAULT_STOP_TIMEOUT, env_file=()):
-        import pickle
         import socket
         self.args = args
         self.returncode = self.pid = None
@@ -343,15 +342,19 @@ class Popen:
         self._owner = os.getpid()  # a forked child's copy is not the container's handle
         check_stream_options(self.text_mode, encoding, errors, bufsize)
         self._control = self._supervisor = self._pid1 = None
-        spec, network = describe(args, root, dict(
-            env=env, workdir=workdir, user=user, network=network, memory=memory,
-            memory_swap=memory_swap, cpus=cpus, cpu_shares=cpu_shares, pids_limit=pids_limit,
-            ulimits=ulimits, read_only=read_only, read_only_tmpfs=read_only_tmpfs,
-            volumes=volumes, tmpfs=tmpfs, hostname=hostname, cap_add=cap_add, cap_drop=cap_drop,
-            seccomp=seccomp, security_opt=security_opt, init=init, entrypoint=entrypoint,
-            ipc=ipc, uts=uts, cgroupns=cgroupns, userns=userns, uidmap=uidmap, gidmap=gidmap,
-            publish=publish, outbound=outbound, subnet=subnet, stop_timeout=stop_timeout,
-            env_file=env_file))
+        try:
+            spec, network = describe(args, root, dict(
+                env=env, workdir=workdir, user=user, network=network, memory=memory,
+                memory_swap=memory_swap, cpus=cpus, cpu_shares=cpu_shares, pids_limit=pids_limit,
+                ulimits=ulimits, read_only=read_only, read_only_tmpfs=read_only_tmpfs,
+                volumes=volumes, tmpfs=tmpfs, hostname=hostname, cap_add=cap_add, cap_drop=cap_drop,
+                seccomp=seccomp, security_opt=security_opt, init=init, entrypoint=entrypoint,
+                ipc=ipc, uts=uts, cgroupns=cgroupns, userns=userns, uidmap=uidmap, gidmap=gidmap,
+                publish=publish, outbound=outbound, subnet=subnet, stop_timeout=stop_timeout,
+                env_file=env_file))
+        except ContainerError as exc:  # the caller's values in it: one line, as the CLI prints it
+            exc.what, exc.why = one_line(exc.what), exc.why and one_line(exc.why)
+            raise
         payload = request(spec, network)
         to_close = []
         try:

@@ -490,6 +490,9 @@ def test_bad_arguments_are_refused_before_a_container_starts(root, tmp_path):
         mc.run(["/bin/probe", "hostname"], root=root, hostname=7)
     with pytest.raises(TypeError, match="entrypoint must be a str"):
         mc.run([], root=root, entrypoint=["/bin/probe"])
+    with pytest.raises(mc.ContainerError) as caught:  # the caller's newline, shown escaped
+        mc.run(["/bin/probe", "exit", "0"], root=root, ulimits=["no\nfile=1"])
+    assert "\n" not in str(caught.value) and str(caught.value).startswith("--ulimit no\\nfile=1")
     # Controls: the same calls with good values run.
     assert mc.run(["/bin/probe", "argv", "ab"], root=root, capture_output=True,
                   encoding="utf-8", errors="strict", bufsize=0).stdout.splitlines()[-1] == "6162"  # hex
