@@ -83,8 +83,12 @@ def main(fd):
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
-    for name in ("ctypes", "prctl", "resource", "_socket", "select", "stat", "errno"):
-        __import__(name)  # what a container's start imports as it goes: once, here
+    # What a container's start imports as it goes (PID 1 may load no module
+    # once it is in the root: container.forbid_imports), loaded here, once;
+    # warnings is os.get_exec_path's, which finds a command in PATH.
+    for name in ("ctypes", "prctl", "resource", "_socket", "select", "stat", "errno", "time",
+                 "warnings"):
+        __import__(name)
     libseccomp()
     gc.freeze()
     helper_pid = os.getpid()

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+from typing import IO, Any, Iterable, Mapping, Optional, Sequence, Union
 
 from .constants import DEFAULT_ROOT, DEFAULT_STOP_TIMEOUT
 from .errors import ContainerError
@@ -22,6 +23,11 @@ from .spec import DEFAULT_SUBNET
 from .options import run_spec
 
 PIPE, DEVNULL, STDOUT = subprocess.PIPE, subprocess.DEVNULL, subprocess.STDOUT
+# The types of the public calls' arguments.
+StrPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+Args = Union[StrPath, Sequence[StrPath]]
+File = Union[None, int, IO[Any]]
+Strings = Union[str, Iterable[str]]
 CompletedProcess = subprocess.CompletedProcess
 TimeoutExpired = subprocess.TimeoutExpired
 CalledProcessError = subprocess.CalledProcessError
@@ -255,15 +261,24 @@ class Popen:
     process that started it.
     """
 
-    def __init__(self, args, *, root=DEFAULT_ROOT, stdin=None, stdout=None, stderr=None,
-                 text=False, encoding=None, errors=None, bufsize=-1, universal_newlines=None,
-                 env=None, workdir=None, user=None, network="none", memory=None,
-                 memory_swap=None, cpus=None, cpu_shares=None, pids_limit=None, ulimits=(),
-                 read_only=False, read_only_tmpfs=True, volumes=(), tmpfs=(), hostname=None,
-                 cap_add=(), cap_drop=(), seccomp="default", security_opt=(), init=False,
-                 entrypoint=None, ipc="private", uts="private", cgroupns="private",
-                 userns=None, uidmap=(), gidmap=(), publish=(), outbound=False,
-                 subnet=DEFAULT_SUBNET, stop_timeout=DEFAULT_STOP_TIMEOUT, env_file=()):
+    def __init__(self, args: Args, *, root: StrPath = DEFAULT_ROOT, stdin: File = None,
+                 stdout: File = None, stderr: File = None, text: bool = False,
+                 encoding: Optional[str] = None, errors: Optional[str] = None,
+                 bufsize: int = -1, universal_newlines: Optional[bool] = None,
+                 env: Union[None, Mapping[str, str], Iterable[str]] = None,
+                 workdir: Optional[str] = None, user: Union[None, str, int] = None,
+                 network: str = "none", memory: Union[None, int, str] = None,
+                 memory_swap: Union[None, int, str] = None, cpus: Optional[float] = None,
+                 cpu_shares: Optional[int] = None, pids_limit: Optional[int] = None,
+                 ulimits: Strings = (), read_only: bool = False, read_only_tmpfs: bool = True,
+                 volumes: Iterable[Union[str, Sequence[StrPath]]] = (), tmpfs: Strings = (),
+                 hostname: Optional[str] = None, cap_add: Strings = (), cap_drop: Strings = (),
+                 seccomp: str = "default", security_opt: Strings = (), init: bool = False,
+                 entrypoint: Optional[str] = None, ipc: str = "private", uts: str = "private",
+                 cgroupns: str = "private", userns: Optional[str] = None, uidmap: Strings = (),
+                 gidmap: Strings = (), publish: Strings = (), outbound: bool = False,
+                 subnet: str = DEFAULT_SUBNET, stop_timeout: int = DEFAULT_STOP_TIMEOUT,
+                 env_file: Strings = ()) -> None:
         import pickle
         import socket
         self.args = args
@@ -413,11 +428,11 @@ class Popen:
             self._control.close()
             self._control = None
 
-    def poll(self):
+    def poll(self) -> Optional[int]:
         """The returncode if the container has ended, else None."""
         return self.wait(timeout=0, raising=False)
 
-    def wait(self, timeout=None, raising=True):
+    def wait(self, timeout: Optional[float] = None, raising: bool = True) -> Optional[int]:
         """Wait until the command has ended and the container is gone; its
         returncode. TimeoutExpired if `timeout` seconds pass first."""
         import time
@@ -436,7 +451,7 @@ class Popen:
                 self._ended(words)
             return self.returncode
 
-    def send_signal(self, sig):
+    def send_signal(self, sig: int) -> None:
         """Signal the container as `minicontainer run` passes a signal on."""
         sig = signal.Signals(sig)
         with self._lock:
@@ -452,15 +467,16 @@ class Popen:
             except ProcessLookupError:
                 pass
 
-    def terminate(self):
+    def terminate(self) -> None:
         """SIGTERM: the command ends (at once, if its PID 1 does not handle it)."""
         self.send_signal(signal.SIGTERM)
 
-    def kill(self):
+    def kill(self) -> None:
         """SIGKILL to PID 1: the container and every process in it end."""
         self.send_signal(signal.SIGKILL)
 
-    def communicate(self, input=None, timeout=None):
+    def communicate(self, input: Union[None, bytes, str] = None,
+                    timeout: Optional[float] = None) -> tuple[Any, Any]:
         """Send input, read stdout and stderr to their end, wait: (stdout, stderr)."""
         import selectors
         import time
@@ -537,7 +553,7 @@ class Popen:
                 except OSError:
                     pass
 
-    def __enter__(self):
+    def __enter__(self) -> "Popen":
         return self
 
     def __exit__(self, kind, value, traceback):
@@ -576,9 +592,11 @@ def error_from_line(message, code):
 # run
 # ---------------------------------------------------------------------------
 
-def run(args, *, root=DEFAULT_ROOT, stdin=None, input=None, stdout=None, stderr=None,
-        capture_output=False, text=False, encoding=None, errors=None, timeout=None,
-        check=False, **options):
+def run(args: Args, *, root: StrPath = DEFAULT_ROOT, stdin: File = None,
+        input: Union[None, bytes, str] = None, stdout: File = None, stderr: File = None,
+        capture_output: bool = False, text: bool = False, encoding: Optional[str] = None,
+        errors: Optional[str] = None, timeout: Optional[float] = None, check: bool = False,
+        **options: Any) -> "subprocess.CompletedProcess[Any]":
     """Run args in a new container on `root` and wait for it, as subprocess.run.
 
     Returns a subprocess.CompletedProcess: args, returncode (the command's

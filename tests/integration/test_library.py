@@ -37,6 +37,17 @@ def test_run_returns_a_completed_process_with_what_was_captured(root):
     assert (text.stdout, text.stderr) == ("a\nb", "")  # as subprocess: universal newlines
 
 
+def test_a_command_is_found_in_the_containers_path_as_the_cli_finds_it(root):
+    """A bare name is looked up in the container's PATH (by PID 1, which may
+    import nothing by then: the helper has loaded what the lookup needs)."""
+    result = mc.run(["busybox", "echo", "found"], root=root, capture_output=True)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"found\n", b"")
+    missing = cli("run", "--root", root, "no-such-program")
+    with pytest.raises(mc.ContainerError) as caught:
+        mc.run(["no-such-program"], root=root)
+    assert (caught.value.code, f"minicontainer: {caught.value}\n") == (127, missing.stderr.decode())
+
+
 def test_input_is_the_commands_stdin_and_not_captured_output_is_the_callers(root, tmp_path):
     result = mc.run(["/bin/busybox", "tr", "a-z", "A-Z"], root=root, input=b"hello\n",
                     stdout=subprocess.PIPE)
