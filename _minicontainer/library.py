@@ -196,17 +196,17 @@ def describe(args, root, options):
     env = env_options(o.pop("env", None))
     spec, network = run_spec(
         os.fspath(root), command_args(args),
-        hostname=o.pop("hostname", None), network=o.pop("network", "none"),
-        subnet=o.pop("subnet", DEFAULT_SUBNET), publish=strings("publish", o.pop("publish", ())),
+        hostname=text_option("hostname", o.pop("hostname", None)), network=text_option("network", o.pop("network", "none")),
+        subnet=text_option("subnet", o.pop("subnet", DEFAULT_SUBNET)), publish=strings("publish", o.pop("publish", ())),
         outbound=bool(o.pop("outbound", False)),
-        ipc=o.pop("ipc", "private"), uts=o.pop("uts", "private"),
-        cgroupns=o.pop("cgroupns", "private"), userns=o.pop("userns", None),
+        ipc=text_option("ipc", o.pop("ipc", "private")), uts=text_option("uts", o.pop("uts", "private")),
+        cgroupns=text_option("cgroupns", o.pop("cgroupns", "private")), userns=text_option("userns", o.pop("userns", None)),
         uidmap=strings("uidmap", o.pop("uidmap", ())), gidmap=strings("gidmap", o.pop("gidmap", ())),
         init=bool(o.pop("init", False)),
         security_opt=strings("security_opt", o.pop("security_opt", ())),
         cap_add=strings("cap_add", o.pop("cap_add", ())),
         cap_drop=strings("cap_drop", o.pop("cap_drop", ())),
-        seccomp=o.pop("seccomp", "default"), user=user_option(o.pop("user", None)),
+        seccomp=text_option("seccomp", o.pop("seccomp", "default")), user=user_option(o.pop("user", None)),
         memory=number("memory", o.pop("memory", None), int, text=True),
         memory_swap=number("memory_swap", o.pop("memory_swap", None), int, text=True),
         pids_limit=number("pids_limit", o.pop("pids_limit", None), int),
@@ -214,13 +214,20 @@ def describe(args, root, options):
         cpu_shares=number("cpu_shares", o.pop("cpu_shares", None), int),
         ulimit=strings("ulimits", o.pop("ulimits", ())), env=env,
         env_file=strings("env_file", o.pop("env_file", ())),
-        workdir=o.pop("workdir", None), entrypoint=o.pop("entrypoint", None),
+        workdir=text_option("workdir", o.pop("workdir", None)), entrypoint=text_option("entrypoint", o.pop("entrypoint", None)),
         volume=tuple(volume_option(v) for v in o.pop("volumes", ())),
         tmpfs=strings("tmpfs", o.pop("tmpfs", ())), read_only=bool(o.pop("read_only", False)),
         read_only_tmpfs=bool(o.pop("read_only_tmpfs", True)),
         stop_timeout=number("stop_timeout", o.pop("stop_timeout", DEFAULT_STOP_TIMEOUT), int))
     assert not o, o  # every option is named in the signatures below
     return spec, network
+
+
+def text_option(name, value):
+    """A str option (workdir, hostname, entrypoint, network, ...) or None."""
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"{name} must be a str, not {value!r}")
 
 
 def user_option(user):
