@@ -244,7 +244,7 @@ def prepare_seccomp(spec):
         return None
     built = seccomp_filter(spec.seccomp, spec.no_new_privs)
     if not built.flags:
-        built.program()  # generated now: loading it is then one call
+        built.fprog()  # generated now: loading it is then one call
     return built
 
 

@@ -40,7 +40,9 @@ import sys
 
 from .constants import EXIT_OWN_FAILURE, SCM_RIGHTS, SOL_SOCKET, SUPERVISOR_SIGNALS
 from .errors import ContainerError
-from .syscalls import die_with_parent, libseccomp, remember_seccomp_program, seccomp_filter
+from .syscalls import (
+    SockFprog, die_with_parent, libseccomp, remember_seccomp_program, seccomp_filter,
+)
 from .procs import in_child, report
 from .supervise import run_container
 
@@ -90,6 +92,7 @@ def main(fd):
                  "warnings"):
         __import__(name)
     libseccomp()
+    SockFprog()  # the ctypes type a filter is loaded with
     gc.freeze()
     helper_pid = os.getpid()
     spare = None
