@@ -94,14 +94,21 @@ def open_layer(blob, compression, what):
         raise ContainerError(what, f"not a readable tar archive: {exc}") from None
 
 
-def read_members(tar, what):
+def read_members(tar, what, room=None):
     """Every member of a tar archive from open_layer; a compressed one is read
     to the end of its stream, so that a truncated stream, a bad checksum or
     data after its end is refused here, while planning, not halfway through
-    the writes."""
+    the writes. With `room`, files whose sizes add up past it are refused as
+    their headers are read, before their bytes are."""
     tarfile = tar_module()
+    members, size = [], 0
     try:
-        members = tar.getmembers()
+        for member in tar:  # the headers, one at a time: the data between is skipped
+            members.append(member)
+            size += member.size if member.isreg() else 0
+            if room is not None and size > room:
+                raise ContainerError(what, f"its files need {size} bytes or more, and the root's"
+                                     f" file system has {room} free; refused")
     except tarfile.TarError as exc:
         raise ContainerError(what, f"not a readable tar archive: {exc}; refused") from None
     if isinstance(tar.fileobj, Decompressed):

@@ -943,7 +943,8 @@ def plan_layer(plan, tar, name, to):
     deletes NAME."""
     plan.open_files.append(tar)
     check = member_checker()
-    members = read_members(tar, f"deploy {name}")
+    room = None if plan.room is None else plan.room - plan.archive_bytes
+    members = read_members(tar, f"deploy {name}", room)
     for member in members:
         base = os.path.basename(member.name)
         if base.startswith(".wh."):

@@ -130,3 +130,14 @@ def test_a_truncated_gzip_layer_whose_digest_matches_is_refused(tmp_path):
     code, err, left = deploy_capped(tmp_path, image(tmp_path, "oci", "gzip", good))
     assert code == 0, err
     assert (root / "hello").read_bytes() == b"hi\n" * 1000
+
+
+def test_a_member_larger_than_the_disk_is_refused_at_its_header(tmp_path):
+    """A member that says it is 1 PiB is refused when its header is read, not
+    after its bytes have been decompressed (here there are only 1 MiB of them:
+    reading on would have found the stream cut short instead)."""
+    blob = compress("gzip", [big_member("big", 1 << 50), *zeros(1 << 20)])
+    code, err, left = deploy_capped(tmp_path, image(tmp_path, "oci", "gzip", blob))
+    assert code == 125, err
+    one_line(err, "its files need 1125899906842624 bytes or more")
+    assert left == [] and not os.path.lexists(tmp_path / "root")
