@@ -307,7 +307,7 @@ def test_a_platform_the_image_does_not_provide_is_refused(tmp_path, registry, bu
 
 
 def test_a_zstd_bomb_is_refused_before_it_writes(tmp_path, registry):
-    """A zstd layer of 40 KB whose stream is 1.06 GiB of zero blocks: it went
+    """A zstd layer of 35 KB whose stream is 1.06 GiB of zero blocks: it went
     whole into a temporary file before anything was checked. Now the layer is
     read as it decompresses and refused in one line past its bound, though no
     file the pull writes may pass 64 MB; the root is as it was, nothing left.
