@@ -141,3 +141,25 @@ def test_a_member_larger_than_the_disk_is_refused_at_its_header(tmp_path):
     assert code == 125, err
     one_line(err, "its files need 1125899906842624 bytes or more")
     assert left == [] and not os.path.lexists(tmp_path / "root")
+
+
+@pytest.mark.parametrize("kind", ["gzip", "bzip2", "xz", "zstd"])
+def test_every_compression_is_held_to_the_same_bound(tmp_path, monkeypatch, kind):
+    """The bound is one, whatever the compression: here made small (1 MiB,
+    100:1) so that bzip2 and xz bombs, slow to make at full size, are made
+    in a moment. The control: a stream just under it is read to its end."""
+    if kind == "zstd":
+        pytest.importorskip("zstandard")
+    monkeypatch.setattr(imageformat, "LAYER_FLOOR", 1 << 20)
+    monkeypatch.setattr(imageformat, "LAYER_RATIO", 100)
+
+    def members(blob):
+        (tmp_path / "blob").write_bytes(blob)
+        with open(tmp_path / "blob", "rb") as f:
+            tar = imageformat.open_layer(f, None, "deploy layer")
+            return [m.name for m in imageformat.read_members(tar, "deploy layer")]
+
+    assert members(compress(kind, [HELLO, *zeros((1 << 20) - len(HELLO))])) == ["hello"]
+    with pytest.raises(imageformat.ContainerError) as refused:
+        members(compress(kind, [HELLO, *zeros(8 << 20)]))
+    assert f"its {kind} stream expands past 1048576 bytes" in str(refused.value)
