@@ -293,7 +293,7 @@ class Popen:
         self.stdin = self.stdout = self.stderr = None
         self.text_mode = bool(text or encoding or errors or universal_newlines)
         self.encoding, self.errors = encoding, errors
-        self._lock = threading.Lock()
+        self._lock, self._fds_lock = threading.Lock(), threading.Lock()
         self._control = self._supervisor = self._pid1 = None
         spec, network = describe(args, root, dict(
             env=env, workdir=workdir, user=user, network=network, memory=memory,
@@ -426,11 +426,12 @@ class Popen:
                              " container did")
 
     def _close_control(self):
-        for name in ("_supervisor", "_pid1"):
-            fd = getattr(self, name)
-            if fd is not None:
-                os.close(fd)
-                setattr(self, name, None)
+        with self._fds_lock:  # never while a signal goes through one of them
+            for name in ("_supervisor", "_pid1"):
+                fd = getattr(self, name)
+                if fd is not None:
+                    os.close(fd)
+                    setattr(self, name, None)
         if self._control is not None:
             self._control.close()
             self._control = None
@@ -443,8 +444,16 @@ class Popen:
         """Wait until the command has ended and the container is gone; its
         returncode. TimeoutExpired if `timeout` seconds pass first."""
         import time
+        if self.returncode is not None:
+            return self.returncode
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
+        # One thread reads the supervisor's word; another waits its turn, no
+        # longer than its own timeout (poll does not wait at all), as subprocess's.
+        if not self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            if raising:
+                raise TimeoutExpired(self.args, timeout)
+            return None
+        try:
             while self.returncode is None:
                 left = None if deadline is None else deadline - time.monotonic()
                 message = self._message(left)
@@ -457,11 +466,13 @@ class Popen:
                     os.close(fd)
                 self._ended(words)
             return self.returncode
+        finally:
+            self._lock.release()
 
     def send_signal(self, sig: int) -> None:
         """Signal the container as `minicontainer run` passes a signal on."""
         sig = signal.Signals(sig)
-        with self._lock:
+        with self._fds_lock:  # not the waiters' lock: a thread may kill what another waits for
             if self.returncode is not None or self._supervisor is None:
                 return
             target = self._supervisor

@@ -226,6 +226,26 @@ def test_the_context_manager_kills_on_an_exception_and_leaves_nothing(root):
     assert p.returncode == 4
 
 
+def test_one_thread_kills_what_another_waits_for_and_poll_never_blocks(root):
+    with mc.Popen(["/bin/probe", "sleep", "60"], root=root, stdout=subprocess.PIPE) as p:
+        assert p.stdout.readline() == b"ready\n"
+        waited = []
+        waiter = threading.Thread(target=lambda: waited.append(p.wait()))
+        waiter.start()
+        time.sleep(0.2)  # the waiter holds the wait
+        started = time.monotonic()
+        assert p.poll() is None  # at once, though another thread waits
+        with pytest.raises(subprocess.TimeoutExpired):
+            p.wait(timeout=0.3)  # its own timeout, though another thread waits
+        assert time.monotonic() - started < 5
+        killer = threading.Thread(target=p.kill)
+        killer.start()
+        killer.join(timeout=10)
+        waiter.join(timeout=10)
+        assert not killer.is_alive() and not waiter.is_alive()
+        assert waited == [128 + signal.SIGKILL] and p.poll() == 128 + signal.SIGKILL
+
+
 def test_many_threads_at_once_each_get_their_own_result(root):
     results, errors = {}, []
 
