@@ -146,10 +146,15 @@ def remove_container(entry, force):
 
 
 def recorded_cgroups(entry):
-    """The cgroups an entry records, opened for removal (those already gone skipped)."""
+    """The cgroups an entry records, opened for removal (those already gone
+    skipped), each with the directories its creation made (a bundle's: see
+    Cgroup.made; an entry without the record made only its groups)."""
     groups = []
+    made = entry.data.get("cgroups_made")
     for version, path in entry.data.get("cgroups") or ():
         group = Cgroup(version, path, ())
+        if isinstance(made, dict):
+            group.made = tuple(str(d) for d in made.get(path) or ())
         try:
             group.parent_fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY
                                       | os.O_CLOEXEC)

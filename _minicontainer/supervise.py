@@ -821,7 +821,8 @@ def create_container(spec, entry, config, pid_file=None, console_socket=None):
     groups = make_oci_cgroups(linux.get("cgroupsPath"), linux.get("resources"), entry.id,
                               spec.devices)
     views, links = cgroup_views(groups)
-    entry.update(cgroups=[[g.version, g.path] for g in groups])
+    entry.update(cgroups=[[g.version, g.path] for g in groups],
+                 cgroups_made={g.path: list(g.made) for g in groups})
     fifo = entry.path("exec.fifo")
     holder = pid1 = None
     closing = []
