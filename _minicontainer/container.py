@@ -749,7 +749,7 @@ def check_command(command, path, spec, env, handles):
     compared with this process's own executable.
     """
     own = os.stat("/proc/self/exe")
-    search = [path] if "/" in path else [os.path.join(d, path) for d in env["PATH"].split(":") if d]
+    search = command_candidates(path, env)
     for candidate in search:
         for _ in range(5):
             candidate = os.path.join(spec.workdir, candidate)  # relative: from the working dir
@@ -811,8 +811,17 @@ def find_command(spec, env, handles):
     command = spec.command[0]
     path = resolve_command(command, spec.workdir)
     check_command(command, path, spec, env, handles)
-    candidates = [path] if "/" in path else [os.path.join(d, path) for d in env["PATH"].split(":") if d]
-    found = next((c for c in candidates if os.path.exists(c)), None)
+    candidates = command_candidates(path, env)
+    if "/" not in path and not env.get("PATH"):
+        # As runc's init: it searches the container's PATH and no default of
+        # its own (its environment is the process's), so a bare name with
+        # none is not found (exec: "sh": executable file not found in $PATH).
+        raise ContainerError(f"exec {command}", "not found in the container (its environment"
+                             " has no PATH to search)", code=EXIT_NOT_FOUND)
+    # A search takes the first executable file, as execvp and Go's LookPath
+    # (runc's) do: a directory of that name (".") is none.
+    found = next((c for c in candidates if os.path.exists(c) if "/" in path
+                  or (not os.path.isdir(c) and os.access(c, os.X_OK))), None)
     if found is None:
         raise ContainerError(f"exec {command}", "not found in the container (no such file or"
                              " directory)", code=EXIT_NOT_FOUND)
@@ -824,15 +833,23 @@ def find_command(spec, env, handles):
     return path
 
 
+def command_candidates(path, env):
+    """Where exec will look for `path`: itself if it has a "/", else in each
+    directory of the environment's PATH (none without one)."""
+    if "/" in path:
+        return [path]
+    return [os.path.join(d, path) for d in env.get("PATH", "").split(":") if d]
+
+
 def exec_command(spec, path, env, handles):
     """Replace this process with the command; on failure say why, docker-style."""
     try:
         os.execvpe(path, spec.command, env)
     except OSError as exc:
-        raise exec_error(spec.command[0], path, env["PATH"], exc, spec, handles) from None
+        raise exec_error(spec.command[0], path, env, exc, spec, handles) from None
 
 
-def exec_error(command, path, search_path, exc, spec, handles):
+def exec_error(command, path, env, exc, spec, handles):
     """Turn a failed exec into 127 (not found) or 126 (found but cannot run).
 
     Why an ELF file would not run (a missing interpreter, another machine's
@@ -841,7 +858,7 @@ def exec_error(command, path, search_path, exc, spec, handles):
     """
     import errno
     what = f"exec {command}"
-    candidates = [path] if "/" in path else [os.path.join(d, path) for d in search_path.split(":")]
+    candidates = command_candidates(path, env)
     found = next((c for c in candidates if os.path.exists(c)), None)
     if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG) and found is None:
         return ContainerError(what, "not found in the container (no such file or directory)",
