@@ -1178,6 +1178,8 @@ def exec_way_in(spec, handles, pidfd, supervisor_pid, detached, rootless):
     network namespace, that it could read or trace before its execve. This
     one tells the supervisor that process's pid (to pass signals to it),
     then passes its status on as its own; with -d it goes."""
+    import errno
+    import select
     if not detached:
         die_with_parent(supervisor_pid)
     hide_process("minicontainer exec")
@@ -1187,8 +1189,18 @@ def exec_way_in(spec, handles, pidfd, supervisor_pid, detached, rootless):
     if not rootless:
         raise_rlimit_ceilings(spec)  # while it has the host's privilege
     forbid_imports()
-    apart = enter_namespaces(spec, pidfd, in_user_namespace=rootless)
-    process = os.fork()
+    try:
+        apart = enter_namespaces(spec, pidfd, in_user_namespace=rootless)
+        process = os.fork()
+    except (ContainerError, OSError) as exc:
+        if exc.errno in (errno.ESRCH, errno.ENOMEM):
+            # PID 1 is ending: its namespaces go (setns: ESRCH), its PID
+            # namespace takes no one new (fork: ENOMEM), a moment before its
+            # pidfd says it has ended. Wait for that, so the supervisor can tell.
+            select.select([pidfd], [], [], 2)
+        if isinstance(exc, OSError):
+            raise ContainerError.from_os("fork into the container", exc) from None
+        raise
     if process == 0:
         # The exec'd process: the container's PID namespace and (but its cgroup
         # namespace) all its others, root there; ends in exec.

@@ -232,10 +232,10 @@ def container_root_fd(entry):
     try:
         fd = os.open(f"/proc/{pid1[0]}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except (OSError, TypeError):
-        raise ContainerError(f"exec {entry.name}", "it is not running") from None
+        raise ContainerError(f"exec {entry.name}", "it is not running (it exited)") from None
     if not alive(pid1):
         os.close(fd)
-        raise ContainerError(f"exec {entry.name}", "it is not running")
+        raise ContainerError(f"exec {entry.name}", "it is not running (it exited)")
     return fd
 
 
