@@ -16,15 +16,15 @@ from .constants import (
     CLONE_NEWUTS, DEPLOY_DIR, DEVICES, DEV_LINKS, EXIT_CANNOT_RUN, EXIT_NOT_FOUND, EXIT_OWN_FAILURE,
     IN_ROOT, MAX_FD, MNT_DETACH, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID,
     MOUNT_ATTR_OPTIONS, MOUNT_ATTR_RDONLY, MOUNT_PROPAGATION, MS_BIND, MS_MOVE, MS_NODEV, MS_NOEXEC,
-    MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, RESOLVE_NO_SYMLINKS, SCRATCH_DIRS,
-    SUPERBLOCK_FLAGS, SUPERVISED_SIGNALS, TERMINATING_SIGNALS,
+    MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, PROC_MOUNTS_ALLOWED, PROC_SUPER_MAGIC,
+    RESOLVE_NO_SYMLINKS, SCRATCH_DIRS, SUPERBLOCK_FLAGS, SUPERVISED_SIGNALS, TERMINATING_SIGNALS,
 )
 from .errors import ContainerError
 from .syscalls import (
-    SeccompFilter, attach_mount, clone_tree, die_with_parent, join_session_keyring, last_capability,
-    mount, new_mount, open_namespace, openat2, pivot_root, raise_ambient, set_link_up, set_mount_attrs,
-    set_personality, set_window_size, setdomainname, sethostname, setns, take_controlling_terminal,
-    umount2, unshare, write_at,
+    SeccompFilter, attach_mount, clone_tree, die_with_parent, filesystem_type, join_session_keyring,
+    last_capability, mount, new_mount, open_namespace, openat2, pivot_root, raise_ambient,
+    set_link_up, set_mount_attrs, set_personality, set_window_size, setdomainname, sethostname,
+    setns, take_controlling_terminal, umount2, unshare, write_at,
 )
 from .procs import exit_code, in_child, report
 from .spec import selinux_enabled, sysctl_namespace
@@ -434,6 +434,7 @@ def mount_all(spec, handles):
                     set_mount_attrs(tree, options["rset"], clear=options["rclear"], recursive=True)
                 target_fd = open_target(handles, target, directory)
                 try:
+                    check_proc_target(handles, target, target_fd, kind)
                     attach_mount(tree, target_fd, target)
                 finally:
                     os.close(target_fd)
@@ -446,6 +447,26 @@ def mount_all(spec, handles):
             if entry.get("why"):  # the run option that asked for it
                 raise exc.within(entry["why"]) from None
             raise
+
+
+def check_proc_target(handles, target, target_fd, kind):
+    """Refuse a mount whose target, as it resolved in the root, is inside
+    /proc or on a proc file system, unless it is proc on /proc or on runc's
+    short list: a symlink in the rootfs (/x -> /proc/sys/kernel) hides it
+    from the check of the destination's name. Checked on the descriptor the
+    mount is attached to, so nothing can be swapped in between (runc checks
+    its securejoin'd path the same way)."""
+    root = os.readlink(f"/proc/self/fd/{handles.root_fd}")
+    where = os.readlink(f"/proc/self/fd/{target_fd}")
+    resolved = "/" + os.path.relpath(where, root) if where != root else "/"
+    if resolved.startswith("/.."):
+        raise ContainerError(f"mount on {target}", f"it resolves to {where}, outside the root")
+    if resolved == "/proc" and kind == "proc" or resolved in PROC_MOUNTS_ALLOWED:
+        return
+    if (resolved == "/proc" or resolved.startswith("/proc/")
+            or filesystem_type(target_fd, f"fstatfs {target}") == PROC_SUPER_MAGIC):
+        raise ContainerError(f"mount on {target}", f"it leads to {resolved}: cannot be mounted"
+                             " because it is inside /proc (as runc refuses it)")
 
 
 def mount_cgroups(handles, target, options):

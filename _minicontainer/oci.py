@@ -14,7 +14,7 @@ from .constants import (
     CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWUTS, CONTAINER_PATH,
     DEFAULT_CAPABILITIES, DEFAULT_HOSTNAME, KERNEL_MOUNTS, MASKED_PATHS, MOUNT_ATTR_OPTIONS,
     MOUNT_PROPAGATION, NAMESPACED_SYSCTLS, OCI_NAMESPACES, PATH_MAX, PER_LINUX, PER_LINUX32,
-    READONLY_PATHS, SCMP_ACTIONS, SCMP_OPS, SECCOMP_ARCHES, SECCOMP_FLAG_ATTRIBUTES, SUPERBLOCK_FLAGS,
+    PROC_MOUNTS_ALLOWED, READONLY_PATHS, SCMP_ACTIONS, SCMP_OPS, SECCOMP_ARCHES, SECCOMP_FLAG_ATTRIBUTES, SUPERBLOCK_FLAGS,
 )
 from .errors import ContainerError, one_line
 from .syscalls import default_seccomp, open_namespace, seccomp_action
@@ -342,19 +342,12 @@ def oci_paths(field):
     return paths
 
 
-# What a bundle may mount inside /proc besides /proc itself: runc's list (the
-# files lxcfs serves). Anything else there (a file over
-# /proc/sys/kernel/cap_last_cap, say) would change what the runtime reads.
-PROC_MOUNTS_ALLOWED = frozenset((
-    "/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
-    "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev",
-    "/proc/sys/kernel/ns_last_pid"))
-
-
 def oci_mounts(field, bundle):
     """mounts, in order; a bind's source relative to the bundle. An option is
     one word: a comma in it would smuggle a second one to the file system.
-    Inside /proc only proc itself and runc's short list, as runc allows."""
+    Inside /proc only proc itself and runc's short list, as runc allows (here
+    by name; PID 1 checks again where each destination resolves in the root:
+    check_proc_target)."""
     mounts = []
     for mount in field.items():
         destination = mount["destination"].text("")

@@ -411,3 +411,70 @@ def test_hostile_process_fields_are_refused_by_create_or_run(bundle, tmp_path, f
     assert wait_for(lambda: container_cgroups() == groups, 2), container_cgroups()
     assert wait_for(lambda: groups_named(GROUP, "minicontainer-fields") == [], 2)
     assert host_mounts() == mounts
+
+
+@pytest.mark.parametrize("link, target, destination", [
+    ("x", "/proc/sys/kernel", "/x/cap_last_cap"),          # a directory link on the way
+    ("x", "../proc/sys", "/x/kernel/cap_last_cap"),          # relative, resolved in the root
+    ("cll", "/proc/sys/kernel/cap_last_cap", "/cll"),        # the destination itself a link
+    ("x", "/proc", "/x/sys/kernel/cap_last_cap"),
+])
+def test_a_mount_through_a_link_into_proc_fails_create(bundle, link, target, destination):
+    """An outside attacker's finding: the lexical check of /proc (runc's list)
+    did not see a destination that leads into /proc through a symlink in the
+    rootfs: mounted over cap_last_cap through /x -> /proc/sys/kernel, it told
+    PID 1 the kernel's last capability was 0. The destination is checked
+    where it resolves in the root, on the descriptor that is mounted on, as
+    runc checks its securejoin'd path. Controls: an allowed /proc file through
+    a link is mounted, and a link that leads elsewhere is followed."""
+    path, config = bundle
+    (path / "zero").write_text("0\n")
+    (path / "rootfs" / link).symlink_to(target)
+    config["mounts"].append({"destination": destination, "type": "bind",
+                             "source": str(path / "zero"), "options": ["bind"]})
+    write(path, config)
+    err = assert_refused(create(path, "linkmount"), "linkmount")
+    assert "/proc/sys/kernel/cap_last_cap: cannot be mounted because it is inside /proc" in err, err
+    (path / "rootfs" / link).unlink()
+
+
+def test_a_mount_on_a_second_proc_fails_create(bundle):
+    """The same class without a link: proc mounted a second time elsewhere
+    (/myproc) and a file mounted over its sys/kernel/cap_last_cap. The
+    target's file system (fstatfs: proc) says where it is."""
+    path, config = bundle
+    (path / "zero").write_text("0\n")
+    config["mounts"] += [{"destination": "/myproc", "type": "proc", "source": "proc"},
+                         {"destination": "/myproc/sys/kernel/cap_last_cap", "type": "bind",
+                          "source": str(path / "zero"), "options": ["bind"]}]
+    write(path, config)
+    err = assert_refused(create(path, "procagain"), "procagain")
+    assert "it leads to /myproc/sys/kernel/cap_last_cap: cannot be mounted because it is inside" \
+        " /proc" in err, err
+    config["mounts"].pop()  # control: the second proc itself is mounted
+    write(path, config)
+    assert create(path, "procagain").returncode == 0
+    assert cli("delete", "--force", "procagain").returncode == 0
+
+
+def test_a_mount_through_a_link_is_checked_where_it_leads(bundle):
+    """The controls of the test above: through links, /proc/uptime (on runc's
+    list) is mounted, and a destination outside /proc is followed there."""
+    path, config = bundle
+    (path / "zero").write_text("0\n")
+    (path / "rootfs" / "up").symlink_to("/proc/uptime")
+    (path / "rootfs" / "data").mkdir()
+    (path / "rootfs" / "d").symlink_to("/data")
+    config["mounts"] += [{"destination": "/up", "type": "bind", "source": str(path / "zero"),
+                          "options": ["bind"]},
+                         {"destination": "/d/zero", "type": "bind", "source": str(path / "zero"),
+                          "options": ["bind"]}]
+    config["process"]["args"] = ["/bin/busybox", "sh", "-c",
+                                 "cat /proc/uptime /data/zero > /seen"]
+    write(path, config)
+    result = create(path, "linkok")
+    assert result.returncode == 0, result.stderr
+    assert cli("start", "linkok").returncode == 0
+    seen = path / "rootfs" / "seen"
+    assert wait_for(lambda: seen.exists() and seen.read_text() == "0\n0\n", 5)
+    assert cli("delete", "--force", "linkok").returncode == 0
