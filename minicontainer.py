@@ -55,18 +55,32 @@ import sys  # noqa: E402
 import click  # noqa: E402
 
 from _minicontainer import __version__
+
+# The library's public names (see _minicontainer/library.py): loaded on first
+# use, so the command line never pays for them.
+LIBRARY = ("run", "Popen", "CompletedProcess", "TimeoutExpired", "CalledProcessError",
+           "PIPE", "DEVNULL", "STDOUT")
+__all__ = list(LIBRARY) + ["ContainerError", "main"]
+if TYPE_CHECKING := False:  # what a type checker sees of them
+    from _minicontainer.library import (  # noqa: F401
+        DEVNULL, PIPE, STDOUT, CalledProcessError, CompletedProcess, Popen, TimeoutExpired, run,
+    )
+
+
+def __getattr__(name):
+    if name in LIBRARY:
+        from _minicontainer import library
+        return getattr(library, name)
+    raise AttributeError(f"module 'minicontainer' has no attribute {name!r}")
 from _minicontainer.constants import (
-    CLONE_NEWUSER, CLONE_NEWUTS, DEFAULT_HOSTNAME, DEFAULT_ROOT, DEFAULT_STOP_TIMEOUT,
-    EXIT_NOT_FOUND, EXIT_OWN_FAILURE, MASKED_PATHS, READONLY_PATHS, ROOT_ENV,
+    CLONE_NEWUSER, DEFAULT_HOSTNAME, DEFAULT_ROOT, DEFAULT_STOP_TIMEOUT, EXIT_NOT_FOUND,
+    EXIT_OWN_FAILURE, ROOT_ENV,
 )
 from _minicontainer.errors import ContainerError, one_line
-from _minicontainer.syscalls import default_seccomp
 from _minicontainer.procs import process_start
-from _minicontainer.spec import (
-    BRIDGE, DEFAULT_SUBNET, Spec, capability_numbers, parse_publish, parse_subnet,
-)
-from _minicontainer.rootfs import check_run_root, deploy_paths, describe, read_image_file
-from _minicontainer.cgroups import Cgroup, parse_limits, write_resources
+from _minicontainer.spec import BRIDGE, DEFAULT_SUBNET, Spec, capability_numbers
+from _minicontainer.rootfs import deploy_paths, describe
+from _minicontainer.cgroups import Cgroup, write_resources
 from _minicontainer.state import (
     CREATED, CREATING, DEAD, EXITED, LOG_MAX, OCI_VERSION, PAUSED, RUNNING, STATE_DIR, STATE_ENV,
     Store, human_duration, now_iso, oci_state, oci_status, parse_iso, read_records,
@@ -74,10 +88,8 @@ from _minicontainer.state import (
 from _minicontainer.container import run_hooks
 from _minicontainer.supervise import create_container, exec_container, run_container, signal_owner
 from _minicontainer.options import (
-    Number, SHARE, capability_names, check_container_name, check_container_path, check_hostname,
-    check_preserved_fds, check_rootless, fit_user_namespace, hostname_for, image_command, image_env,
-    namespaces_for, parse_env, parse_security_opts, resolve_capabilities, resolve_user, run_env,
-    run_mounts, terminal_size, user_namespace_maps,
+    Number, SHARE, check_container_path, check_preserved_fds, parse_env, resolve_user, run_spec,
+    terminal_size,
 )
 from _minicontainer.lifecycle import (
     cgroup_controllers_of, container_processes, container_root_fd, container_summary,
@@ -169,7 +181,7 @@ def deploy(root, to, no_deps, link, dry_run, paths):
     return 0
 
 
-@cli.command(context_settings={"allow_interspersed_args": False})
+@cli.command(name="run", context_settings={"allow_interspersed_args": False})
 @root_option
 @click.option("--hostname", metavar="NAME",
               help=f"Hostname inside the container [default: {DEFAULT_HOSTNAME}].")
@@ -255,7 +267,7 @@ def deploy(root, to, no_deps, link, dry_run, paths):
               help="Name the container (hostname and cgroup default to it); it is kept, with"
                    " its exit status, until rm (unless --rm).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[COMMAND [ARG]...]")
-def run(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, userns, uidmap,
+def run_command(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, userns, uidmap,
         gidmap, init, preserve_fds, security_opt,
         cap_add, cap_drop, seccomp, user, memory, memory_swap, pids_limit, cpus, cpu_shares,
         ulimit, stats, env, env_file, workdir, entrypoint, volume, tmpfs, read_only,
@@ -265,63 +277,21 @@ def run(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, 
     Options go before COMMAND; everything after it is passed on untouched.
     Without COMMAND, the root's image (see pull) gives it, as docker does.
     """
-    if hostname is not None and uts == "host":
-        raise ContainerError("--hostname", "cannot name the container with --uts host")
-    root = check_run_root(root)
-    image = read_image_file(root) or {}
-    command = image_command(image, entrypoint, command)
-    workdir = workdir or image.get("WorkingDir") or "/"
-    workdir = check_container_path("--workdir", workdir, workdir)
-    if user is None:
-        user = image.get("User")
-    if not command[0]:
-        raise ContainerError("exec ''", "not found in the container (an empty command name)",
-                             code=EXIT_NOT_FOUND)
-    relaxed = parse_security_opts(security_opt)
-    bridge = network in ("bridge", "private")
-    if (publish or outbound) and not bridge:
-        raise ContainerError("--publish" if publish else "--outbound", "needs --network bridge")
-    net = None
-    if bridge:  # the network's machinery is loaded only for a container that has one
-        from _minicontainer.network import Network, SlirpNetwork
-    if bridge and os.geteuid() != 0:  # a user makes no links on the host: slirp4netns
-        net = SlirpNetwork([parse_publish(p) for p in publish], outbound)
-    elif bridge:
-        net = Network(parse_subnet(subnet), [parse_publish(p) for p in publish], outbound)
-    if name is not None:
-        check_container_name(name)
-    if hostname is None:
-        hostname = hostname_for(name)
-    caps = resolve_capabilities(cap_add, cap_drop)
-    namespaces = namespaces_for(network=network, ipc=ipc, uts=uts, cgroupns=cgroupns)
-    maps = user_namespace_maps(userns, uidmap, gidmap)
-    if maps is not None:
-        namespaces |= CLONE_NEWUSER
-    user = resolve_user(root, user) if user is not None else None
-    spec = Spec(root, command, workdir=workdir,
-                hostname=check_hostname(hostname), namespaces=namespaces,
-                init=init, preserve_fds=check_preserved_fds(preserve_fds),
-                masked_paths=MASKED_PATHS if "mask_paths" not in relaxed else (),
-                readonly_paths=READONLY_PATHS if "mask_paths" not in relaxed else (),
-                caps=caps, user=user,
-                seccomp=default_seccomp(capability_names(caps))
-                if seccomp == "default" and "seccomp" not in relaxed else None,
-                limits=parse_limits(memory, memory_swap, pids_limit, cpus, cpu_shares, stats, ulimit),
-                env=run_env(hostname if namespaces & CLONE_NEWUTS else os.uname().nodename, user,
-                            image_env(image) + parse_env(env, env_file)),
-                mounts=run_mounts(volume, tmpfs, read_only, read_only_tmpfs),
-                read_only=read_only, rm=rm, tty=tty,
-                winsize=terminal_size(detach) if tty else None, stop_timeout=stop_timeout,
-                closed_stdio=CLOSED_STDIO)
-    if maps is not None:
-        spec.uid_map, spec.gid_map, spec.groups_locked = maps
-        fit_user_namespace(spec)
-    if os.geteuid() != 0:
-        check_rootless(spec, net)
+    spec, net = run_spec(
+        root, command, hostname=hostname, network=network, subnet=subnet, publish=publish,
+        outbound=outbound, ipc=ipc, uts=uts, cgroupns=cgroupns, userns=userns, uidmap=uidmap,
+        gidmap=gidmap, init=init, preserve_fds=preserve_fds, security_opt=security_opt,
+        cap_add=cap_add, cap_drop=cap_drop, seccomp=seccomp, user=user, memory=memory,
+        memory_swap=memory_swap, pids_limit=pids_limit, cpus=cpus, cpu_shares=cpu_shares,
+        ulimit=ulimit, stats=stats, env=env, env_file=env_file, workdir=workdir,
+        entrypoint=entrypoint, volume=volume, tmpfs=tmpfs, read_only=read_only,
+        read_only_tmpfs=read_only_tmpfs, rm=rm, detach=detach, tty=tty,
+        stop_timeout=stop_timeout, name=name, closed_stdio=CLOSED_STDIO)
+    root = spec.root
     entry = None
     if detach or name is not None:  # docker's rule: a named container is kept until rm
         entry = store().create(name, {
-            "root": root, "command": list(command), "spec": spec.to_json(), "rm": rm,
+            "root": root, "command": list(spec.command), "spec": spec.to_json(), "rm": rm,
             "detached": detach, "monitor": [os.getpid(), process_start(os.getpid())],
             "ports": [f"{ip}:{host}->{port}/tcp" for ip, host, port in net.publish] if net else []})
     if detach:

@@ -56,6 +56,7 @@ SYS_KEYCTL = {"x86_64": 250, "i386": 288, "i686": 288, "aarch64": 219, "riscv64"
 KEYCTL_JOIN_SESSION_KEYRING = 1
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE = 47, 2
 PR_CAPBSET_READ = 23
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2  # prctl(2): load a filter (what libseccomp ends in)
 PER_LINUX, PER_LINUX32 = 0x0000, 0x0008
 # The new mount API (Linux 5.2, mount_setattr 5.12): every mount of the
 # container is made detached and attached to a descriptor, never to a path.

@@ -21,10 +21,10 @@ from .constants import (
 )
 from .errors import ContainerError
 from .syscalls import (
-    SeccompFilter, attach_mount, clone_tree, die_with_parent, filesystem_type, join_session_keyring,
+    attach_mount, clone_tree, die_with_parent, filesystem_type, join_session_keyring,
     last_capability, mount, new_mount, open_namespace, openat2, pivot_root, raise_ambient,
-    set_link_up, set_mount_attrs, set_personality, set_window_size, setdomainname, sethostname,
-    setns, take_controlling_terminal, umount2, unshare, write_at,
+    seccomp_filter, set_link_up, set_mount_attrs, set_personality, set_window_size,
+    setdomainname, sethostname, setns, take_controlling_terminal, umount2, unshare, write_at,
 )
 from .procs import exit_code, in_child, report
 from .spec import selinux_enabled, sysctl_namespace
@@ -240,7 +240,12 @@ def bring_up_loopback(spec):
 
 def prepare_seccomp(spec):
     """Build the seccomp filter now, while libseccomp is in sight; it is loaded last."""
-    return SeccompFilter(spec.seccomp, spec.no_new_privs) if spec.seccomp is not None else None
+    if spec.seccomp is None:
+        return None
+    built = seccomp_filter(spec.seccomp, spec.no_new_privs)
+    if not built.flags:
+        built.program()  # generated now: loading it is then one call
+    return built
 
 
 def wait_for_go(spec, handles):
@@ -306,7 +311,14 @@ def forbid_imports():
     needs is imported before; a missed import fails instead of loading."""
     sys.meta_path[:] = [finder for finder in sys.meta_path
                         if getattr(finder, "__name__", "") in ("BuiltinImporter", "FrozenImporter")]
-    sys.path_importer_cache.clear()
+    # The path finders' caches go too (a new, empty one), kept alive rather
+    # than freed: freeing their thousands of names would cost this process
+    # a copy of each page they sit on (about 0.2 ms), for nothing.
+    _discarded.append(sys.path_importer_cache)
+    sys.path_importer_cache = {}
+
+
+_discarded = []
 
 
 def enter_root(spec, root):
@@ -711,8 +723,12 @@ def restore_signals():
     the mask survive exec, and minicontainer's caller may have set SIG_IGN
     (a shell's background job ignores SIGINT and SIGQUIT), Python SIGPIPE's
     and SIGXFSZ's, and the supervisor blocked its own set."""
+    # getsignal knows each disposition: the one Python found at its start (a
+    # shell's SIG_IGN included), or the one set since; None, one set outside
+    # Python (no library of minicontainer's sets any): reset, to be sure.
     for sig in signal.valid_signals():
-        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+        if sig not in (signal.SIGKILL, signal.SIGSTOP) and \
+                signal.getsignal(sig) is not signal.SIG_DFL:
             try:
                 signal.signal(sig, signal.SIG_DFL)
             except (OSError, ValueError):  # glibc's own real-time signals

@@ -2,8 +2,10 @@
 
 Owns: the parsers and checks of run's options (hostname, --user, --cap-add,
 -e, -v, --tmpfs, user namespace maps, rootless checks), the image's
-Entrypoint/Cmd/Env rules, container names, click's number type.
-May import: constants, errors, spec, rootfs, cgroups, supervise.
+Entrypoint/Cmd/Env rules, container names, click's number type; run_spec,
+which turns the whole set of run's options into the Spec and the network
+(the command line's run and the library's run and Popen both call it).
+May import: constants, errors, syscalls, spec, rootfs, cgroups, network, supervise.
 """
 import os
 import sys
@@ -11,13 +13,16 @@ import sys
 import click
 
 from .constants import (
-    BASE_NAMESPACES, CLONE_NEWNET, CONTAINER_PATH, DEFAULT_CAPABILITIES, DEFAULT_HOSTNAME, DEVICES,
-    DEV_LINKS, KERNEL_MOUNTS, NAME_MAX, OPTIONAL_NAMESPACES, PATH_MAX, READ_ONLY_TMPFS, TIOCGWINSZ,
+    BASE_NAMESPACES, CLONE_NEWNET, CLONE_NEWUSER, CLONE_NEWUTS, CONTAINER_PATH,
+    DEFAULT_CAPABILITIES, DEFAULT_HOSTNAME, DEFAULT_STOP_TIMEOUT, DEVICES, DEV_LINKS, EXIT_NOT_FOUND,
+    KERNEL_MOUNTS, MASKED_PATHS, NAME_MAX, OPTIONAL_NAMESPACES, PATH_MAX, READONLY_PATHS,
+    READ_ONLY_TMPFS, TIOCGWINSZ,
 )
 from .errors import ContainerError
-from .spec import capability_numbers, own_bounding_set
-from .rootfs import read_root_file
-from .cgroups import cgroup_mounts, is_number, own_cgroups
+from .syscalls import default_seccomp
+from .spec import DEFAULT_SUBNET, Spec, capability_numbers, own_bounding_set, parse_publish, parse_subnet
+from .rootfs import check_run_root, read_image_file, read_root_file
+from .cgroups import cgroup_mounts, is_number, own_cgroups, parse_limits
 from .supervise import mapped, subordinate_range
 
 HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
@@ -466,3 +471,70 @@ class Number(click.ParamType):
         if self.minimum is not None and number < self.minimum:
             self.fail(f"{value} is below the minimum, {self.minimum}", param, ctx)
         return number
+
+
+def run_spec(root, command, *, hostname=None, network="none", subnet=DEFAULT_SUBNET, publish=(),
+             outbound=False, ipc="private", uts="private", cgroupns="private", userns=None,
+             uidmap=(), gidmap=(), init=False, preserve_fds=0, security_opt=(), cap_add=(),
+             cap_drop=(), seccomp="default", user=None, memory=None, memory_swap=None,
+             pids_limit=None, cpus=None, cpu_shares=None, ulimit=(), stats=False, env=(),
+             env_file=(), workdir=None, entrypoint=None, volume=(), tmpfs=(), read_only=False,
+             read_only_tmpfs=True, rm=False, detach=False, tty=False,
+             stop_timeout=DEFAULT_STOP_TIMEOUT, name=None, closed_stdio=()):
+    """run's options, each checked, as (Spec, network or None): the one place
+    where a run is described, whichever door it comes through (the command
+    line's run, run -d, the library's run and Popen). Nothing is made yet."""
+    if hostname is not None and uts == "host":
+        raise ContainerError("--hostname", "cannot name the container with --uts host")
+    root = check_run_root(root)
+    image = read_image_file(root) or {}
+    command = image_command(image, entrypoint, command)
+    workdir = workdir or image.get("WorkingDir") or "/"
+    workdir = check_container_path("--workdir", workdir, workdir)
+    if user is None:
+        user = image.get("User")
+    if not command[0]:
+        raise ContainerError("exec ''", "not found in the container (an empty command name)",
+                             code=EXIT_NOT_FOUND)
+    relaxed = parse_security_opts(security_opt)
+    bridge = network in ("bridge", "private")
+    if (publish or outbound) and not bridge:
+        raise ContainerError("--publish" if publish else "--outbound", "needs --network bridge")
+    net = None
+    if bridge:  # the network's machinery is loaded only for a container that has one
+        from .network import Network, SlirpNetwork
+    if bridge and os.geteuid() != 0:  # a user makes no links on the host: slirp4netns
+        net = SlirpNetwork([parse_publish(p) for p in publish], outbound)
+    elif bridge:
+        net = Network(parse_subnet(subnet), [parse_publish(p) for p in publish], outbound)
+    if name is not None:
+        check_container_name(name)
+    if hostname is None:
+        hostname = hostname_for(name)
+    caps = resolve_capabilities(cap_add, cap_drop)
+    namespaces = namespaces_for(network=network, ipc=ipc, uts=uts, cgroupns=cgroupns)
+    maps = user_namespace_maps(userns, uidmap, gidmap)
+    if maps is not None:
+        namespaces |= CLONE_NEWUSER
+    user = resolve_user(root, user) if user is not None else None
+    spec = Spec(root, command, workdir=workdir,
+                hostname=check_hostname(hostname), namespaces=namespaces,
+                init=init, preserve_fds=check_preserved_fds(preserve_fds),
+                masked_paths=MASKED_PATHS if "mask_paths" not in relaxed else (),
+                readonly_paths=READONLY_PATHS if "mask_paths" not in relaxed else (),
+                caps=caps, user=user,
+                seccomp=default_seccomp(capability_names(caps))
+                if seccomp == "default" and "seccomp" not in relaxed else None,
+                limits=parse_limits(memory, memory_swap, pids_limit, cpus, cpu_shares, stats, ulimit),
+                env=run_env(hostname if namespaces & CLONE_NEWUTS else os.uname().nodename, user,
+                            image_env(image) + parse_env(env, env_file)),
+                mounts=run_mounts(volume, tmpfs, read_only, read_only_tmpfs),
+                read_only=read_only, rm=rm, tty=tty,
+                winsize=terminal_size(detach) if tty else None, stop_timeout=stop_timeout,
+                closed_stdio=closed_stdio)
+    if maps is not None:
+        spec.uid_map, spec.gid_map, spec.groups_locked = maps
+        fit_user_namespace(spec)
+    if os.geteuid() != 0:
+        check_rootless(spec, net)
+    return spec, net

@@ -9,7 +9,6 @@ May import: constants, errors, syscalls, procs, imageformat.
 import os
 import sys
 
-import click
 
 from .constants import (
     DEPLOY_DIR, IN_ROOT, NAME_MAX, PATH_MAX, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS,
@@ -1347,6 +1346,7 @@ def deploy_paths(root, sources, to=None, deps=True, link=False, dry_run=False, p
         sweep_staging(rootfd)
         ops = plan.ops
         if progress and len(ops) > 1000:
+            import click
             with click.progressbar(ops, label="deploying", file=sys.stderr) as bar:
                 for op in bar:
                     writer.apply(op)

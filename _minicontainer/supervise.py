@@ -555,13 +555,15 @@ def pump(src, dst):
             return
 
 
-def run_container(spec, network=None, entry=None, detach=None):
+def run_container(spec, network=None, entry=None, detach=None, owner=None):
     """Start the container; return its exit code and the post-mortem of its cgroups.
 
     Parent side, host namespaces, root: the supervisor, or with -d the
     monitor. The cgroups are made before the fork and removed after the
     holder is gone, whatever happened in between. With a state entry, the
-    start and (after the clean-up) the end are written to it.
+    start and (after the clean-up) the end are written to it. `owner`: the
+    pid of the process the container is for, when it is not this one (the
+    library's caller).
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
     # No cyclic GC from here on, in this process and the forked ones: a
@@ -571,7 +573,10 @@ def run_container(spec, network=None, entry=None, detach=None):
     gc.freeze()
     __import__("ctypes")  # the holder's and PID 1's (mount, ...): loaded once, before the forks
     supervisor_pid = os.getpid()
-    label = entry.name if entry is not None else f"{supervisor_pid}-{os.urandom(3).hex()}"
+    # The cgroups' name: the container's, or the pid of the process that asked
+    # for it (this one, or the library's caller), so one can tell whose it is.
+    label = entry.name if entry is not None else \
+        f"{owner or supervisor_pid}-{os.urandom(3).hex()}"
     groups = make_cgroups(spec.limits, f"minicontainer-{label}")
     if entry is not None:
         entry.update(monitor=[supervisor_pid, process_start(supervisor_pid)],
@@ -632,7 +637,7 @@ def run_container(spec, network=None, entry=None, detach=None):
                                  started=now_iso(), network={} if network is None else
                                  {"IPAddress": network.address, "Gateway": network.gateway})
                 if detach is not None:
-                    detach.tell(None)  # a failure is told only once all is cleaned up
+                    detach.tell(None, pid1)  # a failure is told only once all is cleaned up
 
         try:
             code = supervise(spec, holder, read_fd, status_read, tty_ours,
@@ -993,7 +998,7 @@ class Detached:
         self.readers[-1].start()
         return DetachedTerminal()
 
-    def tell(self, error):
+    def tell(self, error, pid1=None):
         """Tell the waiting `run -d` that the command runs, or why it does not."""
         if self.notify_fd is None:
             return

@@ -15,6 +15,7 @@ from .constants import (
     FSOPEN_CLOEXEC, IFF_UP, KEYCTL_JOIN_SESSION_KEYRING, MOVE_MOUNT_F_EMPTY_PATH,
     MOVE_MOUNT_T_EMPTY_PATH, NAMESPACE_FLAGS, NR_SCMP_ERROR, NS_GET_NSTYPE, OCI_NAMESPACES,
     OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE, PR_CAPBSET_READ, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE,
+    PR_SET_SECCOMP, SECCOMP_MODE_FILTER,
     RESOLVE_NO_MAGICLINKS,
     SCMP_ACTIONS, SCMP_FLTATR_CTL_NNP, SCMP_OPS, SECCOMP_ARCHES, SECCOMP_FLAG_ATTRIBUTES,
     SECCOMP_REFUSED, SIOCGIFFLAGS, SIOCSIFFLAGS, SOCK_DGRAM, SYS_FSCONFIG, SYS_FSMOUNT, SYS_FSOPEN,
@@ -252,14 +253,20 @@ def last_capability():
     /proc/sys/kernel/cap_last_cap: in the container's mount namespace that
     file is the container's to mount over, and a 0 there would leave every
     capability above it in the bounding set."""
-    last = 0
-    while last < 63:
-        try:
-            _libc_call("prctl", PR_CAPBSET_READ, last + 1, 0, 0, 0, what="PR_CAPBSET_READ")
-        except ContainerError:
-            break
-        last += 1
-    return last
+    global _last_capability
+    if _last_capability is None:  # the kernel's: it is the same for the process's life
+        last = 0
+        while last < 63:
+            try:
+                _libc_call("prctl", PR_CAPBSET_READ, last + 1, 0, 0, 0, what="PR_CAPBSET_READ")
+            except ContainerError:
+                break
+            last += 1
+        _last_capability = last
+    return _last_capability
+
+
+_last_capability = None
 
 
 def join_session_keyring(name):
@@ -311,6 +318,7 @@ def libseccomp():
                                                ctypes.c_uint, ctypes.c_void_p]
         lib.seccomp_load.argtypes = [ctypes.c_void_p]
         lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
+        lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
         _libseccomp = lib
     return _libseccomp
 
@@ -340,6 +348,7 @@ class SeccompFilter:
         # libseccomp sets no_new_privs itself when it loads, unless told not to:
         # a bundle may ask for a filter without it (loaded with CAP_SYS_ADMIN).
         attributes = {SCMP_FLTATR_CTL_NNP: int(no_new_privs)}
+        self.flags, self._program = tuple(policy.get("flags") or ()), None
         for flag in policy.get("flags") or ():
             attributes[SECCOMP_FLAG_ATTRIBUTES[flag]] = 1
         for attribute, value in attributes.items():
@@ -384,11 +393,73 @@ class SeccompFilter:
                         # fails on it too ("error adding seccomp rule").
                         raise ContainerError(f"seccomp rule for {name}", errno=-rc)
 
+    def program(self):
+        """The filter as the kernel takes it (struct sock_filter's), generated
+        by libseccomp once and kept: its generation is as costly as the rules."""
+        if self._program is None:
+            fd = os.memfd_create("seccomp", os.MFD_CLOEXEC)
+            try:
+                rc = self.lib.seccomp_export_bpf(self.ctx, fd)
+                if rc < 0:
+                    raise ContainerError("export the seccomp filter", errno=-rc)
+                self._program = os.pread(fd, os.lseek(fd, 0, os.SEEK_END), 0)
+            finally:
+                os.close(fd)
+        return self._program
+
     def load(self):
-        """Install the filter. Precondition: no_new_privs is set (or CAP_SYS_ADMIN)."""
-        rc = self.lib.seccomp_load(self.ctx)
-        if rc < 0:
-            raise ContainerError("load the seccomp filter", errno=-rc)
+        """Install the filter. Precondition: no_new_privs is set (or CAP_SYS_ADMIN).
+
+        Without filter flags (TSYNC, LOG, SPEC_ALLOW: libseccomp's to apply),
+        the program libseccomp generated is loaded as it is, with the one
+        call libseccomp's own load ends in (PR_SET_SECCOMP); no_new_privs,
+        which libseccomp's load would also set, is already set (or, for a
+        bundle without it, left unset, as it asked)."""
+        if self.flags:
+            rc = self.lib.seccomp_load(self.ctx)
+            if rc < 0:
+                raise ContainerError("load the seccomp filter", errno=-rc)
+            return
+        import ctypes
+
+        class SockFprog(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+        program = self.program()
+        buffer = ctypes.create_string_buffer(program, len(program))
+        fprog = SockFprog(len(program) // 8, ctypes.addressof(buffer))
+        _libc_call("prctl", PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0,
+                   what="load the seccomp filter")
+
+
+# Filters built, by policy: libseccomp's build of one (a rule at a time, through
+# ctypes) is the costliest step of a container's start. The library's helper
+# builds each policy once, before it forks; its containers inherit the build.
+_filters = {}
+FILTERS_KEPT = 16
+
+
+def seccomp_filter(policy, no_new_privs=True):
+    """The SeccompFilter for `policy`, built once per process and policy."""
+    key = (repr(policy), no_new_privs)
+    built = _filters.get(key)
+    if built is None:
+        built = SeccompFilter(policy, no_new_privs)
+        if len(_filters) < FILTERS_KEPT:
+            _filters[key] = built
+    return built
+
+
+def remember_seccomp_program(policy, no_new_privs, program):
+    """Take `policy`'s program as built (by this process's parent, which
+    built it with seccomp_filter after this process was forked): loaded as
+    it is, as seccomp_filter's own would be. Only for a policy without
+    filter flags (those are libseccomp's to apply, at its load)."""
+    if policy.get("flags"):
+        return
+    built = SeccompFilter.__new__(SeccompFilter)
+    built.flags, built._program = (), program
+    _filters[(repr(policy), no_new_privs)] = built
 
 
 def seccomp_action(name, errno_ret, field):

@@ -23,6 +23,17 @@ def cli(*args, **kwargs):
     return subprocess.run([*CLI, *map(str, args)], **kwargs)
 
 
+# The library behind the same options (tests/library_door.py): the second door.
+LIBRARY_DOOR = [sys.executable, str(REPO / "tests" / "library_door.py")]
+
+
+def library_door(*args, **kwargs):
+    """As cli(), but `run` goes through minicontainer.run() in a Python caller."""
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("timeout", 60)
+    return subprocess.run([*LIBRARY_DOOR, *map(str, args)], **kwargs)
+
+
 def build_static(source, out, *flags):
     """Compile a C file statically; the result runs in an otherwise empty root."""
     subprocess.run(["gcc", "-static", "-O2", "-o", str(out), str(source), *flags],

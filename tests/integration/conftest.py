@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import helpers
-from helpers import (Container, Ownership, cli, container_cgroups, host_mounts, kept_network,
+from helpers import (Container, Ownership, cli, library_door, container_cgroups, host_mounts, kept_network,
                      live_monitors, network_leftovers, processes_rooted_under, wait_for)
 import registry_fixture
 
@@ -101,6 +101,13 @@ def start():
     yield _start
     for c in started:
         c.close()
+
+
+@pytest.fixture(params=["cli", "library"])
+def door(request):
+    """door("run", ...): the command line, or the library behind the same options
+    (the isolation, privilege and escape tests go through both)."""
+    return cli if request.param == "cli" else library_door
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ command or its interpreter through /proc/self/fd/N or /proc/self/exe
 symlinks, and a container's files read by minicontainer's own Python. Each
 attack is shown to work where it should (on the host, with a descriptor of
 the host's open, or with the protection off), so no check passes by accident.
+Each goes through both doors: the command line and the library (door).
 """
 import os
 import subprocess
@@ -32,14 +33,14 @@ def host_probe(tmp_path, probe):
     return path
 
 
-def test_command_through_a_leaked_host_descriptor_is_not_found(root, host_probe):
+def test_command_through_a_leaked_host_descriptor_is_not_found(door, root, host_probe):
     fd, leak = with_fd3("/")
     try:
         through = f"/proc/self/fd/3{host_probe}"
         # Control: with a descriptor of the host's / as fd 3, the path runs the host's file.
         assert subprocess.run([through, "pid"], capture_output=True, **leak).returncode == 0
         # minicontainer's caller leaks that descriptor; it is closed before anything is resolved.
-        result = cli("run", "--root", root, through, "pid", **leak)
+        result = door("run", "--root", root, through, "pid", **leak)
         assert (result.returncode, result.stdout) == (127, b"")
         # Passed on on purpose, it reaches the command, but exec does not follow it.
         result = cli("run", "--root", root, "--preserve-fds", 1, through, "pid", **leak)
@@ -49,11 +50,11 @@ def test_command_through_a_leaked_host_descriptor_is_not_found(root, host_probe)
 
 
 @pytest.mark.parametrize("options", [(), ("--init",)])
-def test_planted_link_to_a_host_file_does_not_run_it(root, host_probe, options):
+def test_planted_link_to_a_host_file_does_not_run_it(door, root, host_probe, options):
     """CVE-2019-5736's first half: the container's command is a host binary."""
     (root / "bin" / "app").symlink_to(f"/proc/self/fd/3{host_probe}")
     before = host_probe.read_bytes()
-    result = cli("run", "--root", root, *options, "/bin/app", "pid")
+    result = door("run", "--root", root, *options, "/bin/app", "pid")
     assert result.returncode in (126, 127) and b"pid" not in result.stdout
     assert host_probe.read_bytes() == before
     fd, leak = with_fd3("/")  # control: the link leads to the host's file where fd 3 is the host's /
@@ -64,11 +65,11 @@ def test_planted_link_to_a_host_file_does_not_run_it(root, host_probe, options):
         os.close(fd)
 
 
-def test_interpreter_line_through_a_host_descriptor_is_refused(root, host_probe):
+def test_interpreter_line_through_a_host_descriptor_is_refused(door, root, host_probe):
     script = root / "bin" / "script"
     script.write_text(f"#!/proc/self/fd/3{host_probe} pid\n")
     script.chmod(0o755)
-    result = cli("run", "--root", root, "/bin/script")
+    result = door("run", "--root", root, "/bin/script")
     assert result.returncode in (126, 127) and b"pid" not in result.stdout
     fd, leak = with_fd3("/")  # control: on the host the kernel follows it
     try:
@@ -77,17 +78,18 @@ def test_interpreter_line_through_a_host_descriptor_is_refused(root, host_probe)
         os.close(fd)
 
 
-def test_workdir_through_a_host_descriptor_is_refused(tmp_path, root):
+def test_workdir_through_a_host_descriptor_is_refused(door, tmp_path, root):
     """CVE-2024-21626: -w into the host, then ../ to read and write its files."""
     secret = tmp_path / "host" / "secret"
     secret.parent.mkdir()
     secret.write_text("host secret")
     (root / "wt").symlink_to(f"/proc/self/fd/3{secret.parent}")
     script = "cat secret; echo written > planted"
-    for options in ((), ("--preserve-fds", 1)):
+    # --preserve-fds is the command line's (the library passes no descriptor on)
+    for options in ((), ("--preserve-fds", 1)) if door is cli else ((),):
         fd, leak = with_fd3("/")
         try:
-            result = cli("run", "--root", root, *options, "-w", "/wt", "/bin/busybox", "sh", "-c",
+            result = door("run", "--root", root, *options, "-w", "/wt", "/bin/busybox", "sh", "-c",
                          script, **leak)
             # Control: the same link, followed on the host with fd 3 open, reads the secret.
             control = subprocess.run(["cat", root / "wt" / "secret"], capture_output=True, **leak)
@@ -100,14 +102,14 @@ def test_workdir_through_a_host_descriptor_is_refused(tmp_path, root):
 
 
 @pytest.mark.parametrize("option", ["--volume", "--tmpfs", "--workdir"])
-def test_mount_targets_through_a_host_descriptor_make_nothing_on_the_host(tmp_path, root, option):
+def test_mount_targets_through_a_host_descriptor_make_nothing_on_the_host(door, tmp_path, root, option):
     host_dir = tmp_path / "host"
     host_dir.mkdir()
     (root / "wt").symlink_to(f"/proc/self/fd/3{host_dir}")
     value = {"--volume": f"{tmp_path}:/wt/sub", "--tmpfs": "/wt/dir", "--workdir": "/wt/new"}[option]
     fd, leak = with_fd3("/")
     try:
-        result = cli("run", "--root", root, option, value, "/bin/probe", "pid", **leak)
+        result = door("run", "--root", root, option, value, "/bin/probe", "pid", **leak)
     finally:
         os.close(fd)
     assert result.returncode == 125 and b"magic link" in result.stderr
@@ -116,25 +118,25 @@ def test_mount_targets_through_a_host_descriptor_make_nothing_on_the_host(tmp_pa
     (root / "wt").unlink()
     (root / "wt").symlink_to("/inside")
     (root / "inside").mkdir()
-    assert cli("run", "--root", root, option, value, "/bin/probe", "pid").returncode == 0
+    assert door("run", "--root", root, option, value, "/bin/probe", "pid").returncode == 0
     assert [p.name for p in (root / "inside").iterdir()] == [value.rsplit("/", 1)[1]]
 
 
 @pytest.mark.parametrize("link", ["../../../../../../..", "/"])
-def test_mount_targets_climbing_out_stay_inside(tmp_path, root, link):
+def test_mount_targets_climbing_out_stay_inside(door, tmp_path, root, link):
     """A relative or absolute link that would climb out resolves at the root's /."""
     (root / "up").symlink_to(link)
-    assert cli("run", "--root", root, "--tmpfs", "/up/made-here", "/bin/probe", "pid").returncode == 0
+    assert door("run", "--root", root, "--tmpfs", "/up/made-here", "/bin/probe", "pid").returncode == 0
     assert (root / "made-here").is_dir()
     assert not os.path.exists("/made-here")
 
 
-def test_no_descriptor_of_the_hosts_reaches_set_up_or_command(root):
+def test_no_descriptor_of_the_hosts_reaches_set_up_or_command(door, root):
     """Whatever its caller leaked, only 0-2 reach the command, and nothing opened
     by minicontainer (cgroup or network state directories) is still open there."""
     fd, leak = with_fd3("/")
     try:
-        result = cli("run", "--root", root, "-m", "64m", "--pids-limit", 50, "/bin/probe", "fds",
+        result = door("run", "--root", root, "-m", "64m", "--pids-limit", 50, "/bin/probe", "fds",
                      **leak)
         control = subprocess.run([root / "bin" / "probe", "fds"], capture_output=True, **leak)
     finally:
@@ -162,15 +164,15 @@ def plant_modules(root):
     return dirs
 
 
-def test_modules_planted_in_the_root_never_load(tmp_path, root):
+def test_modules_planted_in_the_root_never_load(door, tmp_path, root):
     """minicontainer's processes after pivot_root see the container's files; a
     lazily imported module would run with every capability. None may load."""
     dirs = plant_modules(root)
     for options in ((), ("--init",), ("--ulimit", "nofile=64"), ("-u", "1000", "-w", "/new")):
-        result = cli("run", "--root", root, *options, "/bin/probe", "exit", 0)
+        result = door("run", "--root", root, *options, "/bin/probe", "exit", 0)
         assert result.returncode == 0, (options, result.stderr)
         assert not (root / "planted-module-ran").exists(), options
-    bad = cli("run", "--root", root, "/bin/not-here")  # a failure path too
+    bad = door("run", "--root", root, "/bin/not-here")  # a failure path too
     assert bad.returncode == 127 and not (root / "planted-module-ran").exists()
     # Control: the same interpreter, looking in those directories, loads them.
     marker = tmp_path / "marker"

@@ -10,6 +10,13 @@ import pytest
 
 from helpers import cli, container_pids, parent_of, wait_for
 
+
+@pytest.fixture
+def run(root, door):
+    """This module's tests go through both doors: the command line and the library."""
+    return lambda *args, **kw: door("run", "--root", root, *args, **kw)
+
+
 NAMESPACES = ("pid", "mnt", "uts", "ipc", "net", "cgroup")
 RELAX_ALL = ("--network", "host", "--ipc", "host", "--uts", "host", "--cgroupns", "host")
 

@@ -11,6 +11,13 @@ import pytest
 
 from _minicontainer import constants, spec
 
+
+@pytest.fixture
+def run(root, door):
+    """This module's tests go through both doors: the command line and the library."""
+    return lambda *args, **kw: door("run", "--root", root, *args, **kw)
+
+
 DEFAULT_MASK = sum(1 << spec.capability_numbers()[name] for name in constants.DEFAULT_CAPABILITIES)
 ALL_OFF = ("--seccomp", "unconfined", "--cap-add", "ALL")
 EPERM = b"error: Operation not permitted\n"

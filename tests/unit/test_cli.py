@@ -5,7 +5,7 @@ import signal
 import pytest
 
 import minicontainer as mc
-from _minicontainer import constants, container, errors, procs, supervise
+from _minicontainer import constants, container, errors, options, procs, supervise
 
 
 def test_error_prints_what_failed_then_why():
@@ -79,7 +79,7 @@ def test_root_comes_from_the_environment(tmp_path, capsys, monkeypatch):
 
 
 def test_run_options_stop_at_the_command():
-    ctx = mc.run.make_context("run", ["--root", "r", "ls", "-la", "--help", "--root", "x"])
+    ctx = mc.run_command.make_context("run", ["--root", "r", "ls", "-la", "--help", "--root", "x"])
     assert ctx.params["root"] == "r"
     assert ctx.params["command"] == ("ls", "-la", "--help", "--root", "x")
 
@@ -171,6 +171,6 @@ def test_a_bug_is_still_one_line_and_125(capsys, monkeypatch):
     def broken(root):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(mc, "check_run_root", broken)
+    monkeypatch.setattr(options, "check_run_root", broken)
     assert mc.main(["run", "true"]) == 125
     assert capsys.readouterr().err == "minicontainer: internal error: RuntimeError('boom')\n"
