@@ -291,7 +291,14 @@ def bind_root(root):
     and no setuid file or device node planted in the root may take effect.
     A bind mount does not inherit read-only or noexec from the mount it
     copies: they are carried over, so a root the user mounted read-only stays so."""
-    kept = os.statvfs(root).f_flag & (os.ST_RDONLY | os.ST_NOEXEC)
+    try:
+        kept = os.statvfs(root).f_flag & (os.ST_RDONLY | os.ST_NOEXEC)
+    except OSError as exc:
+        why = exc.strerror
+        if exc.errno == 13:  # EACCES: in a user namespace, its root is a mapped uid
+            why += (" (in a user namespace the container's root must be able to reach it:"
+                    " every directory above it searchable by its mapped uid)")
+        raise ContainerError(f"root {root}", why, exc.errno) from None
     mount(root, root, None, MS_BIND | MS_REC)
     mount(root, root, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV
           | (MS_RDONLY if kept & os.ST_RDONLY else 0) | (MS_NOEXEC if kept & os.ST_NOEXEC else 0))

@@ -478,3 +478,30 @@ def test_a_mount_through_a_link_is_checked_where_it_leads(bundle):
     seen = path / "rootfs" / "seen"
     assert wait_for(lambda: seen.exists() and seen.read_text() == "0\n0\n", 5)
     assert cli("delete", "--force", "linkok").returncode == 0
+
+
+def test_a_user_namespaces_root_it_cannot_reach_fails_create_in_one_line(bundle):
+    """Found while testing the ids above: a bundle in a directory the mapped
+    root cannot search (the test's own, 0700) came back from PID 1 as
+    PermissionError(13). It is one line naming the root now. Control: the
+    same bundle in a searchable directory creates and runs with mapped,
+    non-zero ids."""
+    import tempfile
+    path, config = bundle
+    in_user_namespace(config)
+    config["process"]["user"].update(uid=65535, gid=65535, additionalGids=[1, 65535])
+    config["process"].pop("oomScoreAdj", None)
+    write(path, config)
+    err = assert_refused(create(path, "unreach"), "unreach")
+    assert f"root {path}/rootfs: Permission denied (in a user namespace" in err, err
+    place = tempfile.mkdtemp(prefix="minicontainer-userns-")
+    os.chmod(place, 0o755)
+    try:
+        moved = shutil.move(str(path), place)
+        result = create(moved, "unreach")
+        assert result.returncode == 0, result.stderr
+        assert cli("start", "unreach").returncode == 0
+        assert wait_for(lambda: (state("unreach") or {}).get("status") == "stopped", 10)
+        assert cli("delete", "unreach").returncode == 0
+    finally:
+        shutil.rmtree(place)
