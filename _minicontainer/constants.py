@@ -94,6 +94,14 @@ SUPERBLOCK_FLAGS = ("sync", "async", "dirsync", "lazytime", "nolazytime", "mand"
 AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW = 0x100
 PATH_MAX, NAME_MAX = 4096, 255
+PROC_SUPER_MAGIC = 0x9FA0  # fstatfs's f_type of a proc file system
+# What a bundle may mount inside /proc besides /proc itself: runc's list (the
+# files lxcfs serves). Anything else there (a file over
+# /proc/sys/kernel/cap_last_cap, say) would change what the runtime reads.
+PROC_MOUNTS_ALLOWED = frozenset((
+    "/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
+    "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid"))
 MAX_FD = 2**31 - 1  # closerange's end: every descriptor from its start on
 
 # Docker's exit codes for failures that are not the command's own status.

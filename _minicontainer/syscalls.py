@@ -115,6 +115,14 @@ def openat2(dirfd, path, flags, resolve, mode=0):
         raise
 
 
+def filesystem_type(fd, what):
+    """fstatfs(2)'s f_type: the kind of file system `fd` (O_PATH will do) is on."""
+    import ctypes
+    buf = ctypes.create_string_buffer(512)  # struct statfs opens with f_type, a long
+    _libc_call("fstatfs", fd, buf, what=what)
+    return ctypes.c_long.from_buffer(buf).value
+
+
 def write_at(dir_fd, name, value, what, flags=0):
     """Write a value into a kernel file (a cgroup's, a sysctl's) below an open directory."""
     try:
