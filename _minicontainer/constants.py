@@ -249,8 +249,13 @@ HOLDER_RELEASE = signal.SIGRTMIN + 3
 # `minicontainer stop`'s word to a container's monitor: pass SIGTERM on, and
 # leave the SIGKILL after the timeout to the stop command (its -t).
 MONITOR_STOP = signal.SIGRTMIN + 2
+# A library container's supervisor gets it when the library's helper (so, the
+# caller) is gone: kill the container, then clean up as after any end. Not
+# SIGKILL: a supervisor killed between making the cgroups and forking the
+# holder would leave the cgroups with no one to remove them.
+SUPERVISOR_PDEATH = signal.SIGRTMIN + 4
 # What the supervisor blocks and waits for: the same set, or a signal is lost.
-SUPERVISOR_SIGNALS = SUPERVISED_SIGNALS + (HOLDER_DONE, MONITOR_STOP)
+SUPERVISOR_SIGNALS = SUPERVISED_SIGNALS + (HOLDER_DONE, MONITOR_STOP, SUPERVISOR_PDEATH)
 # exec, once told to end: how often it looks whether its process has ended
 # though unreaped (a tracer holds it), and how long its way in may take to
 # reap it before exec takes the status from /proc (seconds).

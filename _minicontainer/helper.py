@@ -28,8 +28,8 @@ The conversation (all on sockets the caller made; nothing is named on disk):
 The caller signals the supervisor through its pidfd, which passes signals on
 with the command line's rules (supervise.forward), or kills PID 1 through its
 own. The helper ends when the caller's end of its socket closes (the caller
-has exited); each supervisor dies with the helper, and its holder then kills
-the container and removes what it made: no container outlives its caller.
+has exited); each supervisor then gets SUPERVISOR_PDEATH, kills its container
+and removes what it made, as after any end: no container outlives its caller.
 May import: constants, errors, syscalls, procs, spec, cgroups, network, state, container,
 supervise.
 """
@@ -38,7 +38,9 @@ import os
 import signal
 import sys
 
-from .constants import EXIT_OWN_FAILURE, SCM_RIGHTS, SOL_SOCKET, SUPERVISOR_SIGNALS
+from .constants import (
+    EXIT_OWN_FAILURE, SCM_RIGHTS, SOL_SOCKET, SUPERVISOR_PDEATH, SUPERVISOR_SIGNALS,
+)
 from .errors import ContainerError
 from .syscalls import (
     SockFprog, die_with_parent, libseccomp, remember_seccomp_program, seccomp_filter,
@@ -154,7 +156,9 @@ def spare_main(conn, helper_pid):
     (nothing, if the helper has ended), then supervise that container."""
     import pickle
     signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
-    die_with_parent(helper_pid)
+    # The helper's end (the caller's) is a word to the supervisor, which kills
+    # its container and cleans up; a spare still waiting sees its socket close.
+    die_with_parent(helper_pid, SUPERVISOR_PDEATH)
     data, fds = receive(conn)
     conn.close()
     if not data or len(fds) != REQUEST_FDS:

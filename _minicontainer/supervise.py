@@ -14,7 +14,8 @@ import sys
 from .constants import (
     CLONE_NEWCGROUP, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUSER, EXIT_OWN_FAILURE, HELD_GRACE,
     HELD_POLL, HOLDER_DONE, HOLDER_PDEATH, HOLDER_RELEASE, MONITOR_STOP, PATH_MAX, SCM_RIGHTS,
-    SOL_SOCKET, STOP_SIGNALS, SUPERVISOR_SIGNALS, TERMINATING_SIGNALS, TIOCGWINSZ, TIOCSWINSZ,
+    SOL_SOCKET, STOP_SIGNALS, SUPERVISOR_PDEATH, SUPERVISOR_SIGNALS, TERMINATING_SIGNALS,
+    TIOCGWINSZ, TIOCSWINSZ,
 )
 from .errors import ContainerError
 from .syscalls import die_with_parent, libseccomp, setns, unshare
@@ -453,6 +454,8 @@ def supervise(spec, holder, report_fd, status_fd, tty_sock, on_pid=None, on_star
                 deadline = None
             elif info.si_signo == HOLDER_DONE:
                 code = os.read(status_fd, 1)[0]
+            elif info.si_signo == SUPERVISOR_PDEATH and pidfd is not None:
+                send(pidfd, signal.SIGKILL)  # the library's caller is gone: so is its container
             elif info.si_signo == signal.SIGWINCH and terminal is not None:
                 terminal.resize()
             elif info.si_signo == MONITOR_STOP and pidfd is not None:

@@ -339,6 +339,37 @@ def test_a_container_never_outlives_the_process_that_started_it(root):
     assert wait_for(lambda: processes_rooted_under(root) == [], 10), processes_rooted_under(root)
 
 
+CALLER_IN_A_LOOP = """
+import sys
+sys.path.insert(0, {repo!r})
+import minicontainer as mc
+print("go", flush=True)
+while True:
+    mc.run(["/bin/probe", "exit", "0"], root={root!r}, pids_limit=50, memory="64m")
+"""
+
+
+def test_a_caller_killed_at_any_moment_of_a_start_leaves_nothing(root):
+    """SIGKILL a caller that starts containers back to back, at random moments
+    of their starts: nothing named after it is left, no cgroup and no process."""
+    import random
+    script = CALLER_IN_A_LOOP.format(repo=str(REPO), root=str(root))
+    callers = []
+    for _ in range(25):
+        caller = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+        assert caller.stdout.readline() == b"go\n"
+        time.sleep(random.uniform(0.02, 0.2))
+        caller.kill()
+        caller.wait()
+        caller.stdout.close()
+        callers.append(caller.pid)
+
+    def left():
+        return [g for g in container_cgroups(everyone=True)
+                if any(f"minicontainer-{pid}-" in g for pid in callers)] + processes_rooted_under(root)
+    assert wait_for(lambda: not left(), 10), left()
+
+
 def test_ten_thousand_starts_in_small_keep_the_caller_flat_and_leave_nothing(root):
     """The bench runs 10,000; here 300: the caller's descriptors, threads,
     children and memory stay as they were, and nothing is left on the host."""
