@@ -170,6 +170,10 @@ class Cgroup:
     def __init__(self, version, path, controllers):
         self.version, self.path, self.controllers = version, path, frozenset(controllers)
         self.parent_fd = self.fd = None
+        # The directories this container made, top first, and so the only ones
+        # remove() may take: None for a group made by create() (the leaf);
+        # a bundle's cgroupsPath may name a group, or parents, that were there.
+        self.made = None
 
     def create(self):
         parent, name = os.path.split(self.path)
@@ -228,7 +232,8 @@ class Cgroup:
         os.close(self.fd)
         self.fd = None
         name, error = os.path.basename(self.path), None
-        for _ in range(200):  # dying tasks leave a group a moment after SIGKILL
+        for _ in range(200 if self.made is None or self.path in self.made else 0):
+            # dying tasks leave a group a moment after SIGKILL
             try:
                 os.rmdir(name, dir_fd=self.parent_fd)
                 error = None
@@ -243,7 +248,23 @@ class Cgroup:
                 time.sleep(0.005)
         os.close(self.parent_fd)
         self.parent_fd = None
-        return error
+        return error or remove_made_dirs([d for d in self.made or () if d != self.path])
+
+
+def remove_made_dirs(made):
+    """The parents a group's creation made, deepest first; one that holds
+    another group now (another container's, made below it since) stays, and
+    so do those above it. Returns an error text, or None."""
+    for path in reversed(made):
+        try:
+            os.rmdir(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            if exc.errno in (16, 39):  # EBUSY, ENOTEMPTY: in use by another group
+                return None
+            return f"remove cgroup {path}: {exc.strerror}"
+    return None
 
 
 def write_limits_v2(group, limits):
@@ -431,17 +452,23 @@ def make_oci_cgroups(path, resources, id, devices=()):
                                      "that is the hierarchy's root, not a container's group")
             base = os.path.join(mount, inside)
             group = Cgroup(version, base, names)
-            make_group_dirs(mount, base, names)
-            group.parent_fd = os.open(os.path.dirname(base), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            group.fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            # Never to be killed or removed by us: neither its processes nor those of
-            # the groups below it (kill --all and delete take the whole subtree, as
-            # runc's do; /system.slice's own cgroup.procs is empty).
-            if cgroup_members(base, visible=False):
-                os.close(group.fd)
-                os.close(group.parent_fd)
-                raise ContainerError(f"config.json: linux.cgroupsPath {path}", f"{base} already"
-                                     " holds processes: a container's group must be its own")
+            group.made = make_group_dirs(mount, base, names)
+            try:
+                group.parent_fd = os.open(os.path.dirname(base), os.O_RDONLY | os.O_DIRECTORY
+                                          | os.O_CLOEXEC)
+                group.fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                # Never to be killed or removed by us: neither its processes nor those of
+                # the groups below it (kill --all and delete take the whole subtree, as
+                # runc's do; /system.slice's own cgroup.procs is empty).
+                if cgroup_members(base, visible=False):
+                    raise ContainerError(f"config.json: linux.cgroupsPath {path}", f"{base} already"
+                                         " holds processes: a container's group must be its own")
+            except BaseException:
+                for fd in (group.fd, group.parent_fd):
+                    if fd is not None:
+                        os.close(fd)
+                remove_made_dirs(group.made)
+                raise
             groups.append(group)
         write_resources(groups, resources or {}, devices)
     except BaseException:
@@ -452,23 +479,32 @@ def make_oci_cgroups(path, resources, id, devices=()):
 
 def make_group_dirs(mount, path, names):
     """mkdir -p below a hierarchy's mount; a new cpuset group gets its parent's
-    cpus and mems (it can take no task without them)."""
+    cpus and mems (it can take no task without them). Returns the
+    directories it made, top first (those that were there are not its to
+    remove); on an error, it removes them again."""
     parts = os.path.relpath(path, mount).split("/")
-    current = mount
-    for part in parts:
-        current = os.path.join(current, part)
-        try:
-            os.mkdir(current, 0o755)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise ContainerError.from_os(f"create cgroup {current}", exc) from None
-        if "cpuset" in names:
-            for name in ("cpuset.cpus", "cpuset.mems"):
-                with open(os.path.join(os.path.dirname(current), name)) as f:
-                    value = f.read().strip()
-                with open(os.path.join(current, name), "w") as f:
-                    f.write(value)
+    current, made = mount, []
+    try:
+        for part in parts:
+            current = os.path.join(current, part)
+            try:
+                os.mkdir(current, 0o755)
+            except FileExistsError:
+                continue
+            made.append(current)
+            if "cpuset" in names:
+                for name in ("cpuset.cpus", "cpuset.mems"):
+                    with open(os.path.join(os.path.dirname(current), name)) as f:
+                        value = f.read().strip()
+                    with open(os.path.join(current, name), "w") as f:
+                        f.write(value)
+    except OSError as exc:
+        remove_made_dirs(made)
+        raise ContainerError.from_os(f"create cgroup {current}", exc) from None
+    except BaseException:
+        remove_made_dirs(made)
+        raise
+    return tuple(made)
 
 
 # linux.resources: each value's file, as (field, controller, v1 file, v2 file, how

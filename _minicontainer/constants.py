@@ -94,6 +94,14 @@ SUPERBLOCK_FLAGS = ("sync", "async", "dirsync", "lazytime", "nolazytime", "mand"
 AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW = 0x100
 PATH_MAX, NAME_MAX = 4096, 255
+PROC_SUPER_MAGIC = 0x9FA0  # fstatfs's f_type of a proc file system
+# What a bundle may mount inside /proc besides /proc itself: runc's list (the
+# files lxcfs serves). Anything else there (a file over
+# /proc/sys/kernel/cap_last_cap, say) would change what the runtime reads.
+PROC_MOUNTS_ALLOWED = frozenset((
+    "/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
+    "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid"))
 MAX_FD = 2**31 - 1  # closerange's end: every descriptor from its start on
 
 # Docker's exit codes for failures that are not the command's own status.
@@ -241,13 +249,13 @@ HOLDER_RELEASE = signal.SIGRTMIN + 3
 # `minicontainer stop`'s word to a container's monitor: pass SIGTERM on, and
 # leave the SIGKILL after the timeout to the stop command (its -t).
 MONITOR_STOP = signal.SIGRTMIN + 2
-# A library container's supervisor's parent-death signal (its parent, the
-# helper, ends when the caller has): kill the container, then clean up as
-# ever. Blocked and waited for like the rest, never a SIGKILL of the
-# supervisor, which would leave its cgroups if it came before the holder ran.
-CALLER_GONE = signal.SIGRTMIN + 4
+# A library container's supervisor gets it when the library's helper (so, the
+# caller) is gone: kill the container, then clean up as after any end. Not
+# SIGKILL: a supervisor killed between making the cgroups and forking the
+# holder would leave the cgroups with no one to remove them.
+SUPERVISOR_PDEATH = signal.SIGRTMIN + 4
 # What the supervisor blocks and waits for: the same set, or a signal is lost.
-SUPERVISOR_SIGNALS = SUPERVISED_SIGNALS + (HOLDER_DONE, MONITOR_STOP, CALLER_GONE)
+SUPERVISOR_SIGNALS = SUPERVISED_SIGNALS + (HOLDER_DONE, MONITOR_STOP, SUPERVISOR_PDEATH)
 # exec, once told to end: how often it looks whether its process has ended
 # though unreaped (a tracer holds it), and how long its way in may take to
 # reap it before exec takes the status from /proc (seconds).

@@ -16,15 +16,15 @@ from .constants import (
     CLONE_NEWUTS, DEPLOY_DIR, DEVICES, DEV_LINKS, EXIT_CANNOT_RUN, EXIT_NOT_FOUND, EXIT_OWN_FAILURE,
     IN_ROOT, MAX_FD, MNT_DETACH, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID,
     MOUNT_ATTR_OPTIONS, MOUNT_ATTR_RDONLY, MOUNT_PROPAGATION, MS_BIND, MS_MOVE, MS_NODEV, MS_NOEXEC,
-    MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, RESOLVE_NO_SYMLINKS, SCRATCH_DIRS,
-    SUPERBLOCK_FLAGS, SUPERVISED_SIGNALS, TERMINATING_SIGNALS,
+    MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, PROC_MOUNTS_ALLOWED, PROC_SUPER_MAGIC,
+    RESOLVE_NO_SYMLINKS, SCRATCH_DIRS, SUPERBLOCK_FLAGS, SUPERVISED_SIGNALS, TERMINATING_SIGNALS,
 )
 from .errors import ContainerError
 from .syscalls import (
-    attach_mount, clone_tree, die_with_parent, join_session_keyring, last_capability,
-    mount, new_mount, open_namespace, openat2, pivot_root, raise_ambient, seccomp_filter, set_link_up, set_mount_attrs,
-    set_personality, set_window_size, setdomainname, sethostname, setns, take_controlling_terminal,
-    umount2, unshare, write_at,
+    attach_mount, clone_tree, die_with_parent, filesystem_type, join_session_keyring,
+    last_capability, mount, new_mount, open_namespace, openat2, pivot_root, raise_ambient,
+    seccomp_filter, set_link_up, set_mount_attrs, set_personality, set_window_size,
+    setdomainname, sethostname, setns, take_controlling_terminal, umount2, unshare, write_at,
 )
 from .procs import exit_code, in_child, report
 from .spec import selinux_enabled, sysctl_namespace
@@ -244,7 +244,7 @@ def prepare_seccomp(spec):
         return None
     built = seccomp_filter(spec.seccomp, spec.no_new_privs)
     if not built.flags:
-        built.program()  # generated now: loading it is then one call
+        built.fprog()  # generated now: loading it is then one call
     return built
 
 
@@ -291,7 +291,14 @@ def bind_root(root):
     and no setuid file or device node planted in the root may take effect.
     A bind mount does not inherit read-only or noexec from the mount it
     copies: they are carried over, so a root the user mounted read-only stays so."""
-    kept = os.statvfs(root).f_flag & (os.ST_RDONLY | os.ST_NOEXEC)
+    try:
+        kept = os.statvfs(root).f_flag & (os.ST_RDONLY | os.ST_NOEXEC)
+    except OSError as exc:
+        why = exc.strerror
+        if exc.errno == 13:  # EACCES: in a user namespace, its root is a mapped uid
+            why += (" (in a user namespace the container's root must be able to reach it:"
+                    " every directory above it searchable by its mapped uid)")
+        raise ContainerError(f"root {root}", why, exc.errno) from None
     mount(root, root, None, MS_BIND | MS_REC)
     mount(root, root, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV
           | (MS_RDONLY if kept & os.ST_RDONLY else 0) | (MS_NOEXEC if kept & os.ST_NOEXEC else 0))
@@ -446,6 +453,7 @@ def mount_all(spec, handles):
                     set_mount_attrs(tree, options["rset"], clear=options["rclear"], recursive=True)
                 target_fd = open_target(handles, target, directory)
                 try:
+                    check_proc_target(handles, target, target_fd, kind)
                     attach_mount(tree, target_fd, target)
                 finally:
                     os.close(target_fd)
@@ -458,6 +466,26 @@ def mount_all(spec, handles):
             if entry.get("why"):  # the run option that asked for it
                 raise exc.within(entry["why"]) from None
             raise
+
+
+def check_proc_target(handles, target, target_fd, kind):
+    """Refuse a mount whose target, as it resolved in the root, is inside
+    /proc or on a proc file system, unless it is proc on /proc or on runc's
+    short list: a symlink in the rootfs (/x -> /proc/sys/kernel) hides it
+    from the check of the destination's name. Checked on the descriptor the
+    mount is attached to, so nothing can be swapped in between (runc checks
+    its securejoin'd path the same way)."""
+    root = os.readlink(f"/proc/self/fd/{handles.root_fd}")
+    where = os.readlink(f"/proc/self/fd/{target_fd}")
+    resolved = "/" + os.path.relpath(where, root) if where != root else "/"
+    if resolved.startswith("/.."):
+        raise ContainerError(f"mount on {target}", f"it resolves to {where}, outside the root")
+    if resolved == "/proc" and kind == "proc" or resolved in PROC_MOUNTS_ALLOWED:
+        return
+    if (resolved == "/proc" or resolved.startswith("/proc/")
+            or filesystem_type(target_fd, f"fstatfs {target}") == PROC_SUPER_MAGIC):
+        raise ContainerError(f"mount on {target}", f"it leads to {resolved}: cannot be mounted"
+                             " because it is inside /proc (as runc refuses it)")
 
 
 def mount_cgroups(handles, target, options):
@@ -765,7 +793,7 @@ def check_command(command, path, spec, env, handles):
     compared with this process's own executable.
     """
     own = os.stat("/proc/self/exe")
-    search = [path] if "/" in path else [os.path.join(d, path) for d in env["PATH"].split(":") if d]
+    search = command_candidates(path, env)
     for candidate in search:
         for _ in range(5):
             candidate = os.path.join(spec.workdir, candidate)  # relative: from the working dir
@@ -827,8 +855,17 @@ def find_command(spec, env, handles):
     command = spec.command[0]
     path = resolve_command(command, spec.workdir)
     check_command(command, path, spec, env, handles)
-    candidates = [path] if "/" in path else [os.path.join(d, path) for d in env["PATH"].split(":") if d]
-    found = next((c for c in candidates if os.path.exists(c)), None)
+    candidates = command_candidates(path, env)
+    if "/" not in path and not env.get("PATH"):
+        # As runc's init: it searches the container's PATH and no default of
+        # its own (its environment is the process's), so a bare name with
+        # none is not found (exec: "sh": executable file not found in $PATH).
+        raise ContainerError(f"exec {command}", "not found in the container (its environment"
+                             " has no PATH to search)", code=EXIT_NOT_FOUND)
+    # A search takes the first executable file, as execvp and Go's LookPath
+    # (runc's) do: a directory of that name (".") is none.
+    found = next((c for c in candidates if os.path.exists(c) if "/" in path
+                  or (not os.path.isdir(c) and os.access(c, os.X_OK))), None)
     if found is None:
         raise ContainerError(f"exec {command}", "not found in the container (no such file or"
                              " directory)", code=EXIT_NOT_FOUND)
@@ -840,15 +877,23 @@ def find_command(spec, env, handles):
     return path
 
 
+def command_candidates(path, env):
+    """Where exec will look for `path`: itself if it has a "/", else in each
+    directory of the environment's PATH (none without one)."""
+    if "/" in path:
+        return [path]
+    return [os.path.join(d, path) for d in env.get("PATH", "").split(":") if d]
+
+
 def exec_command(spec, path, env, handles):
     """Replace this process with the command; on failure say why, docker-style."""
     try:
         os.execvpe(path, spec.command, env)
     except OSError as exc:
-        raise exec_error(spec.command[0], path, env["PATH"], exc, spec, handles) from None
+        raise exec_error(spec.command[0], path, env, exc, spec, handles) from None
 
 
-def exec_error(command, path, search_path, exc, spec, handles):
+def exec_error(command, path, env, exc, spec, handles):
     """Turn a failed exec into 127 (not found) or 126 (found but cannot run).
 
     Why an ELF file would not run (a missing interpreter, another machine's
@@ -857,7 +902,7 @@ def exec_error(command, path, search_path, exc, spec, handles):
     """
     import errno
     what = f"exec {command}"
-    candidates = [path] if "/" in path else [os.path.join(d, path) for d in search_path.split(":")]
+    candidates = command_candidates(path, env)
     found = next((c for c in candidates if os.path.exists(c)), None)
     if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG) and found is None:
         return ContainerError(what, "not found in the container (no such file or directory)",
@@ -1177,6 +1222,8 @@ def exec_way_in(spec, handles, pidfd, supervisor_pid, detached, rootless):
     network namespace, that it could read or trace before its execve. This
     one tells the supervisor that process's pid (to pass signals to it),
     then passes its status on as its own; with -d it goes."""
+    import errno
+    import select
     if not detached:
         die_with_parent(supervisor_pid)
     hide_process("minicontainer exec")
@@ -1186,8 +1233,18 @@ def exec_way_in(spec, handles, pidfd, supervisor_pid, detached, rootless):
     if not rootless:
         raise_rlimit_ceilings(spec)  # while it has the host's privilege
     forbid_imports()
-    apart = enter_namespaces(spec, pidfd, in_user_namespace=rootless)
-    process = os.fork()
+    try:
+        apart = enter_namespaces(spec, pidfd, in_user_namespace=rootless)
+        process = os.fork()
+    except (ContainerError, OSError) as exc:
+        if exc.errno in (errno.ESRCH, errno.ENOMEM):
+            # PID 1 is ending: its namespaces go (setns: ESRCH), its PID
+            # namespace takes no one new (fork: ENOMEM), a moment before its
+            # pidfd says it has ended. Wait for that, so the supervisor can tell.
+            select.select([pidfd], [], [], 2)
+        if isinstance(exc, OSError):
+            raise ContainerError.from_os("fork into the container", exc) from None
+        raise
     if process == 0:
         # The exec'd process: the container's PID namespace and (but its cgroup
         # namespace) all its others, root there; ends in exec.

@@ -14,7 +14,14 @@ from .constants import EXIT_OWN_FAILURE
 # ---------------------------------------------------------------------------
 
 class ContainerError(Exception):
-    """A failure to report as `minicontainer: what: why` with exit `code`."""
+    """A failure to report as `minicontainer: what: why` with exit `code`.
+
+    The library raises it as minicontainer.ContainerError: str() is the
+    command line's one line (without "minicontainer: "), .code its exit
+    status (125; 126 or 127 for a command that cannot run or is not found).
+    """
+
+    __module__ = "minicontainer"  # its public name
 
     def __init__(self, what, why=None, errno=None, code=EXIT_OWN_FAILURE):
         super().__init__(what)

@@ -28,9 +28,8 @@ The conversation (all on sockets the caller made; nothing is named on disk):
 The caller signals the supervisor through its pidfd, which passes signals on
 with the command line's rules (supervise.forward), or kills PID 1 through its
 own. The helper ends when the caller's end of its socket closes (the caller
-has exited); each supervisor is then told (CALLER_GONE, its parent-death
-signal), kills its container and removes what it made: no container
-outlives its caller.
+has exited); each supervisor then gets SUPERVISOR_PDEATH, kills its container
+and removes what it made, as after any end: no container outlives its caller.
 What the helper trusts: only requests its own uid sends (SCM_CREDENTIALS: a
 caller that dropped root keeps the socket); of a request, only its seccomp
 policy is read here, the rest passed on unread from one buffer that is
@@ -43,9 +42,13 @@ import os
 import signal
 import sys
 
-from .constants import CALLER_GONE, EXIT_OWN_FAILURE, SCM_RIGHTS, SOL_SOCKET, SUPERVISOR_SIGNALS
+from .constants import (
+    EXIT_OWN_FAILURE, SCM_RIGHTS, SOL_SOCKET, SUPERVISOR_PDEATH, SUPERVISOR_SIGNALS,
+)
 from .errors import ContainerError
-from .syscalls import die_with_parent, libseccomp, remember_seccomp_program, seccomp_filter
+from .syscalls import (
+    SockFprog, die_with_parent, libseccomp, remember_seccomp_program, seccomp_filter,
+)
 from .procs import in_child, report
 from .supervise import run_container
 
@@ -108,9 +111,14 @@ def main(fd):
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
-    for name in ("ctypes", "prctl", "resource", "_socket", "select", "stat", "errno"):
-        __import__(name)  # what a container's start imports as it goes: once, here
+    # What a container's start imports as it goes (PID 1 may load no module
+    # once it is in the root: container.forbid_imports), loaded here, once;
+    # warnings is os.get_exec_path's, which finds a command in PATH.
+    for name in ("ctypes", "prctl", "resource", "_socket", "select", "stat", "errno", "time",
+                 "warnings"):
+        __import__(name)
     libseccomp()
+    SockFprog()  # the ctypes type a filter is loaded with
     gc.freeze()
     helper_pid, own_uid = os.getpid(), os.getuid()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # set by the caller too, before
@@ -192,9 +200,9 @@ def spare_main(conn, helper_pid):
     (nothing, if the helper has ended), then supervise that container."""
     import pickle
     signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
-    # Told, not killed, when the helper ends (see CALLER_GONE): a SIGKILL here
-    # while its cgroups were made but its holder not yet forked left them.
-    die_with_parent(helper_pid, CALLER_GONE)
+    # The helper's end (the caller's) is a word to the supervisor, which kills
+    # its container and cleans up; a spare still waiting sees its socket close.
+    die_with_parent(helper_pid, SUPERVISOR_PDEATH)
     data, fds = receive(conn)
     conn.close()
     if not data or len(fds) != REQUEST_FDS:
@@ -270,7 +278,7 @@ def supervisor_main(spec, network, fds, owner, helper_pid):
     except ContainerError as exc:
         report(control, f"error {exc.code} {exc}")
         return exc.code
-    if os.getppid() != helper_pid:  # killed for CALLER_GONE: say so, not a status of its own
+    if os.getppid() != helper_pid:  # ended for SUPERVISOR_PDEATH: say so, not a status of its own
         report(control, f"error {EXIT_OWN_FAILURE} the library's helper process ended (killed?)"
                         " before the container did")
         return EXIT_OWN_FAILURE

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+from typing import IO, Any, Iterable, Mapping, Optional, Sequence, Union
 
 from .constants import DEFAULT_ROOT, DEFAULT_STOP_TIMEOUT
 from .errors import ContainerError, one_line
@@ -22,6 +23,11 @@ from .spec import DEFAULT_SUBNET
 from .options import run_spec
 
 PIPE, DEVNULL, STDOUT = subprocess.PIPE, subprocess.DEVNULL, subprocess.STDOUT
+# The types of the public calls' arguments.
+StrPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+Args = Union[StrPath, Sequence[StrPath]]
+File = Union[None, int, IO[Any]]
+Strings = Union[str, Iterable[str]]
 CompletedProcess = subprocess.CompletedProcess
 TimeoutExpired = subprocess.TimeoutExpired
 CalledProcessError = subprocess.CalledProcessError
@@ -193,24 +199,6 @@ def strings(name, values):
         raise TypeError(f"{name} must be a str or an iterable of str, not {values!r}") from None
 
 
-def path_option(name, value):
-    """A path option (workdir): a str, bytes or path-like, or None."""
-    if value is None:
-        return None
-    try:
-        return os.fsdecode(value)
-    except TypeError:
-        raise TypeError(f"{name} must be a str, bytes or path-like, not {value!r}") from None
-
-
-def text_option(name, value):
-    """A word option (hostname, entrypoint): a str or None, as is; what is
-    neither is refused here, before the command line's parsers meet it."""
-    if value is None or isinstance(value, str):
-        return value
-    raise TypeError(f"{name} must be a str, not {value!r}")
-
-
 def volume_option(volume):
     """A volume: "HOST:CONTAINER[:ro]", or (host, container) / (host, container, "ro")."""
     if isinstance(volume, (tuple, list)):
@@ -239,18 +227,18 @@ def describe(args, root, options):
     if isinstance(volumes, (str, bytes, os.PathLike)):  # one volume, not one per character
         volumes = [volumes]
     spec, network = run_spec(
-        os.fsdecode(root), command_args(args),
-        hostname=text_option("hostname", o.pop("hostname", None)), network=o.pop("network", "none"),
-        subnet=o.pop("subnet", DEFAULT_SUBNET), publish=strings("publish", o.pop("publish", ())),
+        os.fspath(root), command_args(args),
+        hostname=text_option("hostname", o.pop("hostname", None)), network=text_option("network", o.pop("network", "none")),
+        subnet=text_option("subnet", o.pop("subnet", DEFAULT_SUBNET)), publish=strings("publish", o.pop("publish", ())),
         outbound=bool(o.pop("outbound", False)),
-        ipc=o.pop("ipc", "private"), uts=o.pop("uts", "private"),
-        cgroupns=o.pop("cgroupns", "private"), userns=o.pop("userns", None),
+        ipc=text_option("ipc", o.pop("ipc", "private")), uts=text_option("uts", o.pop("uts", "private")),
+        cgroupns=text_option("cgroupns", o.pop("cgroupns", "private")), userns=text_option("userns", o.pop("userns", None)),
         uidmap=strings("uidmap", o.pop("uidmap", ())), gidmap=strings("gidmap", o.pop("gidmap", ())),
         init=bool(o.pop("init", False)),
         security_opt=strings("security_opt", o.pop("security_opt", ())),
         cap_add=strings("cap_add", o.pop("cap_add", ())),
         cap_drop=strings("cap_drop", o.pop("cap_drop", ())),
-        seccomp=o.pop("seccomp", "default"), user=user_option(o.pop("user", None)),
+        seccomp=text_option("seccomp", o.pop("seccomp", "default")), user=user_option(o.pop("user", None)),
         memory=number("memory", o.pop("memory", None), int, text=True),
         memory_swap=number("memory_swap", o.pop("memory_swap", None), int, text=True),
         pids_limit=number("pids_limit", o.pop("pids_limit", None), int),
@@ -258,14 +246,20 @@ def describe(args, root, options):
         cpu_shares=number("cpu_shares", o.pop("cpu_shares", None), int),
         ulimit=strings("ulimits", o.pop("ulimits", ())), env=env,
         env_file=strings("env_file", o.pop("env_file", ())),
-        workdir=path_option("workdir", o.pop("workdir", None)),
-        entrypoint=text_option("entrypoint", o.pop("entrypoint", None)),
+        workdir=text_option("workdir", o.pop("workdir", None)), entrypoint=text_option("entrypoint", o.pop("entrypoint", None)),
         volume=tuple(volume_option(v) for v in volumes),
         tmpfs=strings("tmpfs", o.pop("tmpfs", ())), read_only=bool(o.pop("read_only", False)),
         read_only_tmpfs=bool(o.pop("read_only_tmpfs", True)),
         stop_timeout=number("stop_timeout", o.pop("stop_timeout", DEFAULT_STOP_TIMEOUT), int))
     assert not o, o  # every option is named in the signatures below
     return spec, network
+
+
+def text_option(name, value):
+    """A str option (workdir, hostname, entrypoint, network, ...) or None."""
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"{name} must be a str, not {value!r}")
 
 
 def user_option(user):
@@ -319,26 +313,31 @@ class Popen:
     process that started it.
     """
 
-    def __init__(self, args, *, root=DEFAULT_ROOT, stdin=None, stdout=None, stderr=None,
-                 text=False, encoding=None, errors=None, bufsize=-1, universal_newlines=None,
-                 env=None, workdir=None, user=None, network="none", memory=None,
-                 memory_swap=None, cpus=None, cpu_shares=None, pids_limit=None, ulimits=(),
-                 read_only=False, read_only_tmpfs=True, volumes=(), tmpfs=(), hostname=None,
-                 cap_add=(), cap_drop=(), seccomp="default", security_opt=(), init=False,
-                 entrypoint=None, ipc="private", uts="private", cgroupns="private",
-                 userns=None, uidmap=(), gidmap=(), publish=(), outbound=False,
-                 subnet=DEFAULT_SUBNET, stop_timeout=DEFAULT_STOP_TIMEOUT, env_file=()):
+    def __init__(self, args: Args, *, root: StrPath = DEFAULT_ROOT, stdin: File = None,
+                 stdout: File = None, stderr: File = None, text: bool = False,
+                 encoding: Optional[str] = None, errors: Optional[str] = None,
+                 bufsize: int = -1, universal_newlines: Optional[bool] = None,
+                 env: Union[None, Mapping[str, str], Iterable[str]] = None,
+                 workdir: Optional[str] = None, user: Union[None, str, int] = None,
+                 network: str = "none", memory: Union[None, int, str] = None,
+                 memory_swap: Union[None, int, str] = None, cpus: Optional[float] = None,
+                 cpu_shares: Optional[int] = None, pids_limit: Optional[int] = None,
+                 ulimits: Strings = (), read_only: bool = False, read_only_tmpfs: bool = True,
+                 volumes: Iterable[Union[str, Sequence[StrPath]]] = (), tmpfs: Strings = (),
+                 hostname: Optional[str] = None, cap_add: Strings = (), cap_drop: Strings = (),
+                 seccomp: str = "default", security_opt: Strings = (), init: bool = False,
+                 entrypoint: Optional[str] = None, ipc: str = "private", uts: str = "private",
+                 cgroupns: str = "private", userns: Optional[str] = None, uidmap: Strings = (),
+                 gidmap: Strings = (), publish: Strings = (), outbound: bool = False,
+                 subnet: str = DEFAULT_SUBNET, stop_timeout: int = DEFAULT_STOP_TIMEOUT,
+                 env_file: Strings = ()) -> None:
         import socket
         self.args = args
         self.returncode = self.pid = None
         self.stdin = self.stdout = self.stderr = None
         self.text_mode = bool(text or encoding or errors or universal_newlines)
         self.encoding, self.errors = encoding, errors
-        # Two locks, as subprocess's: _waiting is held by the one thread that
-        # reads the supervisor's words (wait, poll); _lock, briefly, by whoever
-        # touches the pidfds and returncode. So kill() from a watchdog thread
-        # is never stuck behind a wait() that waits for exactly that kill.
-        self._lock, self._waiting = threading.Lock(), threading.Lock()
+        self._lock, self._fds_lock = threading.Lock(), threading.Lock()
         self._owner = os.getpid()  # a forked child's copy is not the container's handle
         check_stream_options(self.text_mode, encoding, errors, bufsize)
         self._control = self._supervisor = self._pid1 = None
@@ -474,10 +473,11 @@ class Popen:
             except OSError:
                 pass
         control, self._control = self._control, None
-        for name in ("_supervisor", "_pid1"):
-            if getattr(self, name) is not None:
-                os.close(getattr(self, name))
-                setattr(self, name, None)
+        with self._fds_lock:
+            for name in ("_supervisor", "_pid1"):
+                if getattr(self, name) is not None:
+                    os.close(getattr(self, name))
+                    setattr(self, name, None)
         if control is not None:
             threading.Thread(target=finish_abandoned, args=(control,), daemon=True).start()
 
@@ -485,14 +485,12 @@ class Popen:
         """The supervisor's last word: set returncode, or raise its error."""
         kind, _, rest = words.partition(" ")
         if kind == "exit":
-            with self._lock:
-                self.returncode = int(rest.split()[0])
-                self._close_control()
+            self.returncode = int(rest.split()[0])
+            self._close_control()
             if self.pid is None:  # ended before it was told to have started
                 raise ContainerError("run", "the container ended before its command started")
             return
-        with self._lock:
-            self._close_control()
+        self._close_control()
         if kind == "error":
             code, _, message = rest.partition(" ")
             raise error_from_line(message, int(code))
@@ -500,30 +498,30 @@ class Popen:
                              " container did")
 
     def _close_control(self):
-        for name in ("_supervisor", "_pid1"):
-            fd = getattr(self, name)
-            if fd is not None:
-                os.close(fd)
-                setattr(self, name, None)
+        with self._fds_lock:  # never while a signal goes through one of them
+            for name in ("_supervisor", "_pid1"):
+                fd = getattr(self, name)
+                if fd is not None:
+                    os.close(fd)
+                    setattr(self, name, None)
         if self._control is not None:
             self._control.close()
             self._control = None
 
-    def poll(self):
-        """The returncode if the container has ended, else None (also while
-        another thread waits for it, as subprocess's poll)."""
-        if not self._waiting.acquire(blocking=False):
-            return self.returncode
-        self._waiting.release()
+    def poll(self) -> Optional[int]:
+        """The returncode if the container has ended, else None."""
         return self.wait(timeout=0, raising=False)
 
-    def wait(self, timeout=None, raising=True):
+    def wait(self, timeout: Optional[float] = None, raising: bool = True) -> Optional[int]:
         """Wait until the command has ended and the container is gone; its
-        returncode. TimeoutExpired if `timeout` seconds pass first (also
-        while another thread waits)."""
+        returncode. TimeoutExpired if `timeout` seconds pass first."""
         import time
+        if self.returncode is not None:
+            return self.returncode
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._waiting.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+        # One thread reads the supervisor's word; another waits its turn, no
+        # longer than its own timeout (poll does not wait at all), as subprocess's.
+        if not self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
             if raising:
                 raise TimeoutExpired(self.args, timeout)
             return None
@@ -541,12 +539,12 @@ class Popen:
                 self._ended(words)
             return self.returncode
         finally:
-            self._waiting.release()
+            self._lock.release()
 
-    def send_signal(self, sig):
+    def send_signal(self, sig: int) -> None:
         """Signal the container as `minicontainer run` passes a signal on."""
         sig = signal.Signals(sig)
-        with self._lock:
+        with self._fds_lock:  # not the waiters' lock: a thread may kill what another waits for
             if self.returncode is not None or self._supervisor is None:
                 return
             target = self._supervisor
@@ -559,15 +557,16 @@ class Popen:
             except ProcessLookupError:
                 pass
 
-    def terminate(self):
+    def terminate(self) -> None:
         """SIGTERM: the command ends (at once, if its PID 1 does not handle it)."""
         self.send_signal(signal.SIGTERM)
 
-    def kill(self):
+    def kill(self) -> None:
         """SIGKILL to PID 1: the container and every process in it end."""
         self.send_signal(signal.SIGKILL)
 
-    def communicate(self, input=None, timeout=None):
+    def communicate(self, input: Union[None, bytes, str] = None,
+                    timeout: Optional[float] = None) -> tuple[Any, Any]:
         """Send input, read stdout and stderr to their end, wait: (stdout, stderr)."""
         import selectors
         import time
@@ -644,7 +643,7 @@ class Popen:
                 except OSError:
                     pass
 
-    def __enter__(self):
+    def __enter__(self) -> "Popen":
         return self
 
     def __exit__(self, kind, value, traceback):
@@ -710,9 +709,11 @@ def error_from_line(message, code):
 # run
 # ---------------------------------------------------------------------------
 
-def run(args, *, root=DEFAULT_ROOT, stdin=None, input=None, stdout=None, stderr=None,
-        capture_output=False, text=False, encoding=None, errors=None, timeout=None,
-        check=False, **options):
+def run(args: Args, *, root: StrPath = DEFAULT_ROOT, stdin: File = None,
+        input: Union[None, bytes, str] = None, stdout: File = None, stderr: File = None,
+        capture_output: bool = False, text: bool = False, encoding: Optional[str] = None,
+        errors: Optional[str] = None, timeout: Optional[float] = None, check: bool = False,
+        **options: Any) -> "subprocess.CompletedProcess[Any]":
     """Run args in a new container on `root` and wait for it, as subprocess.run.
 
     Returns a subprocess.CompletedProcess: args, returncode (the command's

@@ -14,7 +14,7 @@ from .constants import CLONE_NEWPID, FORWARDED_SIGNALS, MAX_FD, MONITOR_STOP
 from .errors import ContainerError
 from .procs import alive, fork, in_child
 from .spec import Spec
-from .cgroups import Cgroup, cgroup_hierarchies, cgroup_members, remove_cgroups
+from .cgroups import Cgroup, cgroup_hierarchies, cgroup_members, remove_cgroups, remove_made_dirs
 from .state import (
     CREATED, CREATING, DEAD, EXITED, PAUSED, RUNNING, human_duration, oci_state, parse_iso,
 )
@@ -146,10 +146,16 @@ def remove_container(entry, force):
 
 
 def recorded_cgroups(entry):
-    """The cgroups an entry records, opened for removal (those already gone skipped)."""
+    """The cgroups an entry records, opened for removal (those already gone
+    skipped), each with the directories its creation made (a bundle's: see
+    Cgroup.made; an entry without the record made only its groups)."""
     groups = []
+    made = entry.data.get("cgroups_made")
     for version, path in entry.data.get("cgroups") or ():
         group = Cgroup(version, path, ())
+        if isinstance(made, dict):  # the group and its parents only, whatever the file says
+            group.made = tuple(d for d in made.get(path) or () if isinstance(d, str)
+                               and (d == path or path.startswith(d.rstrip("/") + "/")))
         try:
             group.parent_fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY
                                       | os.O_CLOEXEC)
@@ -158,6 +164,7 @@ def recorded_cgroups(entry):
         except OSError:
             if group.parent_fd is not None:
                 os.close(group.parent_fd)
+            remove_made_dirs([d for d in group.made or () if d != path])  # the group is gone
     return groups
 
 
@@ -227,10 +234,10 @@ def container_root_fd(entry):
     try:
         fd = os.open(f"/proc/{pid1[0]}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except (OSError, TypeError):
-        raise ContainerError(f"exec {entry.name}", "it is not running") from None
+        raise ContainerError(f"exec {entry.name}", "it is not running (it exited)") from None
     if not alive(pid1):
         os.close(fd)
-        raise ContainerError(f"exec {entry.name}", "it is not running")
+        raise ContainerError(f"exec {entry.name}", "it is not running (it exited)")
     return fd
 
 

@@ -13,8 +13,9 @@ from . import __version__
 from .constants import (
     CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWUTS, CONTAINER_PATH,
     DEFAULT_CAPABILITIES, DEFAULT_HOSTNAME, KERNEL_MOUNTS, MASKED_PATHS, MOUNT_ATTR_OPTIONS,
-    MOUNT_PROPAGATION, NAMESPACED_SYSCTLS, OCI_NAMESPACES, PER_LINUX, PER_LINUX32, READONLY_PATHS,
-    SCMP_ACTIONS, SCMP_OPS, SECCOMP_ARCHES, SECCOMP_FLAG_ATTRIBUTES, SUPERBLOCK_FLAGS,
+    MOUNT_PROPAGATION, NAMESPACED_SYSCTLS, OCI_NAMESPACES, PATH_MAX, PER_LINUX, PER_LINUX32,
+    PROC_MOUNTS_ALLOWED, READONLY_PATHS, SCMP_ACTIONS, SCMP_OPS, SECCOMP_ARCHES,
+    SECCOMP_FLAG_ATTRIBUTES, SUPERBLOCK_FLAGS,
 )
 from .errors import ContainerError, one_line
 from .syscalls import default_seccomp, open_namespace, seccomp_action
@@ -38,6 +39,9 @@ def check_oci_id(id):
 
 
 UINT16, UINT32, INT64, UINT64 = (0, 2**16 - 1), (0, 2**32 - 1), (-2**63, 2**63 - 1), (0, 2**64 - 1)
+# A user or group id: a uid_t, but not (uid_t)-1, which setresuid, setgid and
+# setgroups take as "unchanged" or refuse (EINVAL): the kernel has no such id.
+ID = (0, 2**32 - 2)
 
 
 class ConfigValue:
@@ -174,6 +178,8 @@ def load_bundle(bundle, id, preserve_fds=0, keyring=True):
     process = config["process"]
     if not process["args"].texts():
         raise ContainerError("config.json: process.args", "missing: nothing to run")
+    if not process["args"].texts()[0]:
+        raise process["args"].items()[0].bad("empty: no program to run")
     root = config["root"]["path"].text("")
     if not root:
         raise ContainerError("config.json: root.path", "missing")
@@ -208,6 +214,7 @@ def load_bundle(bundle, id, preserve_fds=0, keyring=True):
     elif spec.uid_map or spec.gid_map:
         raise ContainerError(f"config.json: linux.{'uidMappings' if spec.uid_map else 'gidMappings'}",
                              "mappings need a user namespace")
+    check_ids_mapped(spec, "config.json: process.user")
     for unsupported in ("intelRdt", "memoryPolicy", "timeOffsets"):
         if linux[unsupported].object():
             raise ContainerError(f"config.json: linux.{unsupported}", "not supported by this runtime")
@@ -220,19 +227,53 @@ def load_bundle(bundle, id, preserve_fds=0, keyring=True):
                             "resources": oci_resources(linux["resources"])}}
 
 
+def ngroups_max():
+    """The kernel's NGROUPS_MAX: setgroups takes no more supplementary groups."""
+    try:
+        with open("/proc/sys/kernel/ngroups_max") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 65536
+
+
+def check_ids_mapped(spec, what):
+    """In a user namespace, the process's uid, gid and additional gids must be
+    ids it maps: setuid, setgid and setgroups refuse any other (EINVAL)."""
+    if not spec.namespaces & CLONE_NEWUSER:
+        return
+    uid, gid, _ = spec.user
+    for name, ids, mapping, field in (
+            ("uid", (uid,), spec.uid_map, "uidMappings"),
+            ("gid", (gid,), spec.gid_map, "gidMappings"),
+            ("additionalGids", spec.additional_gids, spec.gid_map, "gidMappings")):
+        for id in ids:
+            if not any(inside <= id < inside + count for inside, _, count in mapping):
+                raise ContainerError(f"{what}.{name} {id}", "not mapped in the container's"
+                                     f" user namespace (linux.{field})")
+
+
 def load_process(spec, process):
     """process (a ConfigValue): args, env, cwd, terminal, user, capabilities,
     rlimits, noNewPrivileges, terminal size, OOM score."""
     import resource
     spec.command = tuple(process["args"].texts())
     spec.env = tuple(oci_env(process["env"]))
+    if "/" not in spec.command[0] and not dict(spec.env).get("PATH"):
+        # runc's init searches the process's PATH and has no default of its own.
+        raise process["env"].bad(f"no PATH to search for {spec.command[0]!r} (process.args[0]"
+                                 " is a bare name)")
     spec.workdir = process["cwd"].text() or "/"
     if not spec.workdir.startswith("/"):
-        raise process["cwd"].bad(f"{spec.workdir}: must be absolute")
+        raise process["cwd"].bad(f"{spec.workdir!r}: must be absolute")
+    if len(spec.workdir.encode()) >= PATH_MAX:  # chdir would say ENAMETOOLONG, once made
+        raise process["cwd"].bad(f"longer than PATH_MAX ({PATH_MAX} bytes)")
     spec.tty = process["terminal"].flag()
     user = process["user"]
-    spec.user = (user["uid"].integer(0, UINT32), user["gid"].integer(0, UINT32), "/")
-    spec.additional_gids = tuple(user["additionalGids"].integers(UINT32))
+    spec.user = (user["uid"].integer(0, ID), user["gid"].integer(0, ID), "/")
+    spec.additional_gids = tuple(user["additionalGids"].integers(ID))
+    if len(spec.additional_gids) > ngroups_max():
+        raise user["additionalGids"].bad(f"{len(spec.additional_gids)} groups, above the"
+                                         f" kernel's NGROUPS_MAX {ngroups_max()}")
     spec.umask = user["umask"].integer(None, (0, 0o7777))
     user["username"].text()
     spec.no_new_privs = process["noNewPrivileges"].flag()
@@ -302,19 +343,12 @@ def oci_paths(field):
     return paths
 
 
-# What a bundle may mount inside /proc besides /proc itself: runc's list (the
-# files lxcfs serves). Anything else there (a file over
-# /proc/sys/kernel/cap_last_cap, say) would change what the runtime reads.
-PROC_MOUNTS_ALLOWED = frozenset((
-    "/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
-    "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev",
-    "/proc/sys/kernel/ns_last_pid"))
-
-
 def oci_mounts(field, bundle):
     """mounts, in order; a bind's source relative to the bundle. An option is
     one word: a comma in it would smuggle a second one to the file system.
-    Inside /proc only proc itself and runc's short list, as runc allows."""
+    Inside /proc only proc itself and runc's short list, as runc allows (here
+    by name; PID 1 checks again where each destination resolves in the root:
+    check_proc_target)."""
     mounts = []
     for mount in field.items():
         destination = mount["destination"].text("")
@@ -664,4 +698,5 @@ def load_exec_process(spec, path):
     if not process["args"].texts():
         raise ContainerError(f"--process {path}", "needs args")
     load_process(spec, process)
+    check_ids_mapped(spec, f"--process {path}: user")
     check_rlimits(spec, f"--process {path}: rlimits")

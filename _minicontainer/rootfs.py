@@ -18,8 +18,8 @@ from .errors import ContainerError
 from .syscalls import openat2
 from .procs import alive, owner_of, process_start
 from .imageformat import (
-    INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST, open_layer, open_tar, parse_platform, platform_name,
-    tar_module,
+    INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST, open_layer, parse_platform, platform_name,
+    read_members, tar_module,
 )
 
 # ---------------------------------------------------------------------------
@@ -171,6 +171,23 @@ class Plan:
         # Directories already walked, and every name those walks went through:
         # kept until an entry at one of those names (or a whiteout) changes them.
         self.walked, self.walked_through = {}, set()
+        # What archive members will write, against the room the root's file
+        # system has now: a member's size is what the writer writes (a sparse
+        # member's holes too), so a bomb is refused before it fills the disk.
+        self.archive_bytes, self.room = 0, None
+        if rootfd is not None:
+            try:
+                fs = os.fstatvfs(rootfd)
+                self.room = fs.f_bavail * fs.f_frsize
+            except OSError:
+                pass
+
+    def take(self, size, what):
+        """Count an archive member's bytes; refuse them past the room there is."""
+        self.archive_bytes += size
+        if self.room is not None and self.archive_bytes > self.room:
+            raise ContainerError(what, f"its files need {self.archive_bytes} bytes or more, and the"
+                                 f" root's file system has {self.room} free; refused")
 
     def add(self, op):
         """Add an op; a second op for the same place and kind is dropped, except
@@ -670,6 +687,7 @@ def plan_members(plan, tar, members, archive, to, check):
                                      " there to link to; refused")
             plan.add(Op("hardlink", dst, target))
         elif member.isreg():
+            plan.take(member.size, f"deploy {archive}")
             plan.add(Op("file", dst, None, meta, data=lambda m=member, t=tar: t.extractfile(m)))
 
 
@@ -677,13 +695,18 @@ def plan_archive(plan, path, to):
     """A root filesystem archive, or an image archive: `docker save`'s, or an
     OCI layout made into a tar (podman save --format oci-archive, skopeo's
     oci-archive:)."""
-    tar = open_tar(path)
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise ContainerError.from_os(f"deploy {path}", exc) from None
+    plan.open_files.append(f)
+    tar = open_layer(f, None, f"deploy {path}")
     plan.open_files.append(tar)
     files = ImageFiles(path, tar)
     if files.has("manifest.json") or files.has("oci-layout"):
         plan_image(plan, files, to)
     else:
-        plan_members(plan, tar, tar.getmembers(), path, to, member_checker())
+        plan_members(plan, tar, files.member_list, path, to, member_checker())
 
 
 def plan_oci_dir(plan, path, to):
@@ -713,8 +736,8 @@ class ImageFiles:
     def __init__(self, path, tar=None):
         self.path, self.tar, self.dirfd = path, tar, None
         if tar is not None:
-            self.members = {}
-            for member in tar.getmembers():
+            self.members, self.member_list = {}, read_members(tar, f"deploy {path}")
+            for member in self.member_list:
                 self.members.setdefault(os.path.normpath(member.name.lstrip("/")), member)
         else:
             try:
@@ -919,7 +942,8 @@ def plan_layer(plan, tar, name, to):
     deletes NAME."""
     plan.open_files.append(tar)
     check = member_checker()
-    members = tar.getmembers()
+    room = None if plan.room is None else plan.room - plan.archive_bytes
+    members = read_members(tar, f"deploy {name}", room)
     for member in members:
         base = os.path.basename(member.name)
         if base.startswith(".wh."):

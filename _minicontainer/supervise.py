@@ -12,9 +12,10 @@ import signal
 import sys
 
 from .constants import (
-    CALLER_GONE, CLONE_NEWCGROUP, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUSER, EXIT_OWN_FAILURE,
-    HELD_GRACE, HELD_POLL, HOLDER_DONE, HOLDER_PDEATH, HOLDER_RELEASE, MONITOR_STOP, PATH_MAX, SCM_RIGHTS,
-    SOL_SOCKET, STOP_SIGNALS, SUPERVISOR_SIGNALS, TERMINATING_SIGNALS, TIOCGWINSZ, TIOCSWINSZ,
+    CLONE_NEWCGROUP, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUSER, EXIT_OWN_FAILURE, HELD_GRACE,
+    HELD_POLL, HOLDER_DONE, HOLDER_PDEATH, HOLDER_RELEASE, MONITOR_STOP, PATH_MAX, SCM_RIGHTS,
+    SOL_SOCKET, STOP_SIGNALS, SUPERVISOR_PDEATH, SUPERVISOR_SIGNALS, TERMINATING_SIGNALS,
+    TIOCGWINSZ, TIOCSWINSZ,
 )
 from .errors import ContainerError
 from .syscalls import die_with_parent, libseccomp, setns, unshare
@@ -423,7 +424,7 @@ def supervise(spec, holder, report_fd, status_fd, tty_sock, on_pid=None, on_star
         """A library container whose caller ended while it was being set up
         (a set-up that waits on something) ends now: its holder, and with it
         PID 1, are killed; the clean-up below runs as ever."""
-        if CALLER_GONE in signal.sigpending():
+        if SUPERVISOR_PDEATH in signal.sigpending():
             os.kill(holder, signal.SIGKILL)
 
     pid1, error = read_reports(report_fd, on_pid, on_userns=on_userns,
@@ -460,11 +461,10 @@ def supervise(spec, holder, report_fd, status_fd, tty_sock, on_pid=None, on_star
                 deadline = None
             elif info.si_signo == HOLDER_DONE:
                 code = os.read(status_fd, 1)[0]
+            elif info.si_signo == SUPERVISOR_PDEATH and pidfd is not None:
+                send(pidfd, signal.SIGKILL)  # the library's caller is gone: so is its container
             elif info.si_signo == signal.SIGWINCH and terminal is not None:
                 terminal.resize()
-            elif info.si_signo == CALLER_GONE:  # the library's caller has ended: so does its container
-                if pidfd is not None:
-                    send(pidfd, signal.SIGKILL)
             elif info.si_signo == MONITOR_STOP and pidfd is not None:
                 applied = forward(signal.SIGTERM, pid1, pidfd, spec.init or forward_all) or applied
             elif info.si_signo != signal.SIGCHLD and pidfd is not None:
@@ -704,65 +704,90 @@ def exec_container(entry, spec, detached=False, keep_stdio=False, pid_file=None,
     signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
     gc.disable()
     gc.freeze()
+    not_running = ContainerError(f"exec {entry.name}", "it is not running (it exited)")
     pidfd = open_owner(entry.data.get("pid1"))
     if pidfd is None:
-        raise ContainerError(f"exec {entry.name}", "it is not running")
+        raise not_running
     groups = []
     try:
-        for version, path in entry.data.get("cgroups") or ():
-            group = Cgroup(version, path, ())
-            group.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            groups.append(group)
-        preload(spec)
-        read_fd, write_fd = report_channel()
-        tty_ours = tty_theirs = None
-        if spec.tty and console_socket:
-            tty_theirs = connect_console(console_socket)
-        elif spec.tty:
-            import socket
-            tty_ours, tty_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        rootless = os.geteuid() != 0
-        supervisor_pid = os.getpid()
-        child = fork()
-        if child == 0:
-            # The way in (exec_way_in): host PID namespace, out of the container's
-            # sight; root, or a user. It forks the exec'd process inside.
-            os.close(read_fd)
-            if tty_ours is not None:
-                tty_ours.close()
-            if detached and not keep_stdio:
-                null = os.open("/dev/null", os.O_RDWR)
-                for fd in (0, 1, 2):
-                    os.dup2(null, fd)
-                os.close(null)
-            in_child(write_fd, exec_way_in, spec, Handles(write_fd, groups, tty_theirs), pidfd,
-                     supervisor_pid, detached, rootless)
-        os.close(write_fd)
-        if tty_theirs is not None:
-            tty_theirs.close()
-        if detached:  # it runs on its own: its reaper's once we are gone
-            process, error = read_reports(read_fd)
-            os.waitpid(child, 0)  # the way in, gone once the process runs
-            if error is not None:
-                raise error
-            if pid_file:
-                write_pid_file(pid_file, process)
-            return 0
-
-        def started(process, error):
-            if pid_file and error is None:
-                write_pid_file(pid_file, process)
-
         try:
-            return supervise(spec, child, read_fd, None, tty_ours, on_started=started,
-                             forward_all=True)
-        finally:
-            if tty_ours is not None:
-                tty_ours.close()
+            return exec_through(entry, spec, pidfd, groups, detached, keep_stdio, pid_file,
+                                console_socket)
+        except ContainerError:
+            # Racing the container's end, any step may fail (setns: ESRCH, a fork
+            # into a PID namespace whose init is gone: ENOMEM, its cgroup
+            # removed); PID 1's pidfd is the truth: if it has ended, that is why.
+            if ended(pidfd):
+                raise not_running from None
+            raise
     finally:
         os.close(pidfd)
         for group in groups:
             os.close(group.fd)
+
+
+def ended(pidfd, timeout=0):
+    """Has the process behind `pidfd` ended (it polls readable then)?"""
+    import select
+    return bool(select.select([pidfd], [], [], timeout)[0])
+
+
+def exec_through(entry, spec, pidfd, groups, detached, keep_stdio, pid_file, console_socket):
+    """exec_container's body, once it holds PID 1's pidfd; the groups it opens
+    are added to `groups`, for the caller to close."""
+    for version, path in entry.data.get("cgroups") or ():
+        group = Cgroup(version, path, ())
+        try:
+            group.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise ContainerError.from_os(f"open cgroup {path}", exc) from None
+        groups.append(group)
+    preload(spec)
+    read_fd, write_fd = report_channel()
+    tty_ours = tty_theirs = None
+    if spec.tty and console_socket:
+        tty_theirs = connect_console(console_socket)
+    elif spec.tty:
+        import socket
+        tty_ours, tty_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    rootless = os.geteuid() != 0
+    supervisor_pid = os.getpid()
+    child = fork()
+    if child == 0:
+        # The way in (exec_way_in): host PID namespace, out of the container's
+        # sight; root, or a user. It forks the exec'd process inside.
+        os.close(read_fd)
+        if tty_ours is not None:
+            tty_ours.close()
+        if detached and not keep_stdio:
+            null = os.open("/dev/null", os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.close(null)
+        in_child(write_fd, exec_way_in, spec, Handles(write_fd, groups, tty_theirs), pidfd,
+                 supervisor_pid, detached, rootless)
+    os.close(write_fd)
+    if tty_theirs is not None:
+        tty_theirs.close()
+    if detached:  # it runs on its own: its reaper's once we are gone
+        process, error = read_reports(read_fd)
+        os.waitpid(child, 0)  # the way in, gone once the process runs
+        if error is not None:
+            raise error
+        if pid_file:
+            write_pid_file(pid_file, process)
+        return 0
+
+    def started(process, error):
+        if pid_file and error is None:
+            write_pid_file(pid_file, process)
+
+    try:
+        return supervise(spec, child, read_fd, None, tty_ours, on_started=started,
+                         forward_all=True)
+    finally:
+        if tty_ours is not None:
+            tty_ours.close()
 
 
 def report_channel():
@@ -836,7 +861,8 @@ def create_container(spec, entry, config, pid_file=None, console_socket=None):
     groups = make_oci_cgroups(linux.get("cgroupsPath"), linux.get("resources"), entry.id,
                               spec.devices)
     views, links = cgroup_views(groups)
-    entry.update(cgroups=[[g.version, g.path] for g in groups])
+    entry.update(cgroups=[[g.version, g.path] for g in groups],
+                 cgroups_made={g.path: list(g.made) for g in groups})
     fifo = entry.path("exec.fifo")
     holder = pid1 = None
     closing = []

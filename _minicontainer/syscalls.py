@@ -115,6 +115,14 @@ def openat2(dirfd, path, flags, resolve, mode=0):
         raise
 
 
+def filesystem_type(fd, what):
+    """fstatfs(2)'s f_type: the kind of file system `fd` (O_PATH will do) is on."""
+    import ctypes
+    buf = ctypes.create_string_buffer(512)  # struct statfs opens with f_type, a long
+    _libc_call("fstatfs", fd, buf, what=what)
+    return ctypes.c_long.from_buffer(buf).value
+
+
 def write_at(dir_fd, name, value, what, flags=0):
     """Write a value into a kernel file (a cgroup's, a sysctl's) below an open directory."""
     try:
@@ -340,7 +348,7 @@ class SeccompFilter:
         # libseccomp sets no_new_privs itself when it loads, unless told not to:
         # a bundle may ask for a filter without it (loaded with CAP_SYS_ADMIN).
         attributes = {SCMP_FLTATR_CTL_NNP: int(no_new_privs)}
-        self.flags, self._program = tuple(policy.get("flags") or ()), None
+        self.flags, self._program, self._fprog = tuple(policy.get("flags") or ()), None, None
         for flag in policy.get("flags") or ():
             attributes[SECCOMP_FLAG_ATTRIBUTES[flag]] = 1
         for attribute, value in attributes.items():
@@ -399,6 +407,16 @@ class SeccompFilter:
                 os.close(fd)
         return self._program
 
+    def fprog(self):
+        """The struct sock_fprog that PR_SET_SECCOMP takes, made once (with the
+        program's buffer it points to): loading is then one call."""
+        if self._fprog is None:
+            import ctypes
+            program = self.program()
+            buffer = ctypes.create_string_buffer(program, len(program))
+            self._fprog = (SockFprog()(len(program) // 8, ctypes.addressof(buffer)), buffer)
+        return self._fprog[0]
+
     def load(self):
         """Install the filter. Precondition: no_new_privs is set (or CAP_SYS_ADMIN).
 
@@ -413,15 +431,23 @@ class SeccompFilter:
                 raise ContainerError("load the seccomp filter", errno=-rc)
             return
         import ctypes
-
-        class SockFprog(ctypes.Structure):
-            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-        program = self.program()
-        buffer = ctypes.create_string_buffer(program, len(program))
-        fprog = SockFprog(len(program) // 8, ctypes.addressof(buffer))
-        _libc_call("prctl", PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0,
+        _libc_call("prctl", PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(self.fprog()), 0, 0,
                    what="load the seccomp filter")
+
+
+_sock_fprog = None
+
+
+def SockFprog():
+    """struct sock_fprog, defined once (a ctypes class costs a fraction of a ms)."""
+    global _sock_fprog
+    if _sock_fprog is None:
+        import ctypes
+
+        class sock_fprog(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+        _sock_fprog = sock_fprog
+    return _sock_fprog
 
 
 # Filters built, by policy: libseccomp's build of one (a rule at a time, through
@@ -450,7 +476,7 @@ def remember_seccomp_program(policy, no_new_privs, program):
     if policy.get("flags"):
         return
     built = SeccompFilter.__new__(SeccompFilter)
-    built.flags, built._program = (), program
+    built.flags, built._program, built._fprog = (), program, None
     _filters[(repr(policy), no_new_privs)] = built
 
 

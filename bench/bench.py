@@ -27,6 +27,12 @@ What it measures (wall times of the real console script, .venv/bin/minicontainer
 7. Throughput: 100 containers back to back, 20 in parallel, against bwrap and
    runc (and crun) doing the same; then a check that nothing was left behind
    (cgroups, mounts, processes).
+8. The library: serial containers from this one Python process, in
+   interleaved blocks, with minicontainer.run(), bwrap and runc started by
+   subprocess.run, and the command line; eight threads at once (the library
+   and bwrap); then 10,000 containers (500 with --quick) with this process's
+   descriptors, threads, children and memory before and after, and nothing
+   left behind.
 
 Everything runs in a temporary directory that is removed at the end, also on
 errors and ^C. The results, with the environment, go to a JSON file (default
@@ -704,6 +710,127 @@ def bench_throughput(root, oci):
 
 
 # ---------------------------------------------------------------------------
+# The library: minicontainer.run() from this process
+# ---------------------------------------------------------------------------
+
+LIBRARY_BLOCKS, LIBRARY_BLOCK = 10, 20  # interleaved blocks of serial containers, each
+QUICK_LIBRARY_BLOCKS = 3
+THREADS, THREAD_CONTAINERS = 8, 25  # eight threads at once, each this many containers
+LEAK_RUN, QUICK_LEAK_RUN = 10000, 500
+
+
+def caller_state():
+    """This process's descriptors, threads, children and resident memory (KiB)."""
+    import threading
+    me = str(os.getpid())
+    children = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                children += f.read().rsplit(")", 1)[1].split()[1] == me
+        except OSError:
+            pass
+    with open("/proc/self/status") as f:
+        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return {"fds": len(os.listdir("/proc/self/fd")), "threads": threading.active_count(),
+            "children": children, "rss_kib": rss}
+
+
+def bench_library(root, oci, quick):
+    """Serial containers from one Python process, in interleaved blocks: the
+    library, bwrap and runc started with subprocess.run from this process,
+    and the command line; then eight threads at once (library and bwrap);
+    then the leak run: 10,000 containers, and the caller's descriptors,
+    threads, children and memory before and after."""
+    import threading
+    import minicontainer
+    heading("the library: minicontainer.run() from one Python process")
+    blocks = QUICK_LIBRARY_BLOCKS if quick else LIBRARY_BLOCKS
+    noop = ["/bin/noop"]
+
+    def library():
+        minicontainer.run(noop, root=str(root), check=True)
+
+    contenders = {"library": library}
+    if shutil.which("bwrap"):
+        bwrap = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--bind",
+                 str(root), "/", "--proc", "/proc", "--dev", "/dev", "/bin/noop"]
+        contenders["bwrap"] = lambda: subprocess.run(bwrap, check=True)
+    for peer in oci:
+        if peer.runtime == "runc":  # `runc run` removes its container when it ends
+            peer.bundle_args(noop)
+            contenders["runc"] = lambda peer=peer: subprocess.run(peer.argv(), check=True,
+                                                                  stdout=DEVNULL)
+    cli = mc("run", "--root", root, "/bin/noop")
+    contenders["command line"] = lambda: subprocess.run(cli, check=True)
+    mounts_before = read_mountinfo()
+    per_block = {name: [] for name in contenders}
+    for name, run in list(contenders.items()):  # a warm-up each, and the peers that fail go
+        try:
+            run()
+        except (subprocess.CalledProcessError, OSError) as exc:
+            print(f"  skipping {name}: {failure_text(exc)}")
+            del contenders[name], per_block[name]
+    for _ in range(blocks):
+        for name, run in contenders.items():
+            start = time.perf_counter()
+            for _ in range(LIBRARY_BLOCK):
+                run()
+            per_block[name].append((time.perf_counter() - start) * 1000 / LIBRARY_BLOCK)
+    serial = {name: round(statistics.median(times), 2) for name, times in per_block.items()}
+    for name, ms in serial.items():
+        print(f"  {name:14} {ms:7.2f} ms a container, {1000 / ms:6.1f}/s"
+              f" (median of {blocks} blocks of {LIBRARY_BLOCK})")
+    pace = None
+    if "bwrap" in serial:
+        pace = round(serial["bwrap"] / serial["library"], 3)
+        print(f"  the library's pace: {pace:.2f} x bwrap's (the goal: at least 0.5)")
+
+    def threaded(run):
+        errors = []
+
+        def worker():
+            try:
+                for _ in range(THREAD_CONTAINERS):
+                    run()
+            except BaseException as exc:  # said below
+                errors.append(exc)
+        threads = [threading.Thread(target=worker) for _ in range(THREADS)]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return THREADS * THREAD_CONTAINERS / (time.perf_counter() - start)
+
+    eight = {}
+    for name in ("library", "bwrap"):
+        if name in contenders:
+            eight[name] = round(threaded(contenders[name]), 1)
+            print(f"  {name:14} {THREADS} threads x {THREAD_CONTAINERS}: {eight[name]:6.1f}/s")
+    count = QUICK_LEAK_RUN if quick else LEAK_RUN
+    before = caller_state()
+    start = time.perf_counter()
+    for _ in range(count):
+        library()
+    leak_seconds = time.perf_counter() - start
+    after = caller_state()
+    print(f"  {count} containers from this process in {leak_seconds:.1f} s; the caller before"
+          f" {before}, after {after}")
+    found = check_leftovers(root, mounts_before)
+    clean = not any(found.values())
+    print(f"  left behind (minicontainer-* cgroups, mountinfo changes, processes rooted at ROOT):"
+          f" {'nothing' if clean else 'LEAK'}")
+    return {"serial_ms": serial, "pace_vs_bwrap": pace, "blocks": blocks,
+            "block_size": LIBRARY_BLOCK, "eight_threads_per_second": eight,
+            "leak_run": {"containers": count, "seconds": round(leak_seconds, 1),
+                         "caller_before": before, "caller_after": after},
+            "leftovers": found, "clean": clean}
+
+
+# ---------------------------------------------------------------------------
 # Environment, main
 # ---------------------------------------------------------------------------
 
@@ -787,6 +914,7 @@ def run_all(args, tmp, oci):
     results["memory"] = bench_memory(root, tmp, oci)
     results["deploy"] = bench_deploy(tmp)
     results["throughput"] = bench_throughput(root, oci)
+    results["library"] = bench_library(root, oci, args.quick)
     results["skipped"] = skipped
     return results
 

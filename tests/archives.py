@@ -34,9 +34,9 @@ def busybox_rootfs(busybox):
 
 def docker_save(path, layers, config=None):
     """A `docker save` archive: manifest.json, the image's config.json and one
-    layer tar per list of members."""
+    layer tar per list of members (or per blob, bytes as they are)."""
     names = []
-    blobs = [write_tar(None, members) for members in layers]
+    blobs = [members if isinstance(members, bytes) else write_tar(None, members) for members in layers]
     if config is not None and "rootfs" in config:  # what skopeo checks: each layer's sha256
         config = dict(config, rootfs={"type": "layers", "diff_ids": [
             f"sha256:{hashlib.sha256(blob).hexdigest()}" for blob in blobs]})
@@ -58,8 +58,14 @@ def docker_save(path, layers, config=None):
     return path
 
 
+LAYER_TYPES = {"gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+               "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+               None: "application/vnd.oci.image.layer.v1.tar"}
+
+
 def oci_layout(directory, layers, config=None):
-    """An OCI image layout directory: oci-layout, index.json, gzip layer blobs."""
+    """An OCI image layout directory: oci-layout, index.json, gzip layer blobs
+    (or, for a (compression, bytes) pair, that blob as it is)."""
     blobs = directory / "blobs" / "sha256"
     blobs.mkdir(parents=True)
 
@@ -70,8 +76,10 @@ def oci_layout(directory, layers, config=None):
 
     descriptors = []
     for members in layers:
-        digest, size = put(write_tar(None, members, mode="w:gz"))
-        descriptors.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+        compression, blob = members if isinstance(members, tuple) else \
+            ("gzip", write_tar(None, members, mode="w:gz"))
+        digest, size = put(blob)
+        descriptors.append({"mediaType": LAYER_TYPES.get(compression, LAYER_TYPES[None]),
                             "digest": digest, "size": size})
     config, config_size = put(json.dumps(config or {}).encode())
     manifest, manifest_size = put(json.dumps({
@@ -93,3 +101,57 @@ def oci_archive(path, directory, layers, config=None):
         for name in ("oci-layout", "index.json", "blobs"):
             out.add(directory / name, name)
     return path
+
+
+def compress(kind, pieces):
+    """The bytes of `pieces` (bytes, or an iterable of them, read as they come:
+    a bomb is never whole in memory) compressed with gzip, bzip2, xz or zstd
+    (python's zstandard, with a content checksum as the zstd tool writes)."""
+    import bz2
+    import lzma
+    import zlib
+    pieces = [pieces] if isinstance(pieces, bytes) else pieces
+    if kind == "zstd":
+        import zstandard
+        c = zstandard.ZstdCompressor(write_checksum=True).compressobj()
+        flush = c.flush
+    elif kind == "gzip":
+        c = zlib.compressobj(6, zlib.DEFLATED, 31)
+        flush = c.flush
+    else:
+        c = bz2.BZ2Compressor() if kind == "bzip2" else lzma.LZMACompressor()
+        flush = c.flush
+    return b"".join([*(c.compress(piece) for piece in pieces), flush()])
+
+
+def zeros(n, chunk=1 << 20):
+    """n zero bytes, a chunk at a time."""
+    while n > 0:
+        yield bytes(min(n, chunk))
+        n -= chunk
+
+
+def big_member(name, size):
+    """A tar member's header for `size` bytes of data (that follow it as zeros)."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    return info.tobuf(tarfile.GNU_FORMAT)
+
+
+def sparse_member(name, realsize, data=b"x" * 512):
+    """An old GNU sparse member: `data` at its end, a hole before it; what
+    extracting it writes is `realsize` bytes, what the archive holds is one
+    block. tarfile writes no sparse member, so its header is made here."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    header = bytearray(info.tobuf(tarfile.GNU_FORMAT))
+    header[156:157] = tarfile.GNUTYPE_SPARSE
+    header[386:398] = tarfile.itn(realsize - len(data), 12, tarfile.GNU_FORMAT)  # offset
+    header[398:410] = tarfile.itn(len(data), 12, tarfile.GNU_FORMAT)  # numbytes
+    header[483:495] = tarfile.itn(realsize, 12, tarfile.GNU_FORMAT)
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header[:512])
+    return bytes(header) + data + bytes(-len(data) % 512)
+
+
+END = bytes(1024)  # a tar archive's end: two zero blocks

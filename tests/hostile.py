@@ -15,6 +15,13 @@ with status 125, and:
   directory that hostile links name;
 - a refused archive leaves the root exactly as it was (every entry, its type,
   mode, owner and contents), or absent if the deploy made it.
+
+corruptions() spoils a valid compressed layer (gzip, zstd, bzip2, xz) as a
+broken disk, a cut download or an author would: cut at any offset, bytes
+flipped anywhere, bytes after its end; its digest is the spoilt blob's, so
+only the decompressor can tell. check_corrupt: a cut or a tail is refused, a
+flip is refused or changed nothing that is deployed, and nothing is left in
+the temporary directory.
 """
 import os
 import stat
@@ -24,7 +31,7 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
-from archives import docker_save, oci_archive, oci_layout, write_tar
+from archives import compress, docker_save, oci_archive, oci_layout, write_tar
 
 REG, DIR, SYM, LNK, CHR, FIFO = (tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE,
                                  tarfile.CHRTYPE, tarfile.FIFOTYPE)
@@ -153,4 +160,78 @@ def check_deploy(deploy, kind, layer_lists, with_root, root_name="root"):
             assert not os.path.lexists(parent / f"{root_name}.image.json"), err
         else:
             assert os.path.isdir(root) and not os.path.islink(root), err
+        return code, err
+
+
+GOOD_LAYER = [("bin", b"", DIR, "", 0o755), ("bin/tool", b"#!/bin/sh\necho tool\n" * 40, REG, "", 0o755),
+              ("etc", b"", DIR, "", 0o755), ("etc/motd", bytes(range(256)) * 8, REG, "", 0o644),
+              ("ln", b"", SYM, "bin/tool", 0o777)]
+GOOD_BLOBS = {}
+
+
+def good_blob(kind):
+    if kind not in GOOD_BLOBS:
+        GOOD_BLOBS[kind] = compress(kind, write_tar(None, GOOD_LAYER))
+    return GOOD_BLOBS[kind]
+
+
+@st.composite
+def corruptions(draw):
+    """(compression, form, how, blob): a valid layer spoilt one way."""
+    kind = draw(st.sampled_from(["gzip", "zstd", "bzip2", "xz"]))
+    form = draw(st.sampled_from(["oci", "docker-save", "rootfs"]))
+    blob = good_blob(kind)
+    how = draw(st.sampled_from(["cut", "flip", "tail"]))
+    if how == "cut":
+        bad = blob[:draw(st.integers(0, len(blob) - 1))]
+    elif how == "flip":
+        bad = bytearray(blob)
+        for at in draw(st.lists(st.integers(0, len(blob) - 1), min_size=1, max_size=4)):
+            bad[at] ^= draw(st.integers(1, 255))
+        bad = bytes(bad)
+    else:
+        bad = blob + draw(st.binary(min_size=1, max_size=64).filter(lambda b: b.strip(b"\0")))
+    return kind, form, how, bad
+
+
+def check_corrupt(deploy, case, root_name="root"):
+    """Deploy a spoilt layer over a root (deploy(parent, root, image) ->
+    (status, stderr)) with a temporary directory of its own; assert the
+    invariants."""
+    kind, form, how, blob = case
+    with tempfile.TemporaryDirectory(prefix="mc-corrupt-") as tmp:
+        top = Path(tmp)
+        parent, outside, root = make_world(top, True, root_name)
+        config = {"config": {"Cmd": ["/bin/sh"]}}
+        if form == "oci":
+            image = oci_layout(top / "oci", [(kind if kind in ("gzip", "zstd") else None, blob)], config)
+        elif form == "docker-save":
+            image = docker_save(top / "image.tar", [blob], config)
+        else:
+            image = top / "rootfs.tar"
+            image.write_bytes(blob)
+        before = listing(root)
+        scratch = top / "tmp"
+        scratch.mkdir()
+        saved = os.environ.get("TMPDIR"), tempfile.tempdir
+        os.environ["TMPDIR"], tempfile.tempdir = str(scratch), str(scratch)
+        try:
+            code, err = deploy(parent, root, image)
+        finally:
+            tempfile.tempdir = saved[1]
+            if saved[0] is None:
+                del os.environ["TMPDIR"]
+            else:
+                os.environ["TMPDIR"] = saved[0]
+        check_refusal(code, err)
+        assert os.listdir(scratch) == [], err
+        if how != "flip":
+            assert code == 125, (how, err)
+        if code == 125:
+            assert listing(root) == before, err
+            assert not os.path.lexists(parent / f"{root_name}.image.json"), err
+        else:  # a flip the formats cannot see changed nothing that is deployed
+            assert (root / "bin" / "tool").read_bytes() == GOOD_LAYER[1][1], err
+            assert (root / "etc" / "motd").read_bytes() == GOOD_LAYER[3][1], err
+            assert os.readlink(root / "ln") == "bin/tool", err
         return code, err

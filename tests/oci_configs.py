@@ -159,3 +159,57 @@ REPR = re.compile(r"Traceback|[A-Z][A-Za-z]*(Error|Exception)\(|internal error")
 def dumps(config):
     """JSON text of a config, which may hold lone surrogates (as \\ud800)."""
     return json.dumps(config)
+
+
+# The process's fields whose values reached PID 1 and came back as a Python
+# repr (KeyError('PATH'), OSError(22), ValueError): user ids at and past the
+# edges, groups past the kernel's NGROUPS_MAX, environments with and without
+# PATH, bare and odd program names, working directories of every kind.
+IDS = st.one_of(st.integers(0, 3), st.integers(0, 2**32 + 1),
+                st.sampled_from([65534, 2**31 - 1, 2**31, 2**32 - 2, 2**32 - 1, 2**32, -1, 2**64]),
+                st.none(), st.text(max_size=2), st.booleans())
+PROCESS_FIELDS = st.fixed_dictionaries({}, optional={
+    "uid": IDS, "gid": IDS,
+    "additionalGids": st.one_of(st.lists(IDS, max_size=4), IDS,
+                                st.sampled_from([65535, 65536, 65537, 70000]).map(
+                                    lambda n: list(range(n)))),
+    "env": st.one_of(st.none(), st.lists(st.one_of(
+        st.sampled_from(["PATH=/bin", "PATH=", "PATH=/usr/bin:/bin", "PATH=:", "A=b", "=x",
+                         "NOEQ", "PATH=/nonexistent", "HOME=/"]),
+        st.text(max_size=8)), max_size=4)),
+    "args": st.one_of(st.none(), st.lists(st.one_of(
+        st.sampled_from(["sh", "busybox", "/bin/busybox", "true", "", ".", "/", "..", "./probe",
+                         "probe", "/bin/probe", "/bin", "/dev/null", "/bin/nonexistent"]),
+        st.text(max_size=6)), min_size=1, max_size=2).map(
+            lambda args: args + ["true"] if args[0].endswith("busybox") else args)),
+    "cwd": st.one_of(st.none(), st.integers(), st.text(max_size=8), st.sampled_from(
+        ["/", "/tmp", "relative", "", "/nonexistent/dir", "/dev/null", "/proc", "/bin/probe",
+         "/" + "a" * 300, "/" + "a/" * 300, "/" + "a/" * 2048, "/..", "/proc/self/fd/0"])),
+})
+
+
+# The same fields with values of the right types only (what gets past the
+# reader's type checks, to PID 1), for the real create and start.
+ID_VALUES = st.one_of(st.integers(0, 3), st.sampled_from([1000, 65534, 2**31, 2**32 - 2, 2**32 - 1]))
+PROCESS_VALUES = st.fixed_dictionaries({}, optional={
+    "uid": ID_VALUES, "gid": ID_VALUES,
+    "additionalGids": st.one_of(st.lists(ID_VALUES, max_size=3), st.sampled_from(
+        [65536, 65537, 70000]).map(lambda n: list(range(n)))),
+    "env": st.lists(st.sampled_from(["PATH=/bin", "PATH=", "PATH=/nonexistent", "A=b", "HOME=/"]),
+                    max_size=3),
+    "args": st.sampled_from([["sh", "-c", "true"], ["busybox", "true"], ["/bin/busybox", "true"],
+                             ["probe", "exit", "0"], ["/bin/probe", "exit", "0"], ["./probe", "exit", "0"],
+                             ["/bin"], ["/dev/null"], ["/bin/nonexistent"], ["true"], ["."]]),
+    "cwd": st.sampled_from(["/", "/tmp", "/nonexistent/dir", "/dev/null", "/proc", "/bin/probe",
+                            "/" + "a" * 300, "/" + "a/" * 300, "/" + "a/" * 2048, "/..",
+                            "/proc/self/fd/0"]),
+})
+
+
+def with_process(base, fields):
+    """base with the generated process fields put in (user ids under user)."""
+    config = copy.deepcopy(base)
+    for key, value in fields.items():
+        place = config["process"]["user"] if key in ("uid", "gid", "additionalGids") else config["process"]
+        place[key] = copy.deepcopy(value)
+    return config

@@ -13,6 +13,10 @@ The convention, for whoever writes a page (docs/development.md says it too):
   exit 0, unless the next command is `echo $?`, which then shows its status.
 - A block marked `sh` is a script: it runs under `set -e` in a subshell and
   must exit 0; its output is not compared.
+- A block marked `pycon` is a Python session (`>>> ` and `... ` lines, then
+  what each shows): doctest runs it, with ELLIPSIS (`...` stands for any
+  text) and NORMALIZE_WHITESPACE, by `mc-python`, this checkout's Python
+  with minicontainer importable, in the page's directory; it must pass whole.
 - Any other block (`text`, `toml`, `json`, none) is not run.
 - `<!-- doc-test: not run: REASON -->` on the line before a block keeps it
   from running; the reason is required. `<!-- doc-test: as user -->` runs it
@@ -44,7 +48,7 @@ import pytest
 from helpers import CLI, REPO, wait_for
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-RUN = {"console", "sh"}
+RUN = {"console", "sh", "pycon"}
 MARKER = re.compile(r"<!--\s*doc-test:\s*(.*?)\s*-->")
 PLACEHOLDER = re.compile(r"(\.\.\.|…|<[a-z][a-z0-9 _-]*>)")
 PAGE_TIMEOUT = 300
@@ -100,6 +104,9 @@ def steps(block):
     """A block's commands with the output each shows (None for a script)."""
     if block.lang == "sh":
         return [Step(block, f"( set -e\n{block.text}\n)", None)]
+    if block.lang == "pycon":  # doctest prints nothing when every example holds
+        return [Step(block, "mc-python -m doctest -o ELLIPSIS -o NORMALIZE_WHITESPACE /dev/stdin"
+                            f" <<'__PYCON__'\n{block.text}\n__PYCON__", [])]
     found = []
     for line in block.text.splitlines():
         if line.startswith("$ "):
@@ -230,12 +237,17 @@ def check(steps_, results, whole):
 
 
 def wrappers(directory, python, module, env=None):
-    """`minicontainer` as this checkout's module, and `sudo` as nothing."""
+    """`minicontainer` as this checkout's module, `mc-python` as a Python that
+    imports it (for pycon blocks), and `sudo` as nothing."""
     directory.mkdir()
-    settings = "".join(f"{k}={v} " for k, v in (env or {}).items())
+    env = dict(env or {})
+    settings = "".join(f"{k}={v} " for k, v in env.items())
+    path = ":".join(filter(None, [str(Path(module).parent), str(env.get("PYTHONPATH", ""))]))
+    python_settings = "".join(f"{k}={v} " for k, v in dict(env, PYTHONPATH=path).items())
     (directory / "minicontainer").write_text(f"#!/bin/sh\nexec env {settings}{python} {module} \"$@\"\n")
+    (directory / "mc-python").write_text(f"#!/bin/sh\nexec env {python_settings}{python} \"$@\"\n")
     (directory / "sudo").write_text("#!/bin/sh\nexec \"$@\"\n")
-    for name in ("minicontainer", "sudo"):
+    for name in ("minicontainer", "mc-python", "sudo"):
         (directory / name).chmod(0o755)
     return directory
 

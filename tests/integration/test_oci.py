@@ -1,6 +1,7 @@
 """The OCI runtime, runc's command line, as engines drive it: create, start,
 state, kill, delete, exec, console sockets, hooks, and the moves the state
 machine refuses. Bundles are made here from the test root; no Go needed."""
+import copy
 import json
 import os
 import socket
@@ -431,3 +432,68 @@ def test_a_user_namespace_maps_root_and_exec_joins_it(bundle):
         assert oci("delete", "--force", "u1").returncode == 0
     finally:
         shutil.rmtree(place)
+
+
+def cgroup_mounts():
+    """Every cgroup hierarchy's mount point (v1 and cgroup2), from mountinfo."""
+    with open("/proc/self/mountinfo") as f:
+        return sorted({line.split()[4] for line in f
+                       if line.split(" - ", 1)[1].split()[0] in ("cgroup", "cgroup2")})
+
+
+def groups_below(top):
+    """`top` and every group below it, in every hierarchy."""
+    return sorted(d for mount in cgroup_mounts() for d, _, _ in os.walk(os.path.join(mount, top)))
+
+
+def remove_groups(top):
+    for group in sorted(groups_below(top), key=len, reverse=True):
+        os.rmdir(group)
+
+
+@pytest.mark.parametrize("failure", ["resources", "program"])
+def test_a_failed_create_removes_the_groups_it_made_and_no_other(bundle, failure):
+    """An outside attacker's finding: a failed create at linux.cgroupsPath
+    /a/b/c left /a/b (the parents it made) in every hierarchy, and a failed
+    create at a group that was there before (empty) removed that group. Only
+    what create made goes, deepest first, whether the kernel refuses a limit
+    (resources) or PID 1 fails (program). Control: the same paths create and
+    run, and delete too removes only what create made (runc 1.1 leaves the
+    parents it made behind, and removes a group it found)."""
+    top = f"minicontainer-made-{os.getpid()}"
+    def fail(config):
+        if failure == "resources":
+            config["linux"]["resources"] = {"pids": {"limit": 10}, "unified": {"no.such.file": "1"}}
+        else:
+            config["process"]["args"] = ["/bin/no-such-program"]
+    try:
+        bundle.args("/bin/probe", "sleep", 30)
+        good = bundle.config
+        for path, before in ((f"/{top}/b/c", []), (f"/{top}", [top]), (f"/{top}/b", [top])):
+            remove_groups(top)
+            for mount in cgroup_mounts():
+                for group in before:
+                    os.mkdir(os.path.join(mount, group))
+                    for name in ("cpuset.cpus", "cpuset.mems"):  # cpuset takes no task without
+                        if os.path.exists(os.path.join(mount, name)):
+                            with open(os.path.join(mount, name)) as f:
+                                value = f.read().strip()
+                            with open(os.path.join(mount, group, name), "w") as f:
+                                f.write(value)
+            existing = groups_below(top)
+            bundle.set(lambda c: (c.clear(), c.update(copy.deepcopy(good)), fail(c),
+                                  c["linux"].update(cgroupsPath=path)))
+            result = oci("create", "--bundle", bundle.path, "made")
+            assert result.returncode in (125, 127) and result.stderr.count(b"\n") == 1, result.stderr
+            assert set(groups_below(top)) ^ set(existing) == set(), path
+            bundle.set(lambda c: (c.clear(), c.update(copy.deepcopy(good)),
+                                  c["linux"].update(cgroupsPath=path)))
+            assert oci("create", "--bundle", bundle.path, "made").returncode == 0
+            pid = str(state("made")["pid"])
+            assert all(pid in open(os.path.join(mount, path.lstrip("/"), "cgroup.procs")).read().split()
+                       for mount in cgroup_mounts())
+            assert oci("delete", "--force", "made").returncode == 0
+            assert set(groups_below(top)) ^ set(existing) == set(), path
+    finally:
+        cli("delete", "--force", "made")
+        remove_groups(top)

@@ -13,7 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from helpers import CLI, cli, container_cgroups, host_mounts, run_to_files, wait_for
-from oci_configs import EXTRAS, MUTATIONS, REPR, base_config, dumps, mutate
+from oci_configs import (
+    EXTRAS, MUTATIONS, PROCESS_VALUES, REPR, base_config, dumps, mutate, with_process,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -321,3 +323,185 @@ def test_a_mount_inside_proc_fails_create_as_runc_refuses_it(bundle):
     assert wait_for(lambda: (path / "rootfs" / "uptime").exists()
                     and (path / "rootfs" / "uptime").read_text() == "0\n", 5)
     assert cli("delete", "--force", "uptime").returncode == 0
+
+
+@pytest.mark.parametrize("change, message, code", [
+    # runc's init searches only the container's PATH (its own environment is
+    # cleared): without one, a bare command is not found, at create.
+    (lambda c: c["process"].update(args=["sh", "-c", "true"], env=["A=b"]),
+     "config.json: process.env: no PATH to search for 'sh' (process.args[0] is a bare name)", 125),
+    # Found by the property below: "." was found in PATH (a directory) and
+    # failed after start; a search takes executable files only, as runc's.
+    (lambda c: c["process"].update(args=["."]), "exec .: not found in the container", 127),
+    (lambda c: c["process"]["user"].update(uid=4294967295),
+     "config.json: process.user.uid: 4294967295 is out of range (0 to 4294967294)", 125),
+    (lambda c: c["process"]["user"].update(gid=4294967295),
+     "config.json: process.user.gid: 4294967295 is out of range (0 to 4294967294)", 125),
+    (lambda c: c["process"]["user"].update(additionalGids=[4294967295]),
+     "process.user.additionalGids[0]: 4294967295 is out of range (0 to 4294967294)", 125),
+    (lambda c: c["process"]["user"].update(additionalGids=list(range(70000))),
+     "config.json: process.user.additionalGids: 70000 groups, above the kernel's NGROUPS_MAX 65536", 125),
+    (lambda c: (in_user_namespace(c), c["process"]["user"].update(uid=65536)),
+     "config.json: process.user.uid 65536: not mapped in the container's user namespace"
+     " (linux.uidMappings)", 125),
+    (lambda c: (in_user_namespace(c), c["process"]["user"].update(additionalGids=[1, 70000])),
+     "config.json: process.user.additionalGids 70000: not mapped in the container's user"
+     " namespace (linux.gidMappings)", 125),
+])
+def test_a_process_field_the_kernel_refuses_fails_create_in_one_line(bundle, change, message, code):
+    """An outside attacker's finding: these reached PID 1 and came back as
+    KeyError('PATH'), OSError(22) and ValueError. Each is one line at create
+    now, naming its field."""
+    path, config = bundle
+    change(config)
+    write(path, config)
+    err = assert_refused(create(path, "proc"), "proc", codes=(code,))
+    assert err.startswith("minicontainer: create proc: " if code == 125 else "minicontainer: ")
+    assert message in err, err
+
+
+def in_user_namespace(config):
+    config["linux"]["namespaces"].append({"type": "user"})
+    for key in ("uidMappings", "gidMappings"):
+        config["linux"][key] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    config["linux"].pop("sysctl", None)
+
+
+@pytest.mark.parametrize("change", [
+    lambda c: c["process"].update(args=["busybox", "true"], env=["PATH=/bin", "A=b"]),
+    lambda c: c["process"].update(args=["/bin/busybox", "true"], env=["A=b"]),
+    lambda c: c["process"]["user"].update(uid=4294967294, gid=4294967294,
+                                          additionalGids=[4294967294, 0]),
+    lambda c: c["process"]["user"].update(additionalGids=list(range(65536))),
+])
+def test_the_edges_of_those_fields_run(bundle, change):
+    """Positive control: the same fields at their last valid values run."""
+    path, config = bundle
+    change(config)
+    write(path, config)
+    result = create(path, "edge")
+    assert result.returncode == 0, result.stderr
+    assert cli("start", "edge").returncode == 0
+    assert wait_for(lambda: (state("edge") or {}).get("status") == "stopped", 10)
+    assert cli("delete", "edge").returncode == 0
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fields=PROCESS_VALUES)
+def test_hostile_process_fields_are_refused_by_create_or_run(bundle, tmp_path, fields):
+    """The same class through the real create and start: one line (125, or
+    126/127 for a program that cannot run), no repr, nothing left; or a
+    container that starts and whose PID 1 says nothing after start."""
+    path, base = bundle
+    write(path, with_process(base, fields))
+    groups, mounts = container_cgroups(), host_mounts()
+    err_file = tmp_path / "create-stderr"
+    with open(err_file, "wb") as err:
+        result = subprocess.run([*CLI, "create", "--bundle", path, "fields"], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err, timeout=60)
+    if result.returncode != 0:
+        result.stderr = err_file.read_bytes()
+        assert_refused(result, "fields", codes=(125, 126, 127))
+    else:
+        started = cli("start", "fields")
+        assert started.returncode == 0, started.stderr
+        assert wait_for(lambda: (state("fields") or {}).get("status") == "stopped", 10)
+        assert b"minicontainer: " not in err_file.read_bytes()
+        assert cli("delete", "fields").returncode == 0
+    assert wait_for(lambda: container_cgroups() == groups, 2), container_cgroups()
+    assert wait_for(lambda: groups_named(GROUP, "minicontainer-fields") == [], 2)
+    assert host_mounts() == mounts
+
+
+@pytest.mark.parametrize("link, target, destination", [
+    ("x", "/proc/sys/kernel", "/x/cap_last_cap"),          # a directory link on the way
+    ("x", "../proc/sys", "/x/kernel/cap_last_cap"),          # relative, resolved in the root
+    ("cll", "/proc/sys/kernel/cap_last_cap", "/cll"),        # the destination itself a link
+    ("x", "/proc", "/x/sys/kernel/cap_last_cap"),
+])
+def test_a_mount_through_a_link_into_proc_fails_create(bundle, link, target, destination):
+    """An outside attacker's finding: the lexical check of /proc (runc's list)
+    did not see a destination that leads into /proc through a symlink in the
+    rootfs: mounted over cap_last_cap through /x -> /proc/sys/kernel, it told
+    PID 1 the kernel's last capability was 0. The destination is checked
+    where it resolves in the root, on the descriptor that is mounted on, as
+    runc checks its securejoin'd path. Controls: an allowed /proc file through
+    a link is mounted, and a link that leads elsewhere is followed."""
+    path, config = bundle
+    (path / "zero").write_text("0\n")
+    (path / "rootfs" / link).symlink_to(target)
+    config["mounts"].append({"destination": destination, "type": "bind",
+                             "source": str(path / "zero"), "options": ["bind"]})
+    write(path, config)
+    err = assert_refused(create(path, "linkmount"), "linkmount")
+    assert "/proc/sys/kernel/cap_last_cap: cannot be mounted because it is inside /proc" in err, err
+    (path / "rootfs" / link).unlink()
+
+
+def test_a_mount_on_a_second_proc_fails_create(bundle):
+    """The same class without a link: proc mounted a second time elsewhere
+    (/myproc) and a file mounted over its sys/kernel/cap_last_cap. The
+    target's file system (fstatfs: proc) says where it is."""
+    path, config = bundle
+    (path / "zero").write_text("0\n")
+    config["mounts"] += [{"destination": "/myproc", "type": "proc", "source": "proc"},
+                         {"destination": "/myproc/sys/kernel/cap_last_cap", "type": "bind",
+                          "source": str(path / "zero"), "options": ["bind"]}]
+    write(path, config)
+    err = assert_refused(create(path, "procagain"), "procagain")
+    assert "it leads to /myproc/sys/kernel/cap_last_cap: cannot be mounted because it is inside" \
+        " /proc" in err, err
+    config["mounts"].pop()  # control: the second proc itself is mounted
+    write(path, config)
+    assert create(path, "procagain").returncode == 0
+    assert cli("delete", "--force", "procagain").returncode == 0
+
+
+def test_a_mount_through_a_link_is_checked_where_it_leads(bundle):
+    """The controls of the test above: through links, /proc/uptime (on runc's
+    list) is mounted, and a destination outside /proc is followed there."""
+    path, config = bundle
+    (path / "zero").write_text("0\n")
+    (path / "rootfs" / "up").symlink_to("/proc/uptime")
+    (path / "rootfs" / "data").mkdir()
+    (path / "rootfs" / "d").symlink_to("/data")
+    config["mounts"] += [{"destination": "/up", "type": "bind", "source": str(path / "zero"),
+                          "options": ["bind"]},
+                         {"destination": "/d/zero", "type": "bind", "source": str(path / "zero"),
+                          "options": ["bind"]}]
+    config["process"]["args"] = ["/bin/busybox", "sh", "-c",
+                                 "cat /proc/uptime /data/zero > /seen"]
+    write(path, config)
+    result = create(path, "linkok")
+    assert result.returncode == 0, result.stderr
+    assert cli("start", "linkok").returncode == 0
+    seen = path / "rootfs" / "seen"
+    assert wait_for(lambda: seen.exists() and seen.read_text() == "0\n0\n", 5)
+    assert cli("delete", "--force", "linkok").returncode == 0
+
+
+def test_a_user_namespaces_root_it_cannot_reach_fails_create_in_one_line(bundle):
+    """Found while testing the ids above: a bundle in a directory the mapped
+    root cannot search (the test's own, 0700) came back from PID 1 as
+    PermissionError(13). It is one line naming the root now. Control: the
+    same bundle in a searchable directory creates and runs with mapped,
+    non-zero ids."""
+    import tempfile
+    path, config = bundle
+    in_user_namespace(config)
+    config["process"]["user"].update(uid=65535, gid=65535, additionalGids=[1, 65535])
+    config["process"].pop("oomScoreAdj", None)
+    write(path, config)
+    err = assert_refused(create(path, "unreach"), "unreach")
+    assert f"root {path}/rootfs: Permission denied (in a user namespace" in err, err
+    place = tempfile.mkdtemp(prefix="minicontainer-userns-")
+    os.chmod(place, 0o755)
+    try:
+        moved = shutil.move(str(path), place)
+        result = create(moved, "unreach")
+        assert result.returncode == 0, result.stderr
+        assert cli("start", "unreach").returncode == 0
+        assert wait_for(lambda: (state("unreach") or {}).get("status") == "stopped", 10)
+        assert cli("delete", "unreach").returncode == 0
+    finally:
+        shutil.rmtree(place)

@@ -304,3 +304,40 @@ def test_a_platform_the_image_does_not_provide_is_refused(tmp_path, registry, bu
         f"minicontainer: pull {multi}: the image does not provide the specified platform"
         " (linux/riscv64); it has: linux/amd64, linux/arm64/v8\n")
     assert pull(tmp_path, "--platform", "linux/arm64", multi, root="multi").returncode == 0
+
+
+def test_a_zstd_bomb_is_refused_before_it_writes(tmp_path, registry):
+    """A zstd layer of 35 KB whose stream is 1.06 GiB of zero blocks: it went
+    whole into a temporary file before anything was checked. Now the layer is
+    read as it decompresses and refused in one line past its bound, though no
+    file the pull writes may pass 64 MB; the root is as it was, nothing left.
+    The control: a layer of 200 MB of zero blocks (under the bound) pulls
+    under the same limit, as it streams."""
+    import resource
+    import tarfile
+    pytest.importorskip("zstandard")
+    from archives import compress, write_tar, zeros
+    from _minicontainer import imageformat
+    head = write_tar(None, [("hello", b"hi\n", tarfile.REGTYPE, "", 0o644)])
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 20, 64 << 20))
+
+    def image(tag, size):
+        data = compress("zstd", [head, *zeros(size)])
+        layer = rf.Layer(rf.MT_OCI_LAYER_ZSTD, data, rf.sha256_digest(data), len(data),
+                         rf.sha256_digest(head), "zstd")
+        rf.push_raw(rf.make_oci_layout(tmp_path / tag, [layer], tag=tag), registry, f"test/bomb:{tag}")
+        return pull(tmp_path, f"{registry.hostport}/test/bomb:{tag}", preexec_fn=limit,
+                    env=dict(os.environ, TMPDIR=str(scratch)), timeout=300)
+
+    root = tmp_path / "root"
+    assert cli("deploy", "--root", root, "/bin/busybox").returncode == 0
+    before = snapshot(root)
+    assert "zstd stream expands past" in error(image("bomb", imageformat.LAYER_FLOOR + (64 << 20)))
+    assert snapshot(root) == before and leftovers(tmp_path) == [] and os.listdir(scratch) == []
+    result = image("fine", 200 << 20)
+    assert result.returncode == 0, result.stderr
+    assert (root / "hello").read_bytes() == b"hi\n" and os.listdir(scratch) == []

@@ -666,3 +666,44 @@ def test_the_rootless_page_runs_as_the_user(rootless_user):
     assert sessions, "docs/rootless.md shows a user's commands"
     problems = [problem for steps in sessions for problem in run_as_user(steps, rootless_user)]
     assert not problems, "\n\n".join(problems)
+
+
+LIBRARY_AS_USER = """
+import os, signal, subprocess, sys
+import minicontainer as mc
+r = mc.run(["/bin/probe", "ids"], capture_output=True)
+print("ids", r.returncode, r.stdout.decode().splitlines()[0])
+p = mc.Popen(["/bin/probe", "sleep", "30"], stdout=mc.PIPE)
+assert p.stdout.readline() == b"ready\\n"
+with open(f"/proc/{p.pid}/status") as f:
+    status = dict(line.split(":", 1) for line in f)
+print("host", status["Uid"].split()[0], status["NSpid"].split())
+p.kill()
+print("killed", p.wait())
+p.stdout.close()
+try:
+    mc.run(["/bin/busybox", "sh", "-c", "trap '' TERM; sleep 60"], timeout=1)
+except subprocess.TimeoutExpired:
+    print("timeout")
+try:
+    mc.run(["/bin/probe", "pid"], memory="64m")
+except mc.ContainerError as error:
+    print("refused", error.code, error)
+"""
+
+
+def test_the_library_runs_a_users_containers_as_the_command_line_does(user):
+    """minicontainer.run and Popen from a user's own Python: root inside a user
+    namespace, the user outside; kill, a timeout, and what a user cannot have
+    refused in the command line's words. Control: the CLI's answers."""
+    result = subprocess.run([user.python, "-c", LIBRARY_AS_USER], capture_output=True, timeout=120,
+                            **user.options({"env": dict(user.env(), PYTHONPATH=f"{user.base}:{user.base / 'site'}")}))
+    assert result.returncode == 0, result.stderr
+    out = lines(result)
+    cli_ids = lines(user.run("run", "/bin/probe", "ids"))[0]
+    assert out[0] == f"ids 0 {cli_ids}" and cli_ids.startswith("uid 0 euid 0")
+    host, nspid = out[1].split(" ", 2)[1:]
+    assert int(host) == user.uid and nspid.endswith("'1']")
+    assert out[2:4] == ["killed 137", "timeout"]
+    refused = user.run("run", "-m", "64m", "/bin/probe", "pid")
+    assert out[4] == f"refused 125 {refused.stderr.decode().strip().removeprefix('minicontainer: ')}"

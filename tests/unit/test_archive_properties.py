@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import minicontainer as mc
 from _minicontainer import imageformat
-from hostile import check_deploy, images, whiteout_layers
+from hostile import check_corrupt, check_deploy, corruptions, images, whiteout_layers
 
 EXAMPLES = int(os.environ.get("MC_EXAMPLES", 500))
 
@@ -35,6 +35,16 @@ def test_whiteouts_and_opaque_markers_anywhere_stay_inside(layer_lists):
     """Whiteouts and opaque markers alone, denser: every '.'/'..' combination,
     in every layer, over a root that has what they name."""
     check_deploy(deploy_in_process, "docker-save", layer_lists, True)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=corruptions())
+def test_a_corrupt_compressed_layer_is_refused_in_one_line_and_changes_nothing(case):
+    """A layer cut short, with bytes flipped or bytes after its end, its digest
+    its own: refused in one line with 125 while it is planned (the root as it
+    was, no temporary left), or, for a flip the format cannot see, deployed
+    as it was meant. It was 'interrupted' and 130 for a cut gzip layer."""
+    check_corrupt(deploy_in_process, case)
 
 
 def test_the_invariants_catch_what_they_are_for(tmp_path):

@@ -13,7 +13,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from _minicontainer import constants, errors, oci, spec as mc_spec
 from helpers import CLI
-from oci_configs import MUTATIONS, REPR, base_config, dumps, mutate, names_the_field
+from oci_configs import (
+    MUTATIONS, PROCESS_FIELDS, REPR, base_config, dumps, mutate, names_the_field, with_process,
+)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +83,7 @@ def test_every_wrong_field_is_one_line_naming_it(bundle_dir, spec_config, mutati
     (lambda c: c["process"].update(user="root"), "config.json: process.user: not an object"),
     (lambda c: c["process"]["user"].update(uid="0"), "config.json: process.user.uid: not an integer"),
     (lambda c: c["process"]["user"].update(uid=-1),
-     "config.json: process.user.uid: -1 is out of range (0 to 4294967295)"),
+     "config.json: process.user.uid: -1 is out of range (0 to 4294967294)"),
     (lambda c: c["process"]["user"].update(uid=1.0), "process.user.uid: not an integer"),
     (lambda c: c["process"]["user"].update(uid=True), "process.user.uid: not an integer"),
     (lambda c: c.update(hooks={"prestart": [1]}), "config.json: hooks.prestart[0]: not an object"),
@@ -161,6 +163,7 @@ def test_null_is_read_as_absent_as_runc_reads_it(bundle_dir, spec_config):
     config = base_config(spec_config)
     config.update(hostname=None, annotations=None, hooks=None)
     config["process"].update(user=None, rlimits=None, capabilities=None, env=None)
+    config["process"]["args"] = ["/bin/sh"]  # no env, so no PATH to search for a bare "sh"
     config["linux"].update(sysctl=None, seccomp=None, resources=None, maskedPaths=None)
     spec, kept = load(bundle_dir, config)
     assert spec.user == (0, 0, "/") and spec.hostname is None and spec.seccomp is None
@@ -227,3 +230,48 @@ def test_an_exec_process_file_is_read_the_same_way(tmp_path_factory, spec_config
         assert not REPR.search(str(exc))
         return
     assert spec.command == tuple(args) and all(isinstance(a, str) for a in args)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fields=PROCESS_FIELDS)
+def test_process_fields_are_refused_at_create_or_fit_the_kernel(bundle_dir, spec_config, fields):
+    """The class of the outside attacker's KeyError('PATH'), OSError(22) and
+    ValueError('too many groups'): every user, uid, gid, additionalGids,
+    env, args and cwd either fails the typed reader in one line, or is what
+    PID 1 can do: ids the kernel has ((uid_t)-1 is none), no more groups
+    than NGROUPS_MAX, a program it can look for (a bare name needs a PATH),
+    an absolute working directory."""
+    config = with_process(base_config(spec_config), fields)
+    try:
+        spec, _ = load(bundle_dir, config)
+    except errors.ContainerError as exc:
+        message = str(exc)
+        assert "\n" not in message and not REPR.search(message), message
+        assert exc.code == 125 and message.startswith("config.json: process"), message
+        return
+    uid, gid, _ = spec.user
+    assert all(0 <= i <= 2**32 - 2 for i in (uid, gid, *spec.additional_gids))
+    assert len(spec.additional_gids) <= int(open("/proc/sys/kernel/ngroups_max").read())
+    assert spec.command and spec.command[0]
+    assert "/" in spec.command[0] or dict(spec.env).get("PATH"), (spec.command, spec.env)
+    assert spec.workdir.startswith("/")
+
+
+def test_in_a_user_namespace_the_process_ids_must_be_mapped(bundle_dir, spec_config):
+    """setuid, setgid and setgroups refuse an id the namespace does not map
+    (EINVAL, once an OSError(22) from PID 1): refused at create, naming it.
+    Control: the last mapped ids are taken."""
+    config = base_config(spec_config)
+    config["linux"]["namespaces"].append({"type": "user"})
+    for key in ("uidMappings", "gidMappings"):
+        config["linux"][key] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    config["process"]["user"].update(uid=65535, gid=65535, additionalGids=[0, 65535])
+    spec, _ = load(bundle_dir, config)
+    assert spec.user[:2] == (65535, 65535) and spec.additional_gids == (0, 65535)
+    for field, value, mappings in (("uid", 65536, "uidMappings"), ("gid", 70000, "gidMappings"),
+                                   ("additionalGids", [1, 65536], "gidMappings")):
+        changed = json.loads(json.dumps(config))
+        changed["process"]["user"][field] = value
+        message = refusal(bundle_dir, changed)
+        assert message == (f"config.json: process.user.{field} {value if field != 'additionalGids' else 65536}:"
+                           f" not mapped in the container's user namespace (linux.{mappings})"), message
