@@ -15,11 +15,13 @@ everything a container's start needs once, and never has a second thread:
 every fork it makes is safe. Each container costs the caller one message.
 
 The conversation (all on sockets the caller made; nothing is named on disk):
-  caller -> helper  one message a container: the pickled (Spec, network,
-                    the caller's pid, which names the cgroups) and four
-                    descriptors: the container's socket, then the command's
-                    stdin, stdout and stderr.
-  helper -> spare   the same, with the seccomp program the helper built.
+  caller -> helper  one message a container: its seccomp policy, pickled
+                    apart, then the pickled (Spec, network, the caller's pid,
+                    which names the cgroups); and four descriptors: the
+                    container's socket, then the command's stdin, stdout and
+                    stderr.
+  helper -> spare   the seccomp program the helper built for that policy,
+                    then the request's second part as it came, unread.
   supervisor -> caller, on the container's socket:
                     "started PID" with two pidfds (the supervisor's, PID 1's)
                     once the command has been exec'd; then "exit CODE [OOM]"
