@@ -417,31 +417,48 @@ def write_archive(topfd, top, out, root, verb):
     `top` ('' for a directory's contents). Each entry below is opened by name
     in its directory's descriptor without following it: a symlink is
     archived as a symlink, a device or FIFO as a header, nothing is ever read
-    through a link. Owners as the container sees them."""
+    through a link. Owners as the container sees them. One descriptor is
+    held a directory deep, whatever a directory holds."""
     tarfile = tar_module()
-    links = {}
+    links, name = {}, top
+    stack = []  # (directory fd, its member name, its entries still to archive)
     try:
         tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)
         try:
-            stack = [(os.dup(topfd), top, True)]
+            dirfd = add_entry(tar, tarfile, topfd, top, True, links, root, verb)
+            if dirfd is not None:
+                stack.append((dirfd, top, iter(sorted(os.listdir(dirfd)))))
             while stack:
-                fd, name, first = stack.pop()
+                dirfd, parent, names = stack[-1]
+                child = next(names, None)
+                if child is None:
+                    os.close(dirfd)
+                    stack.pop()
+                    continue
+                name = f"{parent}/{child}" if parent else child
                 try:
-                    below = add_entry(tar, tarfile, fd, name, first, links, root, verb)
+                    fd = os.open(child, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+                except FileNotFoundError:
+                    continue  # removed while the walk went on
+                try:
+                    below = add_entry(tar, tarfile, fd, name, False, links, root, verb)
                 finally:
                     os.close(fd)
-                stack.extend(reversed(below))
+                if below is not None:
+                    stack.append((below, name, iter(sorted(os.listdir(below)))))
         finally:
+            for dirfd, _, _ in stack:
+                os.close(dirfd)
             tar.close()
     except OSError as exc:
-        raise ContainerError.from_os(f"{verb}: write the archive", exc) from None
+        raise ContainerError.from_os(f"{verb}: archive {name or '/'}", exc) from None
     except tarfile.TarError as exc:
-        raise ContainerError(verb, f"write the archive: {exc}") from None
+        raise ContainerError(verb, f"archive {name or '/'}: {exc}") from None
 
 
 def add_entry(tar, tarfile, fd, name, first, links, root, verb):
-    """Archive one entry (fd: O_PATH, not followed); for a directory, return
-    its entries, each opened the same way, to be archived after it."""
+    """Archive one entry (fd: O_PATH, not followed); for a directory to walk,
+    return it opened for reading."""
     st = os.fstat(fd)
     info = tarfile.TarInfo(name or ".")
     info.mode, info.mtime = stat.S_IMODE(st.st_mode), st.st_mtime
@@ -452,39 +469,16 @@ def add_entry(tar, tarfile, fd, name, first, links, root, verb):
             info.type = tarfile.DIRTYPE
             tar.addfile(info)
         if not first and KERNEL_FILESYSTEMS.get(filesystem_type(fd, verb) & 0xFFFFFFFF):
-            return []  # a mount of /proc or /sys below: its directory, empty
-        try:
-            dirfd = reopen(fd, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError as exc:
-            raise ContainerError.from_os(f"{verb}: read {name or '/'}", exc) from None
-        below = []
-        try:
-            for child in sorted(os.listdir(dirfd)):
-                try:
-                    cfd = os.open(child, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
-                except FileNotFoundError:
-                    continue  # removed while the walk went on
-                below.append((cfd, f"{name}/{child}" if name else child, False))
-        except BaseException:
-            for cfd, _, _ in below:
-                os.close(cfd)
-            raise
-        finally:
-            os.close(dirfd)
-        return below
-    if not name:
-        raise ContainerError(verb, "not a directory")
+            return None  # a mount of /proc or /sys below: its directory, empty
+        return reopen(fd, os.O_RDONLY | os.O_DIRECTORY)
     if stat.S_ISREG(mode):
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and key in links:
             info.type, info.linkname = tarfile.LNKTYPE, links[key]
             tar.addfile(info)
-            return []
+            return None
         links[key] = name
-        try:
-            rfd = reopen(fd, os.O_RDONLY | os.O_NONBLOCK)
-        except OSError as exc:
-            raise ContainerError.from_os(f"{verb}: read {name}", exc) from None
+        rfd = reopen(fd, os.O_RDONLY | os.O_NONBLOCK)
         try:
             info.size = st.st_size
             tar.addfile(info, Exactly(rfd, st.st_size))
@@ -498,7 +492,7 @@ def add_entry(tar, tarfile, fd, name, first, links, root, verb):
                      if stat.S_ISBLK(mode) else tarfile.FIFOTYPE)
         info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
         tar.addfile(info)
-    return []  # a socket: nothing a copy can hold
+    return None  # (a socket: nothing a copy can hold)
 
 
 def check_container_path(path, verb):

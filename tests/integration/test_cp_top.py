@@ -436,3 +436,19 @@ def test_top_shows_the_containers_processes_and_no_host_process(root, tmp_path):
     assert cli("stop", "-t", "0", "c1").returncode == 0
     one_line_refusal(cli("top", "c1"), "top c1: it is not running")
     assert cli("rm", "c1").returncode == 0
+
+
+def test_a_wide_and_deep_tree_copies_out_whole(root, tmp_path):
+    """A directory of 3,000 entries, and one 300 deep: one descriptor a level."""
+    detach(root, "c1", script="mkdir /wide && cd /wide && /bin/busybox seq 3000 | /bin/busybox xargs"
+                              " /bin/busybox touch && cd / && p=/deep && for i in $(/bin/busybox seq 300);"
+                              " do p=$p/d; done && mkdir -p $p && echo bottom > $p/f && sleep 300")
+    for _ in range(100):  # the script has made both when /deep's file is there
+        if cli("exec", "c1", "/bin/busybox", "test", "-f", "/deep" + "/d" * 300 + "/f").returncode == 0:
+            break
+    else:
+        pytest.fail("the container did not make its tree")
+    result = cli("cp", "c1:/", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert len(os.listdir(tmp_path / "out" / "wide")) == 3000
+    assert (tmp_path / "out" / "deep" / ("d/" * 300) / "f").read_text() == "bottom\n"
