@@ -175,7 +175,9 @@ def destination(src_is_dir, contents, src_name, dst, dst_kind, verb, where=""):
 
 def map_owners(plan, uid_map, gid_map, keep, verb):
     """Give each planned file and directory its owner on the host: its own
-    (keep: -a) mapped through the user namespace, else the container root's.
+    (keep: -a) mapped through the user namespace, else the container root's,
+    without a setuid or setgid bit that was another owner's (a user's setuid
+    file copied in must not become a setuid root file on the host's disk).
     An owner the namespace cannot map refuses the copy, before anything is
     written."""
     for op in plan.ops:
@@ -183,6 +185,8 @@ def map_owners(plan, uid_map, gid_map, keep, verb):
             continue
         mode, uid, gid, mtime, size = op.meta
         if not keep:
+            if (uid, gid) != (0, 0):  # a setuid or setgid bit stays only with its owner
+                mode &= ~0o6000
             uid, gid = 0, 0
         host_uid, host_gid = to_host(uid_map, uid), to_host(gid_map, gid)
         if host_uid is None or host_gid is None:

@@ -188,7 +188,9 @@ def test_cp_keeps_owners_with_a_mapped_through_the_user_namespace(userns_root, t
     os.chmod(src, 0o4755)
     assert cli("cp", src, "c1:/tmp/plain").returncode == 0  # the container root's
     assert cli("cp", "-a", src, "c1:/tmp/kept").returncode == 0  # its own, mapped
-    assert sh("c1", "stat -c '%u:%g %a' /tmp/plain /tmp/kept") == "0:0 4755\n1000:1001 4755\n"
+    # Without -a, the container root's, and the setuid bit, another owner's, dropped.
+    assert sh("c1", "stat -c '%u:%g %a' /tmp/plain /tmp/kept") == "0:0 755\n1000:1001 4755\n"
+    assert os.stat(root / "tmp" / "plain").st_uid == 200000
     st = os.stat(root / "tmp" / "kept")
     assert (st.st_uid, st.st_gid) == (201000, 201001)
     os.chown(src, 70000, 0)  # beyond the container's map: refused, nothing written
@@ -452,3 +454,23 @@ def test_a_wide_and_deep_tree_copies_out_whole(root, tmp_path):
     assert result.returncode == 0, result.stderr
     assert len(os.listdir(tmp_path / "out" / "wide")) == 3000
     assert (tmp_path / "out" / "deep" / ("d/" * 300) / "f").read_text() == "bottom\n"
+
+
+def test_a_users_setuid_file_copied_in_never_becomes_a_setuid_root_file(root, tmp_path):
+    """The container root is the host's root here: without -a, a setuid bit
+    that was uid 1000's is dropped with its owner. Control: -a keeps both."""
+    detach(root, "c1")
+    src = tmp_path / "tool"
+    src.write_bytes(b"#!/bin/sh\n")
+    os.chown(src, 1000, 1000)
+    os.chmod(src, 0o6755)
+    assert cli("cp", src, "c1:/bin/tool").returncode == 0
+    st_ = os.stat(root / "bin" / "tool")
+    assert (st_.st_uid, st_.st_mode & 0o7777) == (0, 0o755)
+    assert cli("cp", "-a", src, "c1:/bin/kept").returncode == 0
+    st_ = os.stat(root / "bin" / "kept")
+    assert (st_.st_uid, st_.st_mode & 0o7777) == (1000, 0o6755)
+    os.chown(src, 0, 0)  # root's own setuid file stays root's, as docker copies it
+    os.chmod(src, 0o4755)
+    assert cli("cp", src, "c1:/bin/roots").returncode == 0
+    assert os.stat(root / "bin" / "roots").st_mode & 0o7777 == 0o4755
