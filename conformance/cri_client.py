@@ -1,0 +1,390 @@
+"""A kubelet's part, over CRI v1: one pod through containerd's CRI plugin.
+
+Run by cri.sh (with a venv holding grpcio and grpcio-tools); prints one
+"PASS step" or "FAIL step: why" line per step and exits 0 iff every step passed.
+The stubs are generated from the CRI v1 api.proto (--proto-dir) into the work
+dir at run time.  Checks that look at the host (cgroups, /proc, mounts, links)
+are made here as root, from the pids the CRI reports in its verbose status.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+A = None          # the parsed arguments
+RT = IMG = None   # the RuntimeService and ImageService stubs
+pb = None         # the generated messages
+FAILS = 0
+
+
+def why(e):
+    """One line for an exception: a gRPC error's details, else its text."""
+    d = e.details() if hasattr(e, "details") and callable(e.details) else str(e)
+    return f"{type(e).__name__}: {(d or '').splitlines()[0][:400] if d else ''}"
+
+
+def say(ok, step, why=""):
+    global FAILS
+    if ok:
+        print(f"PASS {step}", flush=True)
+    else:
+        FAILS += 1
+        print(f"FAIL {step}" + (f": {why}" if why else ""), flush=True)
+    return ok
+
+
+def step(name):
+    """Decorator-free helper: run fn, turn an exception into a FAIL line."""
+    def run(fn, *args):
+        try:
+            return fn(*args)
+        except Exception as e:  # a gRPC error or a host check that broke
+            say(False, name, why(e))
+            return None
+    return run
+
+
+def compile_stubs():
+    global pb
+    out = os.path.join(A.work, "cri-stubs")
+    os.makedirs(out, exist_ok=True)
+    from grpc_tools import protoc
+    import grpc_tools
+    inc = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+    rc = protoc.main(["protoc", f"-I{A.proto_dir}", f"-I{inc}", f"--python_out={out}",
+                      f"--grpc_python_out={out}", os.path.join(A.proto_dir, "api.proto")])
+    if rc != 0:
+        raise SystemExit(f"protoc failed ({rc})")
+    sys.path.insert(0, out)
+    import api_pb2
+    import api_pb2_grpc
+    pb = api_pb2
+    return api_pb2_grpc
+
+
+# ---- host-side helpers ---------------------------------------------------------
+
+def verbose_pid(info):
+    return int(json.loads(info["info"])["pid"])
+
+
+def cgroup_dirs(pid):
+    """{controller: absolute cgroup dir} of pid (cgroup v1 and v2)."""
+    dirs = {}
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            for c in (ctrls.split(",") if ctrls else ["unified"]):
+                for base in (f"/sys/fs/cgroup/{c}", f"/sys/fs/cgroup/{ctrls}",
+                             "/sys/fs/cgroup/unified" if c == "unified" else ""):
+                    if base and os.path.isdir(base + path):
+                        dirs[c] = base + path
+                        break
+    return dirs
+
+
+def read(path):
+    with open(path) as f:
+        return f.read().strip()
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_for(pred, secs):
+    end = time.monotonic() + secs
+    while True:
+        v = pred()
+        if v or time.monotonic() > end:
+            return v
+        time.sleep(0.2)
+
+
+# ---- CRI helpers -----------------------------------------------------------------
+
+def status(cid):
+    return RT.ContainerStatus(pb.ContainerStatusRequest(container_id=cid, verbose=True), timeout=A.timeout)
+
+
+def state_name(cid):
+    return pb.ContainerState.Name(status(cid).status.state)
+
+
+def exec_sync(cid, cmd, secs=20):
+    return RT.ExecSync(pb.ExecSyncRequest(container_id=cid, cmd=cmd, timeout=secs), timeout=secs + A.timeout)
+
+
+def container(pod_id, pod_cfg, name, cmd, resources=None):
+    lc = pb.LinuxContainerConfig(
+        security_context=pb.LinuxContainerSecurityContext(
+            namespace_options=pb.NamespaceOption(network=pb.POD, pid=pb.CONTAINER, ipc=pb.POD)))
+    if resources is not None:
+        lc.resources.CopyFrom(resources)
+    cfg = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name=name, attempt=0),
+        image=pb.ImageSpec(image=A.image),
+        command=cmd, log_path=f"{name}.log", linux=lc,
+        envs=[pb.KeyValue(key="CRI_TEST", value=name)])
+    r = RT.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod_id, config=cfg, sandbox_config=pod_cfg),
+                           timeout=A.timeout)
+    return r.container_id
+
+
+CRI_LOG = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d) (stdout|stderr) (F|P) (.*)$")
+
+
+def main():
+    global A, RT, IMG
+    p = argparse.ArgumentParser()
+    for o in ("socket", "proto-dir", "work", "cgroup-parent", "image", "pause-image", "subnet", "bridge"):
+        p.add_argument("--" + o, required=True)
+    p.add_argument("--timeout", type=float, default=60)
+    A = p.parse_args()
+    grpc_stubs = compile_stubs()
+    import grpc
+    ch = grpc.insecure_channel("unix://" + A.socket)
+    RT = grpc_stubs.RuntimeServiceStub(ch)
+    IMG = grpc_stubs.ImageServiceStub(ch)
+
+    v = RT.Version(pb.VersionRequest(version="v1"), timeout=A.timeout)
+    say(v.runtime_api_version == "v1", f"Version: {v.runtime_name} {v.runtime_version}, CRI {v.runtime_api_version}")
+    imgs = {t for i in IMG.ListImages(pb.ListImagesRequest(), timeout=A.timeout).images for t in i.repo_tags}
+    say(A.image in imgs and A.pause_image in imgs, "ListImages shows the busybox and pause images", str(sorted(imgs)))
+
+    # ---- the sandbox ----
+    logdir = os.path.join(A.work, "logs", "pod")
+    os.makedirs(logdir, exist_ok=True)
+    pod_cfg = pb.PodSandboxConfig(
+        metadata=pb.PodSandboxMetadata(name="conformance-pod", uid="uid-conformance-1", namespace="default", attempt=0),
+        hostname="cripod", log_directory=logdir,
+        linux=pb.LinuxPodSandboxConfig(
+            cgroup_parent=A.cgroup_parent,
+            security_context=pb.LinuxSandboxSecurityContext(
+                namespace_options=pb.NamespaceOption(network=pb.POD, pid=pb.CONTAINER, ipc=pb.POD))))
+    try:
+        pod_id = RT.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_cfg, runtime_handler="runc"),
+                                  timeout=A.timeout * 2).pod_sandbox_id
+    except Exception as e:
+        say(False, "RunPodSandbox", why(e))
+        return
+    ps = RT.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=pod_id, verbose=True), timeout=A.timeout)
+    pod_info = json.loads(ps.info["info"])
+    pause_pid = int(pod_info["pid"])
+    netns_path = next((n.get("path", "") for n in pod_info["runtimeSpec"]["linux"]["namespaces"]
+                       if n["type"] == "network"), "")
+    pod_ip = ps.status.network.ip
+    prefix = A.subnet.rsplit(".", 1)[0] + "."
+    say(pb.PodSandboxState.Name(ps.status.state) == "SANDBOX_READY" and pod_ip.startswith(prefix) and alive(pause_pid),
+        f"RunPodSandbox: READY, pause pid {pause_pid}, pod IP {pod_ip} in {A.subnet}",
+        f"state {ps.status.state} ip {pod_ip!r}")
+    say(bool(netns_path) and netns_path.startswith(A.work) and os.path.exists(netns_path),
+        f"the pod's network namespace is a file under the work dir ({netns_path})")
+    host_net = os.readlink("/proc/self/ns/net")
+    pod_ns = {n: os.readlink(f"/proc/{pause_pid}/ns/{n}") for n in ("net", "uts", "ipc")}
+    say(all(pod_ns[n] != os.readlink(f"/proc/self/ns/{n}") for n in pod_ns),
+        "control: the pause process's net/uts/ipc namespaces are not the host's", str(pod_ns))
+
+    # ---- two containers sharing the pod's network ----
+    res = pb.LinuxContainerResources(cpu_shares=512, cpu_period=100000, cpu_quota=50000,
+                                     memory_limit_in_bytes=64 * 1024 * 1024, oom_score_adj=500)
+    ids = {}
+    run = step("CreateContainer/StartContainer httpd + fetcher")
+    ids["httpd"] = run(container, pod_id, pod_cfg, "httpd",
+                       ["sh", "-c", "mkdir -p /tmp/www && echo hello-from-pod > /tmp/www/index.html && "
+                                    "exec httpd -f -p 127.0.0.1:8080 -h /tmp/www"], res)
+    ids["fetcher"] = run(container, pod_id, pod_cfg, "fetcher",
+                         ["sh", "-c", "for i in $(seq 1 100); do wget -qO- http://127.0.0.1:8080/ && break; "
+                                      "sleep 0.2; done; exec sleep 100000"])
+    for n in ("httpd", "fetcher"):
+        if ids[n]:
+            run(lambda c: RT.StartContainer(pb.StartContainerRequest(container_id=c), timeout=A.timeout), ids[n])
+    ok = all(ids.values()) and all(wait_for(lambda c=ids[n]: state_name(c) == "CONTAINER_RUNNING", 20)
+                                  for n in ("httpd", "fetcher"))
+    say(ok, "CreateContainer + StartContainer x2: both RUNNING")
+    if not ok:
+        cleanup(pod_id, ids)
+        return
+    pids = {n: verbose_pid(status(ids[n]).info) for n in ("httpd", "fetcher")}
+
+    def same_ns():
+        return all(os.readlink(f"/proc/{pids[c]}/ns/{n}") == pod_ns[n] for c in pids for n in pod_ns)
+    say(same_ns(), "both containers' first processes are in the pod's net, uts and ipc namespaces")
+
+    fetched = wait_for(lambda: "hello-from-pod" in open(os.path.join(logdir, "fetcher.log")).read(), 20)
+    say(fetched, "fetcher got httpd's page over the pod's 127.0.0.1 (its log)")
+
+    # ---- ExecSync ----
+    def ex(name, cmd, want_rc=0, want_out=None, cid=None):
+        try:
+            r = exec_sync(cid or ids["fetcher"], cmd)
+        except Exception as e:
+            say(False, name, why(e))
+            return None
+        out = r.stdout.decode(errors="replace")
+        ok = r.exit_code == want_rc and (want_out is None or want_out(out))
+        say(ok, name, f"rc={r.exit_code} stdout={out[:300]!r} stderr={r.stderr.decode(errors='replace')[:200]!r}")
+        return out
+
+    ex("ExecSync wget http://127.0.0.1:8080/ (the pod's loopback)", ["wget", "-qO-", "http://127.0.0.1:8080/"],
+       want_out=lambda o: "hello-from-pod" in o)
+    ex("ExecSync hostname = the pod's (cripod)", ["hostname"], want_out=lambda o: o.strip() == "cripod")
+    for n in ("net", "uts", "ipc"):
+        ex(f"ExecSync readlink /proc/self/ns/{n} = the pod's", ["readlink", f"/proc/self/ns/{n}"],
+           want_out=lambda o, n=n: o.strip() == pod_ns[n])
+    ex("ExecSync /proc/net/dev: only lo and the pod's eth0", ["cat", "/proc/net/dev"],
+       want_out=lambda o: sorted(l.split(":")[0].strip() for l in o.splitlines()[2:]) == ["eth0", "lo"])
+    ex(f"ExecSync ip addr: eth0 has the pod's IP {pod_ip}", ["ip", "addr", "show", "eth0"],
+       want_out=lambda o: f"inet {pod_ip}/" in o)
+    ex("ExecSync exit code passthrough (3) and stderr", ["sh", "-c", "echo err >&2; exit 3"], want_rc=3)
+    ex("ExecSync env from the container config", ["sh", "-c", "echo $CRI_TEST"],
+       want_out=lambda o: o.strip() == "fetcher")
+
+    # ---- resources ----
+    try:
+        cg = cgroup_dirs(pids["httpd"])
+        under = all(f"{A.cgroup_parent}/" in d for d in cg.values())
+        say(under, f"httpd's cgroups are under the cgroup parent {A.cgroup_parent}", str(cg))
+        if "cpu" in cg and os.path.exists(cg["cpu"] + "/cpu.shares"):
+            got = (read(cg["cpu"] + "/cpu.shares"), read(cg["cpu"] + "/cpu.cfs_quota_us"),
+                   read(cg["cpu"] + "/cpu.cfs_period_us"))
+            say(got == ("512", "50000", "100000"), "cpu.shares 512, cfs_quota 50000/100000", str(got))
+            mem = read(cg["memory"] + "/memory.limit_in_bytes")
+        else:                               # cgroup v2
+            got = (read(cg["unified"] + "/cpu.weight"), read(cg["unified"] + "/cpu.max"))
+            say(got[1] == "50000 100000", "cpu.max 50000 100000 (weight from shares)", str(got))
+            mem = read(cg["unified"] + "/memory.max")
+        say(mem == str(64 * 1024 * 1024), "memory limit 64 MiB", mem)
+    except Exception as e:
+        say(False, "resources in the cgroups", why(e))
+    try:
+        oom = read(f"/proc/{pids['httpd']}/oom_score_adj")
+        say(oom == "500", "oom_score_adj 500 in /proc", oom)
+    except Exception as e:
+        say(False, "oom_score_adj", str(e))
+
+    # ---- a container that exits 7 by itself; its CRI log ----
+    run = step("container exiting 7")
+    ids["exit7"] = run(container, pod_id, pod_cfg, "exit7",
+                       ["sh", "-c", "echo out-line; echo err-line >&2; exit 7"])
+    if ids["exit7"]:
+        run(lambda c: RT.StartContainer(pb.StartContainerRequest(container_id=c), timeout=A.timeout), ids["exit7"])
+        ok = wait_for(lambda: state_name(ids["exit7"]) == "CONTAINER_EXITED", 20)
+        st = status(ids["exit7"]).status
+        say(ok and st.exit_code == 7, "a container that exits 7 by itself: EXITED, exit code 7",
+            f"state {pb.ContainerState.Name(st.state)} exit {st.exit_code}")
+        try:
+            lines = open(st.log_path).read().splitlines()
+            parsed = [CRI_LOG.match(l) for l in lines]
+            got = {(m.group(3), m.group(5)) for m in parsed if m}
+            say(st.log_path == os.path.join(logdir, "exit7.log") and all(parsed)
+                and ("stdout", "out-line") in got and ("stderr", "err-line") in got,
+                "its log file is in CRI format (TIME stdout|stderr F line)", repr(lines[:4]))
+        except Exception as e:
+            say(False, "CRI log file", str(e))
+
+    # ---- StopContainer: the SIGTERM path (143) and the SIGKILL path after the grace (137) ----
+    run = step("stop containers")
+    ids["term"] = run(container, pod_id, pod_cfg, "term",
+                      ["sh", "-c", "trap 'exit 143' TERM; while :; do sleep 0.1; done"])
+    ids["ignore"] = run(container, pod_id, pod_cfg, "ignore",
+                        ["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"])
+    for n in ("term", "ignore"):
+        if ids[n]:
+            run(lambda c: RT.StartContainer(pb.StartContainerRequest(container_id=c), timeout=A.timeout), ids[n])
+    for n, want, grace in (("term", 143, 10), ("ignore", 137, 2)):
+        if not ids[n] or not wait_for(lambda c=ids[n]: state_name(c) == "CONTAINER_RUNNING", 20):
+            say(False, f"StopContainer {n}", "not running")
+            continue
+        time.sleep(0.5)                 # let the shell set its trap
+        t0 = time.monotonic()
+        try:
+            RT.StopContainer(pb.StopContainerRequest(container_id=ids[n], timeout=grace), timeout=grace + A.timeout)
+            took = time.monotonic() - t0
+            st = status(ids[n]).status
+            timing_ok = took < grace - 1 if n == "term" else took >= grace - 0.2
+            say(pb.ContainerState.Name(st.state) == "CONTAINER_EXITED" and st.exit_code == want and timing_ok,
+                f"StopContainer {n} (grace {grace}s): exit {want} in {took:.1f}s",
+                f"state {pb.ContainerState.Name(st.state)} exit {st.exit_code} in {took:.1f}s")
+        except Exception as e:
+            say(False, f"StopContainer {n}", why(e))
+
+    # ---- an exec in a stopped container is refused ----
+    if ids.get("term"):
+        try:
+            exec_sync(ids["term"], ["true"], 5)
+            say(False, "ExecSync in an exited container is refused", "it ran")
+        except Exception:
+            say(True, "ExecSync in an exited container is refused")
+
+    cleanup(pod_id, ids, pause_pid, netns_path, list(pids.values()))
+
+
+def cleanup(pod_id, ids, pause_pid=None, netns_path="", pids=()):
+    for n, cid in ids.items():
+        if not cid or n in ("httpd", "fetcher"):
+            continue
+        try:
+            RT.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=A.timeout)
+            say(True, f"RemoveContainer {n}")
+        except Exception as e:
+            say(False, f"RemoveContainer {n}", why(e))
+    # httpd and fetcher are still running: StopPodSandbox stops them (as a kubelet's
+    # pod deletion after its grace does)
+    try:
+        t0 = time.monotonic()
+        RT.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=A.timeout * 2)
+        say(True, f"StopPodSandbox with two running containers ({time.monotonic() - t0:.1f}s)")
+    except Exception as e:
+        say(False, "StopPodSandbox", why(e))
+    for n in ("httpd", "fetcher"):
+        if ids.get(n):
+            try:
+                st = status(ids[n]).status
+                say(pb.ContainerState.Name(st.state) == "CONTAINER_EXITED", f"{n} EXITED after StopPodSandbox",
+                    pb.ContainerState.Name(st.state))
+                RT.RemoveContainer(pb.RemoveContainerRequest(container_id=ids[n]), timeout=A.timeout)
+                say(True, f"RemoveContainer {n}")
+            except Exception as e:
+                say(False, f"RemoveContainer {n}", why(e))
+    try:
+        RT.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=A.timeout)
+        say(True, "RemovePodSandbox")
+    except Exception as e:
+        say(False, "RemovePodSandbox", why(e))
+
+    # ---- nothing left ----
+    cs = RT.ListContainers(pb.ListContainersRequest(), timeout=A.timeout).containers
+    sb = RT.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=A.timeout).items
+    say(not cs and not sb, "ListContainers and ListPodSandbox are empty", f"{len(cs)} containers, {len(sb)} sandboxes")
+    left = [p for p in ([pause_pid] if pause_pid else []) + list(pids) if alive(p)]
+    gone = wait_for(lambda: not any(alive(p) for p in left), 5)
+    say(gone, "no process of the pod left (pause, httpd, fetcher)", str([p for p in left if alive(p)]))
+    mounts = [l.split()[1] for l in open("/proc/self/mounts") if A.work in l.split()[1]]
+    say(not mounts, "no mount under the work dir left (rootfs, shm, netns)", str(mounts[:5]))
+    if netns_path:
+        say(not os.path.exists(netns_path), "the pod's netns file is gone", netns_path)
+    links = subprocess.run(["ip", "-o", "link", "show", "master", A.bridge], capture_output=True, text=True).stdout
+    say(links.strip() == "", f"no veth left on the bridge {A.bridge}", links[:300])
+    subdirs = []
+    for root in os.listdir("/sys/fs/cgroup"):
+        d = f"/sys/fs/cgroup/{root}{A.cgroup_parent}"
+        if os.path.isdir(d):
+            subdirs += [os.path.join(d, e) for e in os.listdir(d) if os.path.isdir(os.path.join(d, e))]
+    say(not subdirs, f"no cgroup left under {A.cgroup_parent}", str(subdirs[:5]))
+    ipam = [f for f in os.listdir(os.path.join(A.work, "cni-ipam", "conformance-cri"))
+            if f[0].isdigit()] if os.path.isdir(os.path.join(A.work, "cni-ipam", "conformance-cri")) else []
+    say(not ipam, "the pod's IP is released (host-local)", str(ipam))
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(1 if FAILS else 0)
