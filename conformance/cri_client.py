@@ -361,30 +361,178 @@ def cleanup(pod_id, ids, pause_pid=None, netns_path="", pids=()):
     except Exception as e:
         say(False, "RemovePodSandbox", why(e))
 
-    # ---- nothing left ----
+    nothing_left(pause_pid, netns_path, pids)
+
+
+def nothing_left(pause_pid, netns_path, pids, what="the pod"):
     cs = RT.ListContainers(pb.ListContainersRequest(), timeout=A.timeout).containers
     sb = RT.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=A.timeout).items
-    say(not cs and not sb, "ListContainers and ListPodSandbox are empty", f"{len(cs)} containers, {len(sb)} sandboxes")
+    say(not cs and not sb, f"{what} removed: ListContainers and ListPodSandbox are empty", f"{len(cs)} containers, {len(sb)} sandboxes")
     left = [p for p in ([pause_pid] if pause_pid else []) + list(pids) if alive(p)]
     gone = wait_for(lambda: not any(alive(p) for p in left), 5)
-    say(gone, "no process of the pod left (pause, httpd, fetcher)", str([p for p in left if alive(p)]))
+    say(gone, f"no process of {what} left", str([p for p in left if alive(p)]))
     mounts = [l.split()[1] for l in open("/proc/self/mounts") if A.work in l.split()[1]]
-    say(not mounts, "no mount under the work dir left (rootfs, shm, netns)", str(mounts[:5]))
+    say(not mounts, f"{what}: no mount under the work dir left (rootfs, shm, netns)", str(mounts[:5]))
     if netns_path:
-        say(not os.path.exists(netns_path), "the pod's netns file is gone", netns_path)
+        say(not os.path.exists(netns_path), f"{what}'s netns file is gone", netns_path)
     links = subprocess.run(["ip", "-o", "link", "show", "master", A.bridge], capture_output=True, text=True).stdout
-    say(links.strip() == "", f"no veth left on the bridge {A.bridge}", links[:300])
+    say(links.strip() == "", f"{what}: no veth left on the bridge {A.bridge}", links[:300])
     subdirs = []
     for root in os.listdir("/sys/fs/cgroup"):
         d = f"/sys/fs/cgroup/{root}{A.cgroup_parent}"
         if os.path.isdir(d):
             subdirs += [os.path.join(d, e) for e in os.listdir(d) if os.path.isdir(os.path.join(d, e))]
-    say(not subdirs, f"no cgroup left under {A.cgroup_parent}", str(subdirs[:5]))
+    say(not subdirs, f"{what}: no cgroup left under {A.cgroup_parent}", str(subdirs[:5]))
     ipam = [f for f in os.listdir(os.path.join(A.work, "cni-ipam", "conformance-cri"))
             if f[0].isdigit()] if os.path.isdir(os.path.join(A.work, "cni-ipam", "conformance-cri")) else []
-    say(not ipam, "the pod's IP is released (host-local)", str(ipam))
+    say(not ipam, f"{what}'s IP is released (host-local)", str(ipam))
+
+
+def second_pod():
+    """A pod as a hardened workload asks for it: one PID namespace for the pod,
+    a non-root user, no capabilities but one, a read-only root, the runtime's
+    default seccomp profile, a pod sysctl; then UpdateContainerResources, an
+    ExecSync that overruns its timeout, ReopenContainerLog."""
+    logdir = os.path.join(A.work, "logs", "pod2")
+    os.makedirs(logdir, exist_ok=True)
+    nso = pb.NamespaceOption(network=pb.POD, pid=pb.POD, ipc=pb.POD)
+    pod_cfg = pb.PodSandboxConfig(
+        metadata=pb.PodSandboxMetadata(name="hardened-pod", uid="uid-conformance-2", namespace="default"),
+        hostname="cripod2", log_directory=logdir,
+        linux=pb.LinuxPodSandboxConfig(
+            cgroup_parent=A.cgroup_parent, sysctls={"net.ipv4.ping_group_range": "0 2147483647"},
+            security_context=pb.LinuxSandboxSecurityContext(namespace_options=nso)))
+    try:
+        pod_id = RT.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_cfg, runtime_handler="runc"),
+                                  timeout=A.timeout * 2).pod_sandbox_id
+    except Exception as e:
+        say(False, "pod 2: RunPodSandbox (shared PID namespace, sysctl)", why(e))
+        return
+    info = json.loads(RT.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=pod_id, verbose=True),
+                                          timeout=A.timeout).info["info"])
+    pause_pid = int(info["pid"])
+    netns_path = next((n.get("path", "") for n in info["runtimeSpec"]["linux"]["namespaces"]
+                       if n["type"] == "network"), "")
+    say(True, "pod 2: RunPodSandbox (shared PID namespace, sysctl)")
+    sc = pb.LinuxContainerSecurityContext(
+        namespace_options=nso, run_as_user=pb.Int64Value(value=1000), run_as_group=pb.Int64Value(value=1000),
+        readonly_rootfs=True, no_new_privs=True,
+        capabilities=pb.Capability(drop_capabilities=["ALL"], add_capabilities=["NET_BIND_SERVICE"]),
+        seccomp=pb.SecurityProfile(profile_type=pb.SecurityProfile.RuntimeDefault))
+    cfg = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name="app"), image=pb.ImageSpec(image=A.image),
+        command=["sh", "-c", "i=0; while :; do i=$((i+1)); echo tick-$i; sleep 0.2; done"],
+        log_path="app.log",
+        linux=pb.LinuxContainerConfig(security_context=sc, resources=pb.LinuxContainerResources(
+            cpu_shares=256, memory_limit_in_bytes=48 * 1024 * 1024)))
+    cid = None
+    try:
+        cid = RT.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod_id, config=cfg, sandbox_config=pod_cfg),
+                                 timeout=A.timeout).container_id
+        RT.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=A.timeout)
+        ok = wait_for(lambda: state_name(cid) == "CONTAINER_RUNNING", 20)
+        say(ok, "pod 2: hardened container RUNNING (uid 1000, caps ALL-NET_BIND_SERVICE, ro root, seccomp default)")
+    except Exception as e:
+        say(False, "pod 2: hardened container", why(e))
+    pid = None
+    if cid and state_name(cid) == "CONTAINER_RUNNING":
+        pid = verbose_pid(status(cid).info)
+
+        def ex(name, cmd, pred, want_rc=0):
+            try:
+                r = exec_sync(cid, cmd)
+                out = r.stdout.decode(errors="replace")
+                say(r.exit_code == want_rc and pred(out), name,
+                    f"rc={r.exit_code} out={out[:300]!r} err={r.stderr.decode(errors='replace')[:200]!r}")
+            except Exception as e:
+                say(False, name, why(e))
+
+        def status_field(out, key):
+            return next((l.split(":", 1)[1].split() for l in out.splitlines() if l.startswith(key + ":")), [])
+        ex("pod 2: ExecSync runs as uid/gid 1000", ["id"], lambda o: "uid=1000" in o and "gid=1000" in o)
+        ex("pod 2: ExecSync has only CAP_NET_BIND_SERVICE (CapEff/CapBnd 0x400)", ["cat", "/proc/self/status"],
+           lambda o: status_field(o, "CapBnd") == ["0000000000000400"]
+           and status_field(o, "CapEff") == ["0000000000000000"]  # uid 1000: effective empty, as runc
+           and status_field(o, "NoNewPrivs") == ["1"])
+        ex("pod 2: ExecSync is under a seccomp filter (Seccomp: 2)", ["cat", "/proc/self/status"],
+           lambda o: status_field(o, "Seccomp") == ["2"])
+        ex("pod 2: the root is read-only for an exec", ["sh", "-c", "touch /rofile 2>&1; echo rc=$?"],
+           lambda o: "rc=1" in o and "Read-only" in o)
+        ex("pod 2: one PID namespace for the pod: pid 1 is the pause process", ["cat", "/proc/1/cmdline"],
+           lambda o: o.startswith("/pause"))
+        ex("pod 2: the pod sysctl net.ipv4.ping_group_range is set", ["cat", "/proc/sys/net/ipv4/ping_group_range"],
+           lambda o: o.split() == ["0", "2147483647"])
+        ex("pod 2: the container's own process is there too (ps)", ["ps"], lambda o: "tick" in o or "sleep" in o)
+        try:
+            st = read(f"/proc/{pid}/status")
+            say(status_field(st, "Uid")[:1] == ["1000"] and status_field(st, "Seccomp") == ["2"]
+                and status_field(st, "CapBnd") == ["0000000000000400"],
+                "pod 2: the first process itself: uid 1000, seccomp 2, CapBnd 0x400 (host /proc)")
+        except Exception as e:
+            say(False, "pod 2: first process status", why(e))
+        # UpdateContainerResources: the runtime's `update`
+        try:
+            RT.UpdateContainerResources(pb.UpdateContainerResourcesRequest(
+                container_id=cid, linux=pb.LinuxContainerResources(
+                    cpu_shares=384, cpu_period=100000, cpu_quota=30000,
+                    memory_limit_in_bytes=80 * 1024 * 1024)), timeout=A.timeout)
+            cg = cgroup_dirs(pid)
+            got = (read(cg["cpu"] + "/cpu.shares"), read(cg["cpu"] + "/cpu.cfs_quota_us"),
+                   read(cg["memory"] + "/memory.limit_in_bytes"))
+            say(got == ("384", "30000", str(80 * 1024 * 1024)),
+                "pod 2: UpdateContainerResources reaches the cgroups (shares 384, quota 30000, 80 MiB)", str(got))
+        except Exception as e:
+            say(False, "pod 2: UpdateContainerResources", why(e))
+        # ExecSync that overruns its timeout: refused in about the timeout, its process gone
+        t0 = time.monotonic()
+        try:
+            r = RT.ExecSync(pb.ExecSyncRequest(container_id=cid, cmd=["sleep", "30"], timeout=1),
+                            timeout=A.timeout)
+            say(False, "pod 2: ExecSync timeout 1s of sleep 30", f"returned rc={r.exit_code}")
+        except Exception as e:
+            took = time.monotonic() - t0
+            say(took < 10 and "timeout" in why(e).lower(), f"pod 2: ExecSync timeout 1s of sleep 30: refused in {took:.1f}s",
+                why(e))
+        left = wait_for(lambda: not [p for p in os.listdir("/proc") if p.isdigit() and p != str(pid)
+                                     and _cmd(p) == "sleep\0" + "30\0"], 5)
+        say(left, "pod 2: the timed-out exec's process is gone")
+        # ReopenContainerLog: the log moves aside, new lines go to a new file
+        try:
+            lp = status(cid).status.log_path
+            os.rename(lp, lp + ".1")
+            RT.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=cid), timeout=A.timeout)
+            ok = wait_for(lambda: os.path.exists(lp) and "tick-" in open(lp).read(), 5)
+            say(ok, "pod 2: ReopenContainerLog: new lines in a new file")
+        except Exception as e:
+            say(False, "pod 2: ReopenContainerLog", why(e))
+        try:
+            stats = RT.ContainerStats(pb.ContainerStatsRequest(container_id=cid), timeout=A.timeout).stats
+            say(stats.memory.working_set_bytes.value > 0, "pod 2: ContainerStats reports memory use",
+                str(stats.memory))
+        except Exception as e:
+            say(False, "pod 2: ContainerStats", why(e))
+    # a kubelet deleting the pod: StopPodSandbox, RemovePodSandbox (removes the container too)
+    try:
+        RT.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=A.timeout * 2)
+        RT.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=A.timeout)
+        say(True, "pod 2: StopPodSandbox + RemovePodSandbox (with its container)")
+    except Exception as e:
+        say(False, "pod 2: StopPodSandbox + RemovePodSandbox", why(e))
+    nothing_left(pause_pid, netns_path, [pid] if pid else [], "pod 2")
+
+
+def _cmd(p):
+    try:
+        with open(f"/proc/{p}/cmdline") as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 if __name__ == "__main__":
     main()
+    try:
+        second_pod()
+    except Exception as e:
+        say(False, "the second pod broke", why(e))
     sys.exit(1 if FAILS else 0)
