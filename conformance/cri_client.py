@@ -325,12 +325,17 @@ def main():
         except Exception:
             say(True, "ExecSync in an exited container is refused")
 
-    cleanup(pod_id, ids, pause_pid, netns_path, list(pids.values()))
+    running = set()
+    try:
+        third_round(pod_id, pod_cfg, ids, running)
+    except Exception as e:
+        say(False, "the third round broke", why(e))
+    cleanup(pod_id, ids, pause_pid, netns_path, list(pids.values()), running)
 
 
-def cleanup(pod_id, ids, pause_pid=None, netns_path="", pids=()):
+def cleanup(pod_id, ids, pause_pid=None, netns_path="", pids=(), running=()):
     for n, cid in ids.items():
-        if not cid or n in ("httpd", "fetcher"):
+        if not cid or n in ("httpd", "fetcher") or cid in running:
             continue
         try:
             RT.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=A.timeout)
@@ -345,7 +350,7 @@ def cleanup(pod_id, ids, pause_pid=None, netns_path="", pids=()):
         say(True, f"StopPodSandbox with two running containers ({time.monotonic() - t0:.1f}s)")
     except Exception as e:
         say(False, "StopPodSandbox", why(e))
-    for n in ("httpd", "fetcher"):
+    for n in ["httpd", "fetcher"] + [n for n, c in ids.items() if c in running]:
         if ids.get(n):
             try:
                 st = status(ids[n]).status
@@ -386,6 +391,73 @@ def nothing_left(pause_pid, netns_path, pids, what="the pod"):
     ipam = [f for f in os.listdir(os.path.join(A.work, "cni-ipam", "conformance-cri"))
             if f[0].isdigit()] if os.path.isdir(os.path.join(A.work, "cni-ipam", "conformance-cri")) else []
     say(not ipam, f"{what}'s IP is released (host-local)", str(ipam))
+
+
+def third_round(pod_id, pod_cfg, ids, running):
+    """What else a kubelet asks of a pod's containers: a tty container, a
+    restart (attempt 1 of a container that exited), host-path mounts (a
+    read-only directory, a writable file, as the kubelet's volumes and
+    /dev/termination-log), working dir and args, a privileged container."""
+    vol = os.path.join(A.work, "vol")
+    os.makedirs(vol, exist_ok=True)
+    with open(os.path.join(vol, "data.txt"), "w") as f:
+        f.write("from-the-host\n")
+    term = os.path.join(A.work, "termination-log")
+    open(term, "w").close()
+
+    def start(name, cmd, **kw):
+        sc = kw.pop("sc", None) or pb.LinuxContainerSecurityContext(
+            namespace_options=pb.NamespaceOption(network=pb.POD, pid=pb.CONTAINER, ipc=pb.POD))
+        cfg = pb.ContainerConfig(metadata=pb.ContainerMetadata(name=name, attempt=kw.pop("attempt", 0)),
+                                 image=pb.ImageSpec(image=A.image), command=cmd, log_path=f"{name}-{len(ids)}.log",
+                                 linux=pb.LinuxContainerConfig(security_context=sc), **kw)
+        cid = RT.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod_id, config=cfg,
+                                                           sandbox_config=pod_cfg), timeout=A.timeout).container_id
+        ids[f"{name}-{len(ids)}"] = cid
+        RT.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=A.timeout)
+        return cid
+
+    # a tty container (kubectl run -it): its output is the terminal's, in the log
+    try:
+        cid = start("tty", ["sh", "-c", "tty; [ -t 0 ] && [ -t 1 ] && echo is-a-tty; exec sleep 100000"],
+                    tty=True, stdin=True)
+        running.add(cid)
+        lp = status(cid).status.log_path
+        ok = wait_for(lambda: "is-a-tty" in open(lp).read() if os.path.exists(lp) else False, 15)
+        say(ok and "/dev/pts/" in open(lp).read(), "a tty container (tty, stdin): its stdio is a pty, in the CRI log",
+            open(lp).read()[:300] if os.path.exists(lp) else "no log")
+    except Exception as e:
+        say(False, "a tty container", why(e))
+
+    # a restart: attempt 1 of "exit7", in the same pod
+    try:
+        cid = start("exit7", ["sh", "-c", "hostname; exit 0"], attempt=1)
+        ok = wait_for(lambda: state_name(cid) == "CONTAINER_EXITED", 20)
+        st = status(cid).status
+        say(ok and st.exit_code == 0 and "cripod" in open(st.log_path).read(),
+            "a restart (attempt 1 of a container that exited) runs in the pod, exit 0",
+            f"{pb.ContainerState.Name(st.state)} {st.exit_code}")
+    except Exception as e:
+        say(False, "a restart (attempt 1)", why(e))
+
+    # host paths, working dir, args after command
+    try:
+        mounts = [pb.Mount(container_path="/data", host_path=vol, readonly=True),
+                  pb.Mount(container_path="/dev/termination-log", host_path=term)]
+        cid = start("vols", ["sh", "-c"], args=["cat /data/data.txt; echo -n bye > /dev/termination-log; "
+                                                   "touch /data/x 2>/dev/null || echo data-is-ro; pwd; "
+                                                   "cat /proc/kcore 2>/dev/null | head -c 64 | wc -c"],
+                    mounts=mounts, working_dir="/tmp")
+        ok = wait_for(lambda: state_name(cid) == "CONTAINER_EXITED", 20)
+        st = status(cid).status
+        out = open(st.log_path).read()
+        say(ok and st.exit_code == 0 and "from-the-host" in out and "data-is-ro" in out and " /tmp" in out,
+            "host-path mounts (a read-only dir), working_dir, command + args", out[:400])
+        say(open(term).read() == "bye", "a writable file mount (/dev/termination-log) reaches the host file",
+            repr(open(term).read()))
+        say(re.search(r"stdout F 0$", out, re.M) is not None, "/proc/kcore is masked (reads nothing)", out[-200:])
+    except Exception as e:
+        say(False, "host-path mounts", why(e))
 
 
 def second_pod():
@@ -521,6 +593,60 @@ def second_pod():
     nothing_left(pause_pid, netns_path, [pid] if pid else [], "pod 2")
 
 
+def third_pod():
+    """A node agent's pod (kube-proxy, a CNI daemon): the host's network, a
+    privileged sandbox and container: every capability, no seccomp, /sys rw,
+    and an exec that is in the host's network namespace (the control of the
+    first pod's namespace checks)."""
+    nso = pb.NamespaceOption(network=pb.NODE, pid=pb.CONTAINER, ipc=pb.POD)
+    logdir = os.path.join(A.work, "logs", "pod3")
+    os.makedirs(logdir, exist_ok=True)
+    pod_cfg = pb.PodSandboxConfig(
+        metadata=pb.PodSandboxMetadata(name="node-agent", uid="uid-conformance-3", namespace="kube-system"),
+        log_directory=logdir,
+        linux=pb.LinuxPodSandboxConfig(cgroup_parent=A.cgroup_parent, security_context=pb.LinuxSandboxSecurityContext(
+            namespace_options=nso, privileged=True)))
+    try:
+        pod_id = RT.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_cfg, runtime_handler="runc"),
+                                  timeout=A.timeout * 2).pod_sandbox_id
+    except Exception as e:
+        say(False, "pod 3: RunPodSandbox (host network, privileged)", why(e))
+        return
+    info = json.loads(RT.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=pod_id, verbose=True),
+                                          timeout=A.timeout).info["info"])
+    pause_pid = int(info["pid"])
+    say(os.readlink(f"/proc/{pause_pid}/ns/net") == os.readlink("/proc/self/ns/net"),
+        "pod 3: RunPodSandbox (host network, privileged): the pause process is in the host's netns")
+    pid = None
+    try:
+        sc = pb.LinuxContainerSecurityContext(privileged=True, namespace_options=nso)
+        cfg = pb.ContainerConfig(metadata=pb.ContainerMetadata(name="agent"), image=pb.ImageSpec(image=A.image),
+                                 command=["sleep", "100000"], log_path="agent.log",
+                                 linux=pb.LinuxContainerConfig(security_context=sc))
+        cid = RT.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod_id, config=cfg, sandbox_config=pod_cfg),
+                                 timeout=A.timeout).container_id
+        RT.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=A.timeout)
+        ok = wait_for(lambda: state_name(cid) == "CONTAINER_RUNNING", 20)
+        pid = verbose_pid(status(cid).info)
+        r = exec_sync(cid, ["sh", "-c", "grep -E '^(CapEff|Seccomp):' /proc/self/status; "
+                                        "grep ' /sys ' /proc/mounts | head -1; readlink /proc/self/ns/net"])
+        o = r.stdout.decode()
+        host_caps = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff:")][0]
+        say(ok and f"CapEff:\t{host_caps}" in o and "Seccomp:\t0" in o and " rw," in o,
+            "pod 3: a privileged container: the host's capabilities, no seccomp, /sys rw (ExecSync)", o[:300])
+        say(os.readlink("/proc/self/ns/net") in o, "pod 3: ExecSync is in the host's network namespace (hostNetwork)",
+            o[:300])
+    except Exception as e:
+        say(False, "pod 3: a privileged container", why(e))
+    try:
+        RT.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=A.timeout * 2)
+        RT.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=A.timeout)
+        say(True, "pod 3: StopPodSandbox + RemovePodSandbox (with its container)")
+    except Exception as e:
+        say(False, "pod 3: StopPodSandbox + RemovePodSandbox", why(e))
+    nothing_left(pause_pid, "", [pid] if pid else [], "pod 3")
+
+
 def _cmd(p):
     try:
         with open(f"/proc/{p}/cmdline") as f:
@@ -535,4 +661,8 @@ if __name__ == "__main__":
         second_pod()
     except Exception as e:
         say(False, "the second pod broke", why(e))
+    try:
+        third_pod()
+    except Exception as e:
+        say(False, "the third pod broke", why(e))
     sys.exit(1 if FAILS else 0)
