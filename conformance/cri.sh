@@ -102,14 +102,13 @@ EOF
     {
       "type": "bridge",
       "bridge": "$br",
-      "isGateway": true,
+      "isGateway": false,
       "ipMasq": false,
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",
         "dataDir": "$w/cni-ipam",
-        "ranges": [[{"subnet": "$CRI_SUBNET"}]],
-        "routes": [{"dst": "0.0.0.0/0"}]
+        "ranges": [[{"subnet": "$CRI_SUBNET"}]]
       }
     }
   ]
@@ -155,6 +154,17 @@ engine_cleanup() {
         [ -e "$sb" ] && rm -f /var/lib/cni/results/*-"${sb##*/}"-*
     done
     rm -rf "$w"
+    [ -n "${IP_FORWARD:-}" ] && restore_ip_forward
+}
+
+# The bridge plugin as a gateway would turn the host's ip_forward on, for good
+# (and the suite's sysctl test checks that the host's is untouched): our pods
+# need no gateway (isGateway false, no routes); ip_forward is put back anyway.
+IP_FORWARD=$(cat /proc/sys/net/ipv4/ip_forward)
+restore_ip_forward() {
+    [ "$(cat /proc/sys/net/ipv4/ip_forward)" = "$IP_FORWARD" ] && return 0
+    log "note: ip_forward changed during the run; put back to $IP_FORWARD"
+    echo "$IP_FORWARD" > /proc/sys/net/ipv4/ip_forward
 }
 
 # ----------------------------------------------------------------------------
@@ -221,7 +231,8 @@ names=$(c image ls -q)
 # ---- the kubelet's part --------------------------------------------------------
 CLIENT_ARGS=(--socket "$W/c.sock" --proto-dir "$CRI_PROTO_DIR"
              --work "$W" --cgroup-parent "/$TAG" --image "$BUSYBOX_IMG" --pause-image "$PAUSE_IMG"
-             --subnet "$CRI_SUBNET" --bridge "$(bridge_name "$W")" --timeout "$TMO")
+             --subnet "$CRI_SUBNET" --bridge "$(bridge_name "$W")" --timeout "$TMO"
+             --runtime "$RT" --runtime-root "$W/runc-root/k8s.io")
 while IFS= read -r line; do
     case $line in
         "PASS "*) pass "${line#PASS }" ;;

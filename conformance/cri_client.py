@@ -148,6 +148,8 @@ def main():
     for o in ("socket", "proto-dir", "work", "cgroup-parent", "image", "pause-image", "subnet", "bridge"):
         p.add_argument("--" + o, required=True)
     p.add_argument("--timeout", type=float, default=60)
+    p.add_argument("--runtime", required=True)
+    p.add_argument("--runtime-root", required=True)
     A = p.parse_args()
     grpc_stubs = compile_stubs()
     import grpc
@@ -328,6 +330,7 @@ def main():
     running = set()
     try:
         third_round(pod_id, pod_cfg, ids, running)
+        state_lost(pod_id, pod_cfg, ids)
     except Exception as e:
         say(False, "the third round broke", why(e))
     cleanup(pod_id, ids, pause_pid, netns_path, list(pids.values()), running)
@@ -391,6 +394,36 @@ def nothing_left(pause_pid, netns_path, pids, what="the pod"):
     ipam = [f for f in os.listdir(os.path.join(A.work, "cni-ipam", "conformance-cri"))
             if f[0].isdigit()] if os.path.isdir(os.path.join(A.work, "cni-ipam", "conformance-cri")) else []
     say(not ipam, f"{what}'s IP is released (host-local)", str(ipam))
+
+
+def state_lost(pod_id, pod_cfg, ids):
+    """The runtime's state of a running container goes behind containerd's back
+    (an operator's `runc delete --force`; what a checkpoint leaves): the shim
+    sees the exit, its `delete` is told the container "does not exist", which
+    containerd's shim ignores (pkg/process/init.go), and the container can be
+    removed as usual."""
+    sc = pb.LinuxContainerSecurityContext(
+        namespace_options=pb.NamespaceOption(network=pb.POD, pid=pb.CONTAINER, ipc=pb.POD))
+    cfg = pb.ContainerConfig(metadata=pb.ContainerMetadata(name="lost"), image=pb.ImageSpec(image=A.image),
+                             command=["sleep", "100000"], log_path="lost.log",
+                             linux=pb.LinuxContainerConfig(security_context=sc))
+    try:
+        cid = RT.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod_id, config=cfg, sandbox_config=pod_cfg),
+                                 timeout=A.timeout).container_id
+        ids["lost"] = cid
+        RT.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=A.timeout)
+        wait_for(lambda: state_name(cid) == "CONTAINER_RUNNING", 20)
+        r = subprocess.run([A.runtime, "--root", A.runtime_root, "delete", "--force", cid],
+                           capture_output=True, text=True, timeout=A.timeout)
+        ok = wait_for(lambda: state_name(cid) == "CONTAINER_EXITED", 15)
+        st = status(cid).status
+        say(r.returncode == 0 and ok, "the runtime's state deleted behind containerd's back: the container EXITED",
+            f"delete rc={r.returncode} {r.stderr.strip()[:200]!r}; {pb.ContainerState.Name(st.state)}")
+        RT.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=A.timeout)
+        del ids["lost"]
+        say(True, "... and RemoveContainer succeeds (the shim's delete took \"does not exist\" as done)")
+    except Exception as e:
+        say(False, "the runtime's state deleted behind containerd's back", why(e))
 
 
 def third_round(pod_id, pod_cfg, ids, running):
