@@ -473,6 +473,28 @@ def third_round(pod_id, pod_cfg, ids, running):
     except Exception as e:
         say(False, "a restart (attempt 1)", why(e))
 
+    # over its memory limit: OOM-killed, and said so (the shim watches the
+    # container's memory cgroup, where the runtime put it)
+    try:
+        sc = pb.LinuxContainerSecurityContext(
+            namespace_options=pb.NamespaceOption(network=pb.POD, pid=pb.CONTAINER, ipc=pb.POD))
+        cfg = pb.ContainerConfig(
+            metadata=pb.ContainerMetadata(name="oom"), image=pb.ImageSpec(image=A.image),
+            command=["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"], log_path="oom.log",
+            linux=pb.LinuxContainerConfig(security_context=sc, resources=pb.LinuxContainerResources(
+                memory_limit_in_bytes=16 * 1024 * 1024)))
+        cid = RT.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod_id, config=cfg,
+                                                           sandbox_config=pod_cfg), timeout=A.timeout).container_id
+        ids["oom"] = cid
+        RT.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=A.timeout)
+        ok = wait_for(lambda: state_name(cid) == "CONTAINER_EXITED", 20)
+        st = status(cid).status
+        say(ok and st.exit_code == 137 and st.reason == "OOMKilled",
+            "a container over its 16 MiB limit: exit 137, reason OOMKilled",
+            f"{pb.ContainerState.Name(st.state)} exit {st.exit_code} reason {st.reason!r}")
+    except Exception as e:
+        say(False, "a container over its memory limit", why(e))
+
     # host paths, working dir, args after command
     try:
         mounts = [pb.Mount(container_path="/data", host_path=vol, readonly=True),
