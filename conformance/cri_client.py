@@ -111,6 +111,35 @@ def wait_for(pred, secs):
 
 # ---- CRI helpers -----------------------------------------------------------------
 
+def bridge_links():
+    out = subprocess.run(["ip", "-o", "link", "show", "master", A.bridge], capture_output=True, text=True).stdout
+    return {l.split(": ")[1].split("@")[0] for l in out.splitlines() if ": " in l}
+
+
+class Tracking:
+    """The RuntimeService stub, remembering what each pod made (its sandbox and
+    container ids, the veths its sandbox added to the bridge), so that a pod's
+    "nothing left" looks at its own things only."""
+
+    def __init__(self, stub):
+        self.stub, self.ids, self.veths = stub, {}, {}
+
+    def RunPodSandbox(self, req, **kw):
+        before = bridge_links()
+        r = self.stub.RunPodSandbox(req, **kw)
+        self.ids.setdefault(r.pod_sandbox_id, set()).add(r.pod_sandbox_id)
+        self.veths[r.pod_sandbox_id] = bridge_links() - before
+        return r
+
+    def CreateContainer(self, req, **kw):
+        r = self.stub.CreateContainer(req, **kw)
+        self.ids.setdefault(req.pod_sandbox_id, set()).add(r.container_id)
+        return r
+
+    def __getattr__(self, name):
+        return getattr(self.stub, name)
+
+
 def status(cid):
     return RT.ContainerStatus(pb.ContainerStatusRequest(container_id=cid, verbose=True), timeout=A.timeout)
 
@@ -154,7 +183,7 @@ def main():
     grpc_stubs = compile_stubs()
     import grpc
     ch = grpc.insecure_channel("unix://" + A.socket)
-    RT = grpc_stubs.RuntimeServiceStub(ch)
+    RT = Tracking(grpc_stubs.RuntimeServiceStub(ch))
     IMG = grpc_stubs.ImageServiceStub(ch)
 
     v = RT.Version(pb.VersionRequest(version="v1"), timeout=A.timeout)
@@ -369,31 +398,40 @@ def cleanup(pod_id, ids, pause_pid=None, netns_path="", pids=(), running=()):
     except Exception as e:
         say(False, "RemovePodSandbox", why(e))
 
-    nothing_left(pause_pid, netns_path, pids)
+    nothing_left(pod_id, pause_pid, netns_path, pids)
 
 
-def nothing_left(pause_pid, netns_path, pids, what="the pod"):
-    cs = RT.ListContainers(pb.ListContainersRequest(), timeout=A.timeout).containers
-    sb = RT.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=A.timeout).items
-    say(not cs and not sb, f"{what} removed: ListContainers and ListPodSandbox are empty", f"{len(cs)} containers, {len(sb)} sandboxes")
+def nothing_left(pod_id, pause_pid, netns_path, pids, what="the pod"):
+    """Nothing of this pod is left: in the CRI's lists, processes, mounts,
+    its netns file, its veth, cgroups, its IP."""
+    mine = RT.ids.get(pod_id, {pod_id})
+    cs = [c.id for c in RT.ListContainers(pb.ListContainersRequest(), timeout=A.timeout).containers if c.id in mine]
+    sb = [p.id for p in RT.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=A.timeout).items if p.id == pod_id]
+    say(not cs and not sb, f"{what} removed: none of its containers or its sandbox is listed",
+        f"{len(cs)} containers, {len(sb)} sandboxes")
     left = [p for p in ([pause_pid] if pause_pid else []) + list(pids) if alive(p)]
     gone = wait_for(lambda: not any(alive(p) for p in left), 5)
     say(gone, f"no process of {what} left", str([p for p in left if alive(p)]))
-    mounts = [l.split()[1] for l in open("/proc/self/mounts") if A.work in l.split()[1]]
-    say(not mounts, f"{what}: no mount under the work dir left (rootfs, shm, netns)", str(mounts[:5]))
+    mounts = [m for m in (l.split()[1] for l in open("/proc/self/mounts"))
+              if A.work in m and (any(i in m for i in mine) or (netns_path and m == netns_path))]
+    say(not mounts, f"{what}: no mount of its own left (rootfs, shm, netns)", str(mounts[:5]))
     if netns_path:
         say(not os.path.exists(netns_path), f"{what}'s netns file is gone", netns_path)
-    links = subprocess.run(["ip", "-o", "link", "show", "master", A.bridge], capture_output=True, text=True).stdout
-    say(links.strip() == "", f"{what}: no veth left on the bridge {A.bridge}", links[:300])
+    veths = RT.veths.get(pod_id, set())
+    if veths or netns_path:
+        still = veths & bridge_links()
+        say(bool(veths) and not still, f"{what}: its veth {sorted(veths)} is gone from the bridge {A.bridge}",
+            f"made {sorted(veths)}, left {sorted(still)}")
     subdirs = []
     for root in os.listdir("/sys/fs/cgroup"):
         d = f"/sys/fs/cgroup/{root}{A.cgroup_parent}"
         if os.path.isdir(d):
-            subdirs += [os.path.join(d, e) for e in os.listdir(d) if os.path.isdir(os.path.join(d, e))]
-    say(not subdirs, f"{what}: no cgroup left under {A.cgroup_parent}", str(subdirs[:5]))
-    ipam = [f for f in os.listdir(os.path.join(A.work, "cni-ipam", "conformance-cri"))
-            if f[0].isdigit()] if os.path.isdir(os.path.join(A.work, "cni-ipam", "conformance-cri")) else []
-    say(not ipam, f"{what}'s IP is released (host-local)", str(ipam))
+            subdirs += [os.path.join(d, e) for e in os.listdir(d) if e in mine]
+    say(not subdirs, f"{what}: no cgroup of its own left under {A.cgroup_parent}", str(subdirs[:5]))
+    ipam_dir = os.path.join(A.work, "cni-ipam", "conformance-cri")
+    held = [f for f in os.listdir(ipam_dir) if f[0].isdigit()
+            and any(i in read(os.path.join(ipam_dir, f)) for i in mine)] if os.path.isdir(ipam_dir) else []
+    say(not held, f"{what}'s IP is released (host-local)", str(held))
 
 
 def state_lost(pod_id, pod_cfg, ids):
@@ -645,7 +683,7 @@ def second_pod():
         say(True, "pod 2: StopPodSandbox + RemovePodSandbox (with its container)")
     except Exception as e:
         say(False, "pod 2: StopPodSandbox + RemovePodSandbox", why(e))
-    nothing_left(pause_pid, netns_path, [pid] if pid else [], "pod 2")
+    nothing_left(pod_id, pause_pid, netns_path, [pid] if pid else [], "pod 2")
 
 
 def third_pod():
@@ -699,7 +737,7 @@ def third_pod():
         say(True, "pod 3: StopPodSandbox + RemovePodSandbox (with its container)")
     except Exception as e:
         say(False, "pod 3: StopPodSandbox + RemovePodSandbox", why(e))
-    nothing_left(pause_pid, "", [pid] if pid else [], "pod 3")
+    nothing_left(pod_id, pause_pid, "", [pid] if pid else [], "pod 3")
 
 
 def _cmd(p):
