@@ -159,12 +159,13 @@ engine_cleanup() {
 
 # The bridge plugin as a gateway would turn the host's ip_forward on, for good
 # (and the suite's sysctl test checks that the host's is untouched): our pods
-# need no gateway (isGateway false, no routes); ip_forward is put back anyway.
+# need no gateway (isGateway false, no routes). A change seen at the end is
+# said, not undone: another user of the host (minicontainer's own bridge
+# network) may have turned it on while we ran, and needs it.
 IP_FORWARD=$(cat /proc/sys/net/ipv4/ip_forward)
 restore_ip_forward() {
     [ "$(cat /proc/sys/net/ipv4/ip_forward)" = "$IP_FORWARD" ] && return 0
-    log "note: ip_forward changed during the run; put back to $IP_FORWARD"
-    echo "$IP_FORWARD" > /proc/sys/net/ipv4/ip_forward
+    log "note: net.ipv4.ip_forward was $IP_FORWARD at the start and is $(cat /proc/sys/net/ipv4/ip_forward) now (not ours: our bridge is no gateway)"
 }
 
 # ----------------------------------------------------------------------------
