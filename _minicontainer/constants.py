@@ -45,6 +45,7 @@ AF_INET, SOCK_DGRAM = 2, 2
 TIOCSCTTY, TIOCGWINSZ, TIOCSWINSZ = 0x540E, 0x5413, 0x5414
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 SOL_SOCKET, SCM_RIGHTS = 1, 1
+CLOSE_RANGE_CLOEXEC = 1 << 2  # close_range(2): mark, do not close
 
 # pivot_root has no glibc wrapper; its number differs between architectures.
 # The calls from openat2 on came after the numbers were unified: the same everywhere.

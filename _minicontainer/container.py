@@ -21,7 +21,7 @@ from .constants import (
 )
 from .errors import ContainerError
 from .syscalls import (
-    attach_mount, clone_tree, die_with_parent, filesystem_type, join_session_keyring,
+    attach_mount, clone_tree, cloexec_from, die_with_parent, filesystem_type, join_session_keyring,
     last_capability, mount, new_mount, open_namespace, openat2, pivot_root, raise_ambient,
     seccomp_filter, set_link_up, set_mount_attrs, set_personality, set_window_size,
     setdomainname, sethostname, setns, take_controlling_terminal, umount2, unshare, write_at,
@@ -40,7 +40,7 @@ class Handles:
 
     __slots__ = ("report_fd", "groups", "tty_sock", "seccomp", "volumes", "go_fd",
                  "network", "root_fd", "stdio", "entry", "cgroup_views", "cgroup_links",
-                 "exec_fifo", "map_fd")
+                 "exec_fifo", "map_fd", "own_exe")
 
     def __init__(self, report_fd, groups, tty_sock=None, go_fd=None, network=None, stdio=None,
                  entry=None):
@@ -53,6 +53,9 @@ class Handles:
         self.cgroup_views = self.cgroup_links = ()  # for a `cgroup` mount: (name, host dir)
         self.exec_fifo = None  # OCI create: where PID 1 waits for `start`
         self.map_fd = None  # a user namespace: the holder waits here for its id maps
+        # This interpreter (the host's), for check_command: asked of the host's
+        # /proc here, before the fork; the container's root may have no proc.
+        self.own_exe = os.stat("/proc/self/exe")
 
 
 def make_mounts_private():
@@ -708,16 +711,16 @@ def close_other_fds(spec):
     """Only 0, 1, 2 and the --preserve-fds ones reach the command.
 
     They are marked close-on-exec rather than closed: the report socket must
-    stay open until the exec itself succeeds.
+    stay open until the exec itself succeeds. Not by listing /proc/self/fd:
+    a bundle need not mount proc (runc runs one without any mount).
     """
     keep = 3 + spec.preserve_fds
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd >= 3:
-            try:
-                os.set_inheritable(fd, fd < keep)
-            except OSError:  # the listing's own descriptor, already closed
-                pass
+    cloexec_from(keep)
+    for fd in range(3, keep):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:  # not open: nothing to pass on
+            pass
 
 
 def container_env(spec):
@@ -792,7 +795,7 @@ def check_command(command, path, spec, env, handles):
     follows four) is resolved inside the root without magic links, and
     compared with this process's own executable.
     """
-    own = os.stat("/proc/self/exe")
+    own = handles.own_exe
     search = command_candidates(path, env)
     for candidate in search:
         for _ in range(5):

@@ -45,13 +45,13 @@ import signal
 import sys
 
 from .constants import (
-    EXIT_OWN_FAILURE, SCM_RIGHTS, SOL_SOCKET, SUPERVISOR_PDEATH, SUPERVISOR_SIGNALS,
+    EXIT_OWN_FAILURE, SOL_SOCKET, SUPERVISOR_PDEATH, SUPERVISOR_SIGNALS,
 )
 from .errors import ContainerError
 from .syscalls import (
     SockFprog, die_with_parent, libseccomp, remember_seccomp_program, seccomp_filter,
 )
-from .procs import in_child, report
+from .procs import in_child, received_fds, report, with_fds
 from .supervise import run_container
 
 # What a request may carry: the pickled spec and network, and four descriptors.
@@ -70,29 +70,20 @@ def receive_into(sock, buffer):
     uid); (0, [], uid) once the caller has gone; a length of None for one
     larger than the buffer. The uid is the kernel's word (SO_PASSCRED): the
     sender's uid as it is now, None if it gave none."""
-    import array
     import socket
-    fds = array.array("i")
     uid = None
     size, ancillary, flags, _ = sock.recvmsg_into(
         [buffer], sock_cmsg_space(REQUEST_FDS) + socket.CMSG_SPACE(12))
     for level, kind, blob in ancillary:
-        if level == SOL_SOCKET and kind == SCM_RIGHTS:
-            fds.frombytes(blob[:len(blob) - len(blob) % fds.itemsize])
-        elif level == SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(blob) >= 12:
+        if level == SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(blob) >= 12:
             uid = int.from_bytes(blob[4:8], sys.byteorder)  # struct ucred: pid, uid, gid
-    return (None if flags & socket.MSG_TRUNC else size), list(fds), uid
+    return (None if flags & socket.MSG_TRUNC else size), received_fds(ancillary), uid
 
 
 def receive(sock):
     """One request: (payload, descriptors); (b"", []) once the caller has gone."""
-    import array
-    fds = array.array("i")
     data, ancillary, _, _ = sock.recvmsg(2 * REQUEST_MAX, sock_cmsg_space(REQUEST_FDS))
-    for level, kind, blob in ancillary:
-        if level == SOL_SOCKET and kind == SCM_RIGHTS:
-            fds.frombytes(blob[:len(blob) - len(blob) % fds.itemsize])
-    return data, list(fds)
+    return data, received_fds(ancillary)
 
 
 def sock_cmsg_space(count):
@@ -181,8 +172,7 @@ def send_fds(sock, parts, fds):
     """The program (pickled) and the request, as one message: its first 4 bytes
     say where the request begins."""
     head = len(parts[0]).to_bytes(4, sys.byteorder)
-    sock.sendmsg([head, *parts], [(SOL_SOCKET, SCM_RIGHTS,
-                           b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds))])
+    sock.sendmsg([head, *parts], with_fds(fds))
 
 
 def fork_spare(requests, helper_pid):

@@ -8,7 +8,7 @@ that no thread of the caller's is ever forked), the stdio a container gets
 A container started here is set up by the same steps as `minicontainer run`
 (helper.supervisor_main calls supervise.run_container), and never outlives
 the process that started it.
-May import: constants, errors, spec, options, helper.
+May import: constants, errors, procs, spec, options, helper.
 """
 import os
 import signal
@@ -17,8 +17,9 @@ import sys
 import threading
 from typing import IO, Any, Iterable, Mapping, Optional, Sequence, Union
 
-from .constants import DEFAULT_ROOT, DEFAULT_STOP_TIMEOUT
+from .constants import DEFAULT_ROOT, DEFAULT_STOP_TIMEOUT, FORWARDED_SIGNALS
 from .errors import ContainerError, one_line
+from .procs import received_fds, with_fds
 from .spec import DEFAULT_SUBNET
 from .options import run_spec
 
@@ -92,9 +93,7 @@ class Helper:
             return helper
 
     def submit(self, payload, fds):
-        import socket
-        self.sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                       b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds))])
+        self.sock.sendmsg([payload], with_fds(fds))
 
     def close(self):
         self.sock.close()
@@ -441,12 +440,7 @@ class Popen:
             if not ready:
                 return None
         data, ancillary, _, _ = self._control.recvmsg(8192, socket.CMSG_SPACE(8))
-        fds = []
-        for level, kind, blob in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds += [int.from_bytes(blob[i:i + 4], sys.byteorder)
-                        for i in range(0, len(blob) - len(blob) % 4, 4)]
-        return data.decode(errors="replace").rstrip("\n"), fds
+        return data.decode(errors="replace").rstrip("\n"), received_fds(ancillary)
 
     def _wait_started(self):
         message = self._message()
@@ -680,10 +674,7 @@ def finish_abandoned(control):
                 data, ancillary, _, _ = control.recvmsg(8192, socket.CMSG_SPACE(8))
             except OSError:
                 return
-            fds = [int.from_bytes(blob[i:i + 4], sys.byteorder)
-                   for level, kind, blob in ancillary
-                   if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
-                   for i in range(0, len(blob) - len(blob) % 4, 4)]
+            fds = received_fds(ancillary)
             if len(fds) > 1:
                 try:
                     signal.pidfd_send_signal(fds[1], signal.SIGKILL)
@@ -695,8 +686,7 @@ def finish_abandoned(control):
                 return
 
 
-FORWARDED = frozenset((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                       signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH))
+FORWARDED = frozenset(FORWARDED_SIGNALS)  # what a supervisor passes on (the rest go to PID 1)
 
 
 def error_from_line(message, code):

@@ -73,6 +73,18 @@ def in_child(report_fd, fn, *args):
         os._exit(code)
 
 
+def with_fds(fds):
+    """sendmsg's ancillary data that passes descriptors `fds` (SCM_RIGHTS)."""
+    return [(SOL_SOCKET, SCM_RIGHTS, b"".join(f.to_bytes(4, sys.byteorder) for f in fds))]
+
+
+def received_fds(ancillary):
+    """The descriptors recvmsg's ancillary data brought (SCM_RIGHTS), in order."""
+    return [int.from_bytes(blob[i:i + 4], sys.byteorder)
+            for level, kind, blob in ancillary if (level, kind) == (SOL_SOCKET, SCM_RIGHTS)
+            for i in range(0, len(blob) - 3, 4)]
+
+
 def report(fd, line, fds=()):
     """Send one line up the report socket (a message each), with descriptors if
     any; also used for a last word on stderr. When no one reads the socket
@@ -88,8 +100,7 @@ def report(fd, line, fds=()):
             import _socket  # imported by the supervisor before the fork
             sock = _socket.socket(fileno=fd)
             try:
-                sock.sendmsg([data], [(SOL_SOCKET, SCM_RIGHTS,
-                                       b"".join(f.to_bytes(4, sys.byteorder) for f in fds))])
+                sock.sendmsg([data], with_fds(fds))
             finally:
                 sock.detach()
         else:

@@ -9,17 +9,15 @@ May import: constants, errors, syscalls, procs, cgroups, state, container.
 import gc
 import os
 import signal
-import sys
 
 from .constants import (
     CLONE_NEWCGROUP, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUSER, EXIT_OWN_FAILURE, HELD_GRACE,
-    HELD_POLL, HOLDER_DONE, HOLDER_PDEATH, HOLDER_RELEASE, MONITOR_STOP, PATH_MAX, SCM_RIGHTS,
-    SOL_SOCKET, STOP_SIGNALS, SUPERVISOR_PDEATH, SUPERVISOR_SIGNALS, TERMINATING_SIGNALS,
-    TIOCGWINSZ, TIOCSWINSZ,
+    HELD_POLL, HOLDER_DONE, HOLDER_PDEATH, HOLDER_RELEASE, MONITOR_STOP, PATH_MAX, STOP_SIGNALS,
+    SUPERVISOR_PDEATH, SUPERVISOR_SIGNALS, TERMINATING_SIGNALS, TIOCGWINSZ, TIOCSWINSZ,
 )
 from .errors import ContainerError
 from .syscalls import die_with_parent, libseccomp, setns, unshare
-from .procs import exit_code, fork, in_child, process_start, report
+from .procs import exit_code, fork, in_child, process_start, received_fds, report
 from .cgroups import (
     Cgroup, cgroup_views, join_cgroups, make_cgroups, make_oci_cgroups, raise_rlimit_ceilings,
     remove_cgroups,
@@ -255,9 +253,7 @@ def read_reports(fd, on_pid=None, until=None, on_userns=None, on_quiet=None):
             data, ancillary, _, _ = sock.recvmsg(4096, 64)
             if not data:
                 break
-            fds = [int.from_bytes(blob[i:i + 4], sys.byteorder)
-                   for level, kind, blob in ancillary if (level, kind) == (SOL_SOCKET, SCM_RIGHTS)
-                   for i in range(0, len(blob) - 3, 4)]
+            fds = received_fds(ancillary)
             kind, _, rest = data.decode(errors="replace").strip().partition(" ")
             if kind == until and error is None and own_error is None:
                 reached = True

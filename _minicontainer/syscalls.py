@@ -10,7 +10,8 @@ import signal
 import sys
 
 from .constants import (
-    AF_INET, AT_EMPTY_PATH, AT_FDCWD, AT_RECURSIVE, AT_SYMLINK_NOFOLLOW, ENOSYS, EPERM,
+    AF_INET, AT_EMPTY_PATH, AT_FDCWD, AT_RECURSIVE, AT_SYMLINK_NOFOLLOW, CLOSE_RANGE_CLOEXEC,
+    ENOSYS, EPERM,
     EXIT_OWN_FAILURE, FSCONFIG_CMD_CREATE, FSCONFIG_SET_FLAG, FSCONFIG_SET_STRING, FSMOUNT_CLOEXEC,
     FSOPEN_CLOEXEC, IFF_UP, KEYCTL_JOIN_SESSION_KEYRING, MOVE_MOUNT_F_EMPTY_PATH,
     MOVE_MOUNT_T_EMPTY_PATH, NAMESPACE_FLAGS, NR_SCMP_ERROR, NS_GET_NSTYPE, OCI_NAMESPACES,
@@ -537,6 +538,15 @@ def die_with_parent(expected_parent, sig=signal.SIGKILL):
         os.close(fd)
     if ppid != expected_parent:
         os._exit(EXIT_OWN_FAILURE)
+
+
+def cloexec_from(low):
+    """Mark every descriptor from `low` up close-on-exec, in one call
+    (close_range(2) with CLOSE_RANGE_CLOEXEC, Linux 5.11): no listing of
+    /proc/self/fd, which in the container's root may not be proc at all."""
+    import ctypes
+    _libc_call("close_range", ctypes.c_uint(low), ctypes.c_uint(0xFFFFFFFF),
+               ctypes.c_int(CLOSE_RANGE_CLOEXEC), what="close_range")
 
 
 def open_namespace(path, flag, what):

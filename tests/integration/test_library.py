@@ -376,8 +376,15 @@ def test_ten_thousand_starts_in_small_keep_the_caller_flat_and_leave_nothing(roo
     def state():
         with open("/proc/self/status") as f:
             rss = [int(l.split()[1]) for l in f if l.startswith("VmRSS:")][0]
-        children = len([p for p in os.listdir("/proc") if p.isdigit() and
-                        open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1] == str(os.getpid())])
+        # Each thread's children file, not a walk of /proc: a process of the
+        # machine's that exits during a walk would fail the read.
+        children = 0
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/children") as f:
+                    children += len(f.read().split())
+            except FileNotFoundError:  # a thread that ended meanwhile
+                pass
         return len(os.listdir("/proc/self/fd")), threading.active_count(), children, rss
 
     groups = set(container_cgroups(everyone=True))
