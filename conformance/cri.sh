@@ -14,7 +14,7 @@
 #   TMO=60          per-command timeout (seconds)
 #   CRI_VENV=/var/tmp/conformance-cri-venv   venv with grpcio + grpcio-tools
 #                   (made with pip if missing)
-#   CRI_PROTO_DIR   where api.proto (CRI v1) is (default: shared/cri beside the checkout)
+#   CRI_PROTO_DIR   where api.proto (CRI v1) is (default: conformance/cri)
 #   CRI_SUBNET=10.77.0.0/24   the pod network (not podman's/minicontainer's 10.88)
 #   KEEP=1          skip cleanup (debugging; the next run sweeps it)
 #   CONFORMANCE_TMP parent of the work dir (default /var/tmp)
@@ -27,13 +27,9 @@ ENGINE=cri
 engine_init "${1:-}" "${CRI_PACKAGES[@]}"
 CRI_VENV=${CRI_VENV:-/var/tmp/conformance-cri-venv}
 CRI_SUBNET=${CRI_SUBNET:-10.77.0.0/24}
-# the CRI v1 definition: shared/cri beside the checkout (../shared/cri of main)
-if [ -z "${CRI_PROTO_DIR:-}" ]; then
-    for CRI_PROTO_DIR in "$ENG_DIR/../../shared/cri" "$ENG_DIR/../../../shared/cri" /work/shared/cri; do
-        [ -f "$CRI_PROTO_DIR/api.proto" ] && break
-    done
-fi
-[ -f "$CRI_PROTO_DIR/api.proto" ] || die "no CRI api.proto (set CRI_PROTO_DIR)"
+# the CRI v1 definition, kept beside this script (cri/README.md says whence)
+CRI_PROTO_DIR=${CRI_PROTO_DIR:-$ENG_DIR/cri}
+[ -f "$CRI_PROTO_DIR/api.proto" ] || die "no CRI api.proto in $CRI_PROTO_DIR"
 PAUSE_IMG=localhost/conformance-pause:3.9
 BUSYBOX_IMG=localhost/conformance-busybox:latest
 CNS=k8s.io                       # the CRI plugin's containerd namespace
@@ -175,7 +171,7 @@ RT=$(pin_runtime_env "$RUNTIME" "$W")
 write_config "$W" "$RT"
 
 # The CRI client: grpcio + grpcio-tools in a venv of their own (the stubs are
-# generated from ../shared/cri/api.proto into the work dir at run time).
+# generated from cri/api.proto into the work dir at run time).
 if ! "$CRI_VENV/bin/python" -c 'import grpc, grpc_tools' 2>/dev/null; then
     log "making $CRI_VENV (grpcio, grpcio-tools)"
     python3 -m venv "$CRI_VENV" && "$CRI_VENV/bin/pip" install -q grpcio grpcio-tools >/dev/null 2>&1 \
