@@ -113,7 +113,7 @@ root_option = click.option(
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Documentation: README.md, and docs/ in the repository, one page an area:"
                     " docs/run.md (every run option, exit status, signals), docs/services.md"
-                    " (run -d, ps, logs, exec, stop, rm), docs/deploy-and-pull.md,"
+                    " (run -d, ps, logs, exec, stop, rm, cp, top), docs/deploy-and-pull.md,"
                     " docs/networking.md, docs/limits.md, docs/rootless.md,"
                     " docs/oci-runtime.md, docs/security.md.")
 @click.version_option(__version__, prog_name="minicontainer",

@@ -7,7 +7,7 @@ rules, and the tar stream a container's files leave in. What goes in is
 planned and written by deploy's Plan and Writer (rootfs): every path
 resolved with the root as "/" by descriptor, no device node made, no hard
 link out, nothing written before the whole copy is checked.
-May import: constants, errors, syscalls, procs, imageformat, rootfs, state.
+May import: constants, errors, syscalls, procs, imageformat, rootfs.
 """
 import os
 import posixpath
