@@ -57,6 +57,9 @@ class ContainerRoot:
                 fd = os.open(f"/proc/{pid1[0]}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             except OSError:
                 fd = None
+            if fd is not None and same_file(fd, "/"):  # not in its root yet: never the host's
+                os.close(fd)
+                raise ContainerError(verb, f"container {self.name} is not set up yet; try again")
             if fd is not None and alive(pid1):  # opened before its pid could be another's
                 self.fd, self.live = fd, True
                 self.uid_map = self.read_map(pid1, "uid_map")
@@ -124,6 +127,11 @@ class ContainerRoot:
                 raise ContainerError(self.verb, f"{path} is in the volume {dst} (from"
                                      f" {mount.get('source')}), and container {self.name} is not"
                                      " running: copy to or from the volume's directory itself")
+
+
+def same_file(fd, path):
+    st, other = os.fstat(fd), os.stat(path)
+    return (st.st_dev, st.st_ino) == (other.st_dev, other.st_ino)
 
 
 def to_host(mapping, number):
