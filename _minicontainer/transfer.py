@@ -204,6 +204,12 @@ def map_owners(plan, uid_map, gid_map, keep, verb):
         op.meta = (mode, host_uid, host_gid, mtime, size)
 
 
+def in_cp(exc, verb):
+    """deploy's planner and writer say "deploy X: why"; in cp it is "cp ...: X: why"."""
+    exc.what = exc.what.removeprefix("deploy ").removeprefix("deploy: ")
+    return exc.within(verb)
+
+
 def write_plan(rootfd, plan, verb, sweep=True):
     """Apply a checked plan below rootfd with deploy's Writer (umask 0: modes
     exactly as planned). Returns the Writer's warnings."""
@@ -216,7 +222,7 @@ def write_plan(rootfd, plan, verb, sweep=True):
             try:
                 writer.apply(op)
             except ContainerError as exc:
-                raise exc.within(verb) from None
+                raise in_cp(exc, verb) from None
     finally:
         os.umask(umask)
         writer.close()
@@ -258,9 +264,15 @@ def copy_in(entry, src, dst, archive=False, follow=False, stdin=None):
                 from .imageformat import open_layer, read_members
                 tar = open_layer(spool, None, f"{verb}: the archive on stdin")
                 members = read_members(tar, f"{verb}: the archive on stdin", plan.room)
-                plan_members(plan, tar, members, "-", to, member_checker())
+                try:
+                    plan_members(plan, tar, members, "the archive on stdin", to, member_checker())
+                except ContainerError as exc:
+                    raise in_cp(exc, verb) from None
             else:
-                plan_host_source(plan, src, st, to, top)
+                try:
+                    plan_host_source(plan, src, st, to, top)
+                except ContainerError as exc:
+                    raise in_cp(exc, verb) from None
             map_owners(plan, root.uid_map, root.gid_map, archive, verb)
             return write_plan(root.fd, plan, verb)
         finally:
@@ -388,7 +400,11 @@ def extract_on_host(spool, to, root, archive, verb):
         tar = open_layer(spool, None, verb)
         plan = Plan(tofd)
         try:
-            plan_members(plan, tar, read_members(tar, verb, plan.room), verb, "/", member_checker())
+            try:
+                plan_members(plan, tar, read_members(tar, verb, plan.room), "the copy", "/",
+                             member_checker())
+            except ContainerError as exc:
+                raise in_cp(exc, verb) from None
             if archive:
                 map_owners(plan, root.uid_map, root.gid_map, True, verb)
             else:  # the caller's, as a chown to the caller would leave them
