@@ -11,7 +11,7 @@ import tarfile
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from helpers import cli
+from helpers import cli, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -24,8 +24,13 @@ def removed(state_dir):
 
 
 def detach(root, name, *args, script="sleep 300"):
+    """run -d a busybox script; one that says `touch /.ready` has done its
+    set-up when this returns."""
     result = cli("run", "--root", root, "-d", "--name", name, *args, "/bin/busybox", "sh", "-c", script)
     assert result.returncode == 0, result.stderr
+    if "touch /.ready" in script:
+        assert wait_for(lambda: cli("exec", name, "/bin/busybox", "test", "-f", "/.ready")
+                        .returncode == 0, 20), "the container's set-up did not finish"
     return result.stdout.decode().strip()
 
 
@@ -96,7 +101,7 @@ def test_cp_copies_a_file_in_and_out_of_a_running_container(root, tmp_path):
 
 def test_cp_of_a_directory_follows_docker_rules(root, tmp_path):
     detach(root, "c1", script="mkdir -p /d/sub; echo a > /d/a; echo b > /d/sub/b; echo f > /f;"
-                              " sleep 300")
+                              " touch /.ready; sleep 300")
     out = tmp_path / "out"
     out.mkdir()
     assert cli("cp", "c1:/d", out / "new").returncode == 0  # missing DEST: made, with the contents
@@ -147,7 +152,7 @@ def test_cp_works_on_a_stopped_container(root, tmp_path):
 
 
 def test_cp_tar_streams_on_stdin_and_stdout(root, tmp_path):
-    detach(root, "c1", script="mkdir /d; echo a > /d/a; ln -s a /d/l; sleep 300")
+    detach(root, "c1", script="mkdir /d; echo a > /d/a; ln -s a /d/l; touch /.ready; sleep 300")
     result = cli("cp", "c1:/d", "-")
     assert result.returncode == 0, result.stderr
     with tarfile.open(fileobj=io.BytesIO(result.stdout)) as tar:
@@ -239,7 +244,7 @@ def test_cp_neither_reads_nor_writes_the_kernels_file_systems(root, tmp_path):
 def test_a_symlink_planted_in_the_container_never_leads_cp_to_the_hosts_files(root, tmp_path, host):
     detach(root, "c1", script=f"echo container-passwd > /etc/passwd; ln -s /etc /link;"
                               f" ln -s {host} /hostlink; ln -s ../../../../../../../../{host} /dotdot;"
-                              f" mkdir /d; ln -s /etc/passwd /d/pw; sleep 300")
+                              f" mkdir /d; ln -s /etc/passwd /d/pw; touch /.ready; sleep 300")
     out = tmp_path / "out"
     # Positive control: through the link, the container's own /etc/passwd.
     assert cli("cp", "c1:/link/passwd", out).returncode == 0
@@ -280,7 +285,7 @@ def test_a_symlink_planted_in_a_stopped_container_never_leads_cp_out(root, tmp_p
 def test_a_directory_swapped_for_a_symlink_while_cp_runs_never_leads_out(root, tmp_path, host):
     """The container swaps /race/d between a directory and a symlink to the
     host's directory as fast as it can while cp copies in and out of it."""
-    detach(root, "c1", script=f"mkdir -p /race/real; echo inside > /race/real/secret;"
+    detach(root, "c1", script=f"mkdir -p /race/real; echo inside > /race/real/secret; touch /.ready;"
                               f" while true; do ln -sfn {host} /race/d; ln -sfn real /race/d; done")
     (tmp_path / "f").write_text("from the host\n")
     before = tree(host)
@@ -311,7 +316,7 @@ NAMES = st.one_of(
 
 @pytest.fixture
 def names_container(root, host):
-    detach(root, "c1", script=f"ln -s /etc /link; ln -s {host} /hostlink; sleep 300")
+    detach(root, "c1", script=f"ln -s /etc /link; ln -s {host} /hostlink; touch /.ready; sleep 300")
     yield root, host
     assert cli("rm", "-f", "c1").returncode == 0
 
@@ -369,7 +374,7 @@ MEMBERS = st.lists(st.tuples(MEMBER_NAMES, st.sampled_from([tarfile.REGTYPE, tar
 @pytest.fixture
 def drop_container(root, host):
     detach(root, "c1", script=f"mkdir /drop; ln -s /etc /drop/link; ln -s {host} /drop/hostlink;"
-                              f" sleep 300")
+                              f" touch /.ready; sleep 300")
     yield root, host
     assert cli("rm", "-f", "c1").returncode == 0
 
@@ -411,6 +416,7 @@ def test_top_shows_the_containers_processes_and_no_host_process(root, tmp_path):
     detach(root, "c1", script="/bin/busybox sleep 301 & /bin/busybox sleep 302")
     host_sleep = subprocess.Popen(["sleep", "303"])
     try:
+        assert wait_for(lambda: len(cli("top", "c1").stdout.splitlines()) == 3, 10)  # both sleeps
         result = cli("top", "c1")
         assert result.returncode == 0, result.stderr
         lines = result.stdout.decode().splitlines()
@@ -474,3 +480,20 @@ def test_a_users_setuid_file_copied_in_never_becomes_a_setuid_root_file(root, tm
     os.chmod(src, 0o4755)
     assert cli("cp", src, "c1:/bin/roots").returncode == 0
     assert os.stat(root / "bin" / "roots").st_mode & 0o7777 == 0o4755
+
+
+def test_cp_sees_a_rm_containers_overlay_and_follows_a_link_only_with_L(root, tmp_path):
+    """--rm: the container's writes are in an overlay, and so are cp's (the
+    root's directory is left as it was); -L copies what a link names."""
+    result = cli("run", "--root", root, "-d", "--rm", "--name", "c1", "/bin/busybox", "sh", "-c",
+                 "echo target > /t; ln -s /t /l; sleep 300")
+    assert result.returncode == 0, result.stderr
+    assert wait_for(lambda: cli("exec", "c1", "/bin/busybox", "test", "-L", "/l").returncode == 0, 10)
+    (tmp_path / "f").write_text("in the overlay\n")
+    assert cli("cp", tmp_path / "f", "c1:/f").returncode == 0
+    assert sh("c1", "cat /f") == "in the overlay\n" and not (root / "f").exists()
+    assert cli("cp", "c1:/l", tmp_path / "link").returncode == 0
+    assert os.readlink(tmp_path / "link") == "/t"  # without -L: the link itself
+    assert cli("cp", "-L", "c1:/l", tmp_path / "followed").returncode == 0
+    assert (tmp_path / "followed").read_text() == "target\n" and not (tmp_path / "followed").is_symlink()
+    assert cli("rm", "-f", "c1").returncode == 0
