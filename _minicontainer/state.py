@@ -316,10 +316,15 @@ class Store:
         return any(ref in (c.id, c.name) for c in self.entries())
 
     def find(self, ref):
-        """The container `ref` names: its full id, its name, or a unique id prefix."""
+        """The container `ref` names: its full id, its name, or a unique id prefix.
+        A bundle's container (create's) is found by its full id alone, as runc
+        finds them: engines choose ids (ctr's are words, "web" beside "web2")
+        and `delete --force` one already gone, so a prefix would delete, kill
+        or exec into another container."""
         entries = self.entries()
         for match in ([c for c in entries if c.id == ref], [c for c in entries if c.name == ref],
-                      [c for c in entries if ref and c.id.startswith(ref)]):
+                      [c for c in entries if ref and c.id.startswith(ref)
+                       and not c.data.get("bundle")]):
             if len(match) == 1:
                 return match[0]
             if len(match) > 1:

@@ -39,6 +39,20 @@ def test_entries_are_made_found_and_listed(store):
     assert os.stat(a.path("state.json")).st_mode & 0o777 == 0o600
 
 
+def test_a_bundles_container_is_found_by_its_full_id_alone(store):
+    """runc finds a container by its id, never a prefix: an engine's `delete
+    --force web` of one already gone must not delete "web2" (nor `kill`,
+    `exec`, `state` reach it); run's containers keep docker's prefixes."""
+    bundled = store.create(None, {"bundle": "/b"}, id="web2")
+    docker = store.create(None, {"monitor": me()})
+    assert store.find("web2").id == bundled.id
+    assert store.find(docker.id[:12]).id == docker.id  # the control: docker's prefix
+    for ref in ("web", "w", "web2"[:3]):
+        with pytest.raises(errors.ContainerError) as exc:
+            store.find(ref)
+        assert str(exc.value) == f"container {ref}: no such container"
+
+
 def test_a_name_is_unique_while_its_entry_lives(store):
     entry = store.create("web", {})
     with pytest.raises(errors.ContainerError) as exc:
