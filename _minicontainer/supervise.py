@@ -946,12 +946,26 @@ def connect_console(path):
 
 
 def write_pid_file(path, pid):
-    """--pid-file: the host pid, written whole (a temporary file, then a rename)."""
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp")
+    """--pid-file: the host pid, written whole (a temporary file, then a rename).
+    The temporary file is new (O_EXCL, never through a symlink) and its name
+    unguessable: in a directory another user may write, a link planted at a
+    fixed name would have had root truncate and write the file it points to
+    (runc's is O_EXCL too)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(8).hex()}")
     try:
-        with open(tmp, "w") as f:
-            f.write(str(pid))
-        os.rename(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644)
+        try:
+            with open(fd, "w", closefd=False) as f:
+                f.write(str(pid))
+        finally:
+            os.close(fd)
+        try:
+            os.rename(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
     except OSError as exc:
         raise ContainerError.from_os(f"--pid-file {path}", exc) from None
 
