@@ -841,9 +841,13 @@ def say(message, level="error"):
         path, form, _ = LOG
         line = (json.dumps({"level": level, "msg": one_line(message), "time": now_iso()})
                 if form == "json" else f"{now_iso()} {level}: {one_line(message)}")
-        try:
-            with open(path, "a") as f:
-                f.write(line + "\n")
+        try:  # never waiting: a FIFO without a reader at --log would hang the verb
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
+                         | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, (line + "\n").encode())
+            finally:
+                os.close(fd)
         except OSError:
             pass
 

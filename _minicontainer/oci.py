@@ -142,6 +142,18 @@ def refuse_json_constant(name):
     raise ValueError(f"{name} is not a JSON number")
 
 
+def read_regular_file(path, source):
+    """A file's bytes, opened without blocking and refused unless it is a
+    regular file: a FIFO planted at config.json or at exec's --process file
+    would hang the engine's call for ever, a device (/dev/zero) never end."""
+    import stat
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ContainerError(source, "not a regular file")
+        return f.read()
+
+
 def read_json_document(path, source):
     """A JSON document from a file, as a ConfigValue that must be an object.
     Bad JSON, bad UTF-8, NaN, numbers too long and nesting too deep are one line."""
@@ -150,8 +162,7 @@ def read_json_document(path, source):
         if path == "-":
             data = sys.stdin.buffer.read()
         else:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = read_regular_file(path, source)
     except OSError as exc:
         raise ContainerError.from_os(f"read {path}", exc) from None
     try:
