@@ -44,9 +44,9 @@ def holder_main(spec, handles, supervisor_pid, status_fd):
                         for ns in ("net", "pid"))
     raise_rlimit_ceilings(spec)  # while the holder has the host's privilege
     enter_user_namespace(spec, handles)
-    for flag, path in spec.ns_paths.items():  # a bundle's namespaces to join, by path
+    for flag in spec.ns_paths:  # a bundle's namespaces to join, as create checked them
         if flag != CLONE_NEWCGROUP:  # joined by PID 1, once in its cgroups
-            join_namespace(path, flag)
+            join_namespace(spec, handles, flag)
     unshare(spec.namespaces & ~(CLONE_NEWCGROUP | CLONE_NEWUSER))
     make_mounts_private()
     if CLONE_NEWPID in spec.ns_paths:
@@ -861,7 +861,7 @@ def create_container(spec, entry, config, pid_file=None, console_socket=None):
                  cgroups_made={g.path: list(g.made) for g in groups})
     fifo = entry.path("exec.fifo")
     holder = pid1 = None
-    closing = []
+    closing = list((config.get("namespace_fds") or {}).values())  # the holder's to join
     maps = IdMaps(spec)
     try:
         os.mkfifo(fifo, 0o600)
@@ -881,6 +881,7 @@ def create_container(spec, entry, config, pid_file=None, console_socket=None):
             os.close(read_fd)
             os.close(go_write)
             handles = Handles(write_fd, groups, console, go_read, entry=entry)
+            handles.ns_fds = config.get("namespace_fds") or {}
             handles.exec_fifo, handles.cgroup_views, handles.cgroup_links = exec_fifo, views, links
             handles.map_fd = maps.holder_side()
             in_child(write_fd, holder_main, spec, handles, supervisor_pid, None)
