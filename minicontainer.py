@@ -545,8 +545,12 @@ def kill(sig, every, args):
     """Send a signal to containers: docker's `kill [-s SIGNAL] CONTAINER...`
     (SIGKILL by default), and runc's `kill ID [SIGNAL]` (SIGTERM by default)."""
     refs = list(args)
-    if sig is None and len(refs) == 2 and is_signal(refs[1]) and not store().named(refs[1]):
-        sig = refs.pop()  # runc's form: ID SIGNAL
+    if sig is None and len(refs) == 2 and is_signal(refs[1]) and (
+            store().is_bundles(refs[0]) or not store().named(refs[1])):
+        # runc's form, ID SIGNAL: always so for a bundle's container (what an
+        # engine kills): `kill web 9` was taken for two containers where one's
+        # id was "9", which got SIGTERM while web was never sent its SIGKILL.
+        sig = refs.pop()
 
     def act(entry, ref):
         oci = bool(entry.data.get("bundle"))

@@ -311,6 +311,10 @@ class Store:
             entry.save()
             return entry
 
+    def is_bundles(self, ref):
+        """Whether `ref` is exactly the id of a bundle's container (create's)."""
+        return any(c.id == ref and c.data.get("bundle") for c in self.entries())
+
     def named(self, ref):
         """Whether a container has exactly this id or name (no prefix)."""
         return any(ref in (c.id, c.name) for c in self.entries())
