@@ -170,3 +170,164 @@ def test_a_fifo_at_the_log_path_does_not_hang_the_verb(tmp_path):
     os.mkfifo(log)
     result = cli("--log", log, "state", "nothing-here", timeout=20)
     assert result.returncode != 0 and one_line(result)
+
+
+# -- namespaces joined by path: what create checks is what PID 1 joins ----------
+
+@pytest.fixture
+def pod_network():
+    """A pod's network namespace, held by a sleeping process (the pause's part)."""
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "300"])
+    try:
+        assert wait_for(lambda: os.readlink(f"/proc/{holder.pid}/ns/net")
+                        != os.readlink("/proc/self/ns/net"), 5)
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_namespace_path_that_changes_after_create_checks_it_is_never_joined(
+        bundle, users_directory, pod_network):
+    """A net sysctl is refused in the host's network namespace; checked at
+    create on the path, the namespace was joined by the path again later: a
+    path that changed between (a link another user swaps, a /proc/PID whose
+    pod process ended and whose pid was reused) put the container, and the
+    sysctl, in the host's. The sysctl set is the host's own value, so the
+    host is not changed if the attack wins; the namespace tells."""
+    place, _ = users_directory
+    link = place / "ns"
+    pod, host = f"/proc/{pod_network}/ns/net", f"/proc/{os.getpid()}/ns/net"  # the host's
+    with open("/proc/sys/net/ipv4/ping_group_range") as f:
+        value = "\t".join(f.read().split())
+
+    def configure(config):
+        config["linux"]["namespaces"] = [n for n in config["linux"]["namespaces"]
+                                         if n["type"] != "network"] + [
+            {"type": "network", "path": str(link)}]
+        config["linux"]["sysctl"] = {"net.ipv4.ping_group_range": value}
+    bundle.set(configure)
+    plant_link(place, "ns", pod)
+    # The control: the pod's namespace is joined, the sysctl set there.
+    assert oci("create", "--bundle", bundle.path, "ns0").returncode == 0
+    assert os.readlink(f"/proc/{state('ns0')['pid']}/ns/net") == os.readlink(pod)
+    assert oci("delete", "--force", "ns0").returncode == 0
+    # The attack: the link flips between the pod's and the host's, all along.
+    stop = threading.Event()
+
+    def flip():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            tmp = place / f".ns{n % 2}"
+            os.symlink(host if n % 2 else pod, tmp)
+            os.rename(tmp, link)
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    made = refused = 0
+    try:
+        for attempt in range(40):
+            result = oci("create", "--bundle", bundle.path, f"ns{attempt + 1}")
+            if result.returncode != 0:
+                assert one_line(result), result
+                refused += 1
+                continue
+            made += 1
+            pid1 = state(f"ns{attempt + 1}")["pid"]
+            assert os.readlink(f"/proc/{pid1}/ns/net") == os.readlink(pod), attempt
+            assert oci("delete", "--force", f"ns{attempt + 1}").returncode == 0
+    finally:
+        stop.set()
+        flipper.join()
+        link.unlink()
+    assert made and refused, (made, refused)  # both ways were seen
+
+
+@pytest.fixture
+def pod_namespaces():
+    """A pod's network, IPC and UTS namespaces, held by a sleeping process."""
+    holder = subprocess.Popen(["unshare", "--net", "--ipc", "--uts", "sleep", "300"])
+    try:
+        assert wait_for(lambda: os.readlink(f"/proc/{holder.pid}/ns/uts")
+                        != os.readlink("/proc/self/ns/uts"), 5)
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# Each kind's sysctl, set to the host's own value: were it set in the host's
+# namespace, nothing of the host would change.
+HOST_SYSCTLS = {"net": ("network", "net.ipv4.ping_group_range"),
+                "ipc": ("ipc", "kernel.shmmni"), "uts": ("uts", "kernel.domainname")}
+
+
+@pytest.mark.parametrize("kind", sorted(HOST_SYSCTLS))
+@pytest.mark.parametrize("form", ["a host process's /proc path", "a link in the bundle to it",
+                                  "a bind mount of it"])
+def test_a_sysctl_is_refused_in_a_host_namespace_however_the_path_names_it(
+        bundle, pod_namespaces, tmp_path, kind, form):
+    """A pod author's sysctls go to the namespaces the pod joins by path; named
+    by any path, the host's own (its network's: a node's routing, ports,
+    ping; its IPC's, its domain name) are refused at create, as runc refuses
+    a net.* one in the host's network namespace; the pod's are set (the
+    control)."""
+    oci_type, key = HOST_SYSCTLS[kind]
+    with open("/proc/sys/" + key.replace(".", "/")) as f:
+        value = "\t".join(f.read().split()) or "(none)"
+    host = f"/proc/{os.getpid()}/ns/{kind}"
+    made = None
+    if form == "a link in the bundle to it":
+        made = bundle.path / f"{kind}-ns"
+        os.symlink(host, made)
+    elif form == "a bind mount of it":
+        made = tmp_path / f"{kind}-ns"
+        made.touch()
+        subprocess.run(["mount", "--bind", host, made], check=True)
+
+    def configure(path):
+        def change(config):
+            config["linux"]["namespaces"] = [n for n in config["linux"]["namespaces"]
+                                             if n["type"] != oci_type] + [
+                {"type": oci_type, "path": str(path)}]
+            config["linux"]["sysctl"] = {key: value}
+            config.pop("hostname", None)
+        return change
+    try:
+        bundle.set(configure(made or host))
+        refused = oci("create", "--bundle", bundle.path, "hostns")
+        assert refused.returncode == 125 and one_line(refused), refused
+        assert f"not allowed in the host's {kind} namespace".encode() in refused.stderr
+        assert oci("state", "hostns").returncode != 0
+    finally:
+        if form == "a bind mount of it":
+            subprocess.run(["umount", made], check=True)
+    pod = f"/proc/{pod_namespaces}/ns/{kind}"
+    bundle.set(configure(pod))
+    assert oci("create", "--bundle", bundle.path, "podns").returncode == 0
+    pid1 = state("podns")["pid"]
+    assert os.readlink(f"/proc/{pid1}/ns/{kind}") == os.readlink(pod)
+    assert oci("delete", "--force", "podns").returncode == 0
+
+
+def test_runcs_kill_id_signal_is_never_read_as_two_containers(bundle, tmp_path):
+    """containerd's shim kills with `kill ID 9` (or `kill --all ID 9`): where
+    another container's id was "9" (ctr's ids are its user's words), both
+    were taken for containers: "9" got SIGTERM and ID never its SIGKILL."""
+    other = Bundle(tmp_path / "other")
+    subprocess.run(["cp", "-a", str(bundle.path), str(other.path)], check=True)
+    other.args("/bin/busybox", "sh", "-c", "trap 'echo got > /got; exit 3' TERM;"
+               " while :; do sleep 1; done")
+    for id, made in (("web", bundle), ("9", other)):
+        assert oci("create", "--bundle", made.path, id).returncode == 0
+        assert oci("start", id).returncode == 0
+    web, nine = state("web")["pid"], state("9")["pid"]
+    assert oci("kill", "web", "9").returncode == 0
+    assert wait_for(lambda: not alive(web), 10)  # SIGKILL reached web
+    assert oci("kill", "--all", "web", "9").returncode == 0  # the exit handler's, as runc
+    time.sleep(1.5)  # "9" would have handled a SIGTERM by now
+    assert alive(nine) and not (other.path / "rootfs" / "got").exists()
+    # The control: "9" by its own id gets the signal and handles it.
+    assert oci("kill", "9", "TERM").returncode == 0
+    assert wait_for(lambda: not alive(nine), 10)
+    assert (other.path / "rootfs" / "got").read_text() == "got\n"
