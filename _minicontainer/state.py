@@ -319,12 +319,15 @@ class Store:
         """Whether a container has exactly this id or name (no prefix)."""
         return any(ref in (c.id, c.name) for c in self.entries())
 
-    def find(self, ref):
+    def find(self, ref, verb=None):
         """The container `ref` names: its full id, its name, or a unique id prefix.
         A bundle's container (create's) is found by its full id alone, as runc
         finds them: engines choose ids (ctr's are words, "web" beside "web2")
         and `delete --force` one already gone, so a prefix would delete, kill
-        or exec into another container."""
+        or exec into another container. Given runc's `verb`, a missing one is
+        said in runc's words, "VERB REF: container does not exist": engines
+        parse them (containerd's shim takes "does not exist" as not found for
+        a kill, and as done for a delete)."""
         entries = self.entries()
         for match in ([c for c in entries if c.id == ref], [c for c in entries if c.name == ref],
                       [c for c in entries if ref and c.id.startswith(ref)
@@ -334,6 +337,8 @@ class Store:
             if len(match) > 1:
                 raise ContainerError(f"container {ref}", f"the id prefix is ambiguous: it matches"
                                      f" {len(match)} containers")
+        if verb:
+            raise ContainerError(f"{verb} {ref}", "container does not exist")
         raise ContainerError(f"container {ref}", "no such container")
 
 
