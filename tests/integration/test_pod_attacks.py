@@ -331,3 +331,60 @@ def test_runcs_kill_id_signal_is_never_read_as_two_containers(bundle, tmp_path):
     assert oci("kill", "9", "TERM").returncode == 0
     assert wait_for(lambda: not alive(nine), 10)
     assert (other.path / "rootfs" / "got").read_text() == "got\n"
+
+
+# -- the container against its own cgroup ------------------------------------------
+
+ESCAPE = r"""
+/bin/busybox sleep 300 &
+echo $! > /sleeper
+for f in /sys/fs/cgroup/*/cgroup.procs /sys/fs/cgroup/cgroup.procs /hostcg/cgroup.procs; do
+    echo $! > $f
+done 2>/dev/null
+mkdir /sys/fs/cgroup/pids/escape 2>/dev/null && echo $! > /sys/fs/cgroup/pids/escape/cgroup.procs
+mount -o remount,rw /sys/fs/cgroup/pids 2>/dev/null && echo $! > /sys/fs/cgroup/pids/cgroup.procs
+touch /tried
+wait
+"""
+
+
+def pids_group(pid):
+    with open(f"/proc/{pid}/cgroup") as f:
+        return next(line.split(":", 2)[2].strip() for line in f if ":pids:" in line)
+
+
+@pytest.mark.parametrize("host_cgroups", [False, True], ids=["attack", "control"])
+def test_a_container_cannot_leave_its_cgroup_so_kill_all_reaches_it(bundle, host_cgroups):
+    """Root in a container without a cgroup namespace (containerd's on a v1 or
+    hybrid host) writes a child's pid into every cgroup.procs it sees, makes
+    a group, remounts: were it out, kill --all and delete would miss it and
+    it would outlive its pod. Control: the host's pids hierarchy bound in
+    read-write (a hostPath), where the same script does get out."""
+    def configure(config):
+        config["linux"]["namespaces"] = [n for n in config["linux"]["namespaces"]
+                                         if n["type"] != "cgroup"]
+        if host_cgroups:
+            config["mounts"].append({"destination": "/hostcg", "type": "bind",
+                                     "source": "/sys/fs/cgroup/pids", "options": ["rbind", "rw"]})
+    bundle.set(configure)
+    bundle.args("/bin/busybox", "sh", "-c", ESCAPE)
+    assert oci("create", "--bundle", bundle.path, "cg").returncode == 0
+    assert oci("start", "cg").returncode == 0
+    tried = bundle.path / "rootfs" / "tried"
+    assert wait_for(tried.exists, 20)
+    pid1 = state("cg")["pid"]
+    ps = json.loads(oci("ps", "--format", "json", "cg").stdout)
+    sleeper = next(p for p in ps if p != pid1) if len(ps) == 2 else None
+    own = pids_group(pid1)
+    try:
+        assert sleeper is not None, ps
+        if host_cgroups:  # the probe can tell: out of the container's group
+            assert pids_group(sleeper) == "/", pids_group(sleeper)
+            return
+        assert pids_group(sleeper) == own, (ps, own)
+        assert oci("kill", "--all", "cg", "9").returncode == 0
+        assert wait_for(lambda: not alive(sleeper) and not alive(pid1), 10)
+    finally:
+        if sleeper is not None and alive(sleeper):
+            os.kill(sleeper, 9)
+        oci("delete", "--force", "cg")
