@@ -6,6 +6,7 @@ by path. Each has its positive control: the same call doing its work."""
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 
@@ -388,3 +389,104 @@ def test_a_container_cannot_leave_its_cgroup_so_kill_all_reaches_it(bundle, host
         if sleeper is not None and alive(sleeper):
             os.kill(sleeper, 9)
         oci("delete", "--force", "cg")
+
+
+# -- a container's pid, once it has ended, given to another process -----------------
+
+# Run as PID 1 of a PID namespace of its own (unshare --pid --fork --mount-proc):
+# there, "every process" is the driver's own, so a runtime that took the
+# reused pid for its container (the host's PID namespace for its own) could
+# kill nothing of the machine's. The shim (a subreaper, as containerd's) runs
+# create and reaps PID 1 when told; its pid then goes to another process
+# (ns_last_pid, then a fork).
+REUSE_SHIM = r"""
+import ctypes, os, subprocess, sys
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+print(subprocess.call(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL), flush=True)
+sys.stdin.readline()
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        break
+"""
+
+REUSE_DRIVER = r"""
+import json, os, subprocess, sys, tempfile, time
+cli, bundle, shim_code = json.loads(sys.argv[1])
+
+def run(*args):
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        code = subprocess.call([*cli, *args], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                               timeout=60)
+        out.seek(0); err.seek(0)
+        return [code, out.read().decode(), err.read().decode()]
+
+def taken(pid):
+    for _ in range(100):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        process = subprocess.Popen(["sleep", "300"])
+        if process.pid == pid:
+            return process
+        process.kill(); process.wait()
+    return None
+
+sentinel = subprocess.Popen(["sleep", "300"])
+shim = subprocess.Popen([sys.executable, "-c", shim_code, *cli, "create", "--bundle", bundle,
+                         "reused"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+report = {"created": shim.stdout.readline().decode().strip(), "start": run("start", "reused")}
+pid1 = json.loads(run("state", "reused")[1])["pid"]
+report["pid1"] = pid1
+report["ns_before"] = os.readlink(f"/proc/{pid1}/ns/pid")
+report["exec_before"] = run("exec", "reused", "/bin/busybox", "readlink", "/proc/self/ns/pid")
+report["ps_before"] = run("ps", "--format", "json", "reused")
+report["kill_before"] = run("kill", "reused", "KILL")
+shim.stdin.close()
+shim.wait(timeout=30)
+for _ in range(500):
+    if not os.path.exists(f"/proc/{pid1}"):
+        break
+    time.sleep(0.02)
+impostor = taken(pid1)
+report["impostor"] = impostor is not None
+if impostor is not None:
+    report["exec"] = run("exec", "reused", "/bin/busybox", "readlink", "/proc/self/ns/pid")
+    report["kill"] = run("kill", "reused", "KILL")
+    report["kill_all"] = run("kill", "--all", "reused", "KILL")
+    report["ps"] = run("ps", "--format", "json", "reused")
+    report["state"] = json.loads(run("state", "reused")[1])["status"]
+    report["delete"] = run("delete", "--force", "reused")
+    time.sleep(0.5)
+    report["impostor_alive"] = impostor.poll() is None
+    impostor.kill()
+else:
+    report["delete"] = run("delete", "--force", "reused")
+report["sentinel_alive"] = sentinel.poll() is None
+sentinel.kill()
+print(json.dumps(report))
+"""
+
+
+def test_a_reused_pid_of_an_ended_container_is_never_entered_or_signalled(bundle):
+    """The shim reaps PID 1 and its pid goes to another process: exec must
+    not enter that process's namespaces, kill, kill --all and delete --force
+    must not signal it (nor, through its PID namespace, everything), ps
+    must not list it. Control: while PID 1 runs, the same exec, ps and kill
+    reach it."""
+    argv = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", REUSE_DRIVER,
+            json.dumps([CLI, str(bundle.path), REUSE_SHIM])]
+    done = subprocess.run(argv, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["created"] == "0" and report["start"][0] == 0, report
+    assert report["exec_before"][:2] == [0, report["ns_before"] + "\n"], report  # the control
+    assert json.loads(report["ps_before"][1]) == [report["pid1"]], report
+    assert report["kill_before"][0] == 0, report
+    assert report["impostor"], "the pid was never taken again"
+    assert report["exec"][0] == 125 and "not running" in report["exec"][2], report
+    assert report["kill"][0] != 0 and report["kill_all"][0] == 0, report
+    assert json.loads(report["ps"][1]) == [] and report["state"] == "stopped", report
+    assert report["delete"][0] == 0, report
+    assert report["impostor_alive"] and report["sentinel_alive"], report
