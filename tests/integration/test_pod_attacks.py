@@ -398,7 +398,8 @@ def test_a_container_cannot_leave_its_cgroup_so_kill_all_reaches_it(bundle, host
 # reused pid for its container (the host's PID namespace for its own) could
 # kill nothing of the machine's. The shim (a subreaper, as containerd's) runs
 # create and reaps PID 1 when told; its pid then goes to another process
-# (ns_last_pid, then a fork).
+# (ns_last_pid, then a fork). Its state directory is its own: the pids there
+# are this namespace's, and no clean-up outside it may read them.
 REUSE_SHIM = r"""
 import ctypes, os, subprocess, sys
 ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
@@ -414,7 +415,9 @@ while True:
 
 REUSE_DRIVER = r"""
 import json, os, subprocess, sys, tempfile, time
-cli, bundle, shim_code = json.loads(sys.argv[1])
+cli, bundle, shim_code, states = json.loads(sys.argv[1])
+cli = [*cli, "--root", states]  # a state directory of its own: no verb outside this
+                                # namespace ever reads the pids it records
 
 def run(*args):
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -469,14 +472,14 @@ print(json.dumps(report))
 """
 
 
-def test_a_reused_pid_of_an_ended_container_is_never_entered_or_signalled(bundle):
+def test_a_reused_pid_of_an_ended_container_is_never_entered_or_signalled(bundle, tmp_path):
     """The shim reaps PID 1 and its pid goes to another process: exec must
     not enter that process's namespaces, kill, kill --all and delete --force
     must not signal it (nor, through its PID namespace, everything), ps
     must not list it. Control: while PID 1 runs, the same exec, ps and kill
     reach it."""
     argv = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", REUSE_DRIVER,
-            json.dumps([CLI, str(bundle.path), REUSE_SHIM])]
+            json.dumps([CLI, str(bundle.path), REUSE_SHIM, str(tmp_path / "states")])]
     done = subprocess.run(argv, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.splitlines()[-1])
