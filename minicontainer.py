@@ -550,8 +550,12 @@ def kill(sig, every, args):
     (SIGKILL by default), and runc's `kill ID [SIGNAL]` (SIGTERM by default)."""
     refs = list(args)
     runc_form = every  # --all is runc's alone
-    if sig is None and len(refs) == 2 and is_signal(refs[1]) and not store().named(refs[1]):
-        sig = refs.pop()  # runc's form: ID SIGNAL
+    if sig is None and len(refs) == 2 and is_signal(refs[1]) and (
+            store().is_bundles(refs[0]) or not store().named(refs[1])):
+        # runc's form, ID SIGNAL: always so for a bundle's container (what an
+        # engine kills): `kill web 9` was taken for two containers where one's
+        # id was "9", which got SIGTERM while web was never sent its SIGKILL.
+        sig = refs.pop()
         runc_form = True
 
     def act(entry, ref):
@@ -911,9 +915,13 @@ def say(message, level="error"):
         path, form, _ = LOG
         line = (json.dumps({"level": level, "msg": one_line(message), "time": now_iso()})
                 if form == "json" else f"{now_iso()} {level}: {one_line(message)}")
-        try:
-            with open(path, "a") as f:
-                f.write(line + "\n")
+        try:  # never waiting: a FIFO without a reader at --log would hang the verb
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
+                         | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, (line + "\n").encode())
+            finally:
+                os.close(fd)
         except OSError:
             pass
 
