@@ -78,7 +78,7 @@ from _minicontainer.constants import (
 )
 from _minicontainer.errors import ContainerError, one_line
 from _minicontainer.procs import process_start
-from _minicontainer.spec import BRIDGE, DEFAULT_SUBNET, Spec, capability_numbers
+from _minicontainer.spec import BRIDGE, DEFAULT_SUBNET, Spec, capability_numbers, publish_text
 from _minicontainer.rootfs import deploy_paths, describe
 from _minicontainer.cgroups import Cgroup, write_resources
 from _minicontainer.state import (
@@ -191,8 +191,9 @@ def deploy(root, to, no_deps, link, dry_run, paths):
                    " an address on minicontainer's bridge.")
 @click.option("--subnet", metavar="CIDR", default=DEFAULT_SUBNET, show_default=True,
               help="The bridge's subnet, with --network bridge.")
-@click.option("--publish", "-p", multiple=True, metavar="[IP:]HOST_PORT:PORT",
-              help="With --network bridge: relay a host port (on 127.0.0.1 by default) to the container.")
+@click.option("--publish", "-p", multiple=True, metavar="[IP:]HOST_PORT:PORT[/udp]",
+              help="With --network bridge: relay a host port (on 127.0.0.1 by default) to the"
+                   " container; /tcp (the default) or /udp.")
 @click.option("--outbound", is_flag=True,
               help="With --network bridge: let the container reach beyond the host (masquerade).")
 @click.option("--ipc", type=SHARE, default="private", show_default=True,
@@ -293,7 +294,7 @@ def run_command(root, hostname, network, subnet, publish, outbound, ipc, uts, cg
         entry = store().create(name, {
             "root": root, "command": list(spec.command), "spec": spec.to_json(), "rm": rm,
             "detached": detach, "monitor": [os.getpid(), process_start(os.getpid())],
-            "ports": [f"{ip}:{host}->{port}/tcp" for ip, host, port in net.publish] if net else []})
+            "ports": [publish_text(p) for p in net.publish] if net else []})
     if detach:
         return run_detached(spec, net, entry)
     import time

@@ -188,7 +188,7 @@ def container_summary(entry):
     return {"Id": entry.id, "Name": entry.name, "Command": entry.data.get("command"),
             "Status": status, "ExitCode": entry.data.get("exit_code") if status == EXITED else None,
             "Pid": entry.data["pid1"][0] if status == RUNNING and entry.data.get("pid1") else 0,
-            "Created": entry.data.get("created")}
+            "Created": entry.data.get("created"), "Ports": ", ".join(entry.data.get("ports") or [])}
 
 
 def inspect_data(entry):

@@ -431,6 +431,56 @@ def test_a_users_detached_service_keeps_its_published_port(user, tun):
         user.run("rm", "-f", "web")
 
 
+def udp_ask(port, data=b"ping", timeout=2):
+    """One datagram to 127.0.0.1:PORT and the reply, or None."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.connect(("127.0.0.1", port))
+        try:
+            s.send(data)
+            return s.recv(65535)
+        except OSError:
+            return None
+
+
+def tcp_ask(port):
+    import socket
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+            return conn.recv(100)
+    except OSError:
+        return None
+
+
+@pytest.mark.parametrize("ending", ["rm -f", "SIGKILL of its monitor"])
+def test_a_users_udp_port_through_slirp4netns(user, tun, ending):
+    """-p .../udp for a user: a UDP echo through the port, made by the
+    connector in the container's network namespace; the TCP port of the same
+    number stays unpublished (the probe serves both: the TCP publish of
+    another port is the positive control). However the service ends,
+    slirp4netns, the connector and the port go with it."""
+    started = user.run("run", "-d", "--name", "dns", "--network", "bridge", "-p", "18091:53/udp",
+                       "-p", "18092:53/tcp", "/bin/probe", "serve", "53")
+    assert started.returncode == 0, started.stderr
+    try:
+        assert wait_for(lambda: udp_ask(18091), 10) == b"udp ping"
+        assert udp_ask(18091, b"x" * 30000) == b"udp " + b"x" * 30000
+        assert wait_for(lambda: tcp_ask(18092), 10) == b"tcp\n"
+        assert tcp_ask(18091) is None and udp_ask(18092, timeout=0.5) is None
+        assert "127.0.0.1:18091->53/udp, 127.0.0.1:18092->53/tcp" in user.run("ps").stdout.decode()
+        if ending == "rm -f":
+            assert user.run("rm", "-f", "dns").returncode == 0
+        else:
+            import json
+            monitor = json.loads(user.run("inspect", "dns").stdout)[0]["Monitor"][0]
+            os.kill(monitor, signal.SIGKILL)
+        assert wait_for(lambda: not user.live_processes(), 5), user.live_processes()
+        assert udp_ask(18091, timeout=0.5) is None and tcp_ask(18092) is None
+    finally:
+        user.run("rm", "-f", "dns")
+
+
 def test_a_users_containers_in_the_background(user):
     """-d, ps, logs, exec, stop and rm, with the state in the user's own directory."""
     started = user.run("run", "-d", "--name", "bg", "/bin/busybox", "sh", "-c",

@@ -1,6 +1,7 @@
 """Unit tests for run's docker-style options: env, volumes, tmpfs, names."""
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import minicontainer as mc
 from _minicontainer import constants, container, errors, network, options, spec
@@ -109,15 +110,35 @@ def test_relative_workdir_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("value, expected", [
-    ("8080:80", ("127.0.0.1", 8080, 80)), ("0.0.0.0:8080:80/tcp", ("0.0.0.0", 8080, 80))])
+    ("8080:80", ("127.0.0.1", 8080, 80, "tcp")), ("0.0.0.0:8080:80/tcp", ("0.0.0.0", 8080, 80, "tcp")),
+    ("5353:53/udp", ("127.0.0.1", 5353, 53, "udp")), ("5353:53/UDP", ("127.0.0.1", 5353, 53, "udp"))])
 def test_publish_parses(value, expected):
     assert spec.parse_publish(value) == expected
+    assert spec.publish_text(expected) == f"{expected[0]}:{expected[1]}->{expected[2]}/{expected[3]}"
 
 
-@pytest.mark.parametrize("value", ["80", "x:80", "8080:0", "1.2.3:80:80", "8080:80/sctp", "70000:80"])
+@pytest.mark.parametrize("value", ["80", "x:80", "8080:0", "1.2.3:80:80", "8080:80/sctp", "70000:80",
+                                   "8080:80/", "8080:80/udp/tcp", "8080:80/ udp", "8080:80/udp\n",
+                                   " 8080:80", "8_080:80", "8080:\u0668\u0660", "8080:80/\u212acp"])
 def test_bad_publish_is_refused(value):
     with pytest.raises(errors.ContainerError):
         spec.parse_publish(value)
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet=st.sampled_from("0123456789:./udptcUDPTC \x00\n_-\u0660\u212a"), max_size=30)
+       | st.text(max_size=30))
+def test_publish_is_parsed_whole_or_refused_in_one_line(value):
+    """Any -p value: a published port that says exactly what was written, or
+    one line naming the value, never another exception."""
+    try:
+        host_ip, host_port, port, proto = spec.parse_publish(value)
+    except errors.ContainerError as exc:
+        assert str(exc).startswith("--publish ") and exc.code == 125
+        return
+    assert proto in ("tcp", "udp") and 0 < host_port < 65536 and 0 < port < 65536
+    written = value.lower() if "/" in value else value + "/tcp"
+    assert written.endswith(f"{host_port}:{port}/{proto}")
 
 
 def test_subnet_parses_and_refuses():
