@@ -609,6 +609,57 @@ def inspect(containers):
     return code
 
 
+@cli.command()
+@click.option("--all", "-a", "show_all", is_flag=True, help="Every container, not only running ones.")
+@click.option("--no-stream", is_flag=True, help="Print one reading and end (the default when"
+              " stdout is not a terminal).")
+@click.option("--format", "form", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="json: one JSON object a line, with docker's keys.")
+@click.argument("containers", nargs=-1, metavar="[CONTAINER]...")
+def stats(show_all, no_stream, form, containers):
+    """What containers use: CPU %, memory and its limit, network and block
+    I/O, pids; redrawn every second on a terminal (Ctrl-C ends it), one line
+    a container otherwise."""
+    import json
+    import time
+    from _minicontainer.lifecycle import STATS_COLUMNS, container_usage, stats_row
+    found = store()
+    named = [(found.find(ref), ref) for ref in containers]  # a missing one: said before anything
+    stream = not no_stream and sys.stdout.isatty()
+
+    def chosen():
+        if named:
+            return [(entry.reload() and entry, ref) for entry, ref in named]
+        return [(c, c.id[:12]) for c in found.entries() if show_all or c.status == RUNNING]
+
+    def readings():
+        return {id(entry): container_usage(entry) for entry, _ in current}
+
+    current = chosen()
+    before, started = readings(), time.monotonic()
+    try:
+        while True:
+            time.sleep(1.0 if stream else 0.5)  # CPU % needs two readings
+            after, now = readings(), time.monotonic()
+            rows = [stats_row(entry, ref, before[id(entry)], after[id(entry)], now - started)
+                    for entry, ref in current if entry]
+            if form == "json":
+                for row in rows:
+                    click.echo(json.dumps(row))
+            else:
+                if stream:
+                    click.echo("\033[2J\033[H", nl=False)  # a plain redraw: clear, home
+                print_table([tuple(title for title, _ in STATS_COLUMNS)]
+                            + [tuple(row[key] for _, key in STATS_COLUMNS) for row in rows])
+            if not stream:
+                return 0
+            sys.stdout.flush()
+            current = chosen()
+            before, started = readings(), time.monotonic()
+    except KeyboardInterrupt:  # how a terminal's stats ends, as docker's does: not a failure
+        return 0
+
+
 # -- the OCI runtime's verbs (runc's command line) ----------------------------
 
 @cli.command()

@@ -481,6 +481,29 @@ def test_a_users_udp_port_through_slirp4netns(user, tun, ending):
         user.run("rm", "-f", "dns")
 
 
+def test_a_users_stats_from_proc(user):
+    """stats for a user's containers, which have no cgroup here: pids, memory
+    (the host's as the limit) and CPU from /proc of their processes; the
+    user's network namespace's bytes; a stopped one in zeros."""
+    import json
+    started = user.run("run", "-d", "--name", "st", "/bin/busybox", "sh", "-c",
+                       "busybox sleep 60 & echo started; exec /bin/probe hold 16 60")
+    assert started.returncode == 0, started.stderr
+    try:
+        assert wait_for(lambda: b"ready" in user.run("logs", "st").stdout, 10)
+        result = user.run("stats", "--no-stream", "--format", "json", "st")
+        assert result.returncode == 0 and result.stderr == b"", result.stderr
+        row = json.loads(result.stdout)
+        assert row["Name"] == "st" and row["PIDs"] == "2", row
+        usage, limit = row["MemUsage"].split(" / ")
+        assert usage.endswith("MiB") and float(usage[:-3]) >= 16, row
+        assert user.run("stop", "-t", "1", "st").returncode == 0
+        stopped = json.loads(user.run("stats", "--no-stream", "--format", "json", "st").stdout)
+        assert (stopped["MemUsage"], stopped["PIDs"]) == ("0B / 0B", "0")
+    finally:
+        user.run("rm", "-f", "st")
+
+
 def test_a_users_containers_in_the_background(user):
     """-d, ps, logs, exec, stop and rm, with the state in the user's own directory."""
     started = user.run("run", "-d", "--name", "bg", "/bin/busybox", "sh", "-c",
