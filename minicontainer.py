@@ -248,6 +248,9 @@ def deploy(root, to, no_deps, link, dry_run, paths):
               help="Bind a host file or directory into the container.")
 @click.option("--tmpfs", multiple=True, metavar="PATH[:OPTIONS]",
               help="Mount a tmpfs, e.g. /cache:size=64m.")
+@click.option("--device", multiple=True, metavar="HOST[:CONTAINER][:rwm]",
+              help="Make a host device (e.g. /dev/fuse) in the container's /dev, allowed in its"
+                   " devices cgroup with these permissions (default rwm).")
 @click.option("--read-only", is_flag=True, help="Mount the root read-only.")
 @click.option("--read-only-tmpfs", type=click.BOOL, default=True, show_default=True,
               metavar="BOOL", help="With --read-only, keep /tmp and /run writable as tmpfs.")
@@ -271,7 +274,7 @@ def deploy(root, to, no_deps, link, dry_run, paths):
 def run_command(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, userns, uidmap,
         gidmap, init, preserve_fds, security_opt,
         cap_add, cap_drop, seccomp, user, memory, memory_swap, pids_limit, cpus, cpu_shares,
-        ulimit, stats, env, env_file, workdir, entrypoint, volume, tmpfs, read_only,
+        ulimit, stats, env, env_file, workdir, entrypoint, volume, tmpfs, device, read_only,
         read_only_tmpfs, rm, detach, interactive, tty, stop_timeout, name, command):
     """Run COMMAND as PID 1 of a new container; exits with its status.
 
@@ -287,7 +290,7 @@ def run_command(root, hostname, network, subnet, publish, outbound, ipc, uts, cg
         ulimit=ulimit, stats=stats, env=env, env_file=env_file, workdir=workdir,
         entrypoint=entrypoint, volume=volume, tmpfs=tmpfs, read_only=read_only,
         read_only_tmpfs=read_only_tmpfs, rm=rm, detach=detach, tty=tty,
-        stop_timeout=stop_timeout, name=name, closed_stdio=CLOSED_STDIO)
+        stop_timeout=stop_timeout, name=name, closed_stdio=CLOSED_STDIO, device=device)
     root = spec.root
     entry = None
     if detach or name is not None:  # docker's rule: a named container is kept until rm

@@ -28,17 +28,20 @@ from .syscalls import last_capability
 class Limits:
     """The resource options of a run, parsed and checked."""
 
-    __slots__ = ("memory", "memory_swap", "pids", "cpus", "cpu_shares", "stats", "rlimits")
+    __slots__ = ("memory", "memory_swap", "pids", "cpus", "cpu_shares", "stats", "rlimits",
+                 "devices")
 
     def __init__(self, memory=None, memory_swap=None, pids=None, cpus=None, cpu_shares=None,
-                 stats=False, rlimits=()):
+                 stats=False, rlimits=(), devices=()):
         self.memory, self.memory_swap, self.pids = memory, memory_swap, pids
         self.cpus, self.cpu_shares, self.stats = cpus, cpu_shares, stats
         self.rlimits = rlimits  # ((resource number, soft, hard), ...)
+        # --device's devices cgroup rules, in linux.resources.devices' shape, in order
+        self.devices = devices
 
     def controllers(self):
-        """The controllers these limits (and --stats) need."""
-        needed = set()
+        """The controllers these limits (and --stats, --device) need."""
+        needed = {"devices"} if self.devices else set()
         if self.memory or self.memory_swap or self.stats:
             needed.add("memory")
         if self.pids is not None or self.stats:

@@ -27,6 +27,9 @@
  *                             datagram comes back with "udp " in front; each TCP
  *                             connection gets "tcp\n" and is closed
  *   probe hold MB SECS        allocate and touch MB MiB, print "ready", sleep SECS
+ *   probe open PATH r|w       open PATH for reading or writing: "ok" or the error
+ *   probe node PATH MAJ MIN   make a character device node, then open it for
+ *                             reading: "ok" or the error (of either step)
  *   probe write FILE TEXT     write TEXT into FILE: "ok" or the error
  *   probe escape PATH         the classic chroot escape (chroot into a subdir,
  *                             climb "..", chroot "."), then cat PATH
@@ -416,6 +419,14 @@ int main(int argc, char **argv)
         }
         ready();
         nap(argc > 3 ? atof(argv[3]) : 30);
+    } else if (!strcmp(cmd, "open")) {
+        int fd = open(arg, argc > 3 && !strcmp(argv[3], "w") ? O_WRONLY : O_RDONLY);
+        if (fd < 0) return fail();
+        puts("ok");
+    } else if (!strcmp(cmd, "node")) {
+        if (mknod(arg, S_IFCHR | 0600, makedev(atoi(argv[3]), atoi(argv[4]))) < 0) return fail();
+        if (open(arg, O_RDONLY) < 0) return fail();
+        puts("ok");
     } else if (!strcmp(cmd, "unix")) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         int fd = socket(AF_UNIX, SOCK_STREAM, 0);

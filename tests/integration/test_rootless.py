@@ -504,6 +504,25 @@ def test_a_users_stats_from_proc(user):
         user.run("rm", "-f", "st")
 
 
+def test_a_users_device_is_the_hosts_node_bound(user):
+    """A user cannot make device nodes, not even in its own user namespace:
+    --device binds the host's node (one the user may open) under the name
+    asked; a node not given cannot be made (the control: mknod fails, and the
+    host's /dev/fuse, not given, is not there)."""
+    result = user.run("run", "--device", "/dev/null:/dev/mynull", "/bin/busybox", "sh", "-c",
+                      "busybox ls -l /dev/mynull; echo x > /dev/mynull && busybox cat /dev/mynull"
+                      " && echo used; /bin/probe node /dev/other 1 3; /bin/probe open /dev/fuse r; exit 0")
+    assert result.returncode == 0, result.stderr
+    out = lines(result)
+    assert out[0].startswith("crw-rw-rw-") and out[0].split()[4:6] == ["1,", "3"], out
+    assert out[1:] == ["used", "error: Operation not permitted", "error: No such file or directory"]
+    refused = user.run("run", "--device", "/dev/null:/dev/mynull:rwz", "/bin/probe", "pid")
+    assert refused.returncode == 125 and lines(refused) == []
+    assert refused.stderr.decode().splitlines() == [
+        "minicontainer: --device /dev/null:/dev/mynull:rwz: bad permissions 'rwz': letters of r,"
+        " w and m, each once"]
+
+
 def test_a_users_containers_in_the_background(user):
     """-d, ps, logs, exec, stop and rm, with the state in the user's own directory."""
     started = user.run("run", "-d", "--name", "bg", "/bin/busybox", "sh", "-c",

@@ -1,5 +1,7 @@
 """Unit tests for run's docker-style options: env, volumes, tmpfs, names."""
 
+import os
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -246,3 +248,35 @@ def test_a_stop_timeout_that_is_not_whole_seconds_is_refused(value):
     with pytest.raises(errors.ContainerError) as caught:  # control: 0 is a timeout
         options.run_spec("/nonexistent-root", ["/bin/true"], stop_timeout=0)
     assert "--stop-timeout" not in str(caught.value)
+
+
+DEVICE_PARTS = st.text(alphabet=st.sampled_from("/dev.null:rwmx\x00\n fd pts shm"), max_size=24)
+
+
+@settings(max_examples=500)
+@given(st.one_of(DEVICE_PARTS, st.builds("/dev/null:{}".format, DEVICE_PARTS),
+                 st.builds("/dev/null:/dev/{}".format, st.text(max_size=20))))
+def test_a_device_is_a_new_name_below_dev_or_refused_in_one_line(value):
+    """Any --device value: a node below /dev that is none of the standard
+    ones, nor through them, with permissions of r, w and m; or one line
+    naming the value, never another exception."""
+    try:
+        device, rule = options.parse_device(value)
+    except errors.ContainerError as exc:
+        assert str(exc).startswith("--device ") and exc.code == 125
+        return
+    path = device["path"]
+    assert path.startswith("/dev/") and os.path.normpath(path) == path and "\0" not in path
+    assert path.split("/")[2] not in ("null", "zero", "full", "random", "urandom", "tty", "fd",
+                                      "stdin", "stdout", "stderr", "ptmx", "console", "pts")
+    assert (device["type"], device["major"], device["minor"]) == ("c", 1, 3)
+    assert rule["access"] and set(rule["access"]) <= set("rwm")
+    assert len(set(rule["access"])) == len(rule["access"])
+
+
+def test_a_device_takes_dockers_forms():
+    assert options.parse_device("/dev/null:/dev/a")[0]["path"] == "/dev/a"
+    assert options.parse_device("/dev/null:/dev/a")[1]["access"] == "rwm"
+    assert options.parse_device("/dev/null:/dev/a:rw")[1]["access"] == "rw"
+    device, rule = options.parse_device("/dev/null:/dev/a:mr")
+    assert (device["type"], device["major"], device["minor"], rule["access"]) == ("c", 1, 3, "mr")
