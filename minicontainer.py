@@ -80,7 +80,7 @@ from _minicontainer.constants import (
 )
 from _minicontainer.errors import ContainerError, one_line
 from _minicontainer.procs import process_start
-from _minicontainer.spec import BRIDGE, DEFAULT_SUBNET, Spec, capability_numbers
+from _minicontainer.spec import BRIDGE, DEFAULT_SUBNET, Spec, capability_numbers, publish_text
 from _minicontainer.rootfs import deploy_paths, describe
 from _minicontainer.cgroups import Cgroup, write_resources
 from _minicontainer.state import (
@@ -193,8 +193,9 @@ def deploy(root, to, no_deps, link, dry_run, paths):
                    " an address on minicontainer's bridge.")
 @click.option("--subnet", metavar="CIDR", default=DEFAULT_SUBNET, show_default=True,
               help="The bridge's subnet, with --network bridge.")
-@click.option("--publish", "-p", multiple=True, metavar="[IP:]HOST_PORT:PORT",
-              help="With --network bridge: relay a host port (on 127.0.0.1 by default) to the container.")
+@click.option("--publish", "-p", multiple=True, metavar="[IP:]HOST_PORT:PORT[/udp]",
+              help="With --network bridge: relay a host port (on 127.0.0.1 by default) to the"
+                   " container; /tcp (the default) or /udp.")
 @click.option("--outbound", is_flag=True,
               help="With --network bridge: let the container reach beyond the host (masquerade).")
 @click.option("--ipc", type=SHARE, default="private", show_default=True,
@@ -249,6 +250,9 @@ def deploy(root, to, no_deps, link, dry_run, paths):
               help="Bind a host file or directory into the container.")
 @click.option("--tmpfs", multiple=True, metavar="PATH[:OPTIONS]",
               help="Mount a tmpfs, e.g. /cache:size=64m.")
+@click.option("--device", multiple=True, metavar="HOST[:CONTAINER][:rwm]",
+              help="Make a host device (e.g. /dev/fuse) in the container's /dev, allowed in its"
+                   " devices cgroup with these permissions (default rwm).")
 @click.option("--read-only", is_flag=True, help="Mount the root read-only.")
 @click.option("--read-only-tmpfs", type=click.BOOL, default=True, show_default=True,
               metavar="BOOL", help="With --read-only, keep /tmp and /run writable as tmpfs.")
@@ -272,7 +276,7 @@ def deploy(root, to, no_deps, link, dry_run, paths):
 def run_command(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, userns, uidmap,
         gidmap, init, preserve_fds, security_opt,
         cap_add, cap_drop, seccomp, user, memory, memory_swap, pids_limit, cpus, cpu_shares,
-        ulimit, stats, env, env_file, workdir, entrypoint, volume, tmpfs, read_only,
+        ulimit, stats, env, env_file, workdir, entrypoint, volume, tmpfs, device, read_only,
         read_only_tmpfs, rm, detach, interactive, tty, stop_timeout, name, command):
     """Run COMMAND as PID 1 of a new container; exits with its status.
 
@@ -288,14 +292,14 @@ def run_command(root, hostname, network, subnet, publish, outbound, ipc, uts, cg
         ulimit=ulimit, stats=stats, env=env, env_file=env_file, workdir=workdir,
         entrypoint=entrypoint, volume=volume, tmpfs=tmpfs, read_only=read_only,
         read_only_tmpfs=read_only_tmpfs, rm=rm, detach=detach, tty=tty,
-        stop_timeout=stop_timeout, name=name, closed_stdio=CLOSED_STDIO)
+        stop_timeout=stop_timeout, name=name, closed_stdio=CLOSED_STDIO, device=device)
     root = spec.root
     entry = None
     if detach or name is not None:  # docker's rule: a named container is kept until rm
         entry = store().create(name, {
             "root": root, "command": list(spec.command), "spec": spec.to_json(), "rm": rm,
             "detached": detach, "monitor": [os.getpid(), process_start(os.getpid())],
-            "ports": [f"{ip}:{host}->{port}/tcp" for ip, host, port in net.publish] if net else []})
+            "ports": [publish_text(p) for p in net.publish] if net else []})
     if detach:
         return run_detached(spec, net, entry)
     import time
@@ -676,6 +680,57 @@ def top(container, ps_args):
     titles, rows = container_top(store().find(container), list(ps_args))
     print_tabbed([titles] + rows)
     return 0
+
+
+@cli.command()
+@click.option("--all", "-a", "show_all", is_flag=True, help="Every container, not only running ones.")
+@click.option("--no-stream", is_flag=True, help="Print one reading and end (the default when"
+              " stdout is not a terminal).")
+@click.option("--format", "form", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="json: one JSON object a line, with docker's keys.")
+@click.argument("containers", nargs=-1, metavar="[CONTAINER]...")
+def stats(show_all, no_stream, form, containers):
+    """What containers use: CPU %, memory and its limit, network and block
+    I/O, pids; redrawn every second on a terminal (Ctrl-C ends it), one line
+    a container otherwise."""
+    import json
+    import time
+    from _minicontainer.lifecycle import STATS_COLUMNS, container_usage, stats_row
+    found = store()
+    named = [(found.find(ref), ref) for ref in containers]  # a missing one: said before anything
+    stream = not no_stream and sys.stdout.isatty()
+
+    def chosen():
+        if named:
+            return [(entry.reload() and entry, ref) for entry, ref in named]
+        return [(c, c.id[:12]) for c in found.entries() if show_all or c.status == RUNNING]
+
+    def readings():
+        return {id(entry): container_usage(entry) for entry, _ in current}
+
+    current = chosen()
+    before, started = readings(), time.monotonic()
+    try:
+        while True:
+            time.sleep(1.0 if stream else 0.5)  # CPU % needs two readings
+            after, now = readings(), time.monotonic()
+            rows = [stats_row(entry, ref, before[id(entry)], after[id(entry)], now - started)
+                    for entry, ref in current if entry]
+            if form == "json":
+                for row in rows:
+                    click.echo(json.dumps(row))
+            else:
+                if stream:
+                    click.echo("\033[2J\033[H", nl=False)  # a plain redraw: clear, home
+                print_table([tuple(title for title, _ in STATS_COLUMNS)]
+                            + [tuple(row[key] for _, key in STATS_COLUMNS) for row in rows])
+            if not stream:
+                return 0
+            sys.stdout.flush()
+            current = chosen()
+            before, started = readings(), time.monotonic()
+    except KeyboardInterrupt:  # how a terminal's stats ends, as docker's does: not a failure
+        return 0
 
 
 # -- the OCI runtime's verbs (runc's command line) ----------------------------

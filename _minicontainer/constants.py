@@ -208,7 +208,7 @@ SECCOMP_ARCHES = {"x86_64": ("SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32
 
 # cgroups. The CFS period is the kernel's default; shares map to v2 weights
 # as runc maps them. Below docker's 6 MiB floor the set-up itself cannot run.
-CGROUP_CONTROLLERS = ("memory", "pids", "cpu")
+CGROUP_CONTROLLERS = ("memory", "pids", "cpu", "devices")
 CFS_PERIOD_US = 100_000
 MIN_MEMORY = 6 * 1024 * 1024
 SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}

@@ -2,7 +2,7 @@
 
 Owns: run -d's monitor, a container's processes (its PID namespace when it
 made one, else its cgroup), kill and kill --all, stop, wait, removal,
-pause's freezer, inspect's and ps's data.
+pause's freezer, inspect's, ps's and stats' data.
 May import: constants, errors, procs, spec, cgroups, state, container, supervise.
 """
 import os
@@ -10,7 +10,7 @@ import signal
 
 import click
 
-from .constants import CLONE_NEWPID, FORWARDED_SIGNALS, MAX_FD, MONITOR_STOP
+from .constants import CLONE_NEWNET, CLONE_NEWPID, FORWARDED_SIGNALS, MAX_FD, MONITOR_STOP
 from .errors import ContainerError
 from .procs import alive, fork, in_child, process_start
 from .spec import Spec
@@ -188,7 +188,7 @@ def container_summary(entry):
     return {"Id": entry.id, "Name": entry.name, "Command": entry.data.get("command"),
             "Status": status, "ExitCode": entry.data.get("exit_code") if status == EXITED else None,
             "Pid": entry.data["pid1"][0] if status == RUNNING and entry.data.get("pid1") else 0,
-            "Created": entry.data.get("created")}
+            "Created": entry.data.get("created"), "Ports": ", ".join(entry.data.get("ports") or [])}
 
 
 def inspect_data(entry):
@@ -519,3 +519,200 @@ def print_tabbed(rows):
     for row in rows:
         click.echo("".join(cell.ljust(width) for cell, width in zip(row, widths))
                    + (row[-1] if len(row) > len(widths) else ""))
+
+
+# ---------------------------------------------------------------------------
+# stats: what a container uses, read from its cgroups where run made them
+# (v2's, then each v1 hierarchy's), else from /proc of its processes (a run
+# with no limit, or a user's, has no cgroup: see make_cgroups); its network
+# bytes from its network namespace's /proc/PID/net/dev.
+# ---------------------------------------------------------------------------
+
+def container_usage(entry):
+    """One reading of a running container: {cpu_ns, memory, memory_limit,
+    pids, net_rx, net_tx, blk_read, blk_write}, None where it has no figure;
+    None for a container that does not run."""
+    pid1 = entry.data.get("pid1")
+    if entry.status not in (RUNNING, PAUSED) or not pid1:
+        return None
+    pidfd = open_owner(pid1)  # held while reading: the pid is not another process's meanwhile
+    if pidfd is None:
+        return None
+    try:
+        usage = dict.fromkeys(("cpu_ns", "memory", "memory_limit", "pids", "net_rx", "net_tx",
+                               "blk_read", "blk_write"))
+        for version, path in entry.data.get("cgroups") or ():
+            cgroup_usage(usage, version, path)
+        if None in (usage["cpu_ns"], usage["memory"], usage["pids"], usage["blk_read"]):
+            process_usage(usage, container_processes(entry))
+        if usage["memory_limit"] is None or usage["memory_limit"] > host_memory():
+            usage["memory_limit"] = host_memory()  # docker's: no limit shows the host's memory
+        spec = entry.data.get("spec") or {}
+        if (spec.get("namespaces") or 0) & CLONE_NEWNET:  # the host's own traffic is not the container's
+            usage["net_rx"], usage["net_tx"] = network_bytes(pid1[0])
+        return usage
+    finally:
+        os.close(pidfd)
+
+
+def cgroup_usage(usage, version, path):
+    """What one of the container's groups says, where nothing said it before."""
+    group = Cgroup(version, path, ())
+    try:
+        group.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        def read(name):
+            return number_in(group.read(name))
+        if version == 2:
+            usec = group.field("cpu.stat", "usage_usec")
+            cpu = None if usec is None else usec * 1000
+            memory, limit = read("memory.current"), read("memory.max")
+            inactive = group.field("memory.stat", "inactive_file")
+        else:
+            cpu = read("cpuacct.usage")
+            memory, limit = read("memory.usage_in_bytes"), read("memory.limit_in_bytes")
+            inactive = group.field("memory.stat", "total_inactive_file")
+        # docker's usage leaves out the page cache the kernel would drop first
+        found = {"cpu_ns": cpu, "memory": None if memory is None else max(0, memory - (inactive or 0)),
+                 "memory_limit": limit, "pids": read("pids.current")}
+        for key, value in found.items():
+            if usage[key] is None:
+                usage[key] = value
+        if usage["blk_read"] is None:
+            usage["blk_read"], usage["blk_write"] = block_bytes(group)
+    finally:
+        os.close(group.fd)
+
+
+def number_in(text):
+    """A cgroup file's one number, or None ("max", absent, anything else)."""
+    text = (text or "").strip()
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def block_bytes(group):
+    """Bytes read and written: v2's io.stat, v1's blkio; (None, None) without either."""
+    read = write = None
+    if group.version == 2:
+        for line in (group.read("io.stat") or "").splitlines():
+            fields = dict(f.partition("=")[::2] for f in line.split()[1:])
+            read = (read or 0) + (number_in(fields.get("rbytes")) or 0)
+            write = (write or 0) + (number_in(fields.get("wbytes")) or 0)
+    else:
+        for line in (group.read("blkio.throttle.io_service_bytes") or "").splitlines():
+            fields = line.split()
+            if len(fields) == 3 and fields[1] in ("Read", "Write"):
+                if fields[1] == "Read":
+                    read = (read or 0) + (number_in(fields[2]) or 0)
+                else:
+                    write = (write or 0) + (number_in(fields[2]) or 0)
+    return read, write
+
+
+def process_usage(usage, pids):
+    """The figures no group gave, summed over the container's processes from
+    /proc: CPU time (theirs and their reaped children's), resident memory,
+    tasks (threads, as pids.current counts them), storage bytes."""
+    cpu = memory = tasks = read = write = 0
+    tick = os.sysconf("SC_CLK_TCK")
+    page = os.sysconf("SC_PAGE_SIZE")
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                # comm is the container's to choose, ")" and spaces too: split after its last ")"
+                fields = f.read().rsplit(b")", 1)[1].split()
+            with open(f"/proc/{pid}/statm", "rb") as f:
+                resident = int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        cpu += sum(int(v) for v in fields[11:15]) * 1_000_000_000 // tick
+        tasks += int(fields[17])
+        memory += resident * page
+        try:
+            with open(f"/proc/{pid}/io", "rb") as f:
+                io = dict(line.split(b": ", 1) for line in f.read().splitlines())
+            read += int(io.get(b"read_bytes", 0))
+            write += int(io.get(b"write_bytes", 0))
+        except (OSError, ValueError):
+            pass  # not ours to read (a user's non-dumpable process)
+    for key, value in (("cpu_ns", cpu), ("memory", memory), ("pids", tasks)):
+        if usage[key] is None:
+            usage[key] = value
+    if usage["blk_read"] is None:
+        usage["blk_read"], usage["blk_write"] = read, write
+
+
+def network_bytes(pid):
+    """Bytes received and sent by the interfaces of the process's network
+    namespace but lo (docker's NET I/O), from /proc/PID/net/dev."""
+    rx = tx = 0
+    try:
+        with open(f"/proc/{pid}/net/dev", "rb") as f:
+            lines = f.read().splitlines()[2:]
+    except OSError:
+        return 0, 0
+    for line in lines:
+        name, _, counters = line.partition(b":")  # a name holds no ":" (dev_valid_name)
+        fields = counters.split()
+        if name.strip() == b"lo" or len(fields) < 9:
+            continue
+        try:
+            rx, tx = rx + int(fields[0]), tx + int(fields[8])
+        except ValueError:
+            continue
+    return rx, tx
+
+
+def host_memory():
+    """The host's memory in bytes (MemTotal)."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def human_decimal(size):
+    """docker's units.HumanSizeWithPrecision(size, 3): 0B, 648B, 1.05kB, 12.3MB."""
+    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
+    size, i = float(size), 0
+    while size >= 1000 and i < len(units) - 1:
+        size, i = size / 1000, i + 1
+    return f"{size:.3g}{units[i]}"
+
+
+def human_binary(size):
+    """docker's units.BytesSize: 0B, 1.5MiB, 64MiB, 7.764GiB."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
+    size, i = float(size), 0
+    while size >= 1024 and i < len(units) - 1:
+        size, i = size / 1024, i + 1
+    return f"{size:.4g}{units[i]}"
+
+
+def stats_row(entry, ref, before, after, seconds):
+    """docker stats' fields of one container from two readings `seconds`
+    apart (CPU % is the CPU time between them over the wall time: 100% is one
+    CPU, as docker counts); zeros for a container that does not run."""
+    if after is None:
+        cpu = mem_percent = 0.0
+        after = dict.fromkeys(("memory", "memory_limit", "pids", "net_rx", "net_tx", "blk_read",
+                               "blk_write"), 0)
+    else:
+        used = (after["cpu_ns"] or 0) - ((before or {}).get("cpu_ns") or 0)
+        cpu = max(0.0, used / 1e9 / seconds * 100) if before and seconds > 0 else 0.0
+        mem_percent = (after["memory"] or 0) / after["memory_limit"] * 100 if after["memory_limit"] else 0.0
+    return {"BlockIO": f"{human_decimal(after['blk_read'] or 0)} / {human_decimal(after['blk_write'] or 0)}",
+            "CPUPerc": f"{cpu:.2f}%", "Container": ref, "ID": entry.id[:12],
+            "MemPerc": f"{mem_percent:.2f}%",
+            "MemUsage": f"{human_binary(after['memory'] or 0)} / {human_binary(after['memory_limit'] or 0)}",
+            "Name": entry.name,
+            "NetIO": f"{human_decimal(after['net_rx'] or 0)} / {human_decimal(after['net_tx'] or 0)}",
+            "PIDs": str(after["pids"] or 0)}
+
+
+STATS_COLUMNS = (("CONTAINER ID", "ID"), ("NAME", "Name"), ("CPU %", "CPUPerc"),
+                 ("MEM USAGE / LIMIT", "MemUsage"), ("MEM %", "MemPerc"), ("NET I/O", "NetIO"),
+                 ("BLOCK I/O", "BlockIO"), ("PIDS", "PIDs"))

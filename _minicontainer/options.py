@@ -410,6 +410,61 @@ DEV_PATHS = frozenset([f"/dev/{name}" for name, _, _ in DEVICES]
                       + [f"/dev/{name}" for name, _ in DEV_LINKS] + ["/dev/pts"])
 
 
+DEVICE_ACCESS = "rwm"
+
+
+def parse_device(value, mounts=()):
+    """--device HOST[:CONTAINER][:PERMISSIONS] (docker's; HOST:PERMISSIONS too)
+    as (a linux.devices entry, the devices cgroup rule that allows exactly
+    it). HOST must be a character or block device now (followed through the
+    host's links, as /dev/disk/by-id's are; stat opens nothing, so a FIFO
+    cannot hang it); the node is made from its numbers, so what HOST is later
+    does not matter. CONTAINER (HOST's path by default) is a new name below
+    /dev: not one of the nodes and links every container gets, nor through
+    them or through a mount below /dev (devpts, /dev/shm, a volume)."""
+    import stat
+    option = f"--device {value}"
+    parts = value.split(":")
+    if len(parts) > 3 or "\0" in value:
+        raise ContainerError(option, "expected HOST[:CONTAINER][:PERMISSIONS]")
+    host, container, access = parts[0], parts[0], DEVICE_ACCESS
+    if len(parts) == 3:
+        container, access = parts[1], parts[2]
+    elif len(parts) == 2:  # docker's: a second part that is not a path is the permissions
+        if parts[1].startswith("/"):
+            container = parts[1]
+        else:
+            access = parts[1]
+    if not access or not set(access) <= set(DEVICE_ACCESS) or len(set(access)) != len(access):
+        raise ContainerError(option, f"bad permissions {access!r}: letters of r, w and m, each once")
+    if not host.startswith("/"):
+        raise ContainerError(option, "the host path must be absolute")
+    try:
+        st = os.stat(host)
+    except OSError as exc:
+        raise ContainerError.from_os(option, exc) from None
+    if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise ContainerError(option, f"{host} is not a character or block device")
+    if not container.startswith("/"):
+        raise ContainerError(option, "the container path must be absolute")
+    names = container.split("/")[1:]
+    if names[0] != "dev" or len(names) < 2 or any(n in ("", ".", "..") for n in names[1:]):
+        raise ContainerError(option, "the container path must be a name below /dev (no '.', '..' or '//')")
+    check_container_path("--device", value, container)
+    reserved = {name for name, _, _ in DEVICES} | {name for name, _ in DEV_LINKS} | {"console", "pts"}
+    below = [m["destination"] for m in mounts if m["destination"].startswith("/dev/")]
+    if names[1] in reserved or any(container == d or container.startswith(d.rstrip("/") + "/")
+                                   for d in below):
+        raise ContainerError(option, f"{container} is a node, link or mount every container has"
+                             " (or one of this run's): choose another name")
+    kind = "c" if stat.S_ISCHR(st.st_mode) else "b"
+    major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    device = {"path": container, "type": kind, "major": major, "minor": minor,
+              "fileMode": st.st_mode & 0o777, "uid": 0, "gid": 0,
+              "hostPath": os.path.realpath(host)}  # for the bind, where no node may be made
+    return device, {"allow": True, "type": kind, "major": major, "minor": minor, "access": access}
+
+
 def check_container_path(option, value, path):
     """An absolute path inside the container, short enough for the kernel."""
     if not path.startswith("/"):
@@ -525,7 +580,7 @@ def run_spec(root, command, *, hostname=None, network="none", subnet=DEFAULT_SUB
              pids_limit=None, cpus=None, cpu_shares=None, ulimit=(), stats=False, env=(),
              env_file=(), workdir=None, entrypoint=None, volume=(), tmpfs=(), read_only=False,
              read_only_tmpfs=True, rm=False, detach=False, tty=False,
-             stop_timeout=DEFAULT_STOP_TIMEOUT, name=None, closed_stdio=()):
+             stop_timeout=DEFAULT_STOP_TIMEOUT, name=None, closed_stdio=(), device=()):
     """run's options, each checked, as (Spec, network or None): the one place
     where a run is described, whichever door it comes through (the command
     line's run, run -d, the library's run and Popen). Nothing is made yet."""
@@ -559,6 +614,8 @@ def run_spec(root, command, *, hostname=None, network="none", subnet=DEFAULT_SUB
     if hostname is None:
         hostname = hostname_for(name)
     caps = resolve_capabilities(cap_add, cap_drop)
+    mounts = run_mounts(volume, tmpfs, read_only, read_only_tmpfs)
+    devices = [parse_device(d, mounts) for d in device]
     namespaces = namespaces_for(network=network, ipc=ipc, uts=uts, cgroupns=cgroupns)
     maps = user_namespace_maps(userns, uidmap, gidmap)
     if maps is not None:
@@ -575,10 +632,18 @@ def run_spec(root, command, *, hostname=None, network="none", subnet=DEFAULT_SUB
                 limits=parse_limits(memory, memory_swap, pids_limit, cpus, cpu_shares, stats, ulimit),
                 env=run_env(hostname if namespaces & CLONE_NEWUTS else os.uname().nodename, user,
                             image_env(image) + parse_env(env, env_file)),
-                mounts=run_mounts(volume, tmpfs, read_only, read_only_tmpfs),
+                mounts=mounts, devices=[d for d, _ in devices],
                 read_only=read_only, rm=rm, tty=tty,
                 winsize=terminal_size(detach) if tty else None, stop_timeout=stop_timeout,
                 closed_stdio=closed_stdio)
+    if devices and os.geteuid() == 0:
+        # The devices cgroup: nothing but the standard nodes, terminals and these
+        # (a user has no devices cgroup: the bind of a node the user can open is all).
+        spec.limits.devices = [{"allow": False, "access": "rwm"}] + [
+            # PID 1 makes the node under the rule, so "m" until it has (seal_devices);
+            # in a user namespace it binds the host's node instead and needs none
+            dict(rule, access=rule["access"] + "m", drop="m")
+            if "m" not in rule["access"] and maps is None else rule for _, rule in devices]
     if maps is not None:
         spec.uid_map, spec.gid_map, spec.groups_locked = maps
         fit_user_namespace(spec)
