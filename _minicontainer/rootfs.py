@@ -618,6 +618,9 @@ def member_checker():
     os.rmdir(empty)  # only its name is used: nothing at it can be followed
 
     def check(member, archive):
+        if "\0" in member.name or "\0" in member.linkname:  # a pax header can hold one
+            raise ContainerError(f"deploy {archive}", "a member's name or link target holds a"
+                                 " NUL byte; refused")
         try:
             return tarfile.data_filter(member, empty).name
         except (tarfile.AbsoluteLinkError, tarfile.LinkOutsideDestinationError):
