@@ -82,7 +82,8 @@ from _minicontainer.spec import BRIDGE, DEFAULT_SUBNET, Spec, capability_numbers
 from _minicontainer.rootfs import deploy_paths, describe
 from _minicontainer.cgroups import Cgroup, write_resources
 from _minicontainer.state import (
-    CREATED, CREATING, DEAD, EXITED, LOG_MAX, OCI_VERSION, PAUSED, RUNNING, STATE_DIR, STATE_ENV,
+    DEAD, EXITED, LIVE, LOG_MAX, OCI_VERSION, RESTARTING, RUNNING,
+    STATE_DIR, STATE_ENV,
     Store, human_duration, now_iso, oci_state, oci_status, parse_iso, read_records,
 )
 from _minicontainer.container import run_hooks
@@ -256,6 +257,9 @@ def deploy(root, to, no_deps, link, dry_run, paths):
 @click.option("--detach", "-d", is_flag=True,
               help="Run in the background: print the container's id once the command runs;"
                    " its output goes to its log (see logs).")
+@click.option("--restart", metavar="POLICY", default="no", show_default=True,
+              help="With -d: no, on-failure[:N], always or unless-stopped: when its monitor"
+                   " starts the container again after it ends (docker's back-off).")
 @click.option("--interactive", "-i", is_flag=True,
               help="Keep stdin attached (it always is; accepted for docker's habit).")
 @click.option("--tty", "-t", is_flag=True,
@@ -271,7 +275,7 @@ def run_command(root, hostname, network, subnet, publish, outbound, ipc, uts, cg
         gidmap, init, preserve_fds, security_opt,
         cap_add, cap_drop, seccomp, user, memory, memory_swap, pids_limit, cpus, cpu_shares,
         ulimit, stats, env, env_file, workdir, entrypoint, volume, tmpfs, read_only,
-        read_only_tmpfs, rm, detach, interactive, tty, stop_timeout, name, command):
+        read_only_tmpfs, rm, detach, restart, interactive, tty, stop_timeout, name, command):
     """Run COMMAND as PID 1 of a new container; exits with its status.
 
     Options go before COMMAND; everything after it is passed on untouched.
@@ -286,7 +290,7 @@ def run_command(root, hostname, network, subnet, publish, outbound, ipc, uts, cg
         ulimit=ulimit, stats=stats, env=env, env_file=env_file, workdir=workdir,
         entrypoint=entrypoint, volume=volume, tmpfs=tmpfs, read_only=read_only,
         read_only_tmpfs=read_only_tmpfs, rm=rm, detach=detach, tty=tty,
-        stop_timeout=stop_timeout, name=name, closed_stdio=CLOSED_STDIO)
+        stop_timeout=stop_timeout, name=name, closed_stdio=CLOSED_STDIO, restart=restart)
     root = spec.root
     entry = None
     if detach or name is not None:  # docker's rule: a named container is kept until rm
@@ -388,7 +392,7 @@ def ps_command(show_all, quiet, form, container):
             for pid in pids:
                 click.echo(pid)
         return 0
-    entries = [c for c in store().entries() if show_all or c.status == RUNNING]
+    entries = [c for c in store().entries() if show_all or c.status in (RUNNING, RESTARTING)]
     if form == "json":
         click.echo(json.dumps([container_summary(c) for c in entries]))
     elif quiet:
@@ -435,7 +439,7 @@ def logs(follow, tail, container):
         out[stream].write(data)
         out[stream].flush()
     while follow:
-        running = entry.reload() and entry.status in (CREATING, CREATED, RUNNING, PAUSED)
+        running = entry.reload() and entry.status in LIVE
         try:
             size = os.stat(entry.path("container.log")).st_size
         except FileNotFoundError:

@@ -16,7 +16,8 @@ from .procs import alive, fork, in_child
 from .spec import Spec
 from .cgroups import Cgroup, cgroup_hierarchies, cgroup_members, remove_cgroups, remove_made_dirs
 from .state import (
-    CREATED, CREATING, DEAD, EXITED, PAUSED, RUNNING, human_duration, oci_state, parse_iso,
+    CREATED, CREATING, DEAD, EXITED, PAUSED, RESTARTING, RUNNING, human_duration, oci_state,
+    parse_iso,
 )
 from .container import run_hooks
 from .supervise import (
@@ -85,12 +86,26 @@ def parse_signal(text):
     return number
 
 
+def end_restarts(entry):
+    """stop, kill and rm -f end a container's restart policy for good (docker's
+    "manually stopped"): the mark is set under the entry's lock, and the
+    entry's data is then what it was at that moment, so the PID 1 it names is
+    the last the monitor started; a PID 1 the monitor starts after the mark,
+    it kills itself (supervise.Runs.record_start)."""
+    if (entry.data.get("spec") or {}).get("restart"):
+        entry.update(stopped_by_user=True)
+
+
 def kill_container(entry, sig):
     """Send `sig` to a container: through its monitor for the signals a
     supervisor passes on (so that minicontainer's PID 1 rule applies and the
-    end is told right), else to its PID 1."""
+    end is told right), else to its PID 1. Any signal ends a restart policy,
+    as docker's kill does; a container waiting to restart just stops."""
+    end_restarts(entry)
     monitor = entry.data.get("monitor")
-    if sig in FORWARDED_SIGNALS and alive(monitor):
+    if entry.data.get("status") == RESTARTING and alive(monitor):
+        signal_owner(monitor, MONITOR_STOP)  # it ends its back-off, and so the container
+    elif sig in FORWARDED_SIGNALS and alive(monitor):
         signal_owner(monitor, sig)
     elif not signal_owner(entry.data.get("pid1"), sig):
         raise ContainerError(f"kill {entry.name}", "it is not running")
@@ -99,13 +114,16 @@ def kill_container(entry, sig):
 def stop_container(entry, timeout):
     """SIGTERM (through the monitor), then SIGKILL after `timeout` seconds; wait
     until the monitor has written the end. A container already ended is done."""
-    if entry.status not in (RUNNING, PAUSED, CREATED):
+    if entry.status not in (RUNNING, PAUSED, CREATED, RESTARTING):
         return
+    end_restarts(entry)
     monitor, pid1 = entry.data.get("monitor"), entry.data.get("pid1")
     if not (alive(monitor) and signal_owner(monitor, MONITOR_STOP)):
         signal_owner(pid1, signal.SIGTERM)
     owner = monitor if alive(monitor) else pid1
     if not wait_gone(owner, timeout):
+        if entry.reload():
+            pid1 = entry.data.get("pid1")  # a restart may have come before the mark
         signal_owner(pid1, signal.SIGKILL)
         wait_gone(owner, 10)
 
@@ -122,8 +140,14 @@ def wait_container(entry):
         raise ContainerError(f"wait {entry.name}", "no such container") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
-        while entry.reload() and entry.status in (CREATING, CREATED, RUNNING, PAUSED):
-            wait_gone(entry.data.get("monitor") or entry.data.get("pid1"), 1)
+        # Under a restart policy, each end counts (docker's wait returns when
+        # the container stops running, restarting or not): an end is a new
+        # `finished` time with the status "restarting".
+        first = entry.data.get("finished")
+        poll = 0.1 if (entry.data.get("spec") or {}).get("restart") else 1
+        while entry.reload() and (entry.status in (CREATING, CREATED, RUNNING, PAUSED) or
+                                  entry.status == RESTARTING and entry.data.get("finished") == first):
+            wait_gone(entry.data.get("monitor") or entry.data.get("pid1"), poll)
             time.sleep(0.01)  # the monitor's last write comes just before it ends
         if entry.status == DEAD:
             raise ContainerError(f"wait {entry.name}", "its monitor died without saying how"
@@ -137,8 +161,11 @@ def remove_container(entry, force):
     """rm: a running container only with force (SIGKILL, then its end); the
     entry, and what a dead one's monitor could not clean (its cgroups)."""
     status = entry.check("rm -f" if force else "rm")
-    if status in (RUNNING, PAUSED, CREATED, CREATING):
+    if status in (RUNNING, PAUSED, CREATED, CREATING, RESTARTING):
+        end_restarts(entry)
         signal_owner(entry.data.get("pid1"), signal.SIGKILL)
+        if entry.data.get("status") == RESTARTING:
+            signal_owner(entry.data.get("monitor"), MONITOR_STOP)  # its back-off ends
         wait_gone(entry.data.get("monitor") or entry.data.get("pid1"), 10)
     if status == DEAD:
         remove_cgroups(recorded_cgroups(entry))
@@ -179,6 +206,9 @@ def describe_status(entry):
         code = entry.data.get("exit_code")
         ago = f" {human_duration(now - finished)} ago" if finished else ""
         return f"Exited ({'?' if code is None else code}){ago}"
+    if status == RESTARTING:  # docker's words: the end that made it restart, and when
+        finished = parse_iso(entry.data.get("finished")) or now
+        return f"Restarting ({entry.data.get('exit_code')}) {human_duration(now - finished)} ago"
     return {CREATED: "Created", CREATING: "Created", PAUSED: "Paused", DEAD: "Dead"}[status]
 
 
@@ -186,7 +216,8 @@ def container_summary(entry):
     """ps --format json's fields."""
     status = entry.status
     return {"Id": entry.id, "Name": entry.name, "Command": entry.data.get("command"),
-            "Status": status, "ExitCode": entry.data.get("exit_code") if status == EXITED else None,
+            "Status": status,
+            "ExitCode": entry.data.get("exit_code") if status in (EXITED, RESTARTING) else None,
             "Pid": entry.data["pid1"][0] if status == RUNNING and entry.data.get("pid1") else 0,
             "Created": entry.data.get("created")}
 
@@ -198,17 +229,22 @@ def inspect_data(entry):
     return {
         "Id": entry.id, "Name": entry.name, "Created": data.get("created"),
         "Path": (data.get("command") or [""])[0], "Args": (data.get("command") or [])[1:],
-        "State": {"Status": status, "Running": status == RUNNING, "Paused": status == PAUSED,
+        # docker's: a restarting container counts as running, with no pid.
+        "State": {"Status": status, "Running": status in (RUNNING, RESTARTING),
+                  "Paused": status == PAUSED, "Restarting": status == RESTARTING,
                   "Dead": status == DEAD,
                   "Pid": data["pid1"][0] if status in (RUNNING, PAUSED) and data.get("pid1") else 0,
-                  "ExitCode": data.get("exit_code") if status == EXITED else None,
+                  "ExitCode": data.get("exit_code") if status in (EXITED, RESTARTING) else None,
                   "StartedAt": data.get("started"), "FinishedAt": data.get("finished"),
                   "Error": data.get("end", "")},
         "Root": data.get("root"), "Bundle": data.get("bundle"),
         "Config": {"Hostname": spec.get("hostname"), "Env": [f"{k}={v}" for k, v in spec.get("env") or ()],
                    "Cmd": data.get("command"), "WorkingDir": spec.get("workdir"),
                    "Tty": bool(spec.get("tty"))},
-        "HostConfig": {"AutoRemove": bool(data.get("rm")), "Ports": data.get("ports") or []},
+        "RestartCount": data.get("restart_count", 0),
+        "HostConfig": {"AutoRemove": bool(data.get("rm")), "Ports": data.get("ports") or [],
+                       "RestartPolicy": {"Name": (spec.get("restart") or ["no"])[0],
+                                         "MaximumRetryCount": (spec.get("restart") or ["no", 0])[1]}},
         # docker's: the bridge address while the container runs, "" without
         # one or once it has ended (the address is then the next container's).
         "NetworkSettings": {key: (data.get("network") or {}).get(key, "")

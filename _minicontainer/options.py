@@ -16,7 +16,7 @@ from .constants import (
     BASE_NAMESPACES, CLONE_NEWNET, CLONE_NEWUSER, CLONE_NEWUTS, CONTAINER_PATH,
     DEFAULT_CAPABILITIES, DEFAULT_HOSTNAME, DEFAULT_STOP_TIMEOUT, DEVICES, DEV_LINKS, EXIT_NOT_FOUND,
     KERNEL_MOUNTS, MASKED_PATHS, NAME_MAX, OPTIONAL_NAMESPACES, PATH_MAX, READONLY_PATHS,
-    READ_ONLY_TMPFS, TIOCGWINSZ,
+    READ_ONLY_TMPFS, RESTART_POLICIES, TIOCGWINSZ,
 )
 from .errors import ContainerError
 from .syscalls import default_seccomp
@@ -495,6 +495,38 @@ def check_choices(**given):
                                  + ", ".join(w for w in CHOICES[name] if w is not None))
 
 
+def parse_restart(text):
+    """--restart no|on-failure[:N]|always|unless-stopped, as docker takes it:
+    (policy, maximum retries), 0 for no maximum (on-failure's only)."""
+    if not isinstance(text, str):
+        raise ContainerError(f"--restart {text!r}", "expected no, on-failure[:N], always or"
+                             " unless-stopped")
+    name, colon, count = text.partition(":")
+    if name not in RESTART_POLICIES:
+        raise ContainerError(f"--restart {text}", "not a restart policy (no, on-failure[:N],"
+                             " always or unless-stopped)")
+    if colon and name != "on-failure":
+        raise ContainerError(f"--restart {text}", "only on-failure takes a maximum retry count")
+    if colon and not (count.isascii() and count.isdigit() and int(count) <= 2**31 - 1):
+        raise ContainerError(f"--restart {text}", "the maximum retry count must be a whole"
+                             " number, 0 or more")
+    return name, int(count) if colon else 0
+
+
+def check_restart(policy, rm, detach):
+    """A restart policy is kept by run -d's monitor, and keeps the container:
+    refused with --rm (docker's words) and without -d."""
+    if policy[0] == "no":
+        return None
+    if rm:
+        raise ContainerError("Conflicting options", "--restart and --rm")
+    if not detach:
+        raise ContainerError(f"--restart {policy[0]}", "needs -d: the monitor of a detached"
+                             " container restarts it (a run in the foreground ends with its"
+                             " command)")
+    return policy
+
+
 def run_spec(root, command, *, hostname=None, network="none", subnet=DEFAULT_SUBNET, publish=(),
              outbound=False, ipc="private", uts="private", cgroupns="private", userns=None,
              uidmap=(), gidmap=(), init=False, preserve_fds=0, security_opt=(), cap_add=(),
@@ -502,12 +534,13 @@ def run_spec(root, command, *, hostname=None, network="none", subnet=DEFAULT_SUB
              pids_limit=None, cpus=None, cpu_shares=None, ulimit=(), stats=False, env=(),
              env_file=(), workdir=None, entrypoint=None, volume=(), tmpfs=(), read_only=False,
              read_only_tmpfs=True, rm=False, detach=False, tty=False,
-             stop_timeout=DEFAULT_STOP_TIMEOUT, name=None, closed_stdio=()):
+             stop_timeout=DEFAULT_STOP_TIMEOUT, name=None, closed_stdio=(), restart="no"):
     """run's options, each checked, as (Spec, network or None): the one place
     where a run is described, whichever door it comes through (the command
     line's run, run -d, the library's run and Popen). Nothing is made yet."""
     check_choices(network=network, ipc=ipc, uts=uts, cgroupns=cgroupns, userns=userns,
                   seccomp=seccomp, stop_timeout=stop_timeout)
+    restart = check_restart(parse_restart(restart), rm, detach)
     if hostname is not None and uts == "host":
         raise ContainerError("--hostname", "cannot name the container with --uts host")
     root = check_run_root(root)
@@ -531,6 +564,12 @@ def run_spec(root, command, *, hostname=None, network="none", subnet=DEFAULT_SUB
         net = SlirpNetwork([parse_publish(p) for p in publish], outbound)
     elif bridge:
         net = Network(parse_subnet(subnet), [parse_publish(p) for p in publish], outbound)
+    if restart and net is not None and not net.host_side:
+        # slirp4netns and its connector serve one PID 1's namespaces each, and
+        # are made before the monitor has threads: not yet for a second run.
+        raise ContainerError(f"--restart {restart[0]}", "not supported for a user's container"
+                             " with --network bridge (slirp4netns): run it as root, or"
+                             " without a restart policy")
     if name is not None:
         check_container_name(name)
     if hostname is None:
@@ -556,6 +595,7 @@ def run_spec(root, command, *, hostname=None, network="none", subnet=DEFAULT_SUB
                 read_only=read_only, rm=rm, tty=tty,
                 winsize=terminal_size(detach) if tty else None, stop_timeout=stop_timeout,
                 closed_stdio=closed_stdio)
+    spec.restart = restart
     if maps is not None:
         spec.uid_map, spec.gid_map, spec.groups_locked = maps
         fit_user_namespace(spec)
