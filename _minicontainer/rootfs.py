@@ -1444,12 +1444,12 @@ def check_source_apart(src, root):
     if why:
         raise ContainerError(f"deploy {src}", f"{why}: a deploy would copy the root into itself;"
                              " refused")
-IMAGE_KEYS = ("Entrypoint", "Cmd", "Env", "WorkingDir", "User", "ExposedPorts")
+IMAGE_KEYS = ("Entrypoint", "Cmd", "Env", "WorkingDir", "User", "ExposedPorts", "Healthcheck")
 
 
 def image_settings(config_bytes, what):
     """The run settings of an image's configuration: its `config` object's
-    Entrypoint, Cmd, Env, WorkingDir, User and ExposedPorts."""
+    Entrypoint, Cmd, Env, WorkingDir, User, ExposedPorts and Healthcheck."""
     import json
     try:
         document = json.loads(config_bytes)
@@ -1468,6 +1468,8 @@ def image_settings(config_bytes, what):
                 raise ValueError(f"{key} is not a string")
         if "ExposedPorts" in settings and not isinstance(settings["ExposedPorts"], dict):
             raise ValueError("ExposedPorts is not an object")
+        if "Healthcheck" in settings:
+            check_image_healthcheck(settings["Healthcheck"])
     except RecursionError:
         raise ContainerError(what, "not an image configuration this understands: nested too"
                              " deep") from None
@@ -1475,6 +1477,26 @@ def image_settings(config_bytes, what):
         why = str(exc) if isinstance(exc, json.JSONDecodeError) or type(exc) is ValueError else "not JSON"
         raise ContainerError(what, f"not an image configuration this understands: {why}") from None
     return settings
+
+
+def check_image_healthcheck(check):
+    """An image's Healthcheck as docker writes it: Test a list of strings,
+    Interval, Timeout and StartPeriod in nanoseconds and Retries, whole
+    numbers from 0 (the image's author chooses them: checked here, once)."""
+    if not isinstance(check, dict):
+        raise ValueError("Healthcheck is not an object")
+    test = check.get("Test")
+    if test is not None and not (isinstance(test, list) and all(isinstance(s, str) for s in test)
+                                 and len(test) <= 4096):
+        raise ValueError("Healthcheck.Test is not a list of strings")
+    for field in ("Interval", "Timeout", "StartPeriod", "Retries"):
+        value = check.get(field)
+        limit = 2**31 - 1 if field == "Retries" else 366 * 86400 * 10**9
+        if value is not None and not (type(value) is int and 0 <= value <= limit):
+            raise ValueError(f"Healthcheck.{field} is not a whole number from 0 to {limit}")
+    if check.get("Interval") and check["Interval"] < 10**6 or \
+            check.get("Timeout") and check["Timeout"] < 10**6:
+        raise ValueError("Healthcheck.Interval and Timeout must be at least 1ms")
 
 
 def image_file(root):
