@@ -22,7 +22,8 @@ from .constants import (
 from .errors import ContainerError
 from .syscalls import default_seccomp
 from .spec import DEFAULT_SUBNET, Spec, capability_numbers, own_bounding_set, parse_publish, parse_subnet
-from .rootfs import check_image_healthcheck, check_run_root, read_image_file, read_root_file
+from .imageformat import check_image_healthcheck
+from .rootfs import check_run_root, read_image_file, read_root_file
 from .cgroups import cgroup_mounts, is_number, own_cgroups, parse_limits
 from .supervise import mapped, subordinate_range
 

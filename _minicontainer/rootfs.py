@@ -18,8 +18,8 @@ from .errors import ContainerError
 from .syscalls import openat2
 from .procs import alive, owner_of, process_start
 from .imageformat import (
-    INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST, open_layer, parse_platform, platform_name,
-    read_members, tar_module,
+    INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST, check_image_healthcheck, open_layer, parse_platform,
+    platform_name, read_members, tar_module,
 )
 
 # ---------------------------------------------------------------------------
@@ -1477,26 +1477,6 @@ def image_settings(config_bytes, what):
         why = str(exc) if isinstance(exc, json.JSONDecodeError) or type(exc) is ValueError else "not JSON"
         raise ContainerError(what, f"not an image configuration this understands: {why}") from None
     return settings
-
-
-def check_image_healthcheck(check):
-    """An image's Healthcheck as docker writes it: Test a list of strings,
-    Interval, Timeout and StartPeriod in nanoseconds and Retries, whole
-    numbers from 0 (the image's author chooses them: checked here, once)."""
-    if not isinstance(check, dict):
-        raise ValueError("Healthcheck is not an object")
-    test = check.get("Test")
-    if test is not None and not (isinstance(test, list) and all(isinstance(s, str) for s in test)
-                                 and len(test) <= 4096):
-        raise ValueError("Healthcheck.Test is not a list of strings")
-    for field in ("Interval", "Timeout", "StartPeriod", "Retries"):
-        value = check.get(field)
-        limit = 2**31 - 1 if field == "Retries" else 366 * 86400 * 10**9
-        if value is not None and not (type(value) is int and 0 <= value <= limit):
-            raise ValueError(f"Healthcheck.{field} is not a whole number from 0 to {limit}")
-    if check.get("Interval") and check["Interval"] < 10**6 or \
-            check.get("Timeout") and check["Timeout"] < 10**6:
-        raise ValueError("Healthcheck.Interval and Timeout must be at least 1ms")
 
 
 def image_file(root):
