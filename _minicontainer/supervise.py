@@ -763,7 +763,12 @@ class Runs:
                                                                      SUPERVISOR_PDEATH}:
                 return False
         self.count += 1
-        return not stopped_by_user(entry)
+        with entry.locked():  # counted as it is tried, whether or not it starts
+            if not entry.reload() or entry.data.get("stopped_by_user"):
+                return False
+            entry.data["restart_count"] = self.count
+            entry.save()
+        return True
 
     def record_start(self, entry, pid1, network):
         """The run has begun: its PID 1 into the entry, unless a user stopped the

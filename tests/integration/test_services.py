@@ -255,3 +255,29 @@ def test_hostile_restart_values_are_refused_in_one_line(root, value):
     assert result.stderr.startswith(b"minicontainer: --restart ")
     assert b"Traceback" not in result.stderr and b"Error(" not in result.stderr
     assert cli("ps", "-a", "-q").stdout == b""
+
+
+def test_a_restart_resolves_inside_the_root_what_the_last_run_planted(service, tmp_path):
+    """The container owns its root between runs: run 1 swaps its working
+    directory's parent for a symlink to a host directory; run 2's set-up
+    (-w, made if missing) still resolves inside the root, and the host
+    directory stays empty."""
+    root, volume = service
+    outside = tmp_path / "host-dir"
+    outside.mkdir()
+    (root / "svc.sh").write_text(f"""#!/bin/busybox sh
+n=$(busybox cat /data/count 2>/dev/null || echo 0); n=$((n + 1)); echo $n > /data/count
+busybox pwd > /data/pwd.$n
+if [ $n = 1 ]; then busybox rm -rf /app && busybox ln -s {outside} /app; fi
+busybox ls -la / > /data/ls.$n
+exit 3
+""")
+    detach(root, volume, "--name", "planted", "--restart", "on-failure:2", "-w", "/app/sub")
+    assert wait_for(lambda: status("planted") == "exited", 60)
+    assert (volume / "pwd.1").read_text().strip() == "/app/sub"  # the positive control
+    assert " app -> " + str(outside) in (volume / "ls.1").read_text()  # the plant took
+    assert list(outside.iterdir()) == []  # nothing made through the link
+    assert os.path.islink(root / "app")  # the root is as the container left it
+    assert inspect("planted")["RestartCount"] == 2
+    assert b"--workdir /app/sub: open /app inside the root" in cli("logs", "planted").stderr
+    assert cli("rm", "planted").returncode == 0
