@@ -232,3 +232,27 @@ def test_hostile_health_values_are_refused_in_one_line(root, option, value):
     assert result.stderr.startswith(f"minicontainer: {option} ".encode())
     assert b"Traceback" not in result.stderr
     assert cli("ps", "-a", "-q").stdout == b""
+
+
+def children(pid):
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            found += [int(p) for p in f.read().split()]
+    return found
+
+
+def test_a_monitor_killed_during_a_check_takes_the_check_with_it(web, state_dir):
+    root, volume = web
+    id = serve(root, volume, "kept", "--health-cmd", "busybox sleep 1000",
+               "--health-interval", "100ms", "--health-timeout", "1m")
+    monitor = json.loads((state_dir / id / "state.json").read_text())["monitor"][0]
+    # The monitor's children: the holder, and the check once it runs.
+    assert wait_for(lambda: len(children(monitor)) >= 2, 30), children(monitor)
+    checks = children(monitor)
+    assert wait_for(lambda: sleepers("kept"), 30)
+    os.kill(monitor, 9)
+    assert wait_for(lambda: all(not os.path.exists(f"/proc/{p}") for p in checks), 10), checks
+    assert wait_for(lambda: json.loads(cli("inspect", "kept").stdout)[0]["State"]["Status"]
+                    in ("exited", "dead"), 10)  # the container went with its monitor, as ever
+    assert cli("rm", "-f", "kept").returncode == 0
