@@ -13,7 +13,8 @@ import signal
 from .constants import (
     CLONE_NEWCGROUP, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUSER, EXIT_OWN_FAILURE, HELD_GRACE,
     HELD_POLL, HOLDER_DONE, HOLDER_PDEATH, HOLDER_RELEASE, MONITOR_STOP, PATH_MAX, RESTART_FIRST,
-    RESTART_MAX, RESTART_RESET, STOP_SIGNALS, SUPERVISOR_PDEATH, SUPERVISOR_SIGNALS, TERMINATING_SIGNALS, TIOCGWINSZ, TIOCSWINSZ,
+    RESTART_MAX, RESTART_RESET, STOP_SIGNALS, SUPERVISOR_PDEATH, SUPERVISOR_SIGNALS,
+    TERMINATING_SIGNALS, TIOCGWINSZ, TIOCSWINSZ,
 )
 from .errors import ContainerError
 from .syscalls import die_with_parent, libseccomp, setns, unshare
@@ -592,7 +593,7 @@ def run_container(spec, network=None, entry=None, detach=None, owner=None):
     if entry is not None:
         entry.update(monitor=[supervisor_pid, process_start(supervisor_pid)],
                      cgroups=[[g.version, g.path] for g in groups])
-    found, code, errors = {}, EXIT_OWN_FAILURE, []
+    found, code = {}, EXIT_OWN_FAILURE
     try:
         if network is not None:
             network.allocate()
@@ -609,8 +610,7 @@ def run_container(spec, network=None, entry=None, detach=None, owner=None):
                 detach.log.write(ord("2"), f"minicontainer: {exc}\n".encode())
             if not runs.again(code, time.monotonic() - begun, entry):
                 break
-            found, errors = remove_cgroups(groups, post_mortem_too=True)
-            for error in errors:
+            for error in remove_cgroups(groups, post_mortem_too=True)[1]:
                 detach.log.write(ord("2"), f"minicontainer: warning: {error}\n".encode())
             groups = []
             if not runs.back_off(entry, code):
