@@ -132,7 +132,9 @@ class Spec:
                  # What a bundle's config.json can ask for beyond run's options:
                  "cap_sets", "no_new_privs", "umask", "additional_gids", "oom_score_adj",
                  "domainname", "personality", "propagation", "sysctl", "hooks", "ns_paths",
-                 "keyring", "oci", "state", "no_pivot", "uid_map", "gid_map", "groups_locked")
+                 "keyring", "oci", "state", "no_pivot", "uid_map", "gid_map", "groups_locked",
+                 # What run -d's monitor keeps up: the restart policy, the health check.
+                 "restart", "healthcheck")
 
     def __init__(self, root, command, workdir="/", hostname=DEFAULT_HOSTNAME,
                  namespaces=BASE_NAMESPACES | sum(OPTIONAL_NAMESPACES.values()),
@@ -166,6 +168,8 @@ class Spec:
         # Its gid map written without newgidmap by a user: setgroups is denied there,
         # so the supplementary groups stay the caller's.
         self.groups_locked = False
+        self.restart = None  # (policy, maximum retries): see options.parse_restart
+        self.healthcheck = None
 
     def to_json(self):
         """The description as JSON data, kept in a container's state entry."""
@@ -195,6 +199,7 @@ class Spec:
         spec.ns_paths = {int(k): v for k, v in (spec.ns_paths or {}).items()}
         spec.sysctl, spec.hooks = spec.sysctl or {}, spec.hooks or {}
         spec.no_new_privs = True if spec.no_new_privs is None else spec.no_new_privs
+        spec.restart = tuple(spec.restart) if spec.restart else None
         return spec
 
 

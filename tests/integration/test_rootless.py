@@ -5,6 +5,7 @@ user cannot have (cgroup limits here, the bridge without slirp4netns) must
 be refused in one line; and a SIGKILLed minicontainer leaves nothing.
 """
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -539,6 +540,32 @@ def test_a_users_containers_in_the_background(user):
     assert int(pid) > 1 and ppid == "0"  # in PID 1's namespace, its parent outside it
     assert user.run("stop", "-t", "1", "bg").returncode == 0
     assert user.run("rm", "bg").returncode == 0
+
+
+def test_a_users_service_is_restarted_and_health_checked(user):
+    """--restart and --health-cmd for a user's container: its monitor starts it
+    again through the same start, and runs the check as the user's exec."""
+    sh = user.work / "newroot" / "bin" / "sh"
+    sh.symlink_to("busybox")
+    os.lchown(sh, user.uid, user.gid)
+    started = user.run("run", "-d", "--name", "up", "--restart", "on-failure:2", "--health-cmd",
+                       "busybox cat /proc/self/uid_map", "--health-interval", "100ms",
+                       "/bin/busybox", "sh", "-c", "echo run; busybox sleep 1.5; exit 5")
+    assert started.returncode == 0, started.stderr
+    healthy = user.run("wait", "--condition", "healthy", "up")
+    assert healthy.returncode == 0, healthy.stderr
+
+    def state():
+        return json.loads(user.run("inspect", "up").stdout)[0]
+    # The check ran in the container's user namespace: root inside is the user.
+    assert f"0 {user.uid} 1" in " ".join(state()["State"]["Health"]["Log"][-1]["Output"].split())
+    assert wait_for(lambda: state()["State"]["Status"] == "exited", 30)
+    assert state()["RestartCount"] == 2 and state()["State"]["ExitCode"] == 5
+    assert user.run("logs", "up").stdout == b"run\nrun\nrun\n"
+    refused = user.run("run", "-d", "--restart", "always", "--network", "bridge", "/bin/busybox",
+                       "true")
+    assert refused.returncode == 125 and b"slirp4netns" in refused.stderr
+    assert user.run("rm", "up").returncode == 0
 
 
 def test_other_users_need_a_subordinate_range(user):
