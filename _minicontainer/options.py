@@ -408,8 +408,11 @@ def run_mounts(volumes, tmpfs, read_only, read_only_tmpfs):
 # minicontainer mounts fresh and masks (a mount there could undo a mask), and
 # the devices and links it puts in /dev.
 KERNEL_PATHS = ("/proc", "/sys")
+# /dev/.minicontainer is where --network's /etc files are written before they
+# are bound: a node or mount there would fail the run at its set-up.
 DEV_PATHS = frozenset([f"/dev/{name}" for name, _, _ in DEVICES]
-                      + [f"/dev/{name}" for name, _ in DEV_LINKS] + ["/dev/pts"])
+                      + [f"/dev/{name}" for name, _ in DEV_LINKS]
+                      + ["/dev/pts", "/dev/.minicontainer"])
 
 
 DEVICE_ACCESS = "rwm"
@@ -453,7 +456,8 @@ def parse_device(value, mounts=()):
     if names[0] != "dev" or len(names) < 2 or any(n in ("", ".", "..") for n in names[1:]):
         raise ContainerError(option, "the container path must be a name below /dev (no '.', '..' or '//')")
     check_container_path("--device", value, container)
-    reserved = {name for name, _, _ in DEVICES} | {name for name, _ in DEV_LINKS} | {"console", "pts"}
+    reserved = {name for name, _, _ in DEVICES} | {name for name, _ in DEV_LINKS} | {
+        "console", "pts", ".minicontainer"}
     below = [m["destination"] for m in mounts if m["destination"].startswith("/dev/")]
     if names[1] in reserved or any(container == d or container.startswith(d.rstrip("/") + "/")
                                    for d in below):
