@@ -189,6 +189,33 @@ def test_a_hostile_image_healthcheck_is_refused_in_one_line(web, image_check):
     assert cli("ps", "-a", "-q").stdout == b""
 
 
+def test_a_fifo_planted_as_the_image_file_is_refused_without_hanging(web):
+    """The image configuration beside a root (its Healthcheck, Cmd, User...) is
+    a name in the root's parent, which in /tmp another user can take first: a
+    FIFO there held `run` for ever in its open. Now refused in one line. The
+    positive control: the same root with the caller's regular file runs its
+    image's command."""
+    import subprocess
+    root, volume = web
+    path = f"{root}.image.json"
+    os.mkfifo(path, 0o644)
+    os.chown(path, 65534, 65534)  # another user's, as in a shared /tmp
+    try:
+        result = cli("run", "--root", root, "/bin/busybox", "true", timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("run hung opening a FIFO planted as the image configuration")
+    assert result.returncode == 125 and result.stdout == b""
+    lines = result.stderr.decode().splitlines()
+    assert lines == [f"minicontainer: the image configuration {path}: not a regular file:"
+                     " refused (remove it, or pull again)"], lines
+    os.unlink(path)
+    with open(path, "w") as f:
+        json.dump({"reference": "test", "config": {"Cmd": ["/bin/busybox", "echo", "image"]}}, f)
+    os.chmod(path, 0o644)
+    control = cli("run", "--root", root)
+    assert control.returncode == 0 and control.stdout == b"image\n", control.stderr
+
+
 def test_wait_for_health_fails_without_a_check_or_once_it_ended(web):
     root, volume = web
     serve(root, volume, "plain")
