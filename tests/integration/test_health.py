@@ -206,8 +206,8 @@ def test_a_fifo_planted_as_the_image_file_is_refused_without_hanging(web):
         pytest.fail("run hung opening a FIFO planted as the image configuration")
     assert result.returncode == 125 and result.stdout == b""
     lines = result.stderr.decode().splitlines()
-    assert lines == [f"minicontainer: the image configuration {path}: not a regular file:"
-                     " refused (remove it, or pull again)"], lines
+    assert len(lines) == 1 and lines[0].startswith(
+        f"minicontainer: the image configuration {path}: not a regular file of yours"), lines
     os.unlink(path)
     with open(path, "w") as f:
         json.dump({"reference": "test", "config": {"Cmd": ["/bin/busybox", "echo", "image"]}}, f)
