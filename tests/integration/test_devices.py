@@ -5,6 +5,7 @@ import json
 import os
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from helpers import cli, network_leftovers, wait_for
 
@@ -171,3 +172,25 @@ def test_a_volume_at_dev_with_another_file_at_a_nodes_name_is_refused_untouched(
     assert len(lines) == 1 and lines[0].startswith("minicontainer: make /dev/zero: something"
                                                    " else is there already"), lines
     assert (dev / "zero").read_text() == "the host's\n"
+
+
+NAME_PARTS = st.sampled_from([".minicontainer", "null", "fd", "pts", "shm", "mqueue", "console",
+                              "ptmx", "hosts", "x", ".", "..", "", "a b", "-"])
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=st.lists(NAME_PARTS, min_size=1, max_size=3))
+def test_any_device_name_is_refused_at_create_or_works(run, parts):
+    """The class: wherever --device puts its node below /dev, with --network's
+    /etc files beside it, the run either is refused at once in one line (125,
+    before anything runs) or works with the node there; never an internal
+    error from PID 1's set-up."""
+    target = "/dev/" + "/".join(parts)
+    result = run("--device", f"/dev/null:{target}", "--network", "bridge", "/bin/busybox", "sh",
+                 "-c", f"busybox test -c '{target}' && busybox cat /etc/hosts")
+    lines = result.stderr.decode().splitlines()
+    if result.returncode == 125:
+        assert len(lines) == 1 and lines[0].startswith(f"minicontainer: --device /dev/null:{target}: "), lines
+    else:
+        assert result.returncode == 0 and b"host.minicontainer.internal" in result.stdout, lines
+    assert "internal error" not in result.stderr.decode()
