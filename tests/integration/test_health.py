@@ -179,7 +179,9 @@ def test_an_images_healthcheck_is_run_and_the_options_override_it(web):
 
 @pytest.mark.parametrize("image_check", [
     {"Test": "CMD true"}, {"Test": ["CMD"]}, {"Test": ["SHELL", "x"]}, {"Interval": -1},
-    {"Test": ["NONE"], "Retries": "3"}, {"Interval": 1.5}, {"Timeout": 10}, [1, 2]])
+    {"Test": ["NONE"], "Retries": "3"}, {"Interval": 1.5}, {"Timeout": 10}, [1, 2],
+    # a NUL byte: every check was "internal error: ValueError('embedded null byte')"
+    {"Test": ["CMD-SHELL", "echo a\0b"]}, {"Test": ["CMD", "/bin/busybox", "echo", "\0"]}])
 def test_a_hostile_image_healthcheck_is_refused_in_one_line(web, image_check):
     root, volume = web
     write_image(root, image_check)
