@@ -475,6 +475,8 @@ def check_container_path(option, value, path):
     """An absolute path inside the container, short enough for the kernel."""
     if not path.startswith("/"):
         raise ContainerError(f"{option} {value}", "the container path must be absolute")
+    if "\0" in path:  # (an image's WorkingDir can hold one)
+        raise ContainerError(option, "the container path holds a NUL byte")
     path = "/" + os.path.normpath(path).lstrip("/")  # POSIX keeps a leading "//"
     data = os.fsencode(path)
     if len(data) >= PATH_MAX or any(len(part) > NAME_MAX for part in data.split(b"/")):
@@ -744,6 +746,13 @@ def run_spec(root, command, *, hostname=None, network="none", subnet=DEFAULT_SUB
     if maps is not None:
         namespaces |= CLONE_NEWUSER
     user = resolve_user(root, user) if user is not None else None
+    env = run_env(hostname if namespaces & CLONE_NEWUTS else os.uname().nodename, user,
+                  image_env(image) + parse_env(env, env_file))
+    # An image's Entrypoint, Cmd and Env (or an --env-file) can hold a NUL byte,
+    # which execve cannot take: refused here, not as an internal error in PID 1.
+    if any("\0" in arg for arg in command) or any("\0" in k + v for k, v in env):
+        raise ContainerError("run", "the command or its environment holds a NUL byte (the"
+                             " image's Entrypoint, Cmd or Env)")
     spec = Spec(root, command, workdir=workdir,
                 hostname=check_hostname(hostname), namespaces=namespaces,
                 init=init, preserve_fds=check_preserved_fds(preserve_fds),
@@ -753,8 +762,7 @@ def run_spec(root, command, *, hostname=None, network="none", subnet=DEFAULT_SUB
                 seccomp=default_seccomp(capability_names(caps))
                 if seccomp == "default" and "seccomp" not in relaxed else None,
                 limits=parse_limits(memory, memory_swap, pids_limit, cpus, cpu_shares, stats, ulimit),
-                env=run_env(hostname if namespaces & CLONE_NEWUTS else os.uname().nodename, user,
-                            image_env(image) + parse_env(env, env_file)),
+                env=env,
                 mounts=mounts, devices=[d for d, _ in devices],
                 read_only=read_only, rm=rm, tty=tty,
                 winsize=terminal_size(detach) if tty else None, stop_timeout=stop_timeout,

@@ -218,6 +218,34 @@ def test_a_fifo_planted_as_the_image_file_is_refused_without_hanging(web):
     assert control.returncode == 0 and control.stdout == b"image\n", control.stderr
 
 
+@pytest.mark.parametrize("field, value", [
+    ("Env", ["A=b\0c"]), ("Env", ["A\0=b"]), ("Env", ["A\0"]), ("WorkingDir", "/a\0b"),
+    ("Cmd", ["/bin/busybox", "echo", "a\0b"]), ("Entrypoint", ["/bin/busybox\0"]),
+])
+def test_an_images_nul_byte_is_refused_at_run_in_one_line(web, field, value):
+    """Every string of an image's configuration reaches execve or a path
+    lookup: a NUL byte made PID 1 fail with "internal error: ValueError(
+    'embedded null byte')". Now refused before anything runs. The positive
+    control: the same configuration without the NUL byte runs."""
+    root, volume = web
+    config = {"Cmd": ["/bin/busybox", "echo", "ran"], field: value}
+    with open(f"{root}.image.json", "w") as f:
+        json.dump({"reference": "test", "config": config}, f)
+    os.chmod(f"{root}.image.json", 0o644)
+    for args in ((), ("-d",)):
+        result = cli("run", "--root", root, *args)
+        assert result.returncode == 125 and result.stdout == b""
+        lines = result.stderr.decode().splitlines()
+        assert len(lines) == 1 and "NUL byte" in lines[0] and "internal error" not in lines[0], lines
+    assert cli("ps", "-a", "-q").stdout == b""
+    clean = json.loads(json.dumps(value).replace("\\u0000", ""))
+    with open(f"{root}.image.json", "w") as f:
+        json.dump({"reference": "test", "config": dict(config, **{field: clean})}, f)
+    control = cli("run", "--root", root, "/bin/busybox", "true") if field == "Entrypoint" \
+        else cli("run", "--root", root)
+    assert control.returncode == 0, control.stderr
+
+
 def test_wait_for_health_fails_without_a_check_or_once_it_ended(web):
     root, volume = web
     serve(root, volume, "plain")
