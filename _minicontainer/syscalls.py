@@ -456,10 +456,13 @@ def SockFprog():
 # builds each policy once, before it forks; its containers inherit the build.
 _filters = {}
 FILTERS_KEPT = 16
+_remembered = None  # (policy, no_new_privs, SeccompFilter): remember_seccomp_program's
 
 
 def seccomp_filter(policy, no_new_privs=True):
     """The SeccompFilter for `policy`, built once per process and policy."""
+    if _remembered is not None and _remembered[0] is policy and _remembered[1] == no_new_privs:
+        return _remembered[2]  # this very policy object's program, as the helper built it
     key = (repr(policy), no_new_privs)
     built = _filters.get(key)
     if built is None:
@@ -474,11 +477,15 @@ def remember_seccomp_program(policy, no_new_privs, program):
     built it with seccomp_filter after this process was forked): loaded as
     it is, as seccomp_filter's own would be. Only for a policy without
     filter flags (those are libseccomp's to apply, at its load)."""
+    global _remembered
     if policy.get("flags"):
         return
     built = SeccompFilter.__new__(SeccompFilter)
     built.flags, built._program, built._fprog = (), program, None
-    _filters[(repr(policy), no_new_privs)] = built
+    # Kept with the policy object itself (its spec's, which PID 1 inherits),
+    # and found by identity: no repr of a policy of hundreds of names, whose
+    # walk in a forked child copies every page it touches.
+    _remembered = (policy, no_new_privs, built)
 
 
 def seccomp_action(name, errno_ret, field):
