@@ -6,6 +6,7 @@ behind run, run -d, create and exec), the holder that unshares and forks PID
 terminal.
 May import: constants, errors, syscalls, procs, cgroups, state, container.
 """
+import _signal
 import gc
 import os
 import signal
@@ -33,7 +34,7 @@ def holder_main(spec, handles, supervisor_pid, status_fd):
 
     PID 1 unshares the cgroup namespace itself, once it is in its groups.
     """
-    signal.pthread_sigmask(signal.SIG_BLOCK, (HOLDER_PDEATH, HOLDER_RELEASE))
+    _signal.pthread_sigmask(signal.SIG_BLOCK, (HOLDER_PDEATH, HOLDER_RELEASE))  # no enums made
     die_with_parent(supervisor_pid, HOLDER_PDEATH)
     take_stdio(handles)
     host_ns = None
@@ -571,7 +572,7 @@ def run_container(spec, network=None, entry=None, detach=None, owner=None):
     pid of the process the container is for, when it is not this one (the
     library's caller).
     """
-    signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
+    _signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)  # signal's makes enums of the old
     # No cyclic GC from here on, in this process and the forked ones: a
     # collection in a child walks every object it inherited and so copies the
     # pages they sit on. These processes are short-lived and make no cycles.
