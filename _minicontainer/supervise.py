@@ -17,7 +17,7 @@ from .constants import (
     SUPERVISOR_PDEATH, SUPERVISOR_SIGNALS, TERMINATING_SIGNALS, TIOCGWINSZ, TIOCSWINSZ,
 )
 from .errors import ContainerError
-from .syscalls import die_with_parent, libseccomp, setns, unshare
+from .syscalls import die_with_parent, libseccomp, setns, unshare, warm_libc
 from .procs import exit_code, fork, in_child, process_start, received_fds, report
 from .cgroups import (
     Cgroup, cgroup_views, join_cgroups, make_cgroups, make_oci_cgroups, raise_rlimit_ceilings,
@@ -578,7 +578,7 @@ def run_container(spec, network=None, entry=None, detach=None, owner=None):
     # pages they sit on. These processes are short-lived and make no cycles.
     gc.disable()
     gc.freeze()
-    __import__("ctypes")  # the holder's and PID 1's (mount, ...): loaded once, before the forks
+    warm_libc()  # the holder's and PID 1's (mount, ...): looked up once, before the forks
     supervisor_pid = os.getpid()
     # The cgroups' name: the container's, or the pid of the process that asked
     # for it (this one, or the library's caller), so one can tell whose it is.
@@ -801,6 +801,7 @@ def preload(spec):
     there (forbid_imports)."""
     for name in ("prctl", "resource", "_socket", "select") + (("socket",) if spec.tty else ()):
         __import__(name)
+    warm_libc()
     if spec.seccomp is not None:
         libseccomp()
 
