@@ -305,14 +305,15 @@ def run_command(root, hostname, network, subnet, publish, outbound, ipc, uts, cg
 
 # -- the verbs of containers that outlive the command line ------------------
 
-def each_container(refs, act):
+def each_container(refs, act, verb=None):
     """act(container) for each reference; a failure is said in one line and the
-    others go on, as docker does; 125 at the end if any failed."""
+    others go on, as docker does; 125 at the end if any failed. `verb`: runc's
+    verb, for runc's words when one is missing (Store.find)."""
     failed = False
     containers = store()  # a state directory not the caller's: refused once, for all
     for ref in refs:
         try:
-            act(containers.find(ref), ref)
+            act(containers.find(ref, verb), ref)
         except ContainerError as exc:
             say(str(exc))
             failed = True
@@ -379,7 +380,7 @@ def ps_command(show_all, quiet, form, container):
     CONTAINER, its processes' host pids, as runc ps does."""
     import json
     if container is not None:
-        pids = container_processes(store().find(container))
+        pids = container_processes(store().find(container, "ps"))  # runc's ps
         if form == "json":
             click.echo(json.dumps(pids))
         else:
@@ -479,7 +480,8 @@ def exec_command_line(detach, interactive, tty, env, workdir, user, process_file
     no_new_privs and seccomp filter, its environment plus -e. Takes docker's
     options and runc's (--process, --pid-file, --console-socket, --cap)."""
     from _minicontainer.oci import load_exec_process
-    entry = store().find(container)
+    runc_form = bool(process_file or pid_file or console_socket)  # runc's options alone
+    entry = store().find(container, "exec" if runc_form else None)
     entry.check("exec")
     spec = Spec.from_json(entry.data["spec"])
     oci = bool(entry.data.get("bundle"))
@@ -545,8 +547,10 @@ def kill(sig, every, args):
     """Send a signal to containers: docker's `kill [-s SIGNAL] CONTAINER...`
     (SIGKILL by default), and runc's `kill ID [SIGNAL]` (SIGTERM by default)."""
     refs = list(args)
+    runc_form = every  # --all is runc's alone
     if sig is None and len(refs) == 2 and is_signal(refs[1]) and not store().named(refs[1]):
         sig = refs.pop()  # runc's form: ID SIGNAL
+        runc_form = True
 
     def act(entry, ref):
         oci = bool(entry.data.get("bundle"))
@@ -569,7 +573,7 @@ def kill(sig, every, args):
             kill_container(entry, number)
         if not oci:
             click.echo(ref)
-    return each_container(refs, act)
+    return each_container(refs, act, "kill" if runc_form else None)
 
 
 @cli.command()
@@ -646,7 +650,7 @@ def create(bundle, pid_file, console_socket, no_pivot, no_new_keyring, preserve_
 def start(id):
     """Start a created container: its program runs."""
     import json
-    entry = store().find(id)
+    entry = store().find(id, "start")
     if not os.path.exists(entry.path("exec.fifo")):
         raise ContainerError(f"start {entry.name}", f"it is not created (it is {oci_status(entry)})")
     entry.check("start")
@@ -676,7 +680,7 @@ def start(id):
 def state(id):
     """Print a container's state, as the runtime spec defines it (JSON)."""
     import json
-    click.echo(json.dumps(oci_state(store().find(id)), indent=2))
+    click.echo(json.dumps(oci_state(store().find(id, "state")), indent=2))
     return 0
 
 
@@ -688,7 +692,7 @@ def delete(force, id):
     its processes, cgroups and state; then its poststop hooks."""
     containers = store()  # a state directory not the caller's is refused, --force or not
     try:
-        entry = containers.find(id)
+        entry = containers.find(id, "delete")
     except ContainerError:
         if force:
             return 0  # engines delete --force after they deleted: nothing to do
@@ -712,7 +716,7 @@ def delete(force, id):
 def update(resources, memory, pids_limit, cpu_shares, cpu_quota, cpu_period, id):
     """Change a running container's resources (runc's update)."""
     from _minicontainer.oci import oci_resources, read_json_document
-    entry = store().find(id)
+    entry = store().find(id, "update")
     entry.check("kill")  # created, running or paused
     wanted = {}
     if resources:
@@ -762,7 +766,7 @@ def list_command(form, quiet):
 @click.argument("id")
 def pause(id):
     """Freeze every process of a running container (the freezer cgroup)."""
-    freeze(store().find(id), True)
+    freeze(store().find(id, "pause"), True)
     return 0
 
 
@@ -770,7 +774,7 @@ def pause(id):
 @click.argument("id")
 def resume(id):
     """Thaw a paused container."""
-    freeze(store().find(id), False)
+    freeze(store().find(id, "resume"), False)
     return 0
 
 

@@ -271,6 +271,29 @@ def resolve_user(root, user):
     return uid, gid, (entry[5] or "/") if entry else "/"
 
 
+# The kernel takes no environment string longer than MAX_ARG_STRLEN (32
+# pages) and no environment and arguments over a quarter of the stack limit
+# (2 MiB at the usual 8 MiB): an env file past these could never be used, and
+# read whole (/dev/zero, a pipe that never ends) it would fill memory.
+ENV_LINE_MAX = 32 * 4096
+ENV_FILE_MAX = 2 * 1024 * 1024
+
+
+def env_file_lines(path, f):
+    """The lines of an open env file, without their newlines, refused past
+    the bounds above as soon as a read passes them."""
+    total = 0
+    while line := f.readline(ENV_LINE_MAX + 1):
+        total += len(line)
+        if len(line.rstrip("\n")) > ENV_LINE_MAX:
+            raise ContainerError(f"--env-file {path}", f"a line is longer than {ENV_LINE_MAX}"
+                                 " bytes, more than the kernel takes for an environment string")
+        if total > ENV_FILE_MAX:
+            raise ContainerError(f"--env-file {path}", f"longer than {ENV_FILE_MAX} bytes, more"
+                                 " than the kernel takes for a whole environment")
+        yield line.rstrip("\n")
+
+
 def parse_env(values, files):
     """-e KEY=VALUE, -e KEY (the host's value, if it has one), --env-file FILE
     (the same, one a line; blank lines and # comments skipped), in order."""
@@ -278,7 +301,7 @@ def parse_env(values, files):
     for path in files:
         try:  # bytes as the file has them: an env value need not be UTF-8
             with open(path, encoding=sys.getfilesystemencoding(), errors="surrogateescape") as f:
-                lines += [(f"--env-file {path}", line.rstrip("\n")) for line in f]
+                lines += [(f"--env-file {path}", line) for line in env_file_lines(path, f)]
         except OSError as exc:
             raise ContainerError.from_os(f"--env-file {path}", exc) from None
     env = []

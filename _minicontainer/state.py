@@ -315,8 +315,11 @@ class Store:
         """Whether a container has exactly this id or name (no prefix)."""
         return any(ref in (c.id, c.name) for c in self.entries())
 
-    def find(self, ref):
-        """The container `ref` names: its full id, its name, or a unique id prefix."""
+    def find(self, ref, verb=None):
+        """The container `ref` names: its full id, its name, or a unique id prefix.
+        Given runc's `verb`, a missing one is said in runc's words, "VERB REF:
+        container does not exist": engines parse them (containerd's shim takes
+        "does not exist" as not found for a kill, and as done for a delete)."""
         entries = self.entries()
         for match in ([c for c in entries if c.id == ref], [c for c in entries if c.name == ref],
                       [c for c in entries if ref and c.id.startswith(ref)]):
@@ -325,6 +328,8 @@ class Store:
             if len(match) > 1:
                 raise ContainerError(f"container {ref}", f"the id prefix is ambiguous: it matches"
                                      f" {len(match)} containers")
+        if verb:
+            raise ContainerError(f"{verb} {ref}", "container does not exist")
         raise ContainerError(f"container {ref}", "no such container")
 
 

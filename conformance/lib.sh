@@ -13,6 +13,8 @@ die()  { log "FATAL: $*"; exit 2; }
 PODMAN_PACKAGES=(podman conmon busybox-static python3 util-linux iproute2 procps)
 # shellcheck disable=SC2034
 CONTAINERD_PACKAGES=(containerd busybox-static python3 util-linux iproute2 procps)
+# shellcheck disable=SC2034
+CRI_PACKAGES=(containerd containernetworking-plugins busybox-static gcc libc6-dev python3 python3-venv util-linux iproute2 procps)
 
 # ensure_packages PKG...: install the ones dpkg does not list as installed,
 # with one apt-get update + install.
@@ -285,6 +287,7 @@ expect() {  # expect NAME WANT_RC SUBSTRING
 # Build an OCI image archive (oci-layout + index.json + blobs, uncompressed
 # layer) from a rootfs tarball, without c/image (skopeo/podman save would write
 # /var/lib/containers/cache).  make_oci_archive ROOTFS_TAR OUT_TAR IMAGE_NAME
+# (IMAGE_ENTRYPOINT='["/pause"]' in the environment: that Entrypoint, no Cmd)
 make_oci_archive() {
     python3 - "$1" "$2" "$3" <<'PY'
 import hashlib, io, json, os, sys, tarfile, time
@@ -298,6 +301,9 @@ cfg = {
     "rootfs": {"type": "layers", "diff_ids": [ld]},
     "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "conformance busybox rootfs"}],
 }
+if os.environ.get("IMAGE_ENTRYPOINT"):
+    cfg["config"]["Entrypoint"] = json.loads(os.environ["IMAGE_ENTRYPOINT"])
+    del cfg["config"]["Cmd"]
 cb = json.dumps(cfg, separators=(",", ":")).encode()
 cd = "sha256:" + hashlib.sha256(cb).hexdigest()
 man = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",

@@ -82,10 +82,36 @@ def test_the_moves_the_state_machine_refuses(bundle):
     assert running.returncode == 125 and b"it is running, not stopped (use --force)" in running.stderr
     assert oci("delete", "--force", "c2").returncode == 0
     stopped = oci("kill", "c2", "KILL")
-    assert stopped.returncode == 125 and b"no such container" in stopped.stderr
+    assert stopped.returncode == 125 and b"kill c2: container does not exist" in stopped.stderr
     assert oci("delete", "--force", "c2").returncode == 0  # gone already: engines do this
     assert oci("delete", "c2").returncode == 125
     assert oci("kill").returncode != 0 and oci("start").returncode != 0  # no id
+
+
+def test_a_missing_container_is_said_in_runcs_words(bundle, tmp_path):
+    """containerd's shim parses the runtime's words: a kill of a container that
+    is gone must say "does not exist" (its checkKillError: not found), and a
+    delete of one is done when told "does not exist" (pkg/process/init.go).
+    Anything else is an unknown error: the task is never deleted and the whole
+    pod is left behind (conformance/cri.sh: state deleted behind containerd's
+    back). runc says "container does not exist" for every verb that takes an id."""
+    process = tmp_path / "process.json"
+    process.write_text(json.dumps({"args": ["/bin/true"], "cwd": "/", "user": {"uid": 0, "gid": 0}}))
+    verbs = [("kill", "gone", "9"), ("kill", "--all", "gone", "9"), ("delete", "gone"),
+             ("state", "gone"), ("start", "gone"), ("pause", "gone"), ("resume", "gone"),
+             ("ps", "--format", "json", "gone"), ("update", "--memory", "9999999", "gone"),
+             ("exec", "--process", process, "gone")]
+    for args in verbs:
+        said = oci(*args)
+        assert said.returncode != 0 and b"container does not exist" in said.stderr, (args, said.stderr)
+        assert said.stderr.count(b"\n") == 1 and b"Traceback" not in said.stderr
+    # the control: a container that exists is found by the same verbs
+    bundle.args("/bin/probe", "sleep", 30)
+    assert oci("create", "--bundle", bundle.path, "gone").returncode == 0
+    assert oci("state", "gone").returncode == 0 and oci("kill", "gone", "9").returncode == 0
+    assert oci("delete", "--force", "gone").returncode == 0
+    assert b"container does not exist" in oci("kill", "--all", "gone", "9").stderr
+    assert oci("delete", "--force", "gone").returncode == 0  # gone already: engines do this
 
 
 def test_kill_takes_runcs_form_and_all(bundle):

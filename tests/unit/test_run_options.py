@@ -28,6 +28,30 @@ def test_missing_env_file_is_refused(tmp_path):
     assert "No such file" in str(exc.value)
 
 
+def test_an_env_file_past_what_the_kernel_takes_is_refused_as_soon_as_read():
+    """/dev/zero is one endless line; before, it was read whole (MemoryError
+    under a memory limit, the machine's memory without one)."""
+    with pytest.raises(errors.ContainerError) as exc:
+        options.parse_env([], ["/dev/zero"])
+    assert str(exc.value) == ("--env-file /dev/zero: a line is longer than 131072 bytes,"
+                              " more than the kernel takes for an environment string")
+
+
+def test_an_env_file_of_many_lines_past_2_mib_is_refused_and_one_at_the_bound_is_read(tmp_path):
+    line = "K=" + "v" * 1021 + "\n"  # 1 KiB a line
+    at_bound, past = tmp_path / "at", tmp_path / "past"
+    at_bound.write_text(line * 2048)
+    past.write_text(line * 2049)
+    assert len(options.parse_env([], [str(at_bound)])) == 2048
+    with pytest.raises(errors.ContainerError) as exc:
+        options.parse_env([], [str(past)])
+    assert str(exc.value) == (f"--env-file {past}: longer than 2097152 bytes, more than the"
+                              " kernel takes for a whole environment")
+    longest = tmp_path / "longest"
+    longest.write_text("K=" + "v" * (131072 - 2) + "\n")
+    assert options.parse_env([], [str(longest)]) == [("K", "v" * (131072 - 2))]
+
+
 def test_volumes_parse(tmp_path):
     assert options.parse_volume(f"{tmp_path}:/data") == {
         "destination": "/data", "type": "bind", "source": str(tmp_path),

@@ -61,6 +61,17 @@ def test_unknown_and_ambiguous_references(store):
         store.find("")
 
 
+def test_a_missing_container_in_runcs_words_for_runcs_verbs(store):
+    """Engines parse runc's words: containerd's shim takes "does not exist" as
+    not found (kill) or done (delete); docker's verbs keep docker's words."""
+    for verb in ("kill", "delete", "state", "start", "pause", "resume", "ps", "exec", "update"):
+        with pytest.raises(errors.ContainerError) as exc:
+            store.find("gone", verb)
+        assert str(exc.value) == f"{verb} gone: container does not exist"
+    made = store.create("web", {})
+    assert store.find("web", "kill").id == made.id  # the control: one that exists is found
+
+
 def test_the_status_is_told_as_it_truly_is(store):
     entry = store.create("x", {"monitor": me()})
     entry.update(status=mc_state.RUNNING, pid1=me())
