@@ -4,7 +4,8 @@
 starts a command inside that root as PID 1 of its own PID and mount
 namespaces, behind pivot_root, with a fresh /proc, and passes its exit
 status through the way docker does; `run -d` keeps it in the background,
-and docker's verbs (ps, logs, exec, stop, kill, wait, rm, inspect) see to it.
+and docker's verbs (ps, logs, exec, stop, kill, wait, rm, inspect, cp, top)
+see to it.
 It is also an OCI runtime with runc's command line (create, start, state,
 kill, delete, ...), so podman and containerd can drive it: a bundle's
 config.json becomes the same Spec that run's options make. `pull` fills a
@@ -33,7 +34,8 @@ imports run one way, from here down:
     container     PID 1's set-up, in order, from container_main; exec's way in
     supervise     supervisor and holder: the fork, signals, waits, create's gate
     options       run's options checked and turned into a Spec's fields
-    lifecycle     run -d's monitor and the verbs: stop, kill, wait, rm, inspect
+    lifecycle     run -d's monitor and the verbs: stop, kill, wait, rm, inspect, top
+    transfer      cp: files into and out of a container's root, by descriptor
 
 A `run` goes: run (here) -> options and spec -> rootfs.check_run_root ->
 supervise.run_container (cgroups made, network allocated) -> the holder
@@ -92,10 +94,10 @@ from _minicontainer.options import (
     terminal_size,
 )
 from _minicontainer.lifecycle import (
-    cgroup_controllers_of, container_processes, container_root_fd, container_summary,
+    cgroup_controllers_of, container_processes, container_root_fd, container_summary, container_top,
     delete_container, describe_status, freeze, inspect_data, is_signal, kill_container,
-    kill_every_process, parse_signal, print_table, remove_container, run_detached, stop_container,
-    wait_container,
+    kill_every_process, parse_signal, print_tabbed, print_table, remove_container, run_detached,
+    stop_container, wait_container,
 )
 
 
@@ -111,7 +113,7 @@ root_option = click.option(
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Documentation: README.md, and docs/ in the repository, one page an area:"
                     " docs/run.md (every run option, exit status, signals), docs/services.md"
-                    " (run -d, ps, logs, exec, stop, rm), docs/deploy-and-pull.md,"
+                    " (run -d, ps, logs, exec, stop, rm, cp, top), docs/deploy-and-pull.md,"
                     " docs/networking.md, docs/limits.md, docs/rootless.md,"
                     " docs/oci-runtime.md, docs/security.md.")
 @click.version_option(__version__, prog_name="minicontainer",
@@ -548,8 +550,12 @@ def kill(sig, every, args):
     (SIGKILL by default), and runc's `kill ID [SIGNAL]` (SIGTERM by default)."""
     refs = list(args)
     runc_form = every  # --all is runc's alone
-    if sig is None and len(refs) == 2 and is_signal(refs[1]) and not store().named(refs[1]):
-        sig = refs.pop()  # runc's form: ID SIGNAL
+    if sig is None and len(refs) == 2 and is_signal(refs[1]) and (
+            store().is_bundles(refs[0]) or not store().named(refs[1])):
+        # runc's form, ID SIGNAL: always so for a bundle's container (what an
+        # engine kills): `kill web 9` was taken for two containers where one's
+        # id was "9", which got SIGTERM while web was never sent its SIGKILL.
+        sig = refs.pop()
         runc_form = True
 
     def act(entry, ref):
@@ -606,6 +612,70 @@ def inspect(containers):
     code = each_container(containers, lambda entry, ref: found.append(inspect_data(entry)))
     click.echo(json.dumps(found, indent=4))
     return code
+
+
+def split_cp_arg(arg):
+    """docker's reading of a cp argument: (container, path), container None for
+    a host path: an absolute path, one without ':', or one starting with '.'."""
+    if arg.startswith("/"):
+        return None, arg
+    container, colon, path = arg.partition(":")
+    if not colon or container.startswith("."):
+        return None, arg
+    return container, path
+
+
+@cli.command(name="cp")
+@click.option("--archive", "-a", is_flag=True,
+              help="Keep the files' owners (uid and gid; mapped through the container's user"
+                   " namespace). Without it, what goes in is the container root's and what"
+                   " comes out is yours.")
+@click.option("--follow-link", "-L", is_flag=True, help="Follow a symlink that SRC names.")
+@click.option("--quiet", "-q", is_flag=True, help="Say nothing on a terminal.")
+@click.argument("src", metavar="SRC")
+@click.argument("dst", metavar="DEST")
+def cp_command(archive, follow_link, quiet, src, dst):
+    """Copy files between a container and the host, as docker cp does:
+    `cp CONTAINER:SRC DEST` and `cp SRC CONTAINER:DEST`, `-` for a tar stream
+    on stdout or stdin; running and stopped containers. Paths in the
+    container are resolved with its root as /; `SRC/.` copies what a
+    directory holds."""
+    from _minicontainer.transfer import check_container_path, copy_in, copy_out
+    (src_ref, src_path), (dst_ref, dst_path) = split_cp_arg(src), split_cp_arg(dst)
+    verb = f"cp {src} {dst}"
+    if src_ref is not None and dst_ref is not None:
+        raise ContainerError(verb, "copying between containers is not supported")
+    if src_ref is None and dst_ref is None:
+        raise ContainerError(verb, "must specify at least one container source"
+                             " (CONTAINER:PATH)")
+    if not src_path or not dst_path:
+        raise ContainerError(verb, "a path may not be empty")
+    for ref, path in ((src_ref, src_path), (dst_ref, dst_path)):
+        if ref is not None:
+            check_container_path(path, verb)
+    entry = store().find(src_ref or dst_ref)
+    if src_ref is not None:
+        warnings = copy_out(entry, src_path, dst_path, archive, follow_link,
+                            stdout=sys.stdout.buffer if dst_path == "-" else None)
+    else:
+        warnings = copy_in(entry, src_path, dst_path, archive, follow_link,
+                           stdin=sys.stdin.buffer if src_path == "-" else None)
+    for warning in warnings:
+        click.echo(f"minicontainer: warning: {warning}", err=True)
+    if not quiet and sys.stderr.isatty() and "-" not in (src_path, dst_path):
+        click.echo(f"Successfully copied {src} to {dst}", err=True)
+    return 0
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("container")
+@click.argument("ps_args", nargs=-1, type=click.UNPROCESSED, metavar="[PS OPTIONS]")
+def top(container, ps_args):
+    """Show a running container's processes, as docker top does: the host's
+    ps (-ef by default, or these options), only the container's rows, host pids."""
+    titles, rows = container_top(store().find(container), list(ps_args))
+    print_tabbed([titles] + rows)
+    return 0
 
 
 # -- the OCI runtime's verbs (runc's command line) ----------------------------
@@ -845,9 +915,13 @@ def say(message, level="error"):
         path, form, _ = LOG
         line = (json.dumps({"level": level, "msg": one_line(message), "time": now_iso()})
                 if form == "json" else f"{now_iso()} {level}: {one_line(message)}")
-        try:
-            with open(path, "a") as f:
-                f.write(line + "\n")
+        try:  # never waiting: a FIFO without a reader at --log would hang the verb
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
+                         | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, (line + "\n").encode())
+            finally:
+                os.close(fd)
         except OSError:
             pass
 

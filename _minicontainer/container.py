@@ -23,7 +23,7 @@ from .constants import (
 from .errors import ContainerError
 from .syscalls import (
     attach_mount, clone_tree, cloexec_from, die_with_parent, filesystem_type, join_session_keyring,
-    last_capability, mount, new_mount, open_namespace, openat2, pivot_root, raise_ambient,
+    last_capability, mount, new_mount, openat2, pivot_root, raise_ambient,
     seccomp_filter, set_link_up, set_mount_attrs, set_personality, set_window_size,
     setdomainname, sethostname, setns, take_controlling_terminal, umount2, unshare, write_at,
 )
@@ -41,7 +41,7 @@ class Handles:
 
     __slots__ = ("report_fd", "groups", "tty_sock", "seccomp", "volumes", "go_fd",
                  "network", "root_fd", "stdio", "entry", "cgroup_views", "cgroup_links",
-                 "exec_fifo", "map_fd", "own_exe")
+                 "exec_fifo", "map_fd", "own_exe", "ns_fds")
 
     def __init__(self, report_fd, groups, tty_sock=None, go_fd=None, network=None, stdio=None,
                  entry=None):
@@ -54,6 +54,9 @@ class Handles:
         self.cgroup_views = self.cgroup_links = ()  # for a `cgroup` mount: (name, host dir)
         self.exec_fifo = None  # OCI create: where PID 1 waits for `start`
         self.map_fd = None  # a user namespace: the holder waits here for its id maps
+        # A bundle's namespaces to join, {clone flag: descriptor}: opened and checked
+        # by `create` (open_joined_namespaces), joined as they were checked.
+        self.ns_fds = {}
         # This interpreter (the host's), for check_command: asked of the host's
         # /proc here, before the fork; the container's root may have no proc.
         self.own_exe = os.stat("/proc/self/exe")
@@ -122,7 +125,7 @@ def become_root_inside(spec):
             os.setgroups([])
 
 
-def enter_cgroups(spec, groups):
+def enter_cgroups(spec, handles):
     """Join the container's groups, then a cgroup namespace rooted at them.
 
     PID 1 joins before anything of the command runs, so nothing escapes the
@@ -131,23 +134,24 @@ def enter_cgroups(spec, groups):
     a user namespace it could not write the host's cgroup files.
     """
     if not spec.oci:
-        join_cgroups(groups, os.getpid())
+        join_cgroups(handles.groups, os.getpid())
     if CLONE_NEWCGROUP in spec.ns_paths:
-        join_namespace(spec.ns_paths[CLONE_NEWCGROUP], CLONE_NEWCGROUP)
+        join_namespace(spec, handles, CLONE_NEWCGROUP)
     elif spec.namespaces & CLONE_NEWCGROUP:
         unshare(CLONE_NEWCGROUP)
 
 
-def join_namespace(path, flag):
-    """setns into the namespace a bundle names by path (/proc/PID/ns/net, /run/netns/x),
-    opened as open_namespace does: `create` checked it, but the path may have changed."""
-    fd = open_namespace(path, flag, f"join the namespace {path}")
+def join_namespace(spec, handles, flag):
+    """setns into the namespace a bundle names by path (/proc/PID/ns/net,
+    /run/netns/x) through the descriptor `create` opened and checked, never
+    the path again: it may have changed since (a link swapped, the pid of a
+    pod's process that ended reused by one of the host's), and the
+    container, with its sysctls, would be in a namespace no one checked."""
+    path = spec.ns_paths[flag]
     try:
-        setns(fd, flag)
+        setns(handles.ns_fds[flag], flag)
     except ContainerError as exc:
         raise exc.within(f"join the namespace {path}") from None
-    finally:
-        os.close(fd)
 
 
 def close_inherited_fds(spec, handles):
@@ -1185,7 +1189,7 @@ def container_main(spec, holder_pid, handles):
     become_root_inside(spec)
     new_session()
     wait_for_go(spec, handles)
-    enter_cgroups(spec, handles.groups)
+    enter_cgroups(spec, handles)
     set_oom_score(spec)
     hide_process("minicontainer init")
     close_inherited_fds(spec, handles)

@@ -43,6 +43,15 @@ HELPER_CODE = ("import sys; sys.path[:] = __import__('json').loads(sys.argv[2]);
                " from _minicontainer.helper import main; main(int(sys.argv[1]))")
 
 
+def helper_path():
+    """The caller's import path for the helper, which runs in "/": relative
+    entries (the "" of `python -c` or of a prompt) made absolute, and the
+    directory this very package came from first, so that the helper runs the
+    caller's code, never another copy installed elsewhere on the path."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return [here] + [os.path.abspath(entry or os.curdir) for entry in sys.path]
+
+
 class Helper:
     """The caller's end of the helper process (one a process, started on first use)."""
 
@@ -67,7 +76,7 @@ class Helper:
             # fork and exec, no Python in between: safe with any threads.
             self.process = subprocess.Popen(
                 [sys.executable, "-s", "-P", "-c", HELPER_CODE, str(theirs.fileno()),
-                 json.dumps(sys.path)],
+                 json.dumps(helper_path())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, env=env, cwd="/")
         except OSError as exc:

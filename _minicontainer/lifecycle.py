@@ -12,7 +12,7 @@ import click
 
 from .constants import CLONE_NEWPID, FORWARDED_SIGNALS, MAX_FD, MONITOR_STOP
 from .errors import ContainerError
-from .procs import alive, fork, in_child
+from .procs import alive, fork, in_child, process_start
 from .spec import Spec
 from .cgroups import Cgroup, cgroup_hierarchies, cgroup_members, remove_cgroups, remove_made_dirs
 from .state import (
@@ -441,3 +441,81 @@ def freeze_group(version, path, frozen):
         raise ContainerError.from_os(f"write {value} to {target}", exc) from None
     raise ContainerError(f"{'freeze' if frozen else 'thaw'} cgroup {path}",
                          "the freezer did not settle")
+
+
+def container_top(entry, ps_args):
+    """top: docker top's table, (titles, rows): the host's ps run with
+    `ps_args` (-ef by default), and of its rows only those of the container's
+    processes. A process is the container's if it was so before ps ran and
+    is still the same process (pid and start time), and still the
+    container's, after: a pid that ended and was taken by a host process
+    while ps ran, or a process that left the cgroup, is never shown."""
+    import subprocess
+    if entry.status not in (RUNNING, PAUSED):
+        raise ContainerError(f"top {entry.name}", "it is not running")
+    check_ps_args(ps_args)
+    before = {pid: process_start(pid) for pid in container_processes(entry)}
+    try:
+        done = subprocess.run(["ps", *(ps_args or ["-ef"])], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ContainerError(f"top {entry.name}", f"ps: {exc}") from None
+    if done.returncode != 0:
+        why = done.stderr.decode(errors="replace").strip().splitlines()
+        raise ContainerError(f"top {entry.name}", f"ps {' '.join(ps_args)}: "
+                             f"{why[0] if why else f'exit status {done.returncode}'}")
+    after = {pid: process_start(pid) for pid in container_processes(entry)}
+    ours = {pid for pid, start in before.items() if start is not None and after.get(pid) == start}
+    return parse_ps_output(done.stdout.decode(errors="replace"), ours, entry.name)
+
+
+def check_ps_args(args):
+    """docker's rule: a ps option may not rename a column to PID (`-o user=PID`),
+    which would make another column be taken for the pids."""
+    import re
+    for key, value in re.findall(r"\s+([^\s]*)=\s*(PID[^\s]*)", " " + " ".join(args)):
+        if key != "pid":
+            raise ContainerError(f"top: ps option {key}={value}", "not allowed (it would name"
+                                 " another column PID)")
+
+
+def parse_ps_output(text, pids, name):
+    """docker's parsing of ps's table: the titles, then the rows whose PID is
+    one of `pids` (a thread's row, with '-' for PID, goes with its process's)."""
+    lines = text.split("\n")
+    titles = lines[0].split()
+    if "PID" not in titles:
+        raise ContainerError(f"top {name}", "Couldn't find PID field in ps output")
+    index, rows, keep = titles.index("PID"), [], False
+    for line in lines[1:]:
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) <= index:
+            raise ContainerError(f"top {name}", f"unexpected ps output line: {line}")
+        if fields[index] == "-":
+            if keep:
+                rows.append(row_of(fields, titles))
+            continue
+        try:
+            pid = int(fields[index])
+        except ValueError:
+            raise ContainerError(f"top {name}", f"Unexpected pid '{fields[index]}'") from None
+        keep = pid in pids
+        if keep:
+            rows.append(row_of(fields, titles))
+    return titles, rows
+
+
+def row_of(fields, titles):
+    """A row with its last column (CMD) holding the rest of the line, spaces and all."""
+    return fields[:len(titles) - 1] + [" ".join(fields[len(titles) - 1:])]
+
+
+def print_tabbed(rows):
+    """Rows as docker's CLI prints top's (Go's tabwriter: cells at least 20
+    wide, 3 spaces of padding; the last cell as it is)."""
+    widths = [max(20, max(len(row[i]) for row in rows if len(row) > i + 1) + 3)
+              for i in range(max(len(row) for row in rows) - 1)]
+    for row in rows:
+        click.echo("".join(cell.ljust(width) for cell, width in zip(row, widths))
+                   + (row[-1] if len(row) > len(widths) else ""))

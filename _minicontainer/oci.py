@@ -142,6 +142,18 @@ def refuse_json_constant(name):
     raise ValueError(f"{name} is not a JSON number")
 
 
+def read_regular_file(path, source):
+    """A file's bytes, opened without blocking and refused unless it is a
+    regular file: a FIFO planted at config.json or at exec's --process file
+    would hang the engine's call for ever, a device (/dev/zero) never end."""
+    import stat
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ContainerError(source, "not a regular file")
+        return f.read()
+
+
 def read_json_document(path, source):
     """A JSON document from a file, as a ConfigValue that must be an object.
     Bad JSON, bad UTF-8, NaN, numbers too long and nesting too deep are one line."""
@@ -150,8 +162,7 @@ def read_json_document(path, source):
         if path == "-":
             data = sys.stdin.buffer.read()
         else:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = read_regular_file(path, source)
     except OSError as exc:
         raise ContainerError.from_os(f"read {path}", exc) from None
     try:
@@ -199,7 +210,6 @@ def load_bundle(bundle, id, preserve_fds=0, keyring=True):
     spec.namespaces, spec.ns_paths = oci_namespaces(linux["namespaces"])
     spec.devices = oci_devices(linux["devices"])
     spec.sysctl = oci_sysctls(linux["sysctl"], spec.namespaces | sum(spec.ns_paths))
-    refuse_host_namespace_sysctls(spec)
     spec.hooks = oci_hooks(config["hooks"])
     spec.propagation = oci_propagation(linux["rootfsPropagation"])
     spec.personality = oci_personality(linux["personality"])
@@ -222,9 +232,17 @@ def load_bundle(bundle, id, preserve_fds=0, keyring=True):
         raise ContainerError("config.json: linux.mountLabel", "SELinux labels are not supported")
     cgroups_path = linux["cgroupsPath"].text()
     annotations = {key: value.text() or "" for key, value in config["annotations"].members()}
-    return spec, {"annotations": annotations,
-                  "linux": {"cgroupsPath": cgroups_path,
-                            "resources": oci_resources(linux["resources"])}}
+    resources = oci_resources(linux["resources"])
+    # Last: the namespaces to join, opened once; the container joins these.
+    namespace_fds = open_joined_namespaces(spec)
+    try:
+        refuse_host_namespace_sysctls(spec, namespace_fds)
+    except BaseException:
+        for fd in namespace_fds.values():
+            os.close(fd)
+        raise
+    return spec, {"annotations": annotations, "namespace_fds": namespace_fds,
+                  "linux": {"cgroupsPath": cgroups_path, "resources": resources}}
 
 
 def ngroups_max():
@@ -407,22 +425,38 @@ def oci_namespaces(field):
     return flags, paths
 
 
-def refuse_host_namespace_sysctls(spec):
+def open_joined_namespaces(spec):
+    """The namespaces a bundle joins by path, {clone flag: descriptor}, each
+    opened once and checked to be of its type: what create checks (here and
+    in refuse_host_namespace_sysctls) is what the container joins, whatever
+    the path names later (join_namespace)."""
+    fds = {}
+    try:
+        for flag, path in spec.ns_paths.items():
+            kind = next(k for k, f in OCI_NAMESPACES.items() if f == flag)
+            fds[flag] = open_namespace(path, flag, f"config.json: linux.namespaces {kind}"
+                                                   f" path {path}")
+    except BaseException:
+        for fd in fds.values():
+            os.close(fd)
+        raise
+    return fds
+
+
+def refuse_host_namespace_sysctls(spec, fds):
     """A sysctl of a namespace joined by path is the container's to set
     (podman's default network joins the namespace it made, and sets
     net.ipv4.ping_group_range in it), unless that namespace is the runtime's
     own or the host's first. runc refuses a net.* one in "the host's network
-    namespace"; here the IPC and UTS ones too. Checked at create."""
+    namespace"; here the IPC and UTS ones too. Checked at create, on the
+    descriptors the container joins (open_joined_namespaces)."""
     for key in spec.sysctl:
         flag = sysctl_namespace(str(key))
         path = spec.ns_paths.get(flag)
         if path is None:
             continue
         kind = {CLONE_NEWNET: "net", CLONE_NEWIPC: "ipc", CLONE_NEWUTS: "uts"}[flag]
-        try:
-            joined = os.stat(path)
-        except OSError as exc:
-            raise ContainerError.from_os(f"config.json: linux.namespaces {path}", exc) from None
+        joined = os.fstat(fds[flag])
         for host in (f"/proc/self/ns/{kind}", f"/proc/1/ns/{kind}"):
             try:
                 st = os.stat(host)

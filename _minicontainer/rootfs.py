@@ -1047,12 +1047,18 @@ class Writer:
         the staging directory at the root's top (made at the first use), or,
         when the target is on another file system (a mount inside the root),
         that directory itself, under a temporary name."""
-        if self.stage_fd is None:
+        if self.stage_fd is None and self.stage_dev is None:
             name = STAGING + self.tag
-            os.mkdir(name, 0o700, dir_fd=self.rootfd)
-            self.stage_fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-                                    | os.O_CLOEXEC, dir_fd=self.rootfd)
-            self.stage_dev = os.fstat(self.stage_fd).st_dev
+            try:
+                os.mkdir(name, 0o700, dir_fd=self.rootfd)
+            except OSError as exc:
+                if exc.errno != 30:  # EROFS: a read-only root (cp into a volume): beside the target
+                    raise
+                self.stage_dev = -1
+            else:
+                self.stage_fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                                        | os.O_CLOEXEC, dir_fd=self.rootfd)
+                self.stage_dev = os.fstat(self.stage_fd).st_dev
         self.temps += 1
         if os.fstat(target_fd).st_dev == self.stage_dev:
             return self.stage_fd, str(self.temps)

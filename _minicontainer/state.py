@@ -311,18 +311,27 @@ class Store:
             entry.save()
             return entry
 
+    def is_bundles(self, ref):
+        """Whether `ref` is exactly the id of a bundle's container (create's)."""
+        return any(c.id == ref and c.data.get("bundle") for c in self.entries())
+
     def named(self, ref):
         """Whether a container has exactly this id or name (no prefix)."""
         return any(ref in (c.id, c.name) for c in self.entries())
 
     def find(self, ref, verb=None):
         """The container `ref` names: its full id, its name, or a unique id prefix.
-        Given runc's `verb`, a missing one is said in runc's words, "VERB REF:
-        container does not exist": engines parse them (containerd's shim takes
-        "does not exist" as not found for a kill, and as done for a delete)."""
+        A bundle's container (create's) is found by its full id alone, as runc
+        finds them: engines choose ids (ctr's are words, "web" beside "web2")
+        and `delete --force` one already gone, so a prefix would delete, kill
+        or exec into another container. Given runc's `verb`, a missing one is
+        said in runc's words, "VERB REF: container does not exist": engines
+        parse them (containerd's shim takes "does not exist" as not found for
+        a kill, and as done for a delete)."""
         entries = self.entries()
         for match in ([c for c in entries if c.id == ref], [c for c in entries if c.name == ref],
-                      [c for c in entries if ref and c.id.startswith(ref)]):
+                      [c for c in entries if ref and c.id.startswith(ref)
+                       and not c.data.get("bundle")]):
             if len(match) == 1:
                 return match[0]
             if len(match) > 1:

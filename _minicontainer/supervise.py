@@ -45,9 +45,9 @@ def holder_main(spec, handles, supervisor_pid, status_fd):
                         for ns in ("net", "pid"))
     raise_rlimit_ceilings(spec)  # while the holder has the host's privilege
     enter_user_namespace(spec, handles)
-    for flag, path in spec.ns_paths.items():  # a bundle's namespaces to join, by path
+    for flag in spec.ns_paths:  # a bundle's namespaces to join, as create checked them
         if flag != CLONE_NEWCGROUP:  # joined by PID 1, once in its cgroups
-            join_namespace(path, flag)
+            join_namespace(spec, handles, flag)
     unshare(spec.namespaces & ~(CLONE_NEWCGROUP | CLONE_NEWUSER))
     make_mounts_private()
     if CLONE_NEWPID in spec.ns_paths:
@@ -863,7 +863,7 @@ def create_container(spec, entry, config, pid_file=None, console_socket=None):
                  cgroups_made={g.path: list(g.made) for g in groups})
     fifo = entry.path("exec.fifo")
     holder = pid1 = None
-    closing = []
+    closing = list((config.get("namespace_fds") or {}).values())  # the holder's to join
     maps = IdMaps(spec)
     try:
         os.mkfifo(fifo, 0o600)
@@ -883,6 +883,7 @@ def create_container(spec, entry, config, pid_file=None, console_socket=None):
             os.close(read_fd)
             os.close(go_write)
             handles = Handles(write_fd, groups, console, go_read, entry=entry)
+            handles.ns_fds = config.get("namespace_fds") or {}
             handles.exec_fifo, handles.cgroup_views, handles.cgroup_links = exec_fifo, views, links
             handles.map_fd = maps.holder_side()
             in_child(write_fd, holder_main, spec, handles, supervisor_pid, None)
@@ -948,12 +949,26 @@ def connect_console(path):
 
 
 def write_pid_file(path, pid):
-    """--pid-file: the host pid, written whole (a temporary file, then a rename)."""
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp")
+    """--pid-file: the host pid, written whole (a temporary file, then a rename).
+    The temporary file is new (O_EXCL, never through a symlink) and its name
+    unguessable: in a directory another user may write, a link planted at a
+    fixed name would have had root truncate and write the file it points to
+    (runc's is O_EXCL too)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(8).hex()}")
     try:
-        with open(tmp, "w") as f:
-            f.write(str(pid))
-        os.rename(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644)
+        try:
+            with open(fd, "w", closefd=False) as f:
+                f.write(str(pid))
+        finally:
+            os.close(fd)
+        try:
+            os.rename(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
     except OSError as exc:
         raise ContainerError.from_os(f"--pid-file {path}", exc) from None
 

@@ -358,9 +358,11 @@ class Bundle:
 
 
 def oci(*args, **kwargs):
-    """The CLI. `create` leaves the container holding its stdout and stderr, as
-    engines expect: they go to files here, not to pipes read to their end."""
-    if "create" not in args:
+    """The CLI. `create` and `exec --detach` leave the container's process
+    holding their stdout and stderr, as engines expect: they go to files here,
+    not to pipes read to their end (which would wait for the process)."""
+    detached = "exec" in args and ("-d" in args or "--detach" in args)
+    if "create" not in args and not detached:
         return cli(*map(str, args), **kwargs)
     return run_to_files([*CLI, *args], **kwargs)
 

@@ -707,3 +707,31 @@ def test_the_library_runs_a_users_containers_as_the_command_line_does(user):
     assert out[2:4] == ["killed 137", "timeout"]
     refused = user.run("run", "-m", "64m", "/bin/probe", "pid")
     assert out[4] == f"refused 125 {refused.stderr.decode().strip().removeprefix('minicontainer: ')}"
+
+
+def test_a_user_copies_in_and_out_of_its_container_and_sees_its_processes(subids):
+    """cp and top for a user's container: owners through its user namespace
+    (the user is its root; its uid 1000 is a subordinate id), nothing needing root."""
+    user = subids
+    started = user.run("run", "-d", "--name", "c1", "/bin/busybox", "sh", "-c",
+                       "echo inside > /tmp/in; chown 1000:1000 /tmp/in; touch /tmp/ready; sleep 300")
+    assert started.returncode == 0, started.stderr
+    try:
+        assert wait_for(lambda: user.run("exec", "c1", "/bin/busybox", "test", "-f",
+                                         "/tmp/ready").returncode == 0, 10)
+        src = user.work / "f"
+        src.write_text("from the user\n")
+        os.chown(src, user.uid, user.gid)
+        copied = user.run("cp", src, "c1:/tmp/f")
+        assert copied.returncode == 0, copied.stderr
+        assert user.run("exec", "c1", "/bin/busybox", "stat", "-c", "%u:%g", "/tmp/f",
+                        "/tmp/in").stdout == b"0:0\n1000:1000\n"
+        copied = user.run("cp", "c1:/tmp/in", user.work / "out")
+        assert copied.returncode == 0, copied.stderr
+        st = os.stat(user.work / "out")
+        assert (user.work / "out").read_text() == "inside\n" and st.st_uid == user.uid
+        top = user.run("top", "c1")
+        assert top.returncode == 0, top.stderr
+        assert [line.split(None, 7)[-1] for line in lines(top)[1:]] == ["sleep 300"]
+    finally:
+        assert user.run("rm", "-f", "c1").returncode == 0

@@ -11,7 +11,7 @@ PACKAGE = REPO / "_minicontainer"
 # From the bottom up: a module may import only modules before it.
 ORDER = ["__init__", "constants", "errors", "syscalls", "procs", "spec", "imageformat", "rootfs",
          "images", "cgroups", "network", "state", "oci", "container", "supervise", "options",
-         "lifecycle", "helper", "library"]
+         "lifecycle", "transfer", "helper", "library"]
 
 
 def imports_of(path):

@@ -126,3 +126,14 @@ def test_any_value_of_any_option_is_refused_cleanly_or_reaches_run_spec_well_typ
                 pass
     finally:
         library.run_spec = original
+
+
+def test_the_helper_imports_the_callers_own_package_from_the_callers_path(monkeypatch, tmp_path):
+    """The helper runs in "/": a relative entry of the caller's path ("" of
+    `python -c`) meant "/" there, and the helper loaded whatever copy of
+    minicontainer was installed on the rest of the path, not the caller's."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", ["", "rel", "/abs"])
+    path = library.helper_path()
+    assert path[0] == os.path.dirname(os.path.dirname(os.path.abspath(library.__file__)))
+    assert path[1:] == [str(tmp_path), str(tmp_path / "rel"), "/abs"]

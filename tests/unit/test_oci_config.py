@@ -35,7 +35,10 @@ def bundle_dir(tmp_path_factory):
 
 def load(bundle_dir, config, text=None):
     (bundle_dir / "config.json").write_text(text if text is not None else dumps(config))
-    return oci.load_bundle(str(bundle_dir), "property")
+    spec, parts = oci.load_bundle(str(bundle_dir), "property")
+    for fd in parts["namespace_fds"].values():  # create's, for the container to join
+        os.close(fd)
+    return spec, parts
 
 
 def refusal(bundle_dir, config=None, text=None):

@@ -5,6 +5,7 @@ import signal
 import subprocess
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import minicontainer as mc
 from _minicontainer import errors, lifecycle, procs, state as mc_state
@@ -37,6 +38,40 @@ def test_entries_are_made_found_and_listed(store):
     assert store.find(b.id[:12]).id == b.id
     assert os.stat(a.path()).st_mode & 0o777 == 0o700
     assert os.stat(a.path("state.json")).st_mode & 0o777 == 0o600
+
+
+def test_a_bundles_container_is_found_by_its_full_id_alone(store):
+    """runc finds a container by its id, never a prefix: an engine's `delete
+    --force web` of one already gone must not delete "web2" (nor `kill`,
+    `exec`, `state` reach it); run's containers keep docker's prefixes."""
+    bundled = store.create(None, {"bundle": "/b"}, id="web2")
+    docker = store.create(None, {"monitor": me()})
+    assert store.find("web2").id == bundled.id
+    assert store.find(docker.id[:12]).id == docker.id  # the control: docker's prefix
+    for ref in ("web", "w", "web2"[:3]):
+        with pytest.raises(errors.ContainerError) as exc:
+            store.find(ref)
+        assert str(exc.value) == f"container {ref}: no such container"
+
+
+OCI_IDS = st.text("ab9KILTwe-_", min_size=1, max_size=5)  # as check_oci_id takes
+
+
+@settings(max_examples=150, deadline=None)
+@given(ids=st.lists(OCI_IDS, min_size=1, max_size=5, unique=True), ref=OCI_IDS)
+def test_a_ref_finds_the_bundles_container_of_that_id_or_none(tmp_path_factory, ids, ref):
+    """The class of the prefix attack: among any ids an engine chose, a runc
+    verb's ref reaches the container of exactly that id, or none, and
+    is_bundles says so (kill's ID SIGNAL form hangs on it)."""
+    store = mc_state.Store(str(tmp_path_factory.mktemp("state") / "s")).ensure()
+    for id in ids:
+        store.create(None, {"bundle": "/b"}, id=id)
+    assert store.is_bundles(ref) == (ref in ids)
+    if ref in ids:
+        assert store.find(ref).id == ref
+    else:
+        with pytest.raises(errors.ContainerError):
+            store.find(ref)
 
 
 def test_a_name_is_unique_while_its_entry_lives(store):
