@@ -80,11 +80,12 @@ from _minicontainer.constants import (
 )
 from _minicontainer.errors import ContainerError, one_line
 from _minicontainer.procs import process_start
-from _minicontainer.spec import BRIDGE, DEFAULT_SUBNET, Spec, capability_numbers
+from _minicontainer.spec import BRIDGE, DEFAULT_SUBNET, Spec, capability_numbers, publish_text
 from _minicontainer.rootfs import deploy_paths, describe
 from _minicontainer.cgroups import Cgroup, write_resources
 from _minicontainer.state import (
-    CREATED, CREATING, DEAD, EXITED, LOG_MAX, OCI_VERSION, PAUSED, RUNNING, STATE_DIR, STATE_ENV,
+    DEAD, EXITED, LIVE, LOG_MAX, OCI_VERSION, RESTARTING, RUNNING,
+    STATE_DIR, STATE_ENV,
     Store, human_duration, now_iso, oci_state, oci_status, parse_iso, read_records,
 )
 from _minicontainer.container import run_hooks
@@ -95,9 +96,9 @@ from _minicontainer.options import (
 )
 from _minicontainer.lifecycle import (
     cgroup_controllers_of, container_processes, container_root_fd, container_summary, container_top,
-    delete_container, describe_status, freeze, inspect_data, is_signal, kill_container,
+    delete_container, describe_status, exec_spec, freeze, inspect_data, is_signal, kill_container,
     kill_every_process, parse_signal, print_tabbed, print_table, remove_container, run_detached,
-    stop_container, wait_container,
+    stop_container, wait_container, wait_healthy,
 )
 
 
@@ -193,8 +194,9 @@ def deploy(root, to, no_deps, link, dry_run, paths):
                    " an address on minicontainer's bridge.")
 @click.option("--subnet", metavar="CIDR", default=DEFAULT_SUBNET, show_default=True,
               help="The bridge's subnet, with --network bridge.")
-@click.option("--publish", "-p", multiple=True, metavar="[IP:]HOST_PORT:PORT",
-              help="With --network bridge: relay a host port (on 127.0.0.1 by default) to the container.")
+@click.option("--publish", "-p", multiple=True, metavar="[IP:]HOST_PORT:PORT[/udp]",
+              help="With --network bridge: relay a host port (on 127.0.0.1 by default) to the"
+                   " container; /tcp (the default) or /udp.")
 @click.option("--outbound", is_flag=True,
               help="With --network bridge: let the container reach beyond the host (masquerade).")
 @click.option("--ipc", type=SHARE, default="private", show_default=True,
@@ -249,6 +251,9 @@ def deploy(root, to, no_deps, link, dry_run, paths):
               help="Bind a host file or directory into the container.")
 @click.option("--tmpfs", multiple=True, metavar="PATH[:OPTIONS]",
               help="Mount a tmpfs, e.g. /cache:size=64m.")
+@click.option("--device", multiple=True, metavar="HOST[:CONTAINER][:rwm]",
+              help="Make a host device (e.g. /dev/fuse) in the container's /dev, allowed in its"
+                   " devices cgroup with these permissions (default rwm).")
 @click.option("--read-only", is_flag=True, help="Mount the root read-only.")
 @click.option("--read-only-tmpfs", type=click.BOOL, default=True, show_default=True,
               metavar="BOOL", help="With --read-only, keep /tmp and /run writable as tmpfs.")
@@ -258,6 +263,20 @@ def deploy(root, to, no_deps, link, dry_run, paths):
 @click.option("--detach", "-d", is_flag=True,
               help="Run in the background: print the container's id once the command runs;"
                    " its output goes to its log (see logs).")
+@click.option("--restart", metavar="POLICY", default="no", show_default=True,
+              help="With -d: no, on-failure[:N], always or unless-stopped: when its monitor"
+                   " starts the container again after it ends (docker's back-off).")
+@click.option("--health-cmd", metavar="COMMAND",
+              help="With -d: a command (run by /bin/sh -c) whose success says the container is"
+                   " healthy; run as exec runs one, in the container.")
+@click.option("--health-interval", metavar="DURATION", help="Between checks [default: 30s].")
+@click.option("--health-timeout", metavar="DURATION",
+              help="A check that runs longer is killed, and fails [default: 30s].")
+@click.option("--health-retries", metavar="N",
+              help="Failures in a row that make it unhealthy [default: 3].")
+@click.option("--health-start-period", metavar="DURATION",
+              help="Failures in this first time do not count [default: 0s].")
+@click.option("--no-healthcheck", is_flag=True, help="No health check, not even the image's.")
 @click.option("--interactive", "-i", is_flag=True,
               help="Keep stdin attached (it always is; accepted for docker's habit).")
 @click.option("--tty", "-t", is_flag=True,
@@ -272,8 +291,10 @@ def deploy(root, to, no_deps, link, dry_run, paths):
 def run_command(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, userns, uidmap,
         gidmap, init, preserve_fds, security_opt,
         cap_add, cap_drop, seccomp, user, memory, memory_swap, pids_limit, cpus, cpu_shares,
-        ulimit, stats, env, env_file, workdir, entrypoint, volume, tmpfs, read_only,
-        read_only_tmpfs, rm, detach, interactive, tty, stop_timeout, name, command):
+        ulimit, stats, env, env_file, workdir, entrypoint, volume, tmpfs, device, read_only,
+        read_only_tmpfs, rm, detach, restart, health_cmd, health_interval, health_timeout,
+        health_retries, health_start_period, no_healthcheck, interactive, tty, stop_timeout, name,
+        command):
     """Run COMMAND as PID 1 of a new container; exits with its status.
 
     Options go before COMMAND; everything after it is passed on untouched.
@@ -288,14 +309,18 @@ def run_command(root, hostname, network, subnet, publish, outbound, ipc, uts, cg
         ulimit=ulimit, stats=stats, env=env, env_file=env_file, workdir=workdir,
         entrypoint=entrypoint, volume=volume, tmpfs=tmpfs, read_only=read_only,
         read_only_tmpfs=read_only_tmpfs, rm=rm, detach=detach, tty=tty,
-        stop_timeout=stop_timeout, name=name, closed_stdio=CLOSED_STDIO)
+        stop_timeout=stop_timeout, name=name, closed_stdio=CLOSED_STDIO, device=device,
+        restart=restart,
+        health={"cmd": health_cmd, "interval": health_interval, "timeout": health_timeout,
+                "retries": health_retries, "start_period": health_start_period,
+                "none": no_healthcheck})
     root = spec.root
     entry = None
     if detach or name is not None:  # docker's rule: a named container is kept until rm
         entry = store().create(name, {
             "root": root, "command": list(spec.command), "spec": spec.to_json(), "rm": rm,
             "detached": detach, "monitor": [os.getpid(), process_start(os.getpid())],
-            "ports": [f"{ip}:{host}->{port}/tcp" for ip, host, port in net.publish] if net else []})
+            "ports": [publish_text(p) for p in net.publish] if net else []})
     if detach:
         return run_detached(spec, net, entry)
     import time
@@ -390,7 +415,7 @@ def ps_command(show_all, quiet, form, container):
             for pid in pids:
                 click.echo(pid)
         return 0
-    entries = [c for c in store().entries() if show_all or c.status == RUNNING]
+    entries = [c for c in store().entries() if show_all or c.status in (RUNNING, RESTARTING)]
     if form == "json":
         click.echo(json.dumps([container_summary(c) for c in entries]))
     elif quiet:
@@ -437,7 +462,7 @@ def logs(follow, tail, container):
         out[stream].write(data)
         out[stream].flush()
     while follow:
-        running = entry.reload() and entry.status in (CREATING, CREATED, RUNNING, PAUSED)
+        running = entry.reload() and entry.status in LIVE
         try:
             size = os.stat(entry.path("container.log")).st_size
         except FileNotFoundError:
@@ -485,9 +510,8 @@ def exec_command_line(detach, interactive, tty, env, workdir, user, process_file
     runc_form = bool(process_file or pid_file or console_socket)  # runc's options alone
     entry = store().find(container, "exec" if runc_form else None)
     entry.check("exec")
-    spec = Spec.from_json(entry.data["spec"])
+    spec = exec_spec(entry)  # the same description a health check runs by
     oci = bool(entry.data.get("bundle"))
-    spec.init, spec.preserve_fds, spec.oci, spec.hooks = False, 0, False, {}
     if process_file:
         load_exec_process(spec, process_file)
     elif not command:
@@ -583,10 +607,18 @@ def kill(sig, every, args):
 
 
 @cli.command()
+@click.option("--condition", type=click.Choice(["not-running", "healthy"]), default="not-running",
+              show_default=True,
+              help="not-running: until each ends, and print its exit code; healthy: until its"
+                   " health check says so (and print `healthy`).")
 @click.argument("containers", nargs=-1, required=True, metavar="CONTAINER...")
-def wait(containers):
+def wait(condition, containers):
     """Wait for containers to end; print each one's exit code."""
     def act(entry, ref):
+        if condition == "healthy":
+            wait_healthy(entry)
+            click.echo("healthy")
+            return
         code = wait_container(entry)
         click.echo("" if code is None else code)
     return each_container(containers, act)
@@ -676,6 +708,57 @@ def top(container, ps_args):
     titles, rows = container_top(store().find(container), list(ps_args))
     print_tabbed([titles] + rows)
     return 0
+
+
+@cli.command()
+@click.option("--all", "-a", "show_all", is_flag=True, help="Every container, not only running ones.")
+@click.option("--no-stream", is_flag=True, help="Print one reading and end (the default when"
+              " stdout is not a terminal).")
+@click.option("--format", "form", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="json: one JSON object a line, with docker's keys.")
+@click.argument("containers", nargs=-1, metavar="[CONTAINER]...")
+def stats(show_all, no_stream, form, containers):
+    """What containers use: CPU %, memory and its limit, network and block
+    I/O, pids; redrawn every second on a terminal (Ctrl-C ends it), one line
+    a container otherwise."""
+    import json
+    import time
+    from _minicontainer.lifecycle import STATS_COLUMNS, container_usage, stats_row
+    found = store()
+    named = [(found.find(ref), ref) for ref in containers]  # a missing one: said before anything
+    stream = not no_stream and sys.stdout.isatty()
+
+    def chosen():
+        if named:
+            return [(entry.reload() and entry, ref) for entry, ref in named]
+        return [(c, c.id[:12]) for c in found.entries() if show_all or c.status == RUNNING]
+
+    def readings():
+        return {id(entry): container_usage(entry) for entry, _ in current}
+
+    current = chosen()
+    before, started = readings(), time.monotonic()
+    try:
+        while True:
+            time.sleep(1.0 if stream else 0.5)  # CPU % needs two readings
+            after, now = readings(), time.monotonic()
+            rows = [stats_row(entry, ref, before[id(entry)], after[id(entry)], now - started)
+                    for entry, ref in current if entry]
+            if form == "json":
+                for row in rows:
+                    click.echo(json.dumps(row))
+            else:
+                if stream:
+                    click.echo("\033[2J\033[H", nl=False)  # a plain redraw: clear, home
+                print_table([tuple(title for title, _ in STATS_COLUMNS)]
+                            + [tuple(row[key] for _, key in STATS_COLUMNS) for row in rows])
+            if not stream:
+                return 0
+            sys.stdout.flush()
+            current = chosen()
+            before, started = readings(), time.monotonic()
+    except KeyboardInterrupt:  # how a terminal's stats ends, as docker's does: not a failure
+        return 0
 
 
 # -- the OCI runtime's verbs (runc's command line) ----------------------------

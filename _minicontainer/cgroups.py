@@ -344,6 +344,11 @@ def make_cgroups(limits, name, mountinfo=None, proc_self_cgroup=None):
     if v2_dir:
         available = set(open(os.path.join(v2_dir, "cgroup.controllers")).read().split())
         v2_controllers = needed & available
+    if "devices" in needed and ("devices" not in v1_mounts or "devices" not in own):
+        # cgroup v2 filters devices only through eBPF: without a v1 devices
+        # hierarchy, --device's node is made and no rule is written (the
+        # container still has no CAP_MKNOD to make another unless given it).
+        needed = needed - {"devices"}
     per_mount = {}
     for controller in sorted(needed - v2_controllers):
         if controller not in v1_mounts or controller not in own:
@@ -363,6 +368,8 @@ def make_cgroups(limits, name, mountinfo=None, proc_self_cgroup=None):
             groups.append(Cgroup(1, os.path.join(mount, own_path, name), controllers))
             groups[-1].create()
             write_limits_v1(groups[-1], limits)
+            if "devices" in controllers:
+                write_device_rules(groups[-1], limits.devices)
     except BaseException:
         remove_cgroups(groups)
         raise

@@ -208,7 +208,7 @@ SECCOMP_ARCHES = {"x86_64": ("SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32
 
 # cgroups. The CFS period is the kernel's default; shares map to v2 weights
 # as runc maps them. Below docker's 6 MiB floor the set-up itself cannot run.
-CGROUP_CONTROLLERS = ("memory", "pids", "cpu")
+CGROUP_CONTROLLERS = ("memory", "pids", "cpu", "devices")
 CFS_PERIOD_US = 100_000
 MIN_MEMORY = 6 * 1024 * 1024
 SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -237,6 +237,16 @@ FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
 TERMINATING_SIGNALS = frozenset(FORWARDED_SIGNALS) - {signal.SIGWINCH}
 STOP_SIGNALS = frozenset((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT))
 DEFAULT_STOP_TIMEOUT = 10  # seconds, docker's
+# --restart: docker's back-off (its restartmanager): the first restart 100 ms
+# after the end, each next one twice as late, at most a minute; a run that
+# lasted 10 seconds starts the doubling over. Seconds.
+RESTART_FIRST, RESTART_MAX, RESTART_RESET = 0.1, 60.0, 10.0
+RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
+# Health checks: docker's defaults (seconds; retries), the results a
+# container keeps (the last 5) and how much of each one's output (4 KiB).
+HEALTH_DEFAULTS = {"interval": 30.0, "timeout": 30.0, "start_period": 0.0, "retries": 3}
+HEALTH_MAX_SECONDS = 366 * 86400
+HEALTH_LOG, HEALTH_OUTPUT = 5, 4096
 SUPERVISED_SIGNALS = FORWARDED_SIGNALS + (signal.SIGCHLD,)
 # The namespace holder's parent-death signal: it kills the container on
 # receipt, so a command that clears its own parent-death signal still dies.

@@ -41,7 +41,7 @@ class Handles:
 
     __slots__ = ("report_fd", "groups", "tty_sock", "seccomp", "volumes", "go_fd",
                  "network", "root_fd", "stdio", "entry", "cgroup_views", "cgroup_links",
-                 "exec_fifo", "map_fd", "own_exe", "ns_fds")
+                 "exec_fifo", "map_fd", "own_exe", "ns_fds", "devices_deny")
 
     def __init__(self, report_fd, groups, tty_sock=None, go_fd=None, network=None, stdio=None,
                  entry=None):
@@ -57,6 +57,7 @@ class Handles:
         # A bundle's namespaces to join, {clone flag: descriptor}: opened and checked
         # by `create` (open_joined_namespaces), joined as they were checked.
         self.ns_fds = {}
+        self.devices_deny = None  # --device: the devices cgroup's deny file, until its nodes are made
         # This interpreter (the host's), for check_command: asked of the host's
         # /proc here, before the fork; the container's root may have no proc.
         self.own_exe = os.stat("/proc/self/exe")
@@ -135,10 +136,25 @@ def enter_cgroups(spec, handles):
     """
     if not spec.oci:
         join_cgroups(handles.groups, os.getpid())
+        if any(rule.get("drop") for rule in spec.limits.devices or ()):
+            handles.devices_deny = open_devices_deny(handles.groups)
     if CLONE_NEWCGROUP in spec.ns_paths:
         join_namespace(spec, handles, CLONE_NEWCGROUP)
     elif spec.namespaces & CLONE_NEWCGROUP:
         unshare(CLONE_NEWCGROUP)
+
+
+def open_devices_deny(groups):
+    """The devices cgroup's devices.deny, kept (a file: no way to a directory
+    through it) until seal_devices, so that PID 1 takes back the mknod it
+    was allowed only to make --device's nodes."""
+    group = next((g for g in groups if "devices" in g.controllers), None)
+    if group is None:
+        return None
+    try:
+        return os.open("devices.deny", os.O_WRONLY | os.O_CLOEXEC, dir_fd=group.fd)
+    except OSError as exc:
+        raise ContainerError.from_os(f"open {group.path}/devices.deny", exc) from None
 
 
 def join_namespace(spec, handles, flag):
@@ -170,6 +186,8 @@ def close_inherited_fds(spec, handles):
         keep.add(handles.tty_sock.fileno())
     if handles.exec_fifo is not None:  # a FIFO: no way to a file system through it
         keep.add(handles.exec_fifo)
+    if handles.devices_deny is not None:  # a cgroup file, closed before the command runs
+        keep.add(handles.devices_deny)
     low = 0
     for fd in sorted(keep):
         if fd > low:
@@ -545,14 +563,15 @@ def make_devices(spec, handles):
     except ContainerError as exc:
         raise exc.within("make /dev's devices") from None
     try:
-        nodes = [(name, stat.S_IFCHR, major, minor, 0o666, 0, 0) for name, major, minor in DEVICES]
+        nodes = [(name, stat.S_IFCHR, major, minor, 0o666, 0, 0, None)
+                 for name, major, minor in DEVICES]
         for device in spec.devices or ():
             kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
             nodes.append((device["path"].removeprefix("/dev/"), kind[device["type"]],
                           device.get("major", 0), device.get("minor", 0),
                           device.get("fileMode", 0o666) & 0o777, device.get("uid", 0),
-                          device.get("gid", 0)))
-        for name, kind, major, minor, mode, uid, gid in nodes:
+                          device.get("gid", 0), device.get("hostPath")))
+        for name, kind, major, minor, mode, uid, gid, host in nodes:
             parent, _, base = name.rpartition("/")
             where = open_dir_in_root(dev, parent, create=True) if parent else os.dup(dev)
             try:
@@ -565,7 +584,8 @@ def make_devices(spec, handles):
                 except PermissionError:
                     if not spec.namespaces & CLONE_NEWUSER:
                         raise
-                    bind_host_device(name, base, where)  # no mknod in a user namespace
+                    # no mknod in a user namespace: the host's node, checked to be that device
+                    bind_host_device(host or f"/dev/{name}", base, where, kind, os.makedev(major, minor))
                     continue
                 os.chmod(base, mode, dir_fd=where, follow_symlinks=False)  # not the umask's
                 if (uid, gid) != (0, 0):
@@ -583,14 +603,41 @@ def make_devices(spec, handles):
         os.close(dev)
 
 
-def bind_host_device(name, base, where):
-    """The host's /dev/NAME bound onto an empty file (runc's way inside a user
-    namespace, where no device node may be made). Before pivot_root: the
-    host's /dev is in sight."""
+def seal_devices(spec, handles):
+    """--device's rules as asked: a node made under a rule without "m" was
+    made with it; now it goes (PID 1 still holds CAP_SYS_ADMIN, which a
+    write to devices.deny needs), before anything of the command runs."""
+    if handles.devices_deny is None:
+        return
+    try:
+        for rule in spec.limits.devices or ():
+            if rule.get("drop"):
+                line = f"{rule['type']} {rule['major']}:{rule['minor']} {rule['drop']}"
+                try:
+                    os.write(handles.devices_deny, line.encode())
+                except OSError as exc:
+                    raise ContainerError.from_os(f"write {line} to devices.deny", exc) from None
+    finally:
+        os.close(handles.devices_deny)
+        handles.devices_deny = None
+
+
+def bind_host_device(host, base, where, kind, rdev):
+    """The host's node `host` (/dev/NAME for a bundle's, as runc binds it;
+    --device's own host path for run's) bound onto an empty file: runc's way
+    inside a user namespace, where no device node may be made. Before
+    pivot_root: the host's /dev is in sight. What is bound must be the
+    device asked for (kind and numbers), whatever the path leads to now."""
+    import stat
     os.close(os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600,
                      dir_fd=where))
-    tree = clone_tree(f"/dev/{name}")
-    attach(tree, os.open(base, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=where), f"/dev/{name}")
+    tree = clone_tree(host)
+    found = os.fstat(tree)
+    if stat.S_IFMT(found.st_mode) != kind or found.st_rdev != rdev:
+        os.close(tree)
+        raise ContainerError(f"bind {host}", f"it is no longer the device"
+                             f" {os.major(rdev)}:{os.minor(rdev)}")
+    attach(tree, os.open(base, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=where), host)
 
 
 def protect_paths(spec, handles):
@@ -1204,6 +1251,7 @@ def container_main(spec, holder_pid, handles):
     open_root_fd(root, handles)
     mount_all(spec, handles)
     make_devices(spec, handles)
+    seal_devices(spec, handles)
     write_etc_files(spec, handles)
     protect_paths(spec, handles)
     create_container_hooks(spec)

@@ -2,7 +2,8 @@
 
 Owns: media types, platforms (parse_platform, platform_name), layer and tar
 opening (open_layer, read_members: every archive read as it decompresses, its
-stream bounded and checked to its end), the size cap of a manifest.
+stream bounded and checked to its end), the size cap of a manifest, the
+checks of an image configuration's Healthcheck.
 May import: errors.
 """
 import os
@@ -278,3 +279,23 @@ class Decompressed:
 
     def close(self):
         pass
+
+
+def check_image_healthcheck(check):
+    """An image's Healthcheck as docker writes it: Test a list of strings,
+    Interval, Timeout and StartPeriod in nanoseconds and Retries, whole
+    numbers from 0 (the image's author chooses them: checked here, once)."""
+    if not isinstance(check, dict):
+        raise ValueError("Healthcheck is not an object")
+    test = check.get("Test")
+    if test is not None and not (isinstance(test, list) and all(isinstance(s, str) for s in test)
+                                 and len(test) <= 4096):
+        raise ValueError("Healthcheck.Test is not a list of strings")
+    for field in ("Interval", "Timeout", "StartPeriod", "Retries"):
+        value = check.get(field)
+        limit = 2**31 - 1 if field == "Retries" else 366 * 86400 * 10**9
+        if value is not None and not (type(value) is int and 0 <= value <= limit):
+            raise ValueError(f"Healthcheck.{field} is not a whole number from 0 to {limit}")
+    if check.get("Interval") and check["Interval"] < 10**6 or \
+            check.get("Timeout") and check["Timeout"] < 10**6:
+        raise ValueError("Healthcheck.Interval and Timeout must be at least 1ms")

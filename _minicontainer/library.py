@@ -256,7 +256,8 @@ def describe(args, root, options):
         env_file=strings("env_file", o.pop("env_file", ())),
         workdir=text_option("workdir", o.pop("workdir", None)), entrypoint=text_option("entrypoint", o.pop("entrypoint", None)),
         volume=tuple(volume_option(v) for v in volumes),
-        tmpfs=strings("tmpfs", o.pop("tmpfs", ())), read_only=bool(o.pop("read_only", False)),
+        tmpfs=strings("tmpfs", o.pop("tmpfs", ())), device=strings("device", o.pop("device", ())),
+        read_only=bool(o.pop("read_only", False)),
         read_only_tmpfs=bool(o.pop("read_only_tmpfs", True)),
         stop_timeout=number("stop_timeout", o.pop("stop_timeout", DEFAULT_STOP_TIMEOUT), int))
     assert not o, o  # every option is named in the signatures below
@@ -338,7 +339,7 @@ class Popen:
                  cgroupns: str = "private", userns: Optional[str] = None, uidmap: Strings = (),
                  gidmap: Strings = (), publish: Strings = (), outbound: bool = False,
                  subnet: str = DEFAULT_SUBNET, stop_timeout: int = DEFAULT_STOP_TIMEOUT,
-                 env_file: Strings = ()) -> None:
+                 env_file: Strings = (), device: Strings = ()) -> None:
         import socket
         self.args = args
         self.returncode = self.pid = None
@@ -358,7 +359,7 @@ class Popen:
                 seccomp=seccomp, security_opt=security_opt, init=init, entrypoint=entrypoint,
                 ipc=ipc, uts=uts, cgroupns=cgroupns, userns=userns, uidmap=uidmap, gidmap=gidmap,
                 publish=publish, outbound=outbound, subnet=subnet, stop_timeout=stop_timeout,
-                env_file=env_file))
+                env_file=env_file, device=device))
         except ContainerError as exc:  # the caller's values in it: one line, as the CLI prints it
             exc.what, exc.why = one_line(exc.what), exc.why and one_line(exc.why)
             raise
@@ -731,7 +732,7 @@ def run(args: Args, *, root: StrPath = DEFAULT_ROOT, stdin: File = None,
     "bridge"), publish, outbound, subnet, memory (bytes, or a size such as
     "64m"), memory_swap, cpus, cpu_shares, pids_limit, ulimits
     ("nofile=1024:2048", ...), read_only, read_only_tmpfs, volumes
-    ("HOST:CONTAINER[:ro]" or tuples), tmpfs, cap_add, cap_drop, seccomp
+    ("HOST:CONTAINER[:ro]" or tuples), tmpfs, device, cap_add, cap_drop, seccomp
     ("default" or "unconfined"), security_opt, init, entrypoint, ipc, uts,
     cgroupns, userns, uidmap, gidmap, stop_timeout.
 

@@ -2,7 +2,7 @@
 
 Owns: run -d's monitor, a container's processes (its PID namespace when it
 made one, else its cgroup), kill and kill --all, stop, wait, removal,
-pause's freezer, inspect's and ps's data.
+pause's freezer, inspect's, ps's and stats' data.
 May import: constants, errors, procs, spec, cgroups, state, container, supervise.
 """
 import os
@@ -10,17 +10,23 @@ import signal
 
 import click
 
-from .constants import CLONE_NEWPID, FORWARDED_SIGNALS, MAX_FD, MONITOR_STOP
+from .constants import (
+    CLONE_NEWNET, CLONE_NEWPID, FORWARDED_SIGNALS, HEALTH_LOG, HEALTH_OUTPUT, MAX_FD, MONITOR_STOP,
+    SUPERVISOR_SIGNALS,
+)
 from .errors import ContainerError
-from .procs import alive, fork, in_child, process_start
+from .syscalls import die_with_parent
+from .procs import alive, exit_code, fork, in_child, process_start
 from .spec import Spec
 from .cgroups import Cgroup, cgroup_hierarchies, cgroup_members, remove_cgroups, remove_made_dirs
 from .state import (
-    CREATED, CREATING, DEAD, EXITED, PAUSED, RUNNING, human_duration, oci_state, parse_iso,
+    CREATED, CREATING, DEAD, EXITED, LIVE, PAUSED, RESTARTING, RUNNING, human_duration, now_iso,
+    oci_state, parse_iso,
 )
 from .container import run_hooks
 from .supervise import (
-    Detached, open_owner, remove_entry, run_container, send, signal_owner, wait_gone,
+    Detached, ended, exec_container, open_owner, remove_entry, run_container, send, signal_owner,
+    wait_gone,
 )
 
 def run_detached(spec, network, entry):
@@ -60,11 +66,202 @@ def monitor_main(spec, network, entry, notify_fd):
         os.closerange(low + 1, high)
     os.chdir("/")
     detach = Detached(entry, notify_fd)
+    if spec.healthcheck:
+        # Blocked before the thread starts, which inherits the mask: the
+        # monitor's signals are for its supervisor's waits, never the checks'.
+        signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
+        Health(entry, spec.healthcheck).start()
     try:
         run_container(spec, network, entry, detach)
     except ContainerError as exc:
         detach.tell(exc)  # said already, if it happened once the command ran
     return 0
+
+
+def exec_spec(entry, command=()):
+    """The description `exec` runs a process by, and so a health check: the
+    container's own (its namespaces, capabilities, seccomp filter, user,
+    environment) with another command, and nothing that is PID 1's alone
+    (--init, preserved descriptors, hooks, its terminal)."""
+    spec = Spec.from_json(entry.data["spec"])
+    spec.init, spec.preserve_fds, spec.oci, spec.hooks = False, 0, False, {}
+    spec.command = tuple(command)
+    spec.tty, spec.winsize, spec.closed_stdio = False, None, ()
+    return spec
+
+
+# ---------------------------------------------------------------------------
+# Health checks
+# A thread of the monitor runs the container's check every interval while
+# it runs: each check is `exec`, the same code (exec_container): a child of
+# the monitor, with nothing of the monitor's (its descriptors closed, its
+# signals blocked), goes in by the way in and runs the command in every
+# namespace and cgroup of the container, with its capabilities, seccomp
+# filter and user, non-dumpable until its execve. What the check's command
+# leaves behind (its session, inside) is killed after it; a check that
+# outlives its timeout is killed with all of its session. The results go into
+# the entry (State.Health in inspect, "(healthy)" in ps), under its lock.
+# ---------------------------------------------------------------------------
+
+class Health:
+    """The health checks of a detached container, in a thread of its monitor."""
+
+    def __init__(self, entry, check):
+        from .state import Container
+        # An entry object of its own: the monitor's reloads its own as it writes.
+        self.entry = Container(entry.store, entry.id, dict(entry.data))
+        self.check = check
+
+    def start(self):
+        import threading
+        threading.Thread(target=self.loop, daemon=True).start()
+
+    def loop(self):
+        """Each run of the container starts "starting"; the first check comes one
+        interval after the start, each next one an interval after the last."""
+        import time
+        run = next_at = started = None
+        streak = 0
+        while True:
+            if not self.entry.reload():
+                return  # removed
+            pid1 = self.entry.data.get("pid1")
+            if self.entry.data.get("status") in (EXITED, DEAD):
+                return
+            if self.entry.data.get("status") != RUNNING or not pid1:
+                time.sleep(0.05)
+                continue
+            if pid1 != run:  # the first run, or a restart
+                run, started, streak = pid1, time.monotonic(), 0
+                next_at = started + self.check["interval"]
+                self.record(run, "starting", 0, None)
+            if time.monotonic() < next_at:
+                time.sleep(min(next_at - time.monotonic(), 0.5))
+                continue
+            result = self.probe(run)
+            next_at = time.monotonic() + self.check["interval"]
+            if result["ExitCode"] == 0:
+                streak, status = 0, "healthy"
+            elif time.monotonic() - started < self.check["start_period"]:
+                status = None  # failures while it starts do not count
+            else:
+                streak += 1
+                status = "unhealthy" if streak >= self.check["retries"] else None
+            self.record(run, status, streak, result)
+
+    def record(self, run, status, streak, result):
+        """The results into the entry, if the run is still the one checked."""
+        with self.entry.locked():
+            if not self.entry.reload() or self.entry.data.get("pid1") != run:
+                return
+            health = dict(self.entry.data.get("health") or {"Status": "starting", "Log": []})
+            if status is not None:
+                health["Status"] = status
+            health["FailingStreak"] = streak
+            if result is not None:
+                health["Log"] = (list(health.get("Log") or []) + [result])[-HEALTH_LOG:]
+            self.entry.data["health"] = health
+            self.entry.save()
+
+    def probe(self, run):
+        """One check: {Start, End, ExitCode, Output} (its first 4 KiB); ExitCode
+        -1 for a check killed at its timeout, as docker writes it."""
+        import select
+        import time
+        begun = now_iso()
+        pid_file = self.entry.path("health.pid")
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        monitor = os.getpid()
+        child = fork()
+        if child == 0:
+            # A check: a child of the monitor, host namespaces, root; it is exec.
+            in_child(2, check_main, self.entry, self.check["test"], write_end, monitor, pid_file)
+        os.close(write_end)
+        output, code = b"", None
+        deadline = time.monotonic() + self.check["timeout"]
+        process = os.pidfd_open(child)
+        try:
+            while code is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                watched = [fd for fd in (read_end, process) if fd is not None]
+                ready = select.select(watched, [], [], min(left, 86400))[0]
+                if read_end is not None and read_end in ready:
+                    data = os.read(read_end, 65536)
+                    output += data[:HEALTH_OUTPUT - len(output)]
+                    if not data:  # every writer gone: wait for the check alone
+                        os.close(read_end)
+                        read_end = None
+                        select.select([process], [], [], max(0, deadline - time.monotonic()))
+                        ready = [process] if ended(process) else []
+                if process in ready:
+                    code = exit_code(os.waitpid(child, 0)[1])
+            end_session(run, pid_file)  # what the check left, or all of it at its timeout
+            if code is None:
+                os.kill(child, signal.SIGKILL)
+                os.waitpid(child, 0)
+                code, output = -1, (f"Health check exceeded timeout"
+                                    f" ({self.check['timeout']:g}s)").encode()
+            elif read_end is not None:
+                os.set_blocking(read_end, False)
+                try:
+                    while (data := os.read(read_end, 65536)) and len(output) < HEALTH_OUTPUT:
+                        output += data[:HEALTH_OUTPUT - len(output)]
+                except BlockingIOError:
+                    pass
+        finally:
+            os.close(process)
+            if read_end is not None:
+                os.close(read_end)
+        return {"Start": begun, "End": now_iso(), "ExitCode": code,
+                "Output": output.decode(errors="replace")}
+
+
+def check_main(entry, command, output_fd, monitor, pid_file):
+    """A health check's process: nothing of the monitor's but its output pipe
+    (on 1 and 2), then exec_container, as `exec` runs a command."""
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(output_fd, 1)
+    os.dup2(output_fd, 2)
+    os.closerange(3, MAX_FD)
+    die_with_parent(monitor)  # a monitor killed takes its check with it
+    try:
+        return exec_container(entry, exec_spec(entry, command), pid_file=pid_file)
+    except ContainerError as exc:
+        os.write(2, f"minicontainer: {exc}\n".encode(errors="replace"))
+        return exc.code
+
+
+def end_session(run, pid_file):
+    """SIGKILL what is left of a check inside the container: the processes of
+    the container's PID namespace in the session of the check's process (exec
+    makes it a session leader; the kernel keeps its id while any member lives)."""
+    try:
+        with open(pid_file) as f:
+            leader = int(f.read())
+        os.unlink(pid_file)
+    except (OSError, ValueError):
+        return
+    ns = pid_namespace_of(run)
+    for _ in range(10):  # members that fork meanwhile are found in the next round
+        found = [pid for pid in (pid_namespace_members(ns) if ns else []) if session_of(pid) == leader]
+        if not found:
+            return
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def session_of(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def parse_signal(text):
@@ -85,12 +282,26 @@ def parse_signal(text):
     return number
 
 
+def end_restarts(entry):
+    """stop, kill and rm -f end a container's restart policy for good (docker's
+    "manually stopped"): the mark is set under the entry's lock, and the
+    entry's data is then what it was at that moment, so the PID 1 it names is
+    the last the monitor started; a PID 1 the monitor starts after the mark,
+    it kills itself (supervise.Runs.record_start)."""
+    if (entry.data.get("spec") or {}).get("restart"):
+        entry.update(stopped_by_user=True)
+
+
 def kill_container(entry, sig):
     """Send `sig` to a container: through its monitor for the signals a
     supervisor passes on (so that minicontainer's PID 1 rule applies and the
-    end is told right), else to its PID 1."""
+    end is told right), else to its PID 1. Any signal ends a restart policy,
+    as docker's kill does; a container waiting to restart just stops."""
+    end_restarts(entry)
     monitor = entry.data.get("monitor")
-    if sig in FORWARDED_SIGNALS and alive(monitor):
+    if entry.data.get("status") == RESTARTING and alive(monitor):
+        signal_owner(monitor, MONITOR_STOP)  # it ends its back-off, and so the container
+    elif sig in FORWARDED_SIGNALS and alive(monitor):
         signal_owner(monitor, sig)
     elif not signal_owner(entry.data.get("pid1"), sig):
         raise ContainerError(f"kill {entry.name}", "it is not running")
@@ -99,13 +310,16 @@ def kill_container(entry, sig):
 def stop_container(entry, timeout):
     """SIGTERM (through the monitor), then SIGKILL after `timeout` seconds; wait
     until the monitor has written the end. A container already ended is done."""
-    if entry.status not in (RUNNING, PAUSED, CREATED):
+    if entry.status not in (RUNNING, PAUSED, CREATED, RESTARTING):
         return
+    end_restarts(entry)
     monitor, pid1 = entry.data.get("monitor"), entry.data.get("pid1")
     if not (alive(monitor) and signal_owner(monitor, MONITOR_STOP)):
         signal_owner(pid1, signal.SIGTERM)
     owner = monitor if alive(monitor) else pid1
     if not wait_gone(owner, timeout):
+        if entry.reload():
+            pid1 = entry.data.get("pid1")  # a restart may have come before the mark
         signal_owner(pid1, signal.SIGKILL)
         wait_gone(owner, 10)
 
@@ -122,8 +336,14 @@ def wait_container(entry):
         raise ContainerError(f"wait {entry.name}", "no such container") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
-        while entry.reload() and entry.status in (CREATING, CREATED, RUNNING, PAUSED):
-            wait_gone(entry.data.get("monitor") or entry.data.get("pid1"), 1)
+        # Under a restart policy, each end counts (docker's wait returns when
+        # the container stops running, restarting or not): an end is a new
+        # `finished` time with the status "restarting".
+        first = entry.data.get("finished")
+        poll = 0.1 if (entry.data.get("spec") or {}).get("restart") else 1
+        while entry.reload() and (entry.status in (CREATING, CREATED, RUNNING, PAUSED) or
+                                  entry.status == RESTARTING and entry.data.get("finished") == first):
+            wait_gone(entry.data.get("monitor") or entry.data.get("pid1"), poll)
             time.sleep(0.01)  # the monitor's last write comes just before it ends
         if entry.status == DEAD:
             raise ContainerError(f"wait {entry.name}", "its monitor died without saying how"
@@ -133,12 +353,33 @@ def wait_container(entry):
         os.close(fd)
 
 
+def wait_healthy(entry):
+    """wait --condition healthy: until the container's check says healthy; a
+    container that ends first, or turns unhealthy, fails the wait."""
+    import time
+    if not (entry.data.get("spec") or {}).get("healthcheck"):
+        raise ContainerError(f"wait {entry.name}", "it has no health check")
+    while entry.reload():
+        health = (entry.data.get("health") or {}).get("Status")
+        if entry.status not in LIVE:
+            raise ContainerError(f"wait {entry.name}", "it ended before it was healthy")
+        if entry.status == RUNNING and health == "healthy":
+            return
+        if entry.status == RUNNING and health == "unhealthy":
+            raise ContainerError(f"wait {entry.name}", "it is unhealthy")
+        time.sleep(0.1)
+    raise ContainerError(f"wait {entry.name}", "no such container")
+
+
 def remove_container(entry, force):
     """rm: a running container only with force (SIGKILL, then its end); the
     entry, and what a dead one's monitor could not clean (its cgroups)."""
     status = entry.check("rm -f" if force else "rm")
-    if status in (RUNNING, PAUSED, CREATED, CREATING):
+    if status in (RUNNING, PAUSED, CREATED, CREATING, RESTARTING):
+        end_restarts(entry)
         signal_owner(entry.data.get("pid1"), signal.SIGKILL)
+        if entry.data.get("status") == RESTARTING:
+            signal_owner(entry.data.get("monitor"), MONITOR_STOP)  # its back-off ends
         wait_gone(entry.data.get("monitor") or entry.data.get("pid1"), 10)
     if status == DEAD:
         remove_cgroups(recorded_cgroups(entry))
@@ -173,12 +414,19 @@ def describe_status(entry):
     import time
     status, now = entry.status, time.time()
     if status == RUNNING:
-        return f"Up {human_duration(now - (parse_iso(entry.data.get('started')) or now))}"
+        health = (entry.data.get("health") or {}).get("Status")
+        health = {"starting": " (health: starting)", "healthy": " (healthy)",
+                  "unhealthy": " (unhealthy)"}.get(health, "") if entry.data.get("spec", {}).get(
+                      "healthcheck") else ""
+        return f"Up {human_duration(now - (parse_iso(entry.data.get('started')) or now))}{health}"
     if status == EXITED:
         finished = parse_iso(entry.data.get("finished"))
         code = entry.data.get("exit_code")
         ago = f" {human_duration(now - finished)} ago" if finished else ""
         return f"Exited ({'?' if code is None else code}){ago}"
+    if status == RESTARTING:  # docker's words: the end that made it restart, and when
+        finished = parse_iso(entry.data.get("finished")) or now
+        return f"Restarting ({entry.data.get('exit_code')}) {human_duration(now - finished)} ago"
     return {CREATED: "Created", CREATING: "Created", PAUSED: "Paused", DEAD: "Dead"}[status]
 
 
@@ -186,9 +434,10 @@ def container_summary(entry):
     """ps --format json's fields."""
     status = entry.status
     return {"Id": entry.id, "Name": entry.name, "Command": entry.data.get("command"),
-            "Status": status, "ExitCode": entry.data.get("exit_code") if status == EXITED else None,
+            "Status": status,
+            "ExitCode": entry.data.get("exit_code") if status in (EXITED, RESTARTING) else None,
             "Pid": entry.data["pid1"][0] if status == RUNNING and entry.data.get("pid1") else 0,
-            "Created": entry.data.get("created")}
+            "Created": entry.data.get("created"), "Ports": ", ".join(entry.data.get("ports") or [])}
 
 
 def inspect_data(entry):
@@ -198,17 +447,25 @@ def inspect_data(entry):
     return {
         "Id": entry.id, "Name": entry.name, "Created": data.get("created"),
         "Path": (data.get("command") or [""])[0], "Args": (data.get("command") or [])[1:],
-        "State": {"Status": status, "Running": status == RUNNING, "Paused": status == PAUSED,
+        # docker's: a restarting container counts as running, with no pid.
+        "State": {"Status": status, "Running": status in (RUNNING, RESTARTING),
+                  "Paused": status == PAUSED, "Restarting": status == RESTARTING,
                   "Dead": status == DEAD,
                   "Pid": data["pid1"][0] if status in (RUNNING, PAUSED) and data.get("pid1") else 0,
-                  "ExitCode": data.get("exit_code") if status == EXITED else None,
+                  "ExitCode": data.get("exit_code") if status in (EXITED, RESTARTING) else None,
                   "StartedAt": data.get("started"), "FinishedAt": data.get("finished"),
-                  "Error": data.get("end", "")},
+                  "Error": data.get("end", ""),
+                  **({"Health": data.get("health") or {"Status": "starting", "FailingStreak": 0,
+                                                       "Log": []}}
+                     if spec.get("healthcheck") else {})},
         "Root": data.get("root"), "Bundle": data.get("bundle"),
         "Config": {"Hostname": spec.get("hostname"), "Env": [f"{k}={v}" for k, v in spec.get("env") or ()],
                    "Cmd": data.get("command"), "WorkingDir": spec.get("workdir"),
                    "Tty": bool(spec.get("tty"))},
-        "HostConfig": {"AutoRemove": bool(data.get("rm")), "Ports": data.get("ports") or []},
+        "RestartCount": data.get("restart_count", 0),
+        "HostConfig": {"AutoRemove": bool(data.get("rm")), "Ports": data.get("ports") or [],
+                       "RestartPolicy": {"Name": (spec.get("restart") or ["no"])[0],
+                                         "MaximumRetryCount": (spec.get("restart") or ["no", 0])[1]}},
         # docker's: the bridge address while the container runs, "" without
         # one or once it has ended (the address is then the next container's).
         "NetworkSettings": {key: (data.get("network") or {}).get(key, "")
@@ -519,3 +776,200 @@ def print_tabbed(rows):
     for row in rows:
         click.echo("".join(cell.ljust(width) for cell, width in zip(row, widths))
                    + (row[-1] if len(row) > len(widths) else ""))
+
+
+# ---------------------------------------------------------------------------
+# stats: what a container uses, read from its cgroups where run made them
+# (v2's, then each v1 hierarchy's), else from /proc of its processes (a run
+# with no limit, or a user's, has no cgroup: see make_cgroups); its network
+# bytes from its network namespace's /proc/PID/net/dev.
+# ---------------------------------------------------------------------------
+
+def container_usage(entry):
+    """One reading of a running container: {cpu_ns, memory, memory_limit,
+    pids, net_rx, net_tx, blk_read, blk_write}, None where it has no figure;
+    None for a container that does not run."""
+    pid1 = entry.data.get("pid1")
+    if entry.status not in (RUNNING, PAUSED) or not pid1:
+        return None
+    pidfd = open_owner(pid1)  # held while reading: the pid is not another process's meanwhile
+    if pidfd is None:
+        return None
+    try:
+        usage = dict.fromkeys(("cpu_ns", "memory", "memory_limit", "pids", "net_rx", "net_tx",
+                               "blk_read", "blk_write"))
+        for version, path in entry.data.get("cgroups") or ():
+            cgroup_usage(usage, version, path)
+        if None in (usage["cpu_ns"], usage["memory"], usage["pids"], usage["blk_read"]):
+            process_usage(usage, container_processes(entry))
+        if usage["memory_limit"] is None or usage["memory_limit"] > host_memory():
+            usage["memory_limit"] = host_memory()  # docker's: no limit shows the host's memory
+        spec = entry.data.get("spec") or {}
+        if (spec.get("namespaces") or 0) & CLONE_NEWNET:  # the host's own traffic is not the container's
+            usage["net_rx"], usage["net_tx"] = network_bytes(pid1[0])
+        return usage
+    finally:
+        os.close(pidfd)
+
+
+def cgroup_usage(usage, version, path):
+    """What one of the container's groups says, where nothing said it before."""
+    group = Cgroup(version, path, ())
+    try:
+        group.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        def read(name):
+            return number_in(group.read(name))
+        if version == 2:
+            usec = group.field("cpu.stat", "usage_usec")
+            cpu = None if usec is None else usec * 1000
+            memory, limit = read("memory.current"), read("memory.max")
+            inactive = group.field("memory.stat", "inactive_file")
+        else:
+            cpu = read("cpuacct.usage")
+            memory, limit = read("memory.usage_in_bytes"), read("memory.limit_in_bytes")
+            inactive = group.field("memory.stat", "total_inactive_file")
+        # docker's usage leaves out the page cache the kernel would drop first
+        found = {"cpu_ns": cpu, "memory": None if memory is None else max(0, memory - (inactive or 0)),
+                 "memory_limit": limit, "pids": read("pids.current")}
+        for key, value in found.items():
+            if usage[key] is None:
+                usage[key] = value
+        if usage["blk_read"] is None:
+            usage["blk_read"], usage["blk_write"] = block_bytes(group)
+    finally:
+        os.close(group.fd)
+
+
+def number_in(text):
+    """A cgroup file's one number, or None ("max", absent, anything else)."""
+    text = (text or "").strip()
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def block_bytes(group):
+    """Bytes read and written: v2's io.stat, v1's blkio; (None, None) without either."""
+    read = write = None
+    if group.version == 2:
+        for line in (group.read("io.stat") or "").splitlines():
+            fields = dict(f.partition("=")[::2] for f in line.split()[1:])
+            read = (read or 0) + (number_in(fields.get("rbytes")) or 0)
+            write = (write or 0) + (number_in(fields.get("wbytes")) or 0)
+    else:
+        for line in (group.read("blkio.throttle.io_service_bytes") or "").splitlines():
+            fields = line.split()
+            if len(fields) == 3 and fields[1] in ("Read", "Write"):
+                if fields[1] == "Read":
+                    read = (read or 0) + (number_in(fields[2]) or 0)
+                else:
+                    write = (write or 0) + (number_in(fields[2]) or 0)
+    return read, write
+
+
+def process_usage(usage, pids):
+    """The figures no group gave, summed over the container's processes from
+    /proc: CPU time (theirs and their reaped children's), resident memory,
+    tasks (threads, as pids.current counts them), storage bytes."""
+    cpu = memory = tasks = read = write = 0
+    tick = os.sysconf("SC_CLK_TCK")
+    page = os.sysconf("SC_PAGE_SIZE")
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                # comm is the container's to choose, ")" and spaces too: split after its last ")"
+                fields = f.read().rsplit(b")", 1)[1].split()
+            with open(f"/proc/{pid}/statm", "rb") as f:
+                resident = int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        cpu += sum(int(v) for v in fields[11:15]) * 1_000_000_000 // tick
+        tasks += int(fields[17])
+        memory += resident * page
+        try:
+            with open(f"/proc/{pid}/io", "rb") as f:
+                io = dict(line.split(b": ", 1) for line in f.read().splitlines())
+            read += int(io.get(b"read_bytes", 0))
+            write += int(io.get(b"write_bytes", 0))
+        except (OSError, ValueError):
+            pass  # not ours to read (a user's non-dumpable process)
+    for key, value in (("cpu_ns", cpu), ("memory", memory), ("pids", tasks)):
+        if usage[key] is None:
+            usage[key] = value
+    if usage["blk_read"] is None:
+        usage["blk_read"], usage["blk_write"] = read, write
+
+
+def network_bytes(pid):
+    """Bytes received and sent by the interfaces of the process's network
+    namespace but lo (docker's NET I/O), from /proc/PID/net/dev."""
+    rx = tx = 0
+    try:
+        with open(f"/proc/{pid}/net/dev", "rb") as f:
+            lines = f.read().splitlines()[2:]
+    except OSError:
+        return 0, 0
+    for line in lines:
+        name, _, counters = line.partition(b":")  # a name holds no ":" (dev_valid_name)
+        fields = counters.split()
+        if name.strip() == b"lo" or len(fields) < 9:
+            continue
+        try:
+            rx, tx = rx + int(fields[0]), tx + int(fields[8])
+        except ValueError:
+            continue
+    return rx, tx
+
+
+def host_memory():
+    """The host's memory in bytes (MemTotal)."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def human_decimal(size):
+    """docker's units.HumanSizeWithPrecision(size, 3): 0B, 648B, 1.05kB, 12.3MB."""
+    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
+    size, i = float(size), 0
+    while size >= 1000 and i < len(units) - 1:
+        size, i = size / 1000, i + 1
+    return f"{size:.3g}{units[i]}"
+
+
+def human_binary(size):
+    """docker's units.BytesSize: 0B, 1.5MiB, 64MiB, 7.764GiB."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
+    size, i = float(size), 0
+    while size >= 1024 and i < len(units) - 1:
+        size, i = size / 1024, i + 1
+    return f"{size:.4g}{units[i]}"
+
+
+def stats_row(entry, ref, before, after, seconds):
+    """docker stats' fields of one container from two readings `seconds`
+    apart (CPU % is the CPU time between them over the wall time: 100% is one
+    CPU, as docker counts); zeros for a container that does not run."""
+    if after is None:
+        cpu = mem_percent = 0.0
+        after = dict.fromkeys(("memory", "memory_limit", "pids", "net_rx", "net_tx", "blk_read",
+                               "blk_write"), 0)
+    else:
+        used = (after["cpu_ns"] or 0) - ((before or {}).get("cpu_ns") or 0)
+        cpu = max(0.0, used / 1e9 / seconds * 100) if before and seconds > 0 else 0.0
+        mem_percent = (after["memory"] or 0) / after["memory_limit"] * 100 if after["memory_limit"] else 0.0
+    return {"BlockIO": f"{human_decimal(after['blk_read'] or 0)} / {human_decimal(after['blk_write'] or 0)}",
+            "CPUPerc": f"{cpu:.2f}%", "Container": ref, "ID": entry.id[:12],
+            "MemPerc": f"{mem_percent:.2f}%",
+            "MemUsage": f"{human_binary(after['memory'] or 0)} / {human_binary(after['memory_limit'] or 0)}",
+            "Name": entry.name,
+            "NetIO": f"{human_decimal(after['net_rx'] or 0)} / {human_decimal(after['net_tx'] or 0)}",
+            "PIDs": str(after["pids"] or 0)}
+
+
+STATS_COLUMNS = (("CONTAINER ID", "ID"), ("NAME", "Name"), ("CPU %", "CPUPerc"),
+                 ("MEM USAGE / LIMIT", "MemUsage"), ("MEM %", "MemPerc"), ("NET I/O", "NetIO"),
+                 ("BLOCK I/O", "BlockIO"), ("PIDS", "PIDs"))

@@ -170,8 +170,19 @@ class Network:
     def relay(self):
         """-p: a userspace relay per published port, in threads of the supervisor."""
         import socket
-        relay_published(self.listeners, self.publish,
-                        lambda port: socket.create_connection((self.address, port), timeout=5))
+
+        def connect(port, proto):
+            if proto == "udp":  # connected: only the container's port's replies come back
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                try:
+                    sock.connect((self.address, port))
+                except OSError:
+                    sock.close()
+                    raise
+                return sock
+            return socket.create_connection((self.address, port), timeout=5)
+
+        relay_published(self.listeners, self.publish, connect)
 
     def etc_files(self, hostname):
         """/etc/hosts, /etc/hostname, /etc/resolv.conf for inside, written from this run."""
@@ -332,11 +343,11 @@ class SlirpNetwork:
         import threading
         lock = threading.Lock()
 
-        def connect(port):
-            """A connection to the container's port, made by the connector."""
+        def connect(port, proto):
+            """A socket connected to the container's port, made by the connector."""
             import socket
             with lock:
-                self.connector_sock.send(port.to_bytes(2, "big"))
+                self.connector_sock.send(proto[0].encode() + port.to_bytes(2, "big"))
                 message, fds, _, _ = socket.recv_fds(self.connector_sock, 64, 1)
             if not fds:
                 raise ConnectionRefusedError(message.decode(errors="replace"))
@@ -371,8 +382,9 @@ class SlirpNetwork:
 def connector_main(sock, address, outbound, publish):
     """The connector (see SlirpNetwork): it waits for PID 1's pid, joins its
     user and network namespaces through a pidfd, removes the default route
-    unless --outbound, then answers each port number with a socket connected
-    to that port of the container's, until its socket closes."""
+    unless --outbound, then answers each request (b"t" or b"u", then the port
+    number) with a TCP or UDP socket connected to that port of the container's,
+    made in its network namespace, until its socket closes."""
     import socket
     word = sock.recv(64).decode()
     if not word.startswith("pid "):
@@ -385,10 +397,14 @@ def connector_main(sock, address, outbound, publish):
     sock.send(b"ok")
     if not publish:
         return
-    while (request := sock.recv(2)):
-        port = int.from_bytes(request, "big")
+    while (request := sock.recv(3)):
+        port = int.from_bytes(request[1:], "big")
         try:
-            upstream = socket.create_connection((address, port), timeout=5)
+            if request[:1] == b"u":
+                upstream = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                upstream.connect((address, port))
+            else:
+                upstream = socket.create_connection((address, port), timeout=5)
         except OSError as exc:
             sock.send(f"{exc.strerror}".encode())
             continue
@@ -492,20 +508,25 @@ def read_lines(path):
 
 
 def listen_published(publish):
-    """-p's listening sockets on the host, bound before the container starts,
-    so that a port already taken fails the run at once."""
+    """-p's sockets on the host, bound before the container starts, so that a
+    port already taken fails the run at once: a listening TCP socket, or a UDP
+    socket, for each. Not SO_REUSEADDR for UDP: there it would let a second
+    socket bind the same port beside ours (and take its datagrams)."""
     import socket
     listeners = []
     try:
-        for host_ip, host_port, _ in publish:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        for host_ip, host_port, _, proto in publish:
+            kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
+            sock = socket.socket(socket.AF_INET, kind | socket.SOCK_CLOEXEC)
             listeners.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if proto == "tcp":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((host_ip, host_port))
             except OSError as exc:
-                raise ContainerError.from_os(f"--publish {host_ip}:{host_port}", exc) from None
-            sock.listen(64)
+                raise ContainerError.from_os(f"--publish {host_ip}:{host_port}/{proto}", exc) from None
+            if proto == "tcp":
+                sock.listen(64)
     except BaseException:
         for sock in listeners:
             sock.close()
@@ -515,10 +536,11 @@ def listen_published(publish):
 
 def relay_published(listeners, publish, connect):
     """-p: a userspace relay per published port, in threads of the supervisor;
-    connect(port) makes each connection to the container's port."""
+    connect(port, proto) makes each connection (or UDP flow) to the container's port."""
     import threading
-    for sock, (_, _, port) in zip(listeners, publish):
-        threading.Thread(target=accept_loop, args=(sock, port, connect), daemon=True).start()
+    for sock, (_, _, port, proto) in zip(listeners, publish):
+        loop = datagram_loop if proto == "udp" else accept_loop
+        threading.Thread(target=loop, args=(sock, port, connect), daemon=True).start()
 
 
 def accept_loop(listener, port, connect):
@@ -530,7 +552,7 @@ def accept_loop(listener, port, connect):
         except OSError:  # closed at the end of the run
             return
         try:
-            upstream = connect(port)
+            upstream = connect(port, "tcp")
         except OSError:
             client.close()
             continue
@@ -548,3 +570,76 @@ def relay_bytes(src, dst):
         dst.shutdown(socket.SHUT_WR)
     except OSError:
         pass
+
+
+# A UDP flow (one client address's datagrams and the container's replies) is
+# forgotten after this long without traffic: docker-proxy's conntrack timeout.
+UDP_FLOW_IDLE = 90.0
+# At most this many flows a published port: a sender that varies its source
+# address (or spoofs it) makes the oldest go, never the relay's descriptors run out.
+UDP_FLOWS_MAX = 256
+
+
+def datagram_loop(listener, port, connect):
+    """Relay a published UDP port, as docker-proxy does: each client address
+    gets a socket connected to the container's port (so the container sees
+    one peer a client, and its replies go back to that client from the
+    published port); a flow idle for UDP_FLOW_IDLE goes. One thread a port,
+    woken at least once a second to see whether the run has closed the port."""
+    import selectors
+    import time
+    flows = {}  # client address -> [upstream socket, last used]
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+
+    def forget(client):
+        upstream, _ = flows.pop(client)
+        selector.unregister(upstream)
+        upstream.close()
+
+    try:
+        while listener.fileno() != -1:
+            try:
+                ready = selector.select(timeout=1.0)
+            except (OSError, ValueError, KeyError):  # the port closed under us
+                return
+            now = time.monotonic()
+            for key, _ in ready:
+                if key.fileobj is listener:
+                    try:
+                        data, client = listener.recvfrom(65535)
+                    except OSError:  # closed at the end of the run
+                        return
+                    flow = flows.get(client)
+                    if flow is None:
+                        if len(flows) >= UDP_FLOWS_MAX:
+                            forget(min(flows, key=lambda c: flows[c][1]))
+                        try:
+                            upstream = connect(port, "udp")
+                        except OSError:
+                            continue
+                        upstream.setblocking(False)
+                        flow = flows[client] = [upstream, now]
+                        try:
+                            selector.register(upstream, selectors.EVENT_READ, client)
+                        except (KeyError, ValueError):  # the port's number, closed and reused
+                            return
+                    flow[1] = now
+                    try:
+                        flow[0].send(data)
+                    except OSError:  # refused by the container (nothing listens): dropped
+                        pass
+                else:
+                    try:
+                        data = key.fileobj.recv(65535)
+                        listener.sendto(data, key.data)
+                    except OSError:
+                        continue
+                    if key.data in flows:
+                        flows[key.data][1] = now
+            for client in [c for c, (_, used) in flows.items() if now - used > UDP_FLOW_IDLE]:
+                forget(client)
+    finally:
+        for upstream, _ in flows.values():
+            upstream.close()
+        selector.close()

@@ -15,12 +15,14 @@ import click
 from .constants import (
     BASE_NAMESPACES, CLONE_NEWNET, CLONE_NEWUSER, CLONE_NEWUTS, CONTAINER_PATH,
     DEFAULT_CAPABILITIES, DEFAULT_HOSTNAME, DEFAULT_STOP_TIMEOUT, DEVICES, DEV_LINKS, EXIT_NOT_FOUND,
+    HEALTH_DEFAULTS, HEALTH_MAX_SECONDS,
     KERNEL_MOUNTS, MASKED_PATHS, NAME_MAX, OPTIONAL_NAMESPACES, PATH_MAX, READONLY_PATHS,
-    READ_ONLY_TMPFS, TIOCGWINSZ,
+    READ_ONLY_TMPFS, RESTART_POLICIES, TIOCGWINSZ,
 )
 from .errors import ContainerError
 from .syscalls import default_seccomp
 from .spec import DEFAULT_SUBNET, Spec, capability_numbers, own_bounding_set, parse_publish, parse_subnet
+from .imageformat import check_image_healthcheck
 from .rootfs import check_run_root, read_image_file, read_root_file
 from .cgroups import cgroup_mounts, is_number, own_cgroups, parse_limits
 from .supervise import mapped, subordinate_range
@@ -410,6 +412,61 @@ DEV_PATHS = frozenset([f"/dev/{name}" for name, _, _ in DEVICES]
                       + [f"/dev/{name}" for name, _ in DEV_LINKS] + ["/dev/pts"])
 
 
+DEVICE_ACCESS = "rwm"
+
+
+def parse_device(value, mounts=()):
+    """--device HOST[:CONTAINER][:PERMISSIONS] (docker's; HOST:PERMISSIONS too)
+    as (a linux.devices entry, the devices cgroup rule that allows exactly
+    it). HOST must be a character or block device now (followed through the
+    host's links, as /dev/disk/by-id's are; stat opens nothing, so a FIFO
+    cannot hang it); the node is made from its numbers, so what HOST is later
+    does not matter. CONTAINER (HOST's path by default) is a new name below
+    /dev: not one of the nodes and links every container gets, nor through
+    them or through a mount below /dev (devpts, /dev/shm, a volume)."""
+    import stat
+    option = f"--device {value}"
+    parts = value.split(":")
+    if len(parts) > 3 or "\0" in value:
+        raise ContainerError(option, "expected HOST[:CONTAINER][:PERMISSIONS]")
+    host, container, access = parts[0], parts[0], DEVICE_ACCESS
+    if len(parts) == 3:
+        container, access = parts[1], parts[2]
+    elif len(parts) == 2:  # docker's: a second part that is not a path is the permissions
+        if parts[1].startswith("/"):
+            container = parts[1]
+        else:
+            access = parts[1]
+    if not access or not set(access) <= set(DEVICE_ACCESS) or len(set(access)) != len(access):
+        raise ContainerError(option, f"bad permissions {access!r}: letters of r, w and m, each once")
+    if not host.startswith("/"):
+        raise ContainerError(option, "the host path must be absolute")
+    try:
+        st = os.stat(host)
+    except OSError as exc:
+        raise ContainerError.from_os(option, exc) from None
+    if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise ContainerError(option, f"{host} is not a character or block device")
+    if not container.startswith("/"):
+        raise ContainerError(option, "the container path must be absolute")
+    names = container.split("/")[1:]
+    if names[0] != "dev" or len(names) < 2 or any(n in ("", ".", "..") for n in names[1:]):
+        raise ContainerError(option, "the container path must be a name below /dev (no '.', '..' or '//')")
+    check_container_path("--device", value, container)
+    reserved = {name for name, _, _ in DEVICES} | {name for name, _ in DEV_LINKS} | {"console", "pts"}
+    below = [m["destination"] for m in mounts if m["destination"].startswith("/dev/")]
+    if names[1] in reserved or any(container == d or container.startswith(d.rstrip("/") + "/")
+                                   for d in below):
+        raise ContainerError(option, f"{container} is a node, link or mount every container has"
+                             " (or one of this run's): choose another name")
+    kind = "c" if stat.S_ISCHR(st.st_mode) else "b"
+    major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    device = {"path": container, "type": kind, "major": major, "minor": minor,
+              "fileMode": st.st_mode & 0o777, "uid": 0, "gid": 0,
+              "hostPath": os.path.realpath(host)}  # for the bind, where no node may be made
+    return device, {"allow": True, "type": kind, "major": major, "minor": minor, "access": access}
+
+
 def check_container_path(option, value, path):
     """An absolute path inside the container, short enough for the kernel."""
     if not path.startswith("/"):
@@ -518,6 +575,111 @@ def check_choices(**given):
                                  + ", ".join(w for w in CHOICES[name] if w is not None))
 
 
+def parse_restart(text):
+    """--restart no|on-failure[:N]|always|unless-stopped, as docker takes it:
+    (policy, maximum retries), 0 for no maximum (on-failure's only)."""
+    if not isinstance(text, str):
+        raise ContainerError(f"--restart {text!r}", "expected no, on-failure[:N], always or"
+                             " unless-stopped")
+    name, colon, count = text.partition(":")
+    if name not in RESTART_POLICIES:
+        raise ContainerError(f"--restart {text}", "not a restart policy (no, on-failure[:N],"
+                             " always or unless-stopped)")
+    if colon and name != "on-failure":
+        raise ContainerError(f"--restart {text}", "only on-failure takes a maximum retry count")
+    if colon and not (count.isascii() and count.isdigit() and int(count) <= 2**31 - 1):
+        raise ContainerError(f"--restart {text}", "the maximum retry count must be a whole"
+                             " number, 0 or more")
+    return name, int(count) if colon else 0
+
+
+def check_restart(policy, rm, detach):
+    """A restart policy is kept by run -d's monitor, and keeps the container:
+    refused with --rm (docker's words) and without -d."""
+    if policy[0] == "no":
+        return None
+    if rm:
+        raise ContainerError("Conflicting options", "--restart and --rm")
+    if not detach:
+        raise ContainerError(f"--restart {policy[0]}", "needs -d: the monitor of a detached"
+                             " container restarts it (a run in the foreground ends with its"
+                             " command)")
+    return policy
+
+
+def parse_duration(option, text):
+    """A duration as docker takes one (Go's: 30s, 1m30s, 500ms, 2h; 0 for the
+    default): seconds, or None for 0."""
+    import re
+    if not isinstance(text, str) or not re.fullmatch(r"0|((\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+",
+                                                     text):
+        raise ContainerError(f"{option} {text}", "not a duration (a number and a unit, such as"
+                             " 30s, 1m30s or 500ms)")
+    scale = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    seconds = sum(float(number) * scale[unit] for number, _, unit in
+                  re.findall(r"(\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)", text))
+    if seconds and seconds < 1e-3:
+        raise ContainerError(f"{option} {text}", "at least 1ms (or 0 for the default)")
+    if seconds > HEALTH_MAX_SECONDS:
+        raise ContainerError(f"{option} {text}", "too long (at most a year)")
+    return seconds or None
+
+
+def health_check(image_check, cmd=None, interval=None, timeout=None, retries=None,
+                 start_period=None, none=False):
+    """--health-* over the image's Healthcheck, docker's way (each option given
+    replaces the image's field; --no-healthcheck, or the image's ["NONE"],
+    none): {"test": argv, "interval", "timeout", "start_period" (seconds),
+    "retries"}, or None for no check. CMD-SHELL runs /bin/sh -c, as docker's."""
+    given = {"interval": interval, "timeout": timeout, "start_period": start_period,
+             "retries": retries}
+    if none and (cmd or any(v is not None for v in given.values())):
+        raise ContainerError("--no-healthcheck", "conflicts with --health-* options")
+    if none:
+        return None
+    check = dict(HEALTH_DEFAULTS)
+    test = None
+    if image_check is not None:
+        try:
+            check_image_healthcheck(image_check)
+        except ValueError as exc:
+            raise ContainerError("the image's configuration", str(exc)) from None
+        test = image_check.get("Test") or None
+        for key, field in (("interval", "Interval"), ("timeout", "Timeout"),
+                           ("start_period", "StartPeriod")):
+            if image_check.get(field):
+                check[key] = image_check[field] / 1e9
+        if image_check.get("Retries"):
+            check["retries"] = image_check["Retries"]
+    if cmd:
+        test = ["CMD-SHELL", cmd]
+    for key in ("interval", "timeout", "start_period"):
+        option = "--health-" + key.replace("_", "-")
+        value = parse_duration(option, given[key]) if given[key] is not None else None
+        if value is not None:
+            check[key] = value
+    if retries is not None:
+        if not (isinstance(retries, str) and retries.isascii() and retries.isdigit()
+                and int(retries) <= 2**31 - 1):
+            raise ContainerError(f"--health-retries {retries}", "expected a whole number, 0 or"
+                                 " more (0: the default, 3)")
+        check["retries"] = int(retries) or HEALTH_DEFAULTS["retries"]
+    if not test or test[0] == "NONE":
+        if any(v is not None for v in given.values()):
+            raise ContainerError("--health-" + next(k for k, v in given.items() if v is not None)
+                                 .replace("_", "-"), "needs a health check to tune (--health-cmd,"
+                                 " or the image's)")
+        return None
+    if test[0] == "CMD-SHELL" and len(test) == 2:
+        check["test"] = ["/bin/sh", "-c", test[1]]
+    elif test[0] == "CMD" and len(test) > 1 and test[1]:
+        check["test"] = list(test[1:])
+    else:
+        raise ContainerError("the image's Healthcheck", "its Test is neither [\"CMD\", ...],"
+                             " [\"CMD-SHELL\", command] nor [\"NONE\"]")
+    return check
+
+
 def run_spec(root, command, *, hostname=None, network="none", subnet=DEFAULT_SUBNET, publish=(),
              outbound=False, ipc="private", uts="private", cgroupns="private", userns=None,
              uidmap=(), gidmap=(), init=False, preserve_fds=0, security_opt=(), cap_add=(),
@@ -525,12 +687,18 @@ def run_spec(root, command, *, hostname=None, network="none", subnet=DEFAULT_SUB
              pids_limit=None, cpus=None, cpu_shares=None, ulimit=(), stats=False, env=(),
              env_file=(), workdir=None, entrypoint=None, volume=(), tmpfs=(), read_only=False,
              read_only_tmpfs=True, rm=False, detach=False, tty=False,
-             stop_timeout=DEFAULT_STOP_TIMEOUT, name=None, closed_stdio=()):
+             stop_timeout=DEFAULT_STOP_TIMEOUT, name=None, closed_stdio=(), device=(),
+             restart="no", health=None):
     """run's options, each checked, as (Spec, network or None): the one place
     where a run is described, whichever door it comes through (the command
     line's run, run -d, the library's run and Popen). Nothing is made yet."""
     check_choices(network=network, ipc=ipc, uts=uts, cgroupns=cgroupns, userns=userns,
                   seccomp=seccomp, stop_timeout=stop_timeout)
+    restart = check_restart(parse_restart(restart), rm, detach)
+    given = [key for key, value in (health or {}).items() if value is not None and key != "none"]
+    if given and not detach:
+        raise ContainerError(f"--health-{given[0].replace('_', '-')}", "needs -d: the monitor of"
+                             " a detached container runs the checks")
     if hostname is not None and uts == "host":
         raise ContainerError("--hostname", "cannot name the container with --uts host")
     root = check_run_root(root)
@@ -554,11 +722,19 @@ def run_spec(root, command, *, hostname=None, network="none", subnet=DEFAULT_SUB
         net = SlirpNetwork([parse_publish(p) for p in publish], outbound)
     elif bridge:
         net = Network(parse_subnet(subnet), [parse_publish(p) for p in publish], outbound)
+    if restart and net is not None and not net.host_side:
+        # slirp4netns and its connector serve one PID 1's namespaces each, and
+        # are made before the monitor has threads: not yet for a second run.
+        raise ContainerError(f"--restart {restart[0]}", "not supported for a user's container"
+                             " with --network bridge (slirp4netns): run it as root, or"
+                             " without a restart policy")
     if name is not None:
         check_container_name(name)
     if hostname is None:
         hostname = hostname_for(name)
     caps = resolve_capabilities(cap_add, cap_drop)
+    mounts = run_mounts(volume, tmpfs, read_only, read_only_tmpfs)
+    devices = [parse_device(d, mounts) for d in device]
     namespaces = namespaces_for(network=network, ipc=ipc, uts=uts, cgroupns=cgroupns)
     maps = user_namespace_maps(userns, uidmap, gidmap)
     if maps is not None:
@@ -575,10 +751,20 @@ def run_spec(root, command, *, hostname=None, network="none", subnet=DEFAULT_SUB
                 limits=parse_limits(memory, memory_swap, pids_limit, cpus, cpu_shares, stats, ulimit),
                 env=run_env(hostname if namespaces & CLONE_NEWUTS else os.uname().nodename, user,
                             image_env(image) + parse_env(env, env_file)),
-                mounts=run_mounts(volume, tmpfs, read_only, read_only_tmpfs),
+                mounts=mounts, devices=[d for d, _ in devices],
                 read_only=read_only, rm=rm, tty=tty,
                 winsize=terminal_size(detach) if tty else None, stop_timeout=stop_timeout,
                 closed_stdio=closed_stdio)
+    if devices and os.geteuid() == 0:
+        # The devices cgroup: nothing but the standard nodes, terminals and these
+        # (a user has no devices cgroup: the bind of a node the user can open is all).
+        spec.limits.devices = [{"allow": False, "access": "rwm"}] + [
+            # PID 1 makes the node under the rule, so "m" until it has (seal_devices);
+            # in a user namespace it binds the host's node instead and needs none
+            dict(rule, access=rule["access"] + "m", drop="m")
+            if "m" not in rule["access"] and maps is None else rule for _, rule in devices]
+    spec.restart = restart
+    spec.healthcheck = health_check(image.get("Healthcheck"), **(health or {}))
     if maps is not None:
         spec.uid_map, spec.gid_map, spec.groups_locked = maps
         fit_user_namespace(spec)

@@ -18,8 +18,8 @@ from .errors import ContainerError
 from .syscalls import openat2
 from .procs import alive, owner_of, process_start
 from .imageformat import (
-    INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST, open_layer, parse_platform, platform_name,
-    read_members, tar_module,
+    INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST, check_image_healthcheck, open_layer, parse_platform,
+    platform_name, read_members, tar_module,
 )
 
 # ---------------------------------------------------------------------------
@@ -618,6 +618,9 @@ def member_checker():
     os.rmdir(empty)  # only its name is used: nothing at it can be followed
 
     def check(member, archive):
+        if "\0" in member.name or "\0" in member.linkname:  # a pax header can hold one
+            raise ContainerError(f"deploy {archive}", "a member's name or link target holds a"
+                                 " NUL byte; refused")
         try:
             return tarfile.data_filter(member, empty).name
         except (tarfile.AbsoluteLinkError, tarfile.LinkOutsideDestinationError):
@@ -1450,12 +1453,12 @@ def check_source_apart(src, root):
     if why:
         raise ContainerError(f"deploy {src}", f"{why}: a deploy would copy the root into itself;"
                              " refused")
-IMAGE_KEYS = ("Entrypoint", "Cmd", "Env", "WorkingDir", "User", "ExposedPorts")
+IMAGE_KEYS = ("Entrypoint", "Cmd", "Env", "WorkingDir", "User", "ExposedPorts", "Healthcheck")
 
 
 def image_settings(config_bytes, what):
     """The run settings of an image's configuration: its `config` object's
-    Entrypoint, Cmd, Env, WorkingDir, User and ExposedPorts."""
+    Entrypoint, Cmd, Env, WorkingDir, User, ExposedPorts and Healthcheck."""
     import json
     try:
         document = json.loads(config_bytes)
@@ -1474,6 +1477,8 @@ def image_settings(config_bytes, what):
                 raise ValueError(f"{key} is not a string")
         if "ExposedPorts" in settings and not isinstance(settings["ExposedPorts"], dict):
             raise ValueError("ExposedPorts is not an object")
+        if "Healthcheck" in settings:
+            check_image_healthcheck(settings["Healthcheck"])
     except RecursionError:
         raise ContainerError(what, "not an image configuration this understands: nested too"
                              " deep") from None

@@ -28,17 +28,20 @@ from .syscalls import last_capability
 class Limits:
     """The resource options of a run, parsed and checked."""
 
-    __slots__ = ("memory", "memory_swap", "pids", "cpus", "cpu_shares", "stats", "rlimits")
+    __slots__ = ("memory", "memory_swap", "pids", "cpus", "cpu_shares", "stats", "rlimits",
+                 "devices")
 
     def __init__(self, memory=None, memory_swap=None, pids=None, cpus=None, cpu_shares=None,
-                 stats=False, rlimits=()):
+                 stats=False, rlimits=(), devices=()):
         self.memory, self.memory_swap, self.pids = memory, memory_swap, pids
         self.cpus, self.cpu_shares, self.stats = cpus, cpu_shares, stats
         self.rlimits = rlimits  # ((resource number, soft, hard), ...)
+        # --device's devices cgroup rules, in linux.resources.devices' shape, in order
+        self.devices = devices
 
     def controllers(self):
-        """The controllers these limits (and --stats) need."""
-        needed = set()
+        """The controllers these limits (and --stats, --device) need."""
+        needed = {"devices"} if self.devices else set()
         if self.memory or self.memory_swap or self.stats:
             needed.add("memory")
         if self.pids is not None or self.stats:
@@ -80,23 +83,37 @@ def parse_subnet(text):
     return net
 
 
+PUBLISH_PROTOCOLS = ("tcp", "udp")
+
+
 def parse_publish(value):
-    """-p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp]; the host address defaults to 127.0.0.1."""
+    """-p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp] as (host address, host
+    port, container port, protocol); the host address defaults to 127.0.0.1,
+    the protocol to tcp (docker's; it takes the word in any case)."""
     import ipaddress
-    spec, _, proto = value.partition("/")
-    if proto not in ("", "tcp"):
-        raise ContainerError(f"--publish {value}", "only tcp is supported")
+    spec, slash, proto = value.partition("/")
+    proto = proto.lower() if slash and proto.isascii() else proto if slash else "tcp"
+    if proto not in PUBLISH_PROTOCOLS:
+        raise ContainerError(f"--publish {value}", f"unknown protocol {proto!r}: expected tcp or udp")
     parts = spec.rsplit(":", 2)
     host_ip = parts[0] if len(parts) == 3 else "127.0.0.1"
     try:
         ipaddress.IPv4Address(host_ip)
+        if len(parts) < 2 or not all(p.isascii() and p.isdigit() for p in parts[-2:]):
+            raise ValueError  # int() alone takes " 80", "8_0" and other scripts' digits
         host_port, container_port = (int(p) for p in parts[-2:])
-        if len(parts) < 2 or not (0 < host_port < 65536 and 0 < container_port < 65536):
+        if not (0 < host_port < 65536 and 0 < container_port < 65536):
             raise ValueError
     except ValueError:
         raise ContainerError(f"--publish {value}",
-                             "expected [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp]") from None
-    return host_ip, host_port, container_port
+                             "expected [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp]") from None
+    return host_ip, host_port, container_port, proto
+
+
+def publish_text(published):
+    """A published port as docker's ps shows it: 127.0.0.1:5353->53/udp."""
+    host_ip, host_port, port, proto = published
+    return f"{host_ip}:{host_port}->{port}/{proto}"
 
 
 # ---------------------------------------------------------------------------
@@ -115,7 +132,9 @@ class Spec:
                  # What a bundle's config.json can ask for beyond run's options:
                  "cap_sets", "no_new_privs", "umask", "additional_gids", "oom_score_adj",
                  "domainname", "personality", "propagation", "sysctl", "hooks", "ns_paths",
-                 "keyring", "oci", "state", "no_pivot", "uid_map", "gid_map", "groups_locked")
+                 "keyring", "oci", "state", "no_pivot", "uid_map", "gid_map", "groups_locked",
+                 # What run -d's monitor keeps up: the restart policy, the health check.
+                 "restart", "healthcheck")
 
     def __init__(self, root, command, workdir="/", hostname=DEFAULT_HOSTNAME,
                  namespaces=BASE_NAMESPACES | sum(OPTIONAL_NAMESPACES.values()),
@@ -149,6 +168,8 @@ class Spec:
         # Its gid map written without newgidmap by a user: setgroups is denied there,
         # so the supplementary groups stay the caller's.
         self.groups_locked = False
+        self.restart = None  # (policy, maximum retries): see options.parse_restart
+        self.healthcheck = None
 
     def to_json(self):
         """The description as JSON data, kept in a container's state entry."""
@@ -178,6 +199,7 @@ class Spec:
         spec.ns_paths = {int(k): v for k, v in (spec.ns_paths or {}).items()}
         spec.sysctl, spec.hooks = spec.sysctl or {}, spec.hooks or {}
         spec.no_new_privs = True if spec.no_new_privs is None else spec.no_new_privs
+        spec.restart = tuple(spec.restart) if spec.restart else None
         return spec
 
 

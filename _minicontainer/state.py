@@ -30,11 +30,15 @@ LOG_MAX = 16 << 20  # a log keeps at most its last 16 MiB, in two halves
 # A container's life: the statuses, and the moves each allows (youki's and
 # runc's model). "dead": the file says it runs, but its monitor is gone
 # without saying how it ended (a crash, or the monitor and the holder killed).
-CREATING, CREATED, RUNNING, PAUSED, EXITED, DEAD = (
-    "creating", "created", "running", "paused", "exited", "dead")
-MOVES = {"start": (CREATED,), "exec": (RUNNING,), "stop": (RUNNING, PAUSED),
-         "kill": (CREATED, RUNNING, PAUSED), "pause": (RUNNING,), "resume": (PAUSED,),
-         "rm": (CREATED, EXITED, DEAD), "rm -f": (CREATING, CREATED, RUNNING, PAUSED, EXITED, DEAD)}
+# "restarting": it ended, and its monitor waits out the back-off of its
+# restart policy before it starts it again (docker's word).
+CREATING, CREATED, RUNNING, PAUSED, EXITED, DEAD, RESTARTING = (
+    "creating", "created", "running", "paused", "exited", "dead", "restarting")
+LIVE = (CREATING, CREATED, RUNNING, PAUSED, RESTARTING)  # a monitor (or PID 1) holds it
+MOVES = {"start": (CREATED,), "exec": (RUNNING,), "stop": (RUNNING, PAUSED, RESTARTING),
+         "kill": (CREATED, RUNNING, PAUSED, RESTARTING), "pause": (RUNNING,), "resume": (PAUSED,),
+         "rm": (CREATED, EXITED, DEAD),
+         "rm -f": (CREATING, CREATED, RUNNING, PAUSED, RESTARTING, EXITED, DEAD)}
 NAME_ADJECTIVES = ("brave", "calm", "clever", "eager", "fond", "gentle", "happy", "jolly",
                    "keen", "kind", "lucid", "merry", "nimble", "proud", "quiet", "sharp",
                    "steady", "tender", "vivid", "wise")
@@ -115,7 +119,7 @@ class Container:
         """The status as it truly is: a running container whose monitor (or, with
         none, whose PID 1) is gone is not shown as running."""
         status = self.data.get("status")
-        if status in (CREATING, CREATED, RUNNING, PAUSED):
+        if status in LIVE:
             monitor = self.data.get("monitor")
             if monitor is not None and not alive(monitor):
                 return DEAD
@@ -129,8 +133,10 @@ class Container:
         if status not in MOVES[move]:
             why = {RUNNING: "it is running", EXITED: "it is not running (it exited)",
                    DEAD: "it is not running (its monitor died)", CREATED: "it is not started",
-                   CREATING: "it is being created", PAUSED: "it is paused"}[status]
-            hint = " (stop it first, or rm -f)" if move == "rm" and status in (RUNNING, PAUSED) else ""
+                   CREATING: "it is being created", PAUSED: "it is paused",
+                   RESTARTING: "it is restarting"}[status]
+            hint = (" (stop it first, or rm -f)" if move == "rm" and status in
+                    (RUNNING, PAUSED, RESTARTING) else "")
             raise ContainerError(f"{move} {self.name}", why + hint)
         return status
 
@@ -499,4 +505,4 @@ def oci_status(entry):
     status = entry.status
     if status == CREATED and not os.path.exists(entry.path("exec.fifo")):
         status = RUNNING  # started a moment ago
-    return {EXITED: "stopped", DEAD: "stopped"}.get(status, status)
+    return {EXITED: "stopped", DEAD: "stopped", RESTARTING: "stopped"}.get(status, status)

@@ -13,8 +13,9 @@ import signal
 
 from .constants import (
     CLONE_NEWCGROUP, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUSER, EXIT_OWN_FAILURE, HELD_GRACE,
-    HELD_POLL, HOLDER_DONE, HOLDER_PDEATH, HOLDER_RELEASE, MONITOR_STOP, PATH_MAX, STOP_SIGNALS,
-    SUPERVISOR_PDEATH, SUPERVISOR_SIGNALS, TERMINATING_SIGNALS, TIOCGWINSZ, TIOCSWINSZ,
+    HELD_POLL, HOLDER_DONE, HOLDER_PDEATH, HOLDER_RELEASE, MONITOR_STOP, PATH_MAX, RESTART_FIRST,
+    RESTART_MAX, RESTART_RESET, STOP_SIGNALS, SUPERVISOR_PDEATH, SUPERVISOR_SIGNALS,
+    TERMINATING_SIGNALS, TIOCGWINSZ, TIOCSWINSZ,
 )
 from .errors import ContainerError
 from .syscalls import die_with_parent, libseccomp, setns, unshare, warm_libc
@@ -23,7 +24,7 @@ from .cgroups import (
     Cgroup, cgroup_views, join_cgroups, make_cgroups, make_oci_cgroups, raise_rlimit_ceilings,
     remove_cgroups,
 )
-from .state import CREATED, EXITED, Log, RUNNING, now_iso, oci_state
+from .state import CREATED, EXITED, Log, RESTARTING, RUNNING, now_iso, oci_state
 from .container import (
     Handles, container_main, exec_way_in, hide_process, join_namespace, make_mounts_private,
     run_hooks,
@@ -566,12 +567,16 @@ def run_container(spec, network=None, entry=None, detach=None, owner=None):
     """Start the container; return its exit code and the post-mortem of its cgroups.
 
     Parent side, host namespaces, root: the supervisor, or with -d the
-    monitor. The cgroups are made before the fork and removed after the
+    monitor. The cgroups are made before each fork and removed after the
     holder is gone, whatever happened in between. With a state entry, the
     start and (after the clean-up) the end are written to it. `owner`: the
     pid of the process the container is for, when it is not this one (the
-    library's caller).
+    library's caller). Under a restart policy (-d only), the monitor starts
+    it again through the same steps (start_once), keeping its network (its
+    address, its published ports) and its log, until the policy or a stop
+    says no (Runs).
     """
+    import time
     _signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)  # signal's makes enums of the old
     # No cyclic GC from here on, in this process and the forked ones: a
     # collection in a child walks every object it inherited and so copies the
@@ -584,18 +589,64 @@ def run_container(spec, network=None, entry=None, detach=None, owner=None):
     # for it (this one, or the library's caller), so one can tell whose it is.
     label = entry.name if entry is not None else \
         f"{owner or supervisor_pid}-{os.urandom(3).hex()}"
+    runs = Runs(spec.restart if detach is not None and entry is not None else None)
     groups = make_cgroups(spec.limits, f"minicontainer-{label}")
     if entry is not None:
         entry.update(monitor=[supervisor_pid, process_start(supervisor_pid)],
                      cgroups=[[g.version, g.path] for g in groups])
-    found, code, ran = {}, EXIT_OWN_FAILURE, False
+    found, code = {}, EXIT_OWN_FAILURE
+    try:
+        if network is not None:
+            network.allocate()
+            spec.etc_files = network.etc_files(spec.hostname)
+        while True:
+            begun = time.monotonic()
+            try:
+                code = start_once(spec, network, groups, entry, detach, runs)
+            except ContainerError as exc:
+                code = exc.code
+                if not runs.ran or runs.name == "no":
+                    raise
+                # A restart that could not start counts as a run that failed.
+                detach.log.write(ord("2"), f"minicontainer: {exc}\n".encode())
+            if not runs.again(code, time.monotonic() - begun, entry):
+                break
+            for error in remove_cgroups(groups, post_mortem_too=True)[1]:
+                detach.log.write(ord("2"), f"minicontainer: warning: {error}\n".encode())
+            groups = []
+            if not runs.back_off(entry, code):
+                break
+            groups = make_cgroups(spec.limits, f"minicontainer-{label}")
+            entry.update(cgroups=[[g.version, g.path] for g in groups])
+    except ContainerError as exc:
+        code = exc.code
+        raise
+    finally:
+        found, errors = remove_cgroups(groups, post_mortem_too=True)
+        found["cleanup_errors"] = errors
+        try:
+            if network is not None:
+                network.release()
+        finally:
+            if detach is not None:
+                detach.finish(errors)
+            if entry is not None and runs.ran:
+                record_end(entry, code)
+            elif entry is not None:  # it never ran: it leaves nothing, its name is free again
+                entry.remove()
+    return code, found
+
+
+def start_once(spec, network, groups, entry, detach, runs):
+    """One run of the container in its cgroups: fork the holder, supervise,
+    return the exit code. The network is allocated already; PID 1's end of it
+    is attached here, and the ports' relay started on the first run."""
+    supervisor_pid = os.getpid()
     go_read = go_write = None
     maps = IdMaps(spec)
     stdio = detach.stdio() if detach is not None and not spec.tty else None
     try:
         if network is not None:
-            network.allocate()
-            spec.etc_files = network.etc_files(spec.hostname)
             go_read, go_write = os.pipe2(os.O_CLOEXEC)
         read_fd, write_fd = report_channel()
         status_read, status_write = os.pipe2(os.O_CLOEXEC)
@@ -618,6 +669,7 @@ def run_container(spec, network=None, entry=None, detach=None, owner=None):
             handles.map_fd = maps.holder_side()
             in_child(write_fd, holder_main, spec, handles, supervisor_pid, status_write)
         maps.forked(holder)
+        runs.holder = holder
         os.close(write_fd)
         os.close(status_write)
         if tty_theirs is not None:
@@ -627,53 +679,117 @@ def run_container(spec, network=None, entry=None, detach=None, owner=None):
 
         def connect(pid1):
             """Configure --network bridge for PID 1, then let it go on."""
+            nonlocal go_write
             try:
                 network.attach(pid1)
-                network.relay()
+                if not runs.ran:  # the relays connect to the address, which stays
+                    network.relay()
                 os.write(go_write, b"g\n")
             finally:
                 os.close(go_write)  # without the word, PID 1 gives up
+                go_write = None
 
         def started(pid1, error):
             """The command runs (or could not start): the entry, and -d's caller, hear it."""
-            nonlocal ran
             if error is None:
-                ran = True
+                runs.ran = True
                 if entry is not None:
-                    entry.update(status=RUNNING, pid1=[pid1, process_start(pid1)],
-                                 started=now_iso(), network={} if network is None else
-                                 {"IPAddress": network.address, "Gateway": network.gateway})
+                    runs.record_start(entry, pid1, {} if network is None else
+                                      {"IPAddress": network.address, "Gateway": network.gateway})
                 if detach is not None:
                     detach.tell(None, pid1)  # a failure is told only once all is cleaned up
 
         try:
-            code = supervise(spec, holder, read_fd, status_read, tty_ours,
+            return supervise(spec, holder, read_fd, status_read, tty_ours,
                              connect if network is not None else None, started, detach,
                              on_userns=maps.write)
         finally:
             os.close(status_read)
             if tty_ours is not None:
                 tty_ours.close()
-    except ContainerError as exc:
-        code = exc.code
-        raise
     finally:
         maps.close()
         if go_read is not None:
             os.close(go_read)
-        found, errors = remove_cgroups(groups, post_mortem_too=True)
-        found["cleanup_errors"] = errors
-        try:
-            if network is not None:
-                network.release()
-        finally:
-            if detach is not None:
-                detach.finish(errors)
-            if entry is not None and ran:
-                record_end(entry, code)
-            elif entry is not None:  # it never ran: it leaves nothing, its name is free again
-                entry.remove()
-    return code, found
+        if go_write is not None:  # PID 1 never asked for it
+            os.close(go_write)
+
+
+class Runs:
+    """A container's runs under its restart policy, docker's rules: after an
+    end, `no` stops there; `on-failure[:N]` starts it again after a non-zero
+    exit, at most N times (0: no maximum); `always` and `unless-stopped`
+    after any end. Never once a user has stopped it (stop, kill, rm -f: the
+    entry's `stopped_by_user`, read and written under the entry's lock, so
+    that of a verb and a restart one comes first, whole). Each restart comes
+    after a back-off that starts at 100 ms and doubles up to a minute, and
+    starts over once a run has lasted 10 seconds."""
+
+    def __init__(self, policy=None):
+        self.name, self.max = policy or ("no", 0)
+        self.count, self.delay, self.ran = 0, 0.0, False
+        self.holder = None  # the last run's, reaped before the next one
+
+    def again(self, code, lasted, entry):
+        """Whether the run that ended with `code` after `lasted` seconds is to
+        be followed by another; the back-off is computed here."""
+        if not self.ran or self.name == "no":
+            return False
+        if self.name == "on-failure" and (code == 0 or self.max and self.count >= self.max):
+            return False
+        if stopped_by_user(entry):
+            return False
+        self.delay = RESTART_FIRST if lasted >= RESTART_RESET or not self.delay \
+            else min(self.delay * 2, RESTART_MAX)
+        return True
+
+    def back_off(self, entry, code):
+        """Say the container is restarting (with the end that made it so), and
+        wait out the back-off; False if a stop came meanwhile. A stop signal
+        (the verbs' MONITOR_STOP, or the monitor's own SIGTERM) ends the wait."""
+        import time
+        try:  # it tears the last run's mount namespace down as it goes: a moment
+            os.waitpid(self.holder, 0)
+        except ChildProcessError:
+            pass
+        with entry.locked():
+            if not entry.reload() or entry.data.get("stopped_by_user"):
+                return False
+            entry.data.update(status=RESTARTING, exit_code=code, finished=now_iso(), pid1=None)
+            entry.save()
+        deadline = time.monotonic() + self.delay
+        while (left := deadline - time.monotonic()) > 0:
+            info = signal.sigtimedwait(SUPERVISOR_SIGNALS, left)
+            if info is not None and info.si_signo in STOP_SIGNALS | {MONITOR_STOP,
+                                                                     SUPERVISOR_PDEATH}:
+                return False
+        self.count += 1
+        with entry.locked():  # counted as it is tried, whether or not it starts
+            if not entry.reload() or entry.data.get("stopped_by_user"):
+                return False
+            entry.data["restart_count"] = self.count
+            entry.save()
+        return True
+
+    def record_start(self, entry, pid1, network):
+        """The run has begun: its PID 1 into the entry, unless a user stopped the
+        container meanwhile (a verb that came between the check before the
+        fork and now): then this PID 1 goes at once."""
+        owner = [pid1, process_start(pid1)]
+        with entry.locked():
+            if not entry.reload():
+                return
+            if entry.data.get("stopped_by_user") and self.count:
+                signal_owner(owner, signal.SIGKILL)
+            entry.data.update(status=RUNNING, pid1=owner, started=now_iso(), network=network,
+                              restart_count=self.count)
+            entry.save()
+
+
+def stopped_by_user(entry):
+    """Whether stop, kill or rm -f has ended the container's restart policy."""
+    with entry.locked():
+        return not entry.reload() or bool(entry.data.get("stopped_by_user"))
 
 
 def remove_entry(entry):

@@ -372,7 +372,11 @@ def copy_out(entry, src, dst, archive=False, follow=False, stdout=None):
 
 def host_destination(dst, is_dir, contents, name, verb):
     """docker cp's rules on the host side, where the caller's own symlinks are
-    followed (the caller chose the path): (directory, top name)."""
+    followed (the caller chose the path): (directory, top name). A relative
+    DEST is the caller's working directory's (destination's rules take a
+    path without a directory as one in "/", as inside a container)."""
+    if not dst.startswith("/"):
+        dst = os.path.join(os.getcwd(), dst)
     try:
         kind = "dir" if stat.S_ISDIR(os.stat(dst).st_mode) else "file"
     except FileNotFoundError:

@@ -17,7 +17,7 @@ RENAMED = {"volume": "volumes", "ulimit": "ulimits"}
 KEPT = {"root", "hostname", "network", "subnet", "publish", "outbound", "ipc", "uts", "cgroupns",
         "userns", "uidmap", "gidmap", "init", "security_opt", "cap_add", "cap_drop", "seccomp",
         "user", "memory", "memory_swap", "pids_limit", "cpus", "cpu_shares", "env_file",
-        "workdir", "entrypoint", "tmpfs", "read_only", "read_only_tmpfs", "stop_timeout"}
+        "workdir", "entrypoint", "tmpfs", "read_only", "read_only_tmpfs", "stop_timeout", "device"}
 # run's options whose default the library shares, and which it has no keyword for
 DEFAULTS = {"preserve_fds": 0, "rm": False, "detach": False, "interactive": False, "tty": False,
             "name": None, "stats": False}

@@ -23,6 +23,13 @@
  *   probe kill PID            kill(PID, 0): "ok" or the error
  *   probe connect IP PORT     TCP connect: "connected" or the error
  *   probe unix NAME           connect to abstract Unix socket NAME
+ *   probe serve PORT          serve PORT over UDP and TCP: print "ready"; each
+ *                             datagram comes back with "udp " in front; each TCP
+ *                             connection gets "tcp\n" and is closed
+ *   probe hold MB SECS        allocate and touch MB MiB, print "ready", sleep SECS
+ *   probe open PATH r|w       open PATH for reading or writing: "ok" or the error
+ *   probe node PATH MAJ MIN   make a character device node, then open it for
+ *                             reading: "ok" or the error (of either step)
  *   probe write FILE TEXT     write TEXT into FILE: "ok" or the error
  *   probe escape PATH         the classic chroot escape (chroot into a subdir,
  *                             climb "..", chroot "."), then cat PATH
@@ -67,6 +74,7 @@
 #include <linux/sched.h>
 #include <linux/if_ether.h>
 #include <sys/ioctl.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
@@ -379,6 +387,46 @@ int main(int argc, char **argv)
         inet_pton(AF_INET, arg, &sa.sin_addr);
         if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) return fail();
         puts("connected");
+    } else if (!strcmp(cmd, "serve")) {
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(atoi(arg)) };
+        int udp = socket(AF_INET, SOCK_DGRAM, 0), tcp = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+        setsockopt(tcp, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(udp, (struct sockaddr *)&sa, sizeof sa) < 0 || bind(tcp, (struct sockaddr *)&sa, sizeof sa) < 0
+            || listen(tcp, 16) < 0) return fail();
+        ready();
+        for (;;) {
+            struct pollfd fds[2] = { { .fd = udp, .events = POLLIN }, { .fd = tcp, .events = POLLIN } };
+            if (poll(fds, 2, -1) < 0) continue;
+            if (fds[0].revents & POLLIN) {
+                char data[65536];
+                struct sockaddr_in peer;
+                socklen_t len = sizeof peer;
+                memcpy(data, "udp ", 4);
+                ssize_t n = recvfrom(udp, data + 4, sizeof data - 4, 0, (struct sockaddr *)&peer, &len);
+                if (n >= 0) sendto(udp, data, n + 4, 0, (struct sockaddr *)&peer, len);
+            }
+            if (fds[1].revents & POLLIN) {
+                int conn = accept(tcp, NULL, NULL);
+                if (conn >= 0) { if (write(conn, "tcp\n", 4) < 0) {} close(conn); }
+            }
+        }
+    } else if (!strcmp(cmd, "hold")) {
+        size_t mb = atol(arg);
+        for (size_t i = 0; i < mb; i++) {
+            char *p = malloc(1 << 20);
+            if (!p) return fail();
+            memset(p, 1, 1 << 20);
+        }
+        ready();
+        nap(argc > 3 ? atof(argv[3]) : 30);
+    } else if (!strcmp(cmd, "open")) {
+        int fd = open(arg, argc > 3 && !strcmp(argv[3], "w") ? O_WRONLY : O_RDONLY);
+        if (fd < 0) return fail();
+        puts("ok");
+    } else if (!strcmp(cmd, "node")) {
+        if (mknod(arg, S_IFCHR | 0600, makedev(atoi(argv[3]), atoi(argv[4]))) < 0) return fail();
+        if (open(arg, O_RDONLY) < 0) return fail();
+        puts("ok");
     } else if (!strcmp(cmd, "unix")) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         int fd = socket(AF_UNIX, SOCK_STREAM, 0);

@@ -4,6 +4,7 @@ containers, running and stopped, and the attacks of a hostile container
 each with its positive control; top's rows only the container's."""
 import io
 import os
+import shutil
 import stat
 import subprocess
 import tarfile
@@ -96,6 +97,31 @@ def test_cp_copies_a_file_in_and_out_of_a_running_container(root, tmp_path):
     assert cli("cp", "c1:tmp/inside", out / "other").returncode == 0  # relative: to the root
     assert (out / "inside").read_text() == "made inside\n" == (out / "other").read_text()
     assert oct(os.stat(out / "inside").st_mode & 0o777) == "0o604"
+    assert cli("rm", "-f", "c1").returncode == 0
+
+
+def test_a_relative_host_destination_is_the_callers_working_directory(root, tmp_path):
+    """`cp c1:/f copy` wrote /copy, in the host's root directory: a DEST with
+    no directory in it went through the container side's rule ("" is "/").
+    Controls: `./copy` (which always worked) and an absolute path."""
+    detach(root, "c1")
+    sh("c1", "echo inside > /tmp/f")
+    work = tmp_path / "work"
+    work.mkdir()
+    name = f"mc-cp-relative-{os.getpid()}"
+    try:
+        assert cli("cp", "c1:/tmp/f", name, cwd=work).returncode == 0
+        assert cli("cp", "c1:/tmp/f", f"./{name}.dot", cwd=work).returncode == 0
+        assert cli("cp", "c1:/tmp", f"{name}.dir", cwd=work).returncode == 0
+        assert sorted(os.listdir(work)) == sorted([name, f"{name}.dot", f"{name}.dir"])
+        assert (work / name).read_text() == "inside\n" == (work / f"{name}.dir" / "f").read_text()
+        assert not os.path.lexists(f"/{name}") and not os.path.lexists(f"/{name}.dir")
+    finally:
+        for path in (f"/{name}", f"/{name}.dir"):
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.unlink(path)
     assert cli("rm", "-f", "c1").returncode == 0
 
 

@@ -125,7 +125,7 @@ def test_published_port_in_use_fails_cleanly(root, run):
     (("--outbound",), b"needs --network bridge"),
     (("--network", "bridge", "--subnet", "10.0.0.0/30"), b"too small"),
     (("--network", "bridge", "-p", "80"), b"expected [HOST_IP:]HOST_PORT:CONTAINER_PORT"),
-    (("--network", "bridge", "-p", "8080:80/udp"), b"only tcp"),
+    (("--network", "bridge", "-p", "8080:80/sctp"), b"unknown protocol 'sctp': expected tcp or udp"),
 ])
 def test_bad_network_options_fail_with_125(run, args, message):
     result = run(*args, "/bin/probe", "pid")
@@ -493,3 +493,128 @@ def test_a_detached_containers_outbound_rule_outlives_run_d(root, start, nft):
     assert cli("stop", "-t", "1", "out").returncode == 0
     assert nft_table() == "" and ip_forward() == before
     assert cli("rm", "out").returncode == 0
+
+
+# -- UDP: -p HOST:CONTAINER/udp ------------------------------------------------
+
+def free_udp_and_tcp_port():
+    """A port free on 127.0.0.1 for both protocols."""
+    while True:
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+
+
+def udp_ask(port, data=b"ping", timeout=2):
+    """One datagram to 127.0.0.1:PORT and the reply, or None (refused, or no reply)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.connect(("127.0.0.1", port))
+        try:
+            s.send(data)
+            return s.recv(65535)
+        except OSError:
+            return None
+
+
+def tcp_ask(port):
+    """What a TCP connection to 127.0.0.1:PORT is told, or None."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+            return conn.recv(100)
+    except OSError:
+        return None
+
+
+def serve_both(root, name, *publish):
+    """A detached probe answering UDP and TCP on its port 53, published as asked."""
+    result = cli("run", "--root", root, "-d", "--name", name, *BRIDGE, *publish,
+                 "/bin/probe", "serve", "53")
+    assert result.returncode == 0, result.stderr
+    assert wait_for(lambda: b"ready" in cli("logs", name).stdout, 10)
+
+
+@pytest.mark.parametrize("protocols", [("udp",), ("tcp",), ("tcp", "udp")])
+def test_a_udp_port_is_published_apart_from_tcp(root, protocols):
+    """The container serves its port 53 over both protocols; only what -p
+    publishes answers on the host: a UDP echo through /udp (the positive
+    control of the TCP-only run), TCP through /tcp or no suffix (the
+    positive control of the UDP-only run), both when the port is given twice."""
+    port = free_udp_and_tcp_port()
+    publish = [arg for proto in protocols
+               for arg in ("-p", f"{port}:53" if proto == "tcp" and len(protocols) == 1 else f"{port}:53/{proto}")]
+    serve_both(root, "dns", *publish)
+    ports = cli("ps").stdout.decode()
+    for proto in protocols:
+        assert f"127.0.0.1:{port}->53/{proto}" in ports, ports
+    assert inspect("dns")["HostConfig"]["Ports"] == [f"127.0.0.1:{port}->53/{p}" for p in protocols]
+    if "udp" in protocols:
+        assert wait_for(lambda: udp_ask(port, b"ping"), 10) == b"udp ping"
+        # Two clients at once: each gets its own replies, large datagrams whole.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+            for s in (a, b):
+                s.settimeout(3)
+                s.connect(("127.0.0.1", port))
+            a.send(b"from a")
+            b.send(b"b" * 60000)
+            assert a.recv(65535) == b"udp from a" and b.recv(65535) == b"udp " + b"b" * 60000
+    else:
+        assert wait_for(lambda: tcp_ask(port), 10) == b"tcp\n"  # it serves: now ask UDP
+        assert udp_ask(port) is None
+    if "tcp" in protocols:
+        assert wait_for(lambda: tcp_ask(port), 10) == b"tcp\n"
+    else:
+        assert tcp_ask(port) is None
+    assert cli("rm", "-f", "dns").returncode == 0
+    assert udp_ask(port, timeout=0.5) is None and tcp_ask(port) is None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+        again.bind(("127.0.0.1", port))  # the port is free again
+    assert wait_for(lambda: network_leftovers() == [], 3.0), network_leftovers()
+
+
+def test_a_udp_port_is_freed_when_the_monitor_is_killed(root):
+    """SIGKILL of the monitor that relays the port: the port answers no more
+    and can be bound again; the holder frees the address; no rule, link or
+    process is left (the relay is a socket of the monitor's, not a rule)."""
+    port = free_udp_and_tcp_port()
+    serve_both(root, "dns", "-p", f"{port}:53/udp")
+    assert wait_for(lambda: udp_ask(port), 10) == b"udp ping"
+    monitor = monitor_of("dns")[0]
+    os.kill(monitor, 9)
+    assert wait_for(lambda: inspect("dns")["State"]["Status"] in ("exited", "dead"), 10)
+    assert udp_ask(port, timeout=0.5) is None
+
+    def bindable():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return True
+            except OSError:
+                return False
+    assert wait_for(bindable, 5)
+    assert cli("rm", "dns").returncode == 0
+    assert wait_for(lambda: not ours() and network_leftovers() == [], 3.0), (ours(), network_leftovers())
+
+
+def test_a_udp_port_taken_fails_the_run_at_once(root, run):
+    """Another socket on the UDP port: the run says so and starts nothing; the
+    same number free for TCP does not matter (and the TCP publish of it works)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        refused = run(*BRIDGE, "-p", f"{port}:53/udp", "/bin/probe", "pid")
+        assert refused.returncode == 125
+        assert refused.stderr.decode().splitlines() == [
+            f"minicontainer: --publish 127.0.0.1:{port}/udp: Address already in use"]
+        with socket.socket() as probe_tcp:
+            try:
+                probe_tcp.bind(("127.0.0.1", port))
+            except OSError:
+                pytest.skip("the TCP port of that number is taken too")
+        assert run(*BRIDGE, "-p", f"{port}:53", "/bin/probe", "pid").returncode == 0
+    assert wait_for(lambda: network_leftovers() == [], 3.0), network_leftovers()

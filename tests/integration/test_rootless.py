@@ -5,6 +5,7 @@ user cannot have (cgroup limits here, the bridge without slirp4netns) must
 be refused in one line; and a SIGKILLed minicontainer leaves nothing.
 """
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -431,6 +432,98 @@ def test_a_users_detached_service_keeps_its_published_port(user, tun):
         user.run("rm", "-f", "web")
 
 
+def udp_ask(port, data=b"ping", timeout=2):
+    """One datagram to 127.0.0.1:PORT and the reply, or None."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.connect(("127.0.0.1", port))
+        try:
+            s.send(data)
+            return s.recv(65535)
+        except OSError:
+            return None
+
+
+def tcp_ask(port):
+    import socket
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+            return conn.recv(100)
+    except OSError:
+        return None
+
+
+@pytest.mark.parametrize("ending", ["rm -f", "SIGKILL of its monitor"])
+def test_a_users_udp_port_through_slirp4netns(user, tun, ending):
+    """-p .../udp for a user: a UDP echo through the port, made by the
+    connector in the container's network namespace; the TCP port of the same
+    number stays unpublished (the probe serves both: the TCP publish of
+    another port is the positive control). However the service ends,
+    slirp4netns, the connector and the port go with it."""
+    started = user.run("run", "-d", "--name", "dns", "--network", "bridge", "-p", "18091:53/udp",
+                       "-p", "18092:53/tcp", "/bin/probe", "serve", "53")
+    assert started.returncode == 0, started.stderr
+    try:
+        assert wait_for(lambda: udp_ask(18091), 10) == b"udp ping"
+        assert udp_ask(18091, b"x" * 30000) == b"udp " + b"x" * 30000
+        assert wait_for(lambda: tcp_ask(18092), 10) == b"tcp\n"
+        assert tcp_ask(18091) is None and udp_ask(18092, timeout=0.5) is None
+        assert "127.0.0.1:18091->53/udp, 127.0.0.1:18092->53/tcp" in user.run("ps").stdout.decode()
+        if ending == "rm -f":
+            assert user.run("rm", "-f", "dns").returncode == 0
+        else:
+            import json
+            monitor = json.loads(user.run("inspect", "dns").stdout)[0]["Monitor"][0]
+            os.kill(monitor, signal.SIGKILL)
+        assert wait_for(lambda: not user.live_processes(), 5), user.live_processes()
+        assert udp_ask(18091, timeout=0.5) is None and tcp_ask(18092) is None
+    finally:
+        user.run("rm", "-f", "dns")
+
+
+def test_a_users_stats_from_proc(user):
+    """stats for a user's containers, which have no cgroup here: pids, memory
+    (the host's as the limit) and CPU from /proc of their processes; the
+    user's network namespace's bytes; a stopped one in zeros."""
+    import json
+    started = user.run("run", "-d", "--name", "st", "/bin/busybox", "sh", "-c",
+                       "busybox sleep 60 & echo started; exec /bin/probe hold 16 60")
+    assert started.returncode == 0, started.stderr
+    try:
+        assert wait_for(lambda: b"ready" in user.run("logs", "st").stdout, 10)
+        result = user.run("stats", "--no-stream", "--format", "json", "st")
+        assert result.returncode == 0 and result.stderr == b"", result.stderr
+        row = json.loads(result.stdout)
+        assert row["Name"] == "st" and row["PIDs"] == "2", row
+        usage, limit = row["MemUsage"].split(" / ")
+        assert usage.endswith("MiB") and float(usage[:-3]) >= 16, row
+        assert user.run("stop", "-t", "1", "st").returncode == 0
+        stopped = json.loads(user.run("stats", "--no-stream", "--format", "json", "st").stdout)
+        assert (stopped["MemUsage"], stopped["PIDs"]) == ("0B / 0B", "0")
+    finally:
+        user.run("rm", "-f", "st")
+
+
+def test_a_users_device_is_the_hosts_node_bound(user):
+    """A user cannot make device nodes, not even in its own user namespace:
+    --device binds the host's node (one the user may open) under the name
+    asked; a node not given cannot be made (the control: mknod fails, and the
+    host's /dev/fuse, not given, is not there)."""
+    result = user.run("run", "--device", "/dev/null:/dev/mynull", "/bin/busybox", "sh", "-c",
+                      "busybox ls -l /dev/mynull; echo x > /dev/mynull && busybox cat /dev/mynull"
+                      " && echo used; /bin/probe node /dev/other 1 3; /bin/probe open /dev/fuse r; exit 0")
+    assert result.returncode == 0, result.stderr
+    out = lines(result)
+    assert out[0].startswith("crw-rw-rw-") and out[0].split()[4:6] == ["1,", "3"], out
+    assert out[1:] == ["used", "error: Operation not permitted", "error: No such file or directory"]
+    refused = user.run("run", "--device", "/dev/null:/dev/mynull:rwz", "/bin/probe", "pid")
+    assert refused.returncode == 125 and lines(refused) == []
+    assert refused.stderr.decode().splitlines() == [
+        "minicontainer: --device /dev/null:/dev/mynull:rwz: bad permissions 'rwz': letters of r,"
+        " w and m, each once"]
+
+
 def test_a_users_containers_in_the_background(user):
     """-d, ps, logs, exec, stop and rm, with the state in the user's own directory."""
     started = user.run("run", "-d", "--name", "bg", "/bin/busybox", "sh", "-c",
@@ -447,6 +540,32 @@ def test_a_users_containers_in_the_background(user):
     assert int(pid) > 1 and ppid == "0"  # in PID 1's namespace, its parent outside it
     assert user.run("stop", "-t", "1", "bg").returncode == 0
     assert user.run("rm", "bg").returncode == 0
+
+
+def test_a_users_service_is_restarted_and_health_checked(user):
+    """--restart and --health-cmd for a user's container: its monitor starts it
+    again through the same start, and runs the check as the user's exec."""
+    sh = user.work / "newroot" / "bin" / "sh"
+    sh.symlink_to("busybox")
+    os.lchown(sh, user.uid, user.gid)
+    started = user.run("run", "-d", "--name", "up", "--restart", "on-failure:2", "--health-cmd",
+                       "busybox cat /proc/self/uid_map", "--health-interval", "100ms",
+                       "/bin/busybox", "sh", "-c", "echo run; busybox sleep 1.5; exit 5")
+    assert started.returncode == 0, started.stderr
+    healthy = user.run("wait", "--condition", "healthy", "up")
+    assert healthy.returncode == 0, healthy.stderr
+
+    def state():
+        return json.loads(user.run("inspect", "up").stdout)[0]
+    # The check ran in the container's user namespace: root inside is the user.
+    assert f"0 {user.uid} 1" in " ".join(state()["State"]["Health"]["Log"][-1]["Output"].split())
+    assert wait_for(lambda: state()["State"]["Status"] == "exited", 30)
+    assert state()["RestartCount"] == 2 and state()["State"]["ExitCode"] == 5
+    assert user.run("logs", "up").stdout == b"run\nrun\nrun\n"
+    refused = user.run("run", "-d", "--restart", "always", "--network", "bridge", "/bin/busybox",
+                       "true")
+    assert refused.returncode == 125 and b"slirp4netns" in refused.stderr
+    assert user.run("rm", "up").returncode == 0
 
 
 def test_other_users_need_a_subordinate_range(user):

@@ -1,6 +1,9 @@
 """Unit tests for run's docker-style options: env, volumes, tmpfs, names."""
 
+import os
+
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import minicontainer as mc
 from _minicontainer import constants, container, errors, network, options, spec
@@ -133,15 +136,35 @@ def test_relative_workdir_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("value, expected", [
-    ("8080:80", ("127.0.0.1", 8080, 80)), ("0.0.0.0:8080:80/tcp", ("0.0.0.0", 8080, 80))])
+    ("8080:80", ("127.0.0.1", 8080, 80, "tcp")), ("0.0.0.0:8080:80/tcp", ("0.0.0.0", 8080, 80, "tcp")),
+    ("5353:53/udp", ("127.0.0.1", 5353, 53, "udp")), ("5353:53/UDP", ("127.0.0.1", 5353, 53, "udp"))])
 def test_publish_parses(value, expected):
     assert spec.parse_publish(value) == expected
+    assert spec.publish_text(expected) == f"{expected[0]}:{expected[1]}->{expected[2]}/{expected[3]}"
 
 
-@pytest.mark.parametrize("value", ["80", "x:80", "8080:0", "1.2.3:80:80", "8080:80/sctp", "70000:80"])
+@pytest.mark.parametrize("value", ["80", "x:80", "8080:0", "1.2.3:80:80", "8080:80/sctp", "70000:80",
+                                   "8080:80/", "8080:80/udp/tcp", "8080:80/ udp", "8080:80/udp\n",
+                                   " 8080:80", "8_080:80", "8080:\u0668\u0660", "8080:80/\u212acp"])
 def test_bad_publish_is_refused(value):
     with pytest.raises(errors.ContainerError):
         spec.parse_publish(value)
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet=st.sampled_from("0123456789:./udptcUDPTC \x00\n_-\u0660\u212a"), max_size=30)
+       | st.text(max_size=30))
+def test_publish_is_parsed_whole_or_refused_in_one_line(value):
+    """Any -p value: a published port that says exactly what was written, or
+    one line naming the value, never another exception."""
+    try:
+        host_ip, host_port, port, proto = spec.parse_publish(value)
+    except errors.ContainerError as exc:
+        assert str(exc).startswith("--publish ") and exc.code == 125
+        return
+    assert proto in ("tcp", "udp") and 0 < host_port < 65536 and 0 < port < 65536
+    written = value.lower() if "/" in value else value + "/tcp"
+    assert written.endswith(f"{host_port}:{port}/{proto}")
 
 
 def test_subnet_parses_and_refuses():
@@ -249,3 +272,35 @@ def test_a_stop_timeout_that_is_not_whole_seconds_is_refused(value):
     with pytest.raises(errors.ContainerError) as caught:  # control: 0 is a timeout
         options.run_spec("/nonexistent-root", ["/bin/true"], stop_timeout=0)
     assert "--stop-timeout" not in str(caught.value)
+
+
+DEVICE_PARTS = st.text(alphabet=st.sampled_from("/dev.null:rwmx\x00\n fd pts shm"), max_size=24)
+
+
+@settings(max_examples=500)
+@given(st.one_of(DEVICE_PARTS, st.builds("/dev/null:{}".format, DEVICE_PARTS),
+                 st.builds("/dev/null:/dev/{}".format, st.text(max_size=20))))
+def test_a_device_is_a_new_name_below_dev_or_refused_in_one_line(value):
+    """Any --device value: a node below /dev that is none of the standard
+    ones, nor through them, with permissions of r, w and m; or one line
+    naming the value, never another exception."""
+    try:
+        device, rule = options.parse_device(value)
+    except errors.ContainerError as exc:
+        assert str(exc).startswith("--device ") and exc.code == 125
+        return
+    path = device["path"]
+    assert path.startswith("/dev/") and os.path.normpath(path) == path and "\0" not in path
+    assert path.split("/")[2] not in ("null", "zero", "full", "random", "urandom", "tty", "fd",
+                                      "stdin", "stdout", "stderr", "ptmx", "console", "pts")
+    assert (device["type"], device["major"], device["minor"]) == ("c", 1, 3)
+    assert rule["access"] and set(rule["access"]) <= set("rwm")
+    assert len(set(rule["access"])) == len(rule["access"])
+
+
+def test_a_device_takes_dockers_forms():
+    assert options.parse_device("/dev/null:/dev/a")[0]["path"] == "/dev/a"
+    assert options.parse_device("/dev/null:/dev/a")[1]["access"] == "rwm"
+    assert options.parse_device("/dev/null:/dev/a:rw")[1]["access"] == "rw"
+    device, rule = options.parse_device("/dev/null:/dev/a:mr")
+    assert (device["type"], device["major"], device["minor"], rule["access"]) == ("c", 1, 3, "mr")

@@ -1,0 +1,56 @@
+"""Unit tests for the health check's options and an image's Healthcheck."""
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from _minicontainer import errors, imageformat, options, rootfs
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("30s", 30), ("1m30s", 90), ("500ms", 0.5), ("2h", 7200), ("1.5s", 1.5), ("0", None),
+    ("0s", None), ("1ms", 0.001), (".5s", 0.5), ("1000us", 0.001)])
+def test_durations_as_docker_takes_them(text, seconds):
+    assert options.parse_duration("--health-interval", text) == seconds
+
+
+@settings(max_examples=500)
+@given(st.text(max_size=20))
+def test_any_other_duration_is_refused_with_one_error(text):
+    try:
+        options.parse_duration("--health-timeout", text)
+    except errors.ContainerError as exc:
+        assert str(exc).startswith(f"--health-timeout {text}: ")
+
+
+def test_docker_defaults_and_the_shell_form():
+    assert options.health_check(None, cmd="curl -f x") == {
+        "test": ["/bin/sh", "-c", "curl -f x"], "interval": 30.0, "timeout": 30.0,
+        "start_period": 0.0, "retries": 3}
+    assert options.health_check(None) is None
+
+
+def test_options_override_the_images_fields_one_by_one():
+    image = {"Test": ["CMD", "/bin/check", "-q"], "Interval": 5 * 10**9, "Retries": 7}
+    assert options.health_check(image, timeout="2s") == {
+        "test": ["/bin/check", "-q"], "interval": 5.0, "timeout": 2.0, "start_period": 0.0,
+        "retries": 7}
+    assert options.health_check(image, cmd="true")["test"] == ["/bin/sh", "-c", "true"]
+    assert options.health_check(image, none=True) is None
+    assert options.health_check({"Test": ["NONE"]}) is None
+
+
+@pytest.mark.parametrize("check", [
+    {"Test": "x"}, {"Test": [1]}, {"Interval": -1}, {"Interval": True}, {"Retries": 2**31},
+    {"Timeout": 5}, [], {"StartPeriod": 1.0}])
+def test_a_hostile_image_healthcheck_is_refused(check):
+    with pytest.raises(errors.ContainerError) as exc:
+        options.health_check(check)
+    assert "Healthcheck" in str(exc.value)
+    with pytest.raises(ValueError):
+        imageformat.check_image_healthcheck(check)
+
+
+def test_a_pulled_images_healthcheck_is_kept_and_checked():
+    config = b'{"config": {"Cmd": ["x"], "Healthcheck": {"Test": ["CMD-SHELL", "true"]}}}'
+    assert rootfs.image_settings(config, "config")["Healthcheck"] == {"Test": ["CMD-SHELL", "true"]}
+    with pytest.raises(errors.ContainerError):
+        rootfs.image_settings(b'{"config": {"Healthcheck": {"Interval": "1s"}}}', "config")
