@@ -49,7 +49,8 @@ from .constants import (
 )
 from .errors import ContainerError
 from .syscalls import (
-    SockFprog, die_with_parent, libseccomp, remember_seccomp_program, seccomp_filter,
+    die_with_parent, last_capability, libseccomp, remember_seccomp_program, seccomp_filter,
+    warm_libc,
 )
 from .procs import in_child, received_fds, report, with_fds
 from .supervise import run_container
@@ -111,7 +112,8 @@ def main(fd):
                  "warnings"):
         __import__(name)
     libseccomp()
-    SockFprog()  # the ctypes type a filter is loaded with
+    warm_libc()  # libc's functions and ctypes types (SockFprog, a filter's, among them)
+    last_capability()  # the kernel's, asked once here: each PID 1 asked again (41 prctl calls)
     gc.freeze()
     helper_pid, own_uid = os.getpid(), os.getuid()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # set by the caller too, before

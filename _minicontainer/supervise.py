@@ -6,6 +6,7 @@ behind run, run -d, create and exec), the holder that unshares and forks PID
 terminal.
 May import: constants, errors, syscalls, procs, cgroups, state, container.
 """
+import _signal
 import gc
 import os
 import signal
@@ -17,7 +18,7 @@ from .constants import (
     TERMINATING_SIGNALS, TIOCGWINSZ, TIOCSWINSZ,
 )
 from .errors import ContainerError
-from .syscalls import die_with_parent, libseccomp, setns, unshare
+from .syscalls import die_with_parent, libseccomp, setns, unshare, warm_libc
 from .procs import exit_code, fork, in_child, process_start, received_fds, report
 from .cgroups import (
     Cgroup, cgroup_views, join_cgroups, make_cgroups, make_oci_cgroups, raise_rlimit_ceilings,
@@ -34,7 +35,7 @@ def holder_main(spec, handles, supervisor_pid, status_fd):
 
     PID 1 unshares the cgroup namespace itself, once it is in its groups.
     """
-    signal.pthread_sigmask(signal.SIG_BLOCK, (HOLDER_PDEATH, HOLDER_RELEASE))
+    _signal.pthread_sigmask(signal.SIG_BLOCK, (HOLDER_PDEATH, HOLDER_RELEASE))  # no enums made
     die_with_parent(supervisor_pid, HOLDER_PDEATH)
     take_stdio(handles)
     host_ns = None
@@ -576,13 +577,13 @@ def run_container(spec, network=None, entry=None, detach=None, owner=None):
     says no (Runs).
     """
     import time
-    signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
+    _signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)  # signal's makes enums of the old
     # No cyclic GC from here on, in this process and the forked ones: a
     # collection in a child walks every object it inherited and so copies the
     # pages they sit on. These processes are short-lived and make no cycles.
     gc.disable()
     gc.freeze()
-    __import__("ctypes")  # the holder's and PID 1's (mount, ...): loaded once, before the forks
+    warm_libc()  # the holder's and PID 1's (mount, ...): looked up once, before the forks
     supervisor_pid = os.getpid()
     # The cgroups' name: the container's, or the pid of the process that asked
     # for it (this one, or the library's caller), so one can tell whose it is.
@@ -916,6 +917,7 @@ def preload(spec):
     there (forbid_imports)."""
     for name in ("prctl", "resource", "_socket", "select") + (("socket",) if spec.tty else ()):
         __import__(name)
+    warm_libc()
     if spec.seccomp is not None:
         libseccomp()
 

@@ -92,11 +92,36 @@ def rename_exchange(old, new):
                what=f"exchange {old} with {new}")
 
 
+# What a container's set-up calls in libc, looked up by warm_libc.
+LIBC_CALLS = ("syscall", "mount", "umount2", "unshare", "setns", "fstatfs", "sethostname",
+              "setdomainname", "socket", "ioctl", "close_range", "prctl", "personality")
+
+
+def warm_libc():
+    """libc, its functions the set-up calls and the ctypes structures it
+    fills, made now, in the process that forks the container's: made in a
+    forked child, each lookup (dlsym through every loaded library, a ctypes
+    object) and class costs it again, and copies the pages it touches
+    (0.4 ms for ten lookups in a child of the helper, measured)."""
+    global _libc
+    if _libc is None:
+        import ctypes
+        _libc = ctypes.CDLL(None, use_errno=True)
+    for name in LIBC_CALLS:
+        try:
+            getattr(_libc, name)  # CDLL keeps each function once looked up
+        except AttributeError:  # an older libc's lack (close_range): said when it is called
+            pass
+    open_how_type()
+    mount_attr_type()
+    SockFprog()
+
+
 _open_how = None
 
 
-def openat2(dirfd, path, flags, resolve, mode=0):
-    """openat2(2) (Linux 5.6+): open `path` below `dirfd` under `resolve` rules."""
+def open_how_type():
+    """struct open_how, defined once."""
     import ctypes
     global _open_how
     if _open_how is None:
@@ -104,7 +129,13 @@ def openat2(dirfd, path, flags, resolve, mode=0):
             _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
                         ("resolve", ctypes.c_uint64)]
         _open_how = OpenHow
-    how = _open_how(flags | os.O_CLOEXEC, mode, resolve)
+    return _open_how
+
+
+def openat2(dirfd, path, flags, resolve, mode=0):
+    """openat2(2) (Linux 5.6+): open `path` below `dirfd` under `resolve` rules."""
+    import ctypes
+    how = open_how_type()(flags | os.O_CLOEXEC, mode, resolve)
     try:
         return _libc_call("syscall", ctypes.c_long(SYS_OPENAT2), dirfd,
                           _bytes(path), ctypes.byref(how), ctypes.sizeof(how),
@@ -188,10 +219,8 @@ def _fsconfig(fs, command, key, value, what):
 _mount_attr = None
 
 
-def set_mount_attrs(fd, attrs, clear=0, propagation=0, recursive=False):
-    """mount_setattr(2) (Linux 5.12+): set and clear attributes (read-only, nosuid,
-    nodev, noexec, atime) and the propagation of the mount `fd` refers to,
-    attached or not; root inside cannot take them off."""
+def mount_attr_type():
+    """struct mount_attr, defined once."""
     import ctypes
     global _mount_attr
     if _mount_attr is None:
@@ -199,7 +228,15 @@ def set_mount_attrs(fd, attrs, clear=0, propagation=0, recursive=False):
             _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
                         ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
         _mount_attr = MountAttr
-    attr = _mount_attr(attrs, clear, propagation, 0)
+    return _mount_attr
+
+
+def set_mount_attrs(fd, attrs, clear=0, propagation=0, recursive=False):
+    """mount_setattr(2) (Linux 5.12+): set and clear attributes (read-only, nosuid,
+    nodev, noexec, atime) and the propagation of the mount `fd` refers to,
+    attached or not; root inside cannot take them off."""
+    import ctypes
+    attr = mount_attr_type()(attrs, clear, propagation, 0)
     _libc_call("syscall", ctypes.c_long(SYS_MOUNT_SETATTR), fd, b"",
                AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0), ctypes.byref(attr),
                ctypes.sizeof(attr), what="mount_setattr")
@@ -456,10 +493,13 @@ def SockFprog():
 # builds each policy once, before it forks; its containers inherit the build.
 _filters = {}
 FILTERS_KEPT = 16
+_remembered = None  # (policy, no_new_privs, SeccompFilter): remember_seccomp_program's
 
 
 def seccomp_filter(policy, no_new_privs=True):
     """The SeccompFilter for `policy`, built once per process and policy."""
+    if _remembered is not None and _remembered[0] is policy and _remembered[1] == no_new_privs:
+        return _remembered[2]  # this very policy object's program, as the helper built it
     key = (repr(policy), no_new_privs)
     built = _filters.get(key)
     if built is None:
@@ -474,11 +514,15 @@ def remember_seccomp_program(policy, no_new_privs, program):
     built it with seccomp_filter after this process was forked): loaded as
     it is, as seccomp_filter's own would be. Only for a policy without
     filter flags (those are libseccomp's to apply, at its load)."""
+    global _remembered
     if policy.get("flags"):
         return
     built = SeccompFilter.__new__(SeccompFilter)
     built.flags, built._program, built._fprog = (), program, None
-    _filters[(repr(policy), no_new_privs)] = built
+    # Kept with the policy object itself (its spec's, which PID 1 inherits),
+    # and found by identity: no repr of a policy of hundreds of names, whose
+    # walk in a forked child copies every page it touches.
+    _remembered = (policy, no_new_privs, built)
 
 
 def seccomp_action(name, errno_ret, field):
@@ -529,13 +573,15 @@ def die_with_parent(expected_parent, sig=signal.SIGKILL):
     """Get `sig` when the parent dies; exit now if it already has."""
     import prctl
     prctl.set_pdeathsig(sig)
-    # In a new PID namespace getppid() is 0, so read the parent from the
-    # host's /proc, which is still mounted until the container mounts its own.
-    fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        ppid = int(os.read(fd, 4096).rsplit(b")", 1)[1].split()[1])
-    finally:
-        os.close(fd)
+    ppid = os.getppid()
+    if ppid == 0:
+        # In a new PID namespace getppid() is 0, so read the parent from the
+        # host's /proc, which is still mounted until the container mounts its own.
+        fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            ppid = int(os.read(fd, 4096).rsplit(b")", 1)[1].split()[1])
+        finally:
+            os.close(fd)
     if ppid != expected_parent:
         os._exit(EXIT_OWN_FAILURE)
 

@@ -20,7 +20,9 @@ KEPT = {"root", "hostname", "network", "subnet", "publish", "outbound", "ipc", "
         "workdir", "entrypoint", "tmpfs", "read_only", "read_only_tmpfs", "stop_timeout", "device"}
 # run's options whose default the library shares, and which it has no keyword for
 DEFAULTS = {"preserve_fds": 0, "rm": False, "detach": False, "interactive": False, "tty": False,
-            "name": None, "stats": False}
+            "name": None, "stats": False, "restart": "no", "health_cmd": None,
+            "health_interval": None, "health_timeout": None, "health_retries": None,
+            "health_start_period": None, "no_healthcheck": False}
 
 
 def main(argv):
