@@ -571,22 +571,30 @@ def make_devices(spec, handles):
                           device.get("major", 0), device.get("minor", 0),
                           device.get("fileMode", 0o666) & 0o777, device.get("uid", 0),
                           device.get("gid", 0), device.get("hostPath")))
+        made = set()
         for name, kind, major, minor, mode, uid, gid, host in nodes:
             parent, _, base = name.rpartition("/")
             where = open_dir_in_root(dev, parent, create=True) if parent else os.dup(dev)
             try:
-                try:
-                    os.unlink(base, dir_fd=where)  # a bundle's device replaces a default one
-                except FileNotFoundError:
-                    pass
+                if name in made:  # a bundle's device replaces a default one made just now
+                    os.unlink(base, dir_fd=where)
                 try:
                     os.mknod(base, kind | mode, os.makedev(major, minor), dir_fd=where)
+                except FileExistsError:
+                    # Not made by this run: /dev is a volume (-v /dev:/dev, or a
+                    # directory of the host's), and what is there is the host's.
+                    # Never removed or changed (the host's own /dev/null would be
+                    # missing meanwhile, and made again as root's, 0666): kept if
+                    # it is this very device, as runc keeps what exists.
+                    keep_existing_node(name, base, where, kind, os.makedev(major, minor))
+                    continue
                 except PermissionError:
                     if not spec.namespaces & CLONE_NEWUSER:
                         raise
                     # no mknod in a user namespace: the host's node, checked to be that device
                     bind_host_device(host or f"/dev/{name}", base, where, kind, os.makedev(major, minor))
                     continue
+                made.add(name)
                 os.chmod(base, mode, dir_fd=where, follow_symlinks=False)  # not the umask's
                 if (uid, gid) != (0, 0):
                     os.chown(base, uid, gid, dir_fd=where, follow_symlinks=False)
@@ -601,6 +609,17 @@ def make_devices(spec, handles):
                 pass
     finally:
         os.close(dev)
+
+
+def keep_existing_node(name, base, where, kind, rdev):
+    """A node /dev already has (a volume's): used as it is if it is the device
+    asked for, else refused, and left untouched either way."""
+    import stat
+    st = os.stat(base, dir_fd=where, follow_symlinks=False)
+    if stat.S_IFMT(st.st_mode) != kind or st.st_rdev != rdev:
+        raise ContainerError(f"make /dev/{name}", f"something else is there already (is /dev a"
+                             f" volume?): not the device {os.major(rdev)}:{os.minor(rdev)};"
+                             " left as it is, and refused")
 
 
 def seal_devices(spec, handles):
@@ -696,17 +715,30 @@ def open_null(handles):
 def write_etc_files(spec, handles):
     """/etc/hosts, /etc/hostname, /etc/resolv.conf of this run: written on the
     container's /dev tmpfs and bound read-only over the root's files, which
-    stay as they are (an empty file is made as the mount point if missing)."""
+    stay as they are (an empty file is made as the mount point if missing).
+    Once bound, the written files' names go: /dev is left as it was, which
+    matters where /dev is a volume (a restart would find the directory, and a
+    host's /dev would keep it)."""
     if not spec.etc_files:
         return
     dev = openat2(handles.root_fd, "/dev", os.O_PATH | os.O_DIRECTORY, IN_ROOT | RESOLVE_NO_SYMLINKS)
+    made, staged = [], False
     try:
-        os.mkdir(".minicontainer", 0o755, dir_fd=dev)
+        try:
+            os.mkdir(".minicontainer", 0o700, dir_fd=dev)
+        except OSError as exc:
+            raise ContainerError.from_os("/etc/hosts for --network: make /dev/.minicontainer",
+                                         exc) from None
+        staged = True
         for name, text in spec.etc_files:
-            fd = os.open(f".minicontainer/{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                         | os.O_CLOEXEC, 0o644, dir_fd=dev)
-            with open(fd, "w") as f:
-                f.write(text)
+            try:
+                fd = os.open(f".minicontainer/{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                             | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dev)
+                made.append(name)
+                with open(fd, "w") as f:
+                    f.write(text)
+            except OSError as exc:
+                raise ContainerError.from_os(f"/etc/{name} for --network: write it", exc) from None
             tree = clone_tree(f".minicontainer/{name}", dev)
             set_mount_attrs(tree, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
             try:
@@ -714,6 +746,16 @@ def write_etc_files(spec, handles):
             except ContainerError as exc:
                 raise exc.within(f"/etc/{name} for --network") from None
     finally:
+        for name in made:
+            try:
+                os.unlink(f".minicontainer/{name}", dir_fd=dev)
+            except OSError:
+                pass
+        if staged:
+            try:
+                os.rmdir(".minicontainer", dir_fd=dev)
+            except OSError:
+                pass
         os.close(dev)
 
 

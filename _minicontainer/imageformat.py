@@ -288,9 +288,9 @@ def check_image_healthcheck(check):
     if not isinstance(check, dict):
         raise ValueError("Healthcheck is not an object")
     test = check.get("Test")
-    if test is not None and not (isinstance(test, list) and all(isinstance(s, str) for s in test)
-                                 and len(test) <= 4096):
-        raise ValueError("Healthcheck.Test is not a list of strings")
+    if test is not None and not (isinstance(test, list) and len(test) <= 4096 and all(
+            isinstance(s, str) and "\0" not in s for s in test)):  # a NUL fails only at exec
+        raise ValueError("Healthcheck.Test is not a list of strings (without NUL bytes)")
     for field in ("Interval", "Timeout", "StartPeriod", "Retries"):
         value = check.get(field)
         limit = 2**31 - 1 if field == "Retries" else 366 * 86400 * 10**9

@@ -408,8 +408,11 @@ def run_mounts(volumes, tmpfs, read_only, read_only_tmpfs):
 # minicontainer mounts fresh and masks (a mount there could undo a mask), and
 # the devices and links it puts in /dev.
 KERNEL_PATHS = ("/proc", "/sys")
+# /dev/.minicontainer is where --network's /etc files are written before they
+# are bound: a node or mount there would fail the run at its set-up.
 DEV_PATHS = frozenset([f"/dev/{name}" for name, _, _ in DEVICES]
-                      + [f"/dev/{name}" for name, _ in DEV_LINKS] + ["/dev/pts"])
+                      + [f"/dev/{name}" for name, _ in DEV_LINKS]
+                      + ["/dev/pts", "/dev/.minicontainer"])
 
 
 DEVICE_ACCESS = "rwm"
@@ -453,7 +456,8 @@ def parse_device(value, mounts=()):
     if names[0] != "dev" or len(names) < 2 or any(n in ("", ".", "..") for n in names[1:]):
         raise ContainerError(option, "the container path must be a name below /dev (no '.', '..' or '//')")
     check_container_path("--device", value, container)
-    reserved = {name for name, _, _ in DEVICES} | {name for name, _ in DEV_LINKS} | {"console", "pts"}
+    reserved = {name for name, _, _ in DEVICES} | {name for name, _ in DEV_LINKS} | {
+        "console", "pts", ".minicontainer"}
     below = [m["destination"] for m in mounts if m["destination"].startswith("/dev/")]
     if names[1] in reserved or any(container == d or container.startswith(d.rstrip("/") + "/")
                                    for d in below):
@@ -471,6 +475,8 @@ def check_container_path(option, value, path):
     """An absolute path inside the container, short enough for the kernel."""
     if not path.startswith("/"):
         raise ContainerError(f"{option} {value}", "the container path must be absolute")
+    if "\0" in path:  # (an image's WorkingDir can hold one)
+        raise ContainerError(option, "the container path holds a NUL byte")
     path = "/" + os.path.normpath(path).lstrip("/")  # POSIX keeps a leading "//"
     data = os.fsencode(path)
     if len(data) >= PATH_MAX or any(len(part) > NAME_MAX for part in data.split(b"/")):
@@ -740,6 +746,13 @@ def run_spec(root, command, *, hostname=None, network="none", subnet=DEFAULT_SUB
     if maps is not None:
         namespaces |= CLONE_NEWUSER
     user = resolve_user(root, user) if user is not None else None
+    env = run_env(hostname if namespaces & CLONE_NEWUTS else os.uname().nodename, user,
+                  image_env(image) + parse_env(env, env_file))
+    # An image's Entrypoint, Cmd and Env (or an --env-file) can hold a NUL byte,
+    # which execve cannot take: refused here, not as an internal error in PID 1.
+    if any("\0" in arg for arg in command) or any("\0" in k + v for k, v in env):
+        raise ContainerError("run", "the command or its environment holds a NUL byte (the"
+                             " image's Entrypoint, Cmd or Env)")
     spec = Spec(root, command, workdir=workdir,
                 hostname=check_hostname(hostname), namespaces=namespaces,
                 init=init, preserve_fds=check_preserved_fds(preserve_fds),
@@ -749,8 +762,7 @@ def run_spec(root, command, *, hostname=None, network="none", subnet=DEFAULT_SUB
                 seccomp=default_seccomp(capability_names(caps))
                 if seccomp == "default" and "seccomp" not in relaxed else None,
                 limits=parse_limits(memory, memory_swap, pids_limit, cpus, cpu_shares, stats, ulimit),
-                env=run_env(hostname if namespaces & CLONE_NEWUTS else os.uname().nodename, user,
-                            image_env(image) + parse_env(env, env_file)),
+                env=env,
                 mounts=mounts, devices=[d for d, _ in devices],
                 read_only=read_only, rm=rm, tty=tty,
                 winsize=terminal_size(detach) if tty else None, stop_timeout=stop_timeout,

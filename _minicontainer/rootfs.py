@@ -1513,15 +1513,18 @@ def read_image_file(root):
     """The image configuration kept beside a root, or None. It tells `run` what
     to run and as whom, so it must be the caller's or root's, written by no
     one else, and not a symlink: a root in a shared directory (/tmp) must not
-    take its settings from a file another user planted beside it."""
+    take its settings from a file another user planted beside it (a FIFO would
+    hold `run` in its open: opened without blocking, read only if regular)."""
     path = image_file(root)
     try:
-        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        with open(os.open(path, flags), "rb") as f:
             import json  # only for a root that has an image
             st = os.fstat(f.fileno())
-            if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
-                raise ContainerError(f"the image configuration {path}", "not yours or root's, or"
-                                     " writable by others: refused (remove it, or pull again)")
+            if (st.st_mode & 0o170000, st.st_mode & 0o022) != (0o100000, 0) or st.st_uid not in (0, os.geteuid()):
+                raise ContainerError(f"the image configuration {path}", "not a regular file of"
+                                     " yours or root's, or writable by others: refused (remove"
+                                     " it, or pull again)")
             image = json.loads(f.read(MAX_MANIFEST))
         settings = image["config"]
         if not isinstance(settings, dict):

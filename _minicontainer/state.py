@@ -361,7 +361,14 @@ class flock_file:
         return self
 
     def __exit__(self, *exc):
-        os.close(self.fd)
+        # Unlocked, not only closed: the lock is the open file's, and a child
+        # forked meanwhile by another thread (a monitor's run holder, while its
+        # health thread holds the lock) keeps a copy for as long as it lives.
+        import fcntl
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self.fd)
 
 
 def write_json(directory, name, data):

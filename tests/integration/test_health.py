@@ -179,7 +179,9 @@ def test_an_images_healthcheck_is_run_and_the_options_override_it(web):
 
 @pytest.mark.parametrize("image_check", [
     {"Test": "CMD true"}, {"Test": ["CMD"]}, {"Test": ["SHELL", "x"]}, {"Interval": -1},
-    {"Test": ["NONE"], "Retries": "3"}, {"Interval": 1.5}, {"Timeout": 10}, [1, 2]])
+    {"Test": ["NONE"], "Retries": "3"}, {"Interval": 1.5}, {"Timeout": 10}, [1, 2],
+    # a NUL byte: every check was "internal error: ValueError('embedded null byte')"
+    {"Test": ["CMD-SHELL", "echo a\0b"]}, {"Test": ["CMD", "/bin/busybox", "echo", "\0"]}])
 def test_a_hostile_image_healthcheck_is_refused_in_one_line(web, image_check):
     root, volume = web
     write_image(root, image_check)
@@ -187,6 +189,61 @@ def test_a_hostile_image_healthcheck_is_refused_in_one_line(web, image_check):
     assert result.returncode == 125 and result.stderr.count(b"\n") == 1, result.stderr
     assert b"Healthcheck" in result.stderr and b"Traceback" not in result.stderr
     assert cli("ps", "-a", "-q").stdout == b""
+
+
+def test_a_fifo_planted_as_the_image_file_is_refused_without_hanging(web):
+    """The image configuration beside a root (its Healthcheck, Cmd, User...) is
+    a name in the root's parent, which in /tmp another user can take first: a
+    FIFO there held `run` for ever in its open. Now refused in one line. The
+    positive control: the same root with the caller's regular file runs its
+    image's command."""
+    import subprocess
+    root, volume = web
+    path = f"{root}.image.json"
+    os.mkfifo(path, 0o644)
+    os.chown(path, 65534, 65534)  # another user's, as in a shared /tmp
+    try:
+        result = cli("run", "--root", root, "/bin/busybox", "true", timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("run hung opening a FIFO planted as the image configuration")
+    assert result.returncode == 125 and result.stdout == b""
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"minicontainer: the image configuration {path}: not a regular file of yours"), lines
+    os.unlink(path)
+    with open(path, "w") as f:
+        json.dump({"reference": "test", "config": {"Cmd": ["/bin/busybox", "echo", "image"]}}, f)
+    os.chmod(path, 0o644)
+    control = cli("run", "--root", root)
+    assert control.returncode == 0 and control.stdout == b"image\n", control.stderr
+
+
+@pytest.mark.parametrize("field, value", [
+    ("Env", ["A=b\0c"]), ("Env", ["A\0=b"]), ("Env", ["A\0"]), ("WorkingDir", "/a\0b"),
+    ("Cmd", ["/bin/busybox", "echo", "a\0b"]), ("Entrypoint", ["/bin/busybox\0"]),
+])
+def test_an_images_nul_byte_is_refused_at_run_in_one_line(web, field, value):
+    """Every string of an image's configuration reaches execve or a path
+    lookup: a NUL byte made PID 1 fail with "internal error: ValueError(
+    'embedded null byte')". Now refused before anything runs. The positive
+    control: the same configuration without the NUL byte runs."""
+    root, volume = web
+    config = {"Cmd": ["/bin/busybox", "echo", "ran"], field: value}
+    with open(f"{root}.image.json", "w") as f:
+        json.dump({"reference": "test", "config": config}, f)
+    os.chmod(f"{root}.image.json", 0o644)
+    for args in ((), ("-d",)):
+        result = cli("run", "--root", root, *args)
+        assert result.returncode == 125 and result.stdout == b""
+        lines = result.stderr.decode().splitlines()
+        assert len(lines) == 1 and "NUL byte" in lines[0] and "internal error" not in lines[0], lines
+    assert cli("ps", "-a", "-q").stdout == b""
+    clean = json.loads(json.dumps(value).replace("\\u0000", ""))
+    with open(f"{root}.image.json", "w") as f:
+        json.dump({"reference": "test", "config": dict(config, **{field: clean})}, f)
+    control = cli("run", "--root", root, "/bin/busybox", "true") if field == "Entrypoint" \
+        else cli("run", "--root", root)
+    assert control.returncode == 0, control.stderr
 
 
 def test_wait_for_health_fails_without_a_check_or_once_it_ended(web):

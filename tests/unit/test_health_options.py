@@ -54,3 +54,20 @@ def test_a_pulled_images_healthcheck_is_kept_and_checked():
     assert rootfs.image_settings(config, "config")["Healthcheck"] == {"Test": ["CMD-SHELL", "true"]}
     with pytest.raises(errors.ContainerError):
         rootfs.image_settings(b'{"config": {"Healthcheck": {"Interval": "1s"}}}', "config")
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.lists(st.text(max_size=8), max_size=4), st.tuples(
+    st.sampled_from(["CMD", "CMD-SHELL", "NONE", ""]),
+    st.lists(st.text(alphabet=st.sampled_from("a /\0\n=-"), max_size=6), max_size=3)).map(
+        lambda t: [t[0], *t[1]])))
+def test_any_image_test_is_refused_in_one_error_or_runs_without_nul(test):
+    """Whatever strings an image's Healthcheck.Test holds: one ContainerError
+    naming it, or a command that exec can take (no NUL byte, which failed each
+    check with "internal error: ValueError('embedded null byte')")."""
+    try:
+        check = options.health_check({"Test": test})
+    except errors.ContainerError as exc:
+        assert "Healthcheck" in str(exc) and "\n" not in str(exc)
+        return
+    assert check is None or not any("\0" in arg for arg in check["test"])

@@ -363,3 +363,40 @@ def test_entries_and_their_files_are_not_read_through_symlinks(tmp_path):
     assert [c.name for c in store.entries()] == ["real"]
     os.mkfifo(real.path("container.log"))  # a FIFO where a file belongs: no hang
     assert mc_state.read_records(real.path("container.log")) == ([], 0)
+
+
+def test_a_lock_is_released_even_if_a_forked_child_kept_its_descriptor(tmp_path):
+    """The monitor has threads: its main thread forks each run's holder (which
+    lives as long as the run) while the health-check thread may hold the
+    entry's lock, and the holder then has the lock's descriptor. flock belongs
+    to the open file, so closing the lock's own copy left it held by the
+    holder: every later lock (the monitor's record of the start, stop, kill,
+    rm -f) waited for the run's end. Released by LOCK_UN, it is free at once;
+    the positive control: it is held while the context lasts."""
+    import fcntl
+    path = str(tmp_path / "lock")
+
+    def free():
+        fd = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
+
+    read_end, write_end = os.pipe()
+    with mc_state.flock_file(path):
+        child = os.fork()
+        if child == 0:  # the holder: it keeps every descriptor it was born with
+            os.close(write_end)
+            os.read(read_end, 1)
+            os._exit(0)
+        assert not free()  # the positive control
+    try:
+        assert free(), "the lock stayed held by the forked child's copy of its descriptor"
+    finally:
+        os.close(write_end)
+        os.close(read_end)
+        os.waitpid(child, 0)
