@@ -357,6 +357,23 @@ class Bundle:
         self.set(change)
 
 
+def spec_bundle(tmp_path, template_root):
+    """A bundle in tmp_path/bundle: `minicontainer spec`'s config.json, and a
+    copy of the test root as its rootfs."""
+    path = tmp_path / "bundle"
+    path.mkdir()
+    subprocess.run(["cp", "-a", str(template_root), str(path / "rootfs")], check=True)
+    assert cli("spec", "--bundle", path).returncode == 0
+    return Bundle(path)
+
+
+def delete_every_listed_container():
+    """delete --force of every container `list` shows, as an engine would."""
+    listed = cli("list", "--format", "json").stdout or b"[]"
+    for st in json.loads(listed):
+        cli("delete", "--force", st["id"])
+
+
 def oci(*args, **kwargs):
     """The CLI. `create` and `exec --detach` leave the container's process
     holding their stdout and stderr, as engines expect: they go to files here,

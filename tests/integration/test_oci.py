@@ -12,27 +12,24 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CLI, Bundle, cli, container_cgroups, oci, oci_state as state, wait_for
+from helpers import (
+    CLI, Bundle, cli, container_cgroups, delete_every_listed_container, oci, oci_state as state,
+    spec_bundle, wait_for,
+)
 
 
 @pytest.fixture(autouse=True)
 def delete_every_container():
     """Whatever a test leaves, passing or not: delete --force, as an engine would."""
     yield
-    listed = cli("list", "--format", "json").stdout or b"[]"
-    for listed_state in json.loads(listed):
-        cli("delete", "--force", listed_state["id"])
+    delete_every_listed_container()
 
 
 @pytest.fixture
 def bundle(tmp_path, template_root):
     """A bundle: `minicontainer spec`'s config.json (the program changed to the
     probe, no terminal), and the test root as its rootfs."""
-    path = tmp_path / "bundle"
-    path.mkdir()
-    subprocess.run(["cp", "-a", str(template_root), str(path / "rootfs")], check=True)
-    assert cli("spec", "--bundle", path).returncode == 0
-    made = Bundle(path)
+    made = spec_bundle(tmp_path, template_root)
     made.set(lambda c: c["root"].update(readonly=False))  # the tests' programs write markers
     return made
 

@@ -15,7 +15,9 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from helpers import CLI, Bundle, cli, oci, oci_state as state, wait_for
+from helpers import (
+    CLI, delete_every_listed_container, oci, oci_state as state, spec_bundle, wait_for,
+)
 
 
 # test_oci.py's bundle and clean-up (a test module cannot import another
@@ -24,19 +26,13 @@ from helpers import CLI, Bundle, cli, oci, oci_state as state, wait_for
 def delete_every_container():
     """Whatever a test leaves, passing or not: delete --force, as an engine would."""
     yield
-    listed = cli("list", "--format", "json").stdout or b"[]"
-    for st in json.loads(listed):
-        cli("delete", "--force", st["id"])
+    delete_every_listed_container()
 
 
 @pytest.fixture
 def bundle(tmp_path, template_root):
     """`minicontainer spec`'s config.json, writable, with the test root as its rootfs."""
-    path = tmp_path / "bundle"
-    path.mkdir()
-    subprocess.run(["cp", "-a", str(template_root), str(path / "rootfs")], check=True)
-    assert cli("spec", "--bundle", path).returncode == 0
-    made = Bundle(path)
+    made = spec_bundle(tmp_path, template_root)
     made.set(lambda c: (c["root"].update(readonly=False), c["process"].update(terminal=False)))
     return made
 
