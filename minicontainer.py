@@ -199,6 +199,9 @@ def deploy(root, to, no_deps, link, dry_run, paths):
                    " container; /tcp (the default) or /udp.")
 @click.option("--outbound", is_flag=True,
               help="With --network bridge: let the container reach beyond the host (masquerade).")
+@click.option("--network-alias", multiple=True, metavar="NAME",
+              help="With --network bridge (root's): another name the bridge's containers reach"
+                   " this one by, as they do by --name.")
 @click.option("--ipc", type=SHARE, default="private", show_default=True,
               help="IPC namespace (System V IPC, POSIX queues).")
 @click.option("--uts", type=SHARE, default="private", show_default=True,
@@ -288,7 +291,7 @@ def deploy(root, to, no_deps, link, dry_run, paths):
               help="Name the container (hostname and cgroup default to it); it is kept, with"
                    " its exit status, until rm (unless --rm).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[COMMAND [ARG]...]")
-def run_command(root, hostname, network, subnet, publish, outbound, ipc, uts, cgroupns, userns, uidmap,
+def run_command(root, hostname, network, subnet, publish, outbound, network_alias, ipc, uts, cgroupns, userns, uidmap,
         gidmap, init, preserve_fds, security_opt,
         cap_add, cap_drop, seccomp, user, memory, memory_swap, pids_limit, cpus, cpu_shares,
         ulimit, stats, env, env_file, workdir, entrypoint, volume, tmpfs, device, read_only,
@@ -310,7 +313,7 @@ def run_command(root, hostname, network, subnet, publish, outbound, ipc, uts, cg
         entrypoint=entrypoint, volume=volume, tmpfs=tmpfs, read_only=read_only,
         read_only_tmpfs=read_only_tmpfs, rm=rm, detach=detach, tty=tty,
         stop_timeout=stop_timeout, name=name, closed_stdio=CLOSED_STDIO, device=device,
-        restart=restart,
+        restart=restart, network_alias=network_alias,
         health={"cmd": health_cmd, "interval": health_interval, "timeout": health_timeout,
                 "retries": health_retries, "start_period": health_start_period,
                 "none": no_healthcheck})

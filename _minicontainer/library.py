@@ -239,6 +239,7 @@ def describe(args, root, options):
         hostname=text_option("hostname", o.pop("hostname", None)), network=text_option("network", o.pop("network", "none")),
         subnet=text_option("subnet", o.pop("subnet", DEFAULT_SUBNET)), publish=strings("publish", o.pop("publish", ())),
         outbound=bool(o.pop("outbound", False)),
+        network_alias=strings("network_alias", o.pop("network_alias", ())),
         ipc=text_option("ipc", o.pop("ipc", "private")), uts=text_option("uts", o.pop("uts", "private")),
         cgroupns=text_option("cgroupns", o.pop("cgroupns", "private")), userns=text_option("userns", o.pop("userns", None)),
         uidmap=strings("uidmap", o.pop("uidmap", ())), gidmap=strings("gidmap", o.pop("gidmap", ())),
@@ -339,7 +340,8 @@ class Popen:
                  cgroupns: str = "private", userns: Optional[str] = None, uidmap: Strings = (),
                  gidmap: Strings = (), publish: Strings = (), outbound: bool = False,
                  subnet: str = DEFAULT_SUBNET, stop_timeout: int = DEFAULT_STOP_TIMEOUT,
-                 env_file: Strings = (), device: Strings = ()) -> None:
+                 env_file: Strings = (), device: Strings = (),
+                 network_alias: Strings = ()) -> None:
         import socket
         self.args = args
         self.returncode = self.pid = None
@@ -359,7 +361,7 @@ class Popen:
                 seccomp=seccomp, security_opt=security_opt, init=init, entrypoint=entrypoint,
                 ipc=ipc, uts=uts, cgroupns=cgroupns, userns=userns, uidmap=uidmap, gidmap=gidmap,
                 publish=publish, outbound=outbound, subnet=subnet, stop_timeout=stop_timeout,
-                env_file=env_file, device=device))
+                env_file=env_file, device=device, network_alias=network_alias))
         except ContainerError as exc:  # the caller's values in it: one line, as the CLI prints it
             exc.what, exc.why = one_line(exc.what), exc.why and one_line(exc.why)
             raise
@@ -729,7 +731,7 @@ def run(args: Args, *, root: StrPath = DEFAULT_ROOT, stdin: File = None,
     The container's, named as the command line's long options: root,
     env (a mapping or KEY=VALUE strings, added to the container's defaults
     as -e), env_file, workdir, user, hostname, network ("none", "host",
-    "bridge"), publish, outbound, subnet, memory (bytes, or a size such as
+    "bridge"), publish, outbound, subnet, network_alias, memory (bytes, or a size such as
     "64m"), memory_swap, cpus, cpu_shares, pids_limit, ulimits
     ("nofile=1024:2048", ...), read_only, read_only_tmpfs, volumes
     ("HOST:CONTAINER[:ro]" or tuples), tmpfs, device, cap_add, cap_drop, seccomp

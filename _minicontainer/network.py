@@ -3,9 +3,11 @@
 Owns: Network (mc0, kept between containers; an address and published ports
 owned by the process that lives as long as the container), the shared table
 under /run and its sweep, published-port relays, --outbound's rule,
-SlirpNetwork (a user's slirp4netns), network prune. Loaded only by a run with
---network bridge and by `network prune`.
-May import: constants, errors, syscalls, procs, spec.
+SlirpNetwork (a user's slirp4netns), network prune; the names each container
+has on the bridge (--name, --network-alias), in the table, which the name
+server of names.py answers from. Loaded only by a run with --network bridge
+and by `network prune`.
+May import: constants, errors, syscalls, procs, spec, names.
 """
 import os
 
@@ -23,12 +25,20 @@ NFT_TABLE = "minicontainer"
 class Network:
     """A container's place on the bridge: address, veth, published ports, and
     the shared state (/run/minicontainer-network.json) saying who else is there,
-    each address under the (pid, start time) of the process that took it."""
+    each address under the (pid, start time) of the process that took it.
+
+    The table's "containers" maps each address to its owner; "names" maps an
+    address to {"owner", "names"}: the names it answers to, good only while
+    that same owner still holds the address (older copies of minicontainer
+    sweep "containers" alone, and keep "names" as they found it)."""
 
     host_side = True  # links, addresses and rules on the host, for the holder to undo
 
-    def __init__(self, subnet, publish=(), outbound=False):
+    def __init__(self, subnet, publish=(), outbound=False, names=()):
         self.subnet, self.publish, self.outbound = subnet, tuple(publish), outbound
+        self.names = tuple(names)  # lowercase DNS names: --name (if one) and --network-alias
+        self.name_server = None
+        self.table = (None, {})  # the table's (inode, mtime, size), and its names -> entries
         self.gateway = str(subnet[1])
         self.address = None
         self.listeners = []
@@ -65,6 +75,8 @@ class Network:
         live = {ip: owner for ip, owner in state["containers"].items()
                 if alive(owner) or owner == mine}
         state["containers"] = live  # the sweep: owners that are gone lose their address
+        state["names"] = {ip: entry for ip, entry in state.get("names", {}).items()
+                          if isinstance(entry, dict) and live.get(ip) == entry.get("owner")}
         return state
 
     def save(self, state):
@@ -106,6 +118,8 @@ class Network:
                 self.ensure_outbound(state)
             state["subnet"] = str(self.subnet)
             state["containers"][self.address] = list(self.owner)
+            if self.names:
+                state["names"][self.address] = {"owner": list(self.owner), "names": list(self.names)}
             self.save(state)
         except BaseException:
             self.close_listeners()
@@ -161,11 +175,60 @@ class Network:
             ip_batch(what, [f"link add {self.veth} type veth peer name eth0"
                             f" address {mac_for(self.address)} netns /proc/self/fd/{container_ns}",
                             f"link set {self.veth} master {BRIDGE} up"], pass_fd=container_ns)
-            ip_batch(what, [f"addr add {self.address}/{self.subnet.prefixlen} dev eth0",
+            # lo up now (PID 1 would, later): the name server binds 127.0.0.11 on it
+            ip_batch(what, ["link set lo up", f"addr add {self.address}/{self.subnet.prefixlen} dev eth0",
                             "link set eth0 up", f"route add default via {self.gateway}"],
                      netns=container_ns)
+            self.serve_names(container_ns)
         finally:
             os.close(container_ns)
+
+    # -- the name server ----------------------------------------------------------
+
+    def serve_names(self, container_ns):
+        """The name server at 127.0.0.11:53 in this run's network namespace (a
+        new one each run, under --restart), in a thread of this process."""
+        from .names import NameServer
+        self.stop_names()
+        self.name_server = NameServer(container_ns, self.addresses_of, self.upstreams())
+        self.name_server.start()
+
+    def stop_names(self):
+        """End the run's name server: its sockets hold the namespace, and the veth."""
+        if self.name_server is not None:
+            self.name_server.stop()
+            self.name_server = None
+
+    def upstreams(self):
+        """Where names not on the bridge are asked: the host's name servers, as
+        docker forwards to them, and only with --outbound (without it the
+        container reaches nothing beyond the host, its names neither); never
+        one on the host's loopback, which the container's namespace has not."""
+        if not self.outbound:
+            return ()
+        servers = [line.split()[1] for line in read_lines("/etc/resolv.conf")
+                   if line.startswith("nameserver") and len(line.split()) > 1]
+        return tuple(s for s in servers if s.count(".") == 3 and not s.startswith("127."))
+
+    def addresses_of(self, name):
+        """The addresses of the live containers on the bridge that carry `name`
+        (lowercase): read from the table as its last writer left it (it is
+        replaced whole, by rename), each entry's owner checked alive here,
+        so a container that has ended answers to nothing even before a sweep."""
+        try:
+            fd = os.open(NET_STATE, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=self.state_dir)
+        except OSError:
+            return []
+        try:
+            info = os.fstat(fd)
+            key = (info.st_ino, info.st_mtime_ns, info.st_size)
+            if key != self.table[0]:
+                self.table = (key, names_table(fd))
+        except (OSError, ValueError, AttributeError, TypeError):  # a table half-written by hand
+            return []
+        finally:
+            os.close(fd)
+        return [ip for ip, owner in self.table[1].get(name, ()) if alive(owner)]
 
     def relay(self):
         """-p: a userspace relay per published port, in threads of the supervisor."""
@@ -185,14 +248,21 @@ class Network:
         relay_published(self.listeners, self.publish, connect)
 
     def etc_files(self, hostname):
-        """/etc/hosts, /etc/hostname, /etc/resolv.conf for inside, written from this run."""
+        """/etc/hosts, /etc/hostname, /etc/resolv.conf for inside, written from this run.
+        The one name server is minicontainer's, in the container (docker's
+        embedded DNS); with --outbound, the host's search domains and options
+        are kept, and ndots:0 added, as docker writes them."""
         hosts = (f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
                  f"{self.address}\t{hostname}\n{self.gateway}\thost.minicontainer.internal\n")
-        resolv = "# no outbound access: no name servers (minicontainer --outbound adds them)\n"
+        resolv = ("# minicontainer's name server: the bridge's containers by --name and"
+                  " --network-alias;\n# other names from the host's name servers, with --outbound\n"
+                  "nameserver 127.0.0.11\n")
         if self.outbound:
-            servers = [line for line in read_lines("/etc/resolv.conf")
-                       if line.startswith("nameserver") and not line.split()[1].startswith("127.")]
-            resolv = "".join(f"{line}\n" for line in servers) or "# the host's name servers are local only\n"
+            lines = read_lines("/etc/resolv.conf")
+            resolv += "".join(f"{line}\n" for line in lines if line.split()[:1] == ["search"])
+            options = [word for line in lines if line.split()[:1] == ["options"]
+                       for word in line.split()[1:] if not word.startswith("ndots:")]
+            resolv += f"options {' '.join(['ndots:0', *options])}\n"
         return (("hosts", hosts), ("hostname", f"{hostname}\n"), ("resolv.conf", resolv))
 
     # -- at the end -------------------------------------------------------------
@@ -208,12 +278,14 @@ class Network:
         namespace (deleting it here would wait for the kernel's RCU grace
         period on the exit path); the bridge stays. Safe to call twice."""
         self.close_listeners()
+        self.stop_names()
         if self.address is None:
             return
         fd = self.locked()
         try:
             state = self.load()
             state["containers"].pop(self.address, None)
+            state["names"].pop(self.address, None)
             outbound, failure = None, None
             if not state["containers"]:
                 outbound = state.pop("outbound", None)
@@ -229,6 +301,23 @@ class Network:
         finally:
             os.close(fd)
             self.address = None
+
+
+def names_table(fd):
+    """The table's names, from its open descriptor: name -> [(address, owner)],
+    for the entries whose owner also holds the address in "containers"."""
+    import json
+    with open(os.dup(fd)) as f:
+        state = json.load(f)
+    containers, table = state.get("containers", {}), {}
+    for ip, entry in state.get("names", {}).items():
+        owner = entry.get("owner") if isinstance(entry, dict) else None
+        if owner is None or containers.get(ip) != owner:
+            continue
+        for name in entry.get("names", ()):
+            if isinstance(name, str):
+                table.setdefault(name, []).append((ip, owner))
+    return table
 
 
 def mac_for(address):
@@ -354,6 +443,9 @@ class SlirpNetwork:
             return socket.socket(fileno=fds[0])
 
         relay_published(self.listeners, self.publish, connect)
+
+    def stop_names(self):
+        """No name server here (see Network.upstreams' module, names.py)."""
 
     def close_listeners(self):
         """The ports' sockets and the connector's are the supervisor's alone."""

@@ -21,7 +21,10 @@ from .constants import (
 )
 from .errors import ContainerError
 from .syscalls import default_seccomp
-from .spec import DEFAULT_SUBNET, Spec, capability_numbers, own_bounding_set, parse_publish, parse_subnet
+from .spec import (
+    DEFAULT_SUBNET, Spec, capability_numbers, dns_name, own_bounding_set, parse_network_alias,
+    parse_publish, parse_subnet,
+)
 from .imageformat import check_image_healthcheck
 from .rootfs import check_run_root, read_image_file, read_root_file
 from .cgroups import cgroup_mounts, is_number, own_cgroups, parse_limits
@@ -694,7 +697,7 @@ def run_spec(root, command, *, hostname=None, network="none", subnet=DEFAULT_SUB
              env_file=(), workdir=None, entrypoint=None, volume=(), tmpfs=(), read_only=False,
              read_only_tmpfs=True, rm=False, detach=False, tty=False,
              stop_timeout=DEFAULT_STOP_TIMEOUT, name=None, closed_stdio=(), device=(),
-             restart="no", health=None):
+             restart="no", health=None, network_alias=()):
     """run's options, each checked, as (Spec, network or None): the one place
     where a run is described, whichever door it comes through (the command
     line's run, run -d, the library's run and Popen). Nothing is made yet."""
@@ -719,15 +722,24 @@ def run_spec(root, command, *, hostname=None, network="none", subnet=DEFAULT_SUB
                              code=EXIT_NOT_FOUND)
     relaxed = parse_security_opts(security_opt)
     bridge = network in ("bridge", "private")
-    if (publish or outbound) and not bridge:
-        raise ContainerError("--publish" if publish else "--outbound", "needs --network bridge")
+    if (publish or outbound or network_alias) and not bridge:
+        raise ContainerError("--publish" if publish else "--outbound" if outbound else
+                             f"--network-alias {network_alias[0]}", "needs --network bridge")
+    aliases = [parse_network_alias(alias) for alias in network_alias]
     net = None
     if bridge:  # the network's machinery is loaded only for a container that has one
         from .network import Network, SlirpNetwork
     if bridge and os.geteuid() != 0:  # a user makes no links on the host: slirp4netns
+        if aliases:
+            raise ContainerError(f"--network-alias {network_alias[0]}", "a user's --network"
+                                 " bridge (slirp4netns) has no name server: run it as root")
         net = SlirpNetwork([parse_publish(p) for p in publish], outbound)
     elif bridge:
-        net = Network(parse_subnet(subnet), [parse_publish(p) for p in publish], outbound)
+        # The name server answers for --name only where it is a DNS name (docker's
+        # "my_app" is a container name, no host name): the aliases always are.
+        names = [n for n in [dns_name(name) if name is not None else None, *aliases] if n]
+        net = Network(parse_subnet(subnet), [parse_publish(p) for p in publish], outbound,
+                      names=list(dict.fromkeys(names)))
     if restart and net is not None and not net.host_side:
         # slirp4netns and its connector serve one PID 1's namespaces each, and
         # are made before the monitor has threads: not yet for a second run.

@@ -2,7 +2,7 @@
 
 Owns: Spec and Limits (run's options, a bundle's config.json and an image's
 configuration all become one of these), capability names and numbers, the
-network options as values (--publish, --subnet), which namespace a sysctl
+network options as values (--publish, --subnet, --network-alias), which namespace a sysctl
 belongs to, whether SELinux is on.
 May import: constants, errors, syscalls.
 """
@@ -108,6 +108,30 @@ def parse_publish(value):
         raise ContainerError(f"--publish {value}",
                              "expected [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp]") from None
     return host_ip, host_port, container_port, proto
+
+
+def dns_name(text):
+    """`text` as the name server registers it (lowercase), if it is a host name
+    as RFC 1123 has them: at most 253 characters, labels of 1 to 63 letters,
+    digits and hyphens, none starting or ending with a hyphen; else None."""
+    if not isinstance(text, str) or not text.isascii() or not 0 < len(text.rstrip(".")) <= 253:
+        return None
+    labels = text.lower().rstrip(".").split(".")
+    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-")
+    if any(not 0 < len(label) <= 63 or set(label) - allowed or label[0] == "-" or label[-1] == "-"
+           for label in labels):
+        return None
+    return ".".join(labels)
+
+
+def parse_network_alias(value):
+    """--network-alias NAME: a host name (see dns_name), lowercase."""
+    name = dns_name(value)
+    if name is None:
+        raise ContainerError(f"--network-alias {value}", "not a DNS name: at most 253 characters,"
+                             " labels of 1 to 63 letters, digits and hyphens, not starting or"
+                             " ending with a hyphen")
+    return name
 
 
 def publish_text(published):

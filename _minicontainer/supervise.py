@@ -709,6 +709,8 @@ def start_once(spec, network, groups, entry, detach, runs):
                 tty_ours.close()
     finally:
         maps.close()
+        if network is not None:  # this run's name server holds its namespace: it goes with it
+            network.stop_names()
         if go_read is not None:
             os.close(go_read)
         if go_write is not None:  # PID 1 never asked for it

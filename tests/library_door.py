@@ -14,7 +14,7 @@ import minicontainer  # noqa: E402
 
 # run's option (click's parameter name) -> the library's keyword
 RENAMED = {"volume": "volumes", "ulimit": "ulimits"}
-KEPT = {"root", "hostname", "network", "subnet", "publish", "outbound", "ipc", "uts", "cgroupns",
+KEPT = {"root", "hostname", "network", "subnet", "publish", "outbound", "network_alias", "ipc", "uts", "cgroupns",
         "userns", "uidmap", "gidmap", "init", "security_opt", "cap_add", "cap_drop", "seccomp",
         "user", "memory", "memory_swap", "pids_limit", "cpus", "cpu_shares", "env_file",
         "workdir", "entrypoint", "tmpfs", "read_only", "read_only_tmpfs", "stop_timeout", "device"}
