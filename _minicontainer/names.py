@@ -1,7 +1,7 @@
 """The bridge's name server: containers reach each other by name, as on docker's
 user-defined networks (its embedded DNS at 127.0.0.11).
 
-Owns: NameServer, a responder at 127.0.0.11:53 (UDP and TCP) bound in one
+Owns: NameServer, a responder at 127.0.0.11 (UDP and TCP) bound in one
 container's network namespace and served by a thread of the process that holds
 the container's address (the supervisor, or run -d's monitor); its answers (A
 records of the live containers on the bridge that carry the name, from the
@@ -41,10 +41,12 @@ class NameServer:
     the network namespace `netns` (a descriptor) from a thread that stays
     there, stop() ends it and closes its sockets (they hold the namespace, and
     with it the veth). lookup(name) gives the addresses of a name (lowercase,
-    no trailing dot) on the bridge; upstreams, the name servers to forward to."""
+    no trailing dot) on the bridge; upstreams, the name servers to forward to;
+    port, 53 or 0 for ports the kernel picks (then ports says which: UDP's, TCP's)."""
 
-    def __init__(self, netns, lookup, upstreams=()):
+    def __init__(self, netns, lookup, upstreams=(), port=53):
         self.netns, self.lookup, self.upstreams = netns, lookup, tuple(upstreams)
+        self.port, self.ports = port, None
         self.thread = self.error = None
         self.ready = threading.Event()
         self.wake_read, self.wake_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
@@ -83,13 +85,14 @@ class NameServer:
                 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
                                     | socket.SOCK_NONBLOCK)
                 sockets.append(udp)
-                udp.bind((ADDRESS, 53))
+                udp.bind((ADDRESS, self.port))
                 tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC
                                     | socket.SOCK_NONBLOCK)
                 sockets.append(tcp)
                 tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                tcp.bind((ADDRESS, 53))
+                tcp.bind((ADDRESS, self.port))
                 tcp.listen(TCP_MAX)
+                self.ports = (udp.getsockname()[1], tcp.getsockname()[1])
             except Exception as exc:  # told to start(), which raises it
                 self.error = exc if isinstance(exc, OSError) else OSError(str(exc))
                 return

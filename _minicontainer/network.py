@@ -187,11 +187,27 @@ class Network:
 
     def serve_names(self, container_ns):
         """The name server at 127.0.0.11:53 in this run's network namespace (a
-        new one each run, under --restart), in a thread of this process."""
+        new one each run, under --restart), in a thread of this process.
+
+        As docker's, it listens on ports of its own at 127.0.0.11, and a NAT
+        rule of the container's namespace sends port 53 there: bound on 53
+        itself, it would take the port from a container that serves DNS, or
+        anything else on port 53, on all its addresses (the kernel refuses
+        a wildcard bind beside a listening socket). Without nft or iptables,
+        it binds 53."""
+        import shutil
         from .names import NameServer
         self.stop_names()
-        self.name_server = NameServer(container_ns, self.addresses_of, self.upstreams())
+        tool = shutil.which("nft") or shutil.which("iptables")
+        self.name_server = NameServer(container_ns, self.addresses_of, self.upstreams(),
+                                      port=0 if tool else 53)
         self.name_server.start()
+        if tool:
+            try:
+                redirect_dns(tool, container_ns, *self.name_server.ports)
+            except BaseException:
+                self.stop_names()
+                raise
 
     def stop_names(self):
         """End the run's name server: its sockets hold the namespace, and the veth."""
@@ -514,6 +530,13 @@ def ip_batch(what, commands, netns=None, pass_fd=None):
     tool = next((path for path in IP_TOOLS if os.access(path, os.X_OK)), None)
     if tool is None:
         raise ContainerError(what, "needs iproute2's ip (apt install iproute2)")
+    run_tool(what, [tool, "-batch", "-"], "".join(f"{c}\n" for c in commands), netns, pass_fd)
+
+
+def run_tool(what, argv, text, netns=None, pass_fd=None):
+    """Run argv with `text` on its stdin, in the network namespace `netns` (a
+    descriptor) if given; the first line it says, on failure."""
+    tool = argv[0]
     commands_read, commands_write = os.pipe2(os.O_CLOEXEC)
     said_read, said_write = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
@@ -526,13 +549,13 @@ def ip_batch(what, commands, netns=None, pass_fd=None):
                 os.set_inheritable(pass_fd, True)
             if netns is not None:
                 setns(netns, CLONE_NEWNET)
-            os.execv(tool, [tool, "-batch", "-"])
+            os.execv(tool, argv)
         finally:
             os._exit(127)
     os.close(commands_read)
     os.close(said_write)
     try:
-        os.write(commands_write, "".join(f"{c}\n" for c in commands).encode())
+        os.write(commands_write, text.encode())
     finally:
         os.close(commands_write)
     said = b""
@@ -543,7 +566,25 @@ def ip_batch(what, commands, netns=None, pass_fd=None):
     if status != 0:
         why = [line for line in said.decode(errors="replace").splitlines()
                if line and not line.startswith("Command failed")]
-        raise ContainerError(what, why[0] if why else f"ip exited with {status}")
+        raise ContainerError(what, why[0] if why else f"{os.path.basename(tool)} exited with {status}")
+
+
+def redirect_dns(tool, netns, udp_port, tcp_port):
+    """The container's 127.0.0.11:53 to the name server's ports, by a NAT rule
+    of its own network namespace (where only its CAP_NET_ADMIN could touch it)."""
+    from .names import ADDRESS
+    what = "the name server's rule in the container"
+    if os.path.basename(tool) == "nft":
+        run_tool(what, [tool, "-f", "-"], (
+            "table ip minicontainer_dns {\n chain output {\n"
+            "  type nat hook output priority -100; policy accept;\n"
+            f"  ip daddr {ADDRESS} udp dport 53 dnat to {ADDRESS}:{udp_port}\n"
+            f"  ip daddr {ADDRESS} tcp dport 53 dnat to {ADDRESS}:{tcp_port}\n }}\n}}\n"), netns)
+        return
+    for proto, port in (("udp", udp_port), ("tcp", tcp_port)):
+        run_tool(what, [tool, "-t", "nat", "-A", "OUTPUT", "-d", f"{ADDRESS}/32", "-p", proto,
+                        "--dport", "53", "-j", "DNAT", "--to-destination", f"{ADDRESS}:{port}"],
+                 "", netns)
 
 
 def prune_network():

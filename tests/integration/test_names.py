@@ -246,6 +246,23 @@ def test_a_restarted_container_keeps_resolving(root):
         cli("rm", "-f", f"again{N}")
 
 
+def test_a_container_serves_port_53_itself_beside_its_name_server(root, web):
+    """The name server listens on ports of its own, and a NAT rule in the
+    container sends 127.0.0.11:53 there: port 53 on every address stays the
+    container's (busybox httpd binds 0.0.0.0:53, which a listener at
+    127.0.0.11:53 would refuse it)."""
+    result = cli("run", "--root", root, "-d", "--name", f"dns{N}", "--network", "bridge",
+                 "/bin/busybox", "httpd", "-f", "-p", "53", "-h", "/www")
+    assert result.returncode == 0, result.stderr
+    try:
+        code, out = inside(root, f"busybox wget -qO- http://dns{N}:53/index.html",
+                           f"busybox nslookup {WEB}")
+        assert code == 0 and "served by web\n" in out and f"Address: {web}\n" in out, out
+        assert inspect(f"dns{N}")["State"]["Status"] == "running"
+    finally:
+        cli("rm", "-f", f"dns{N}")
+
+
 def test_udp_and_tcp_both_answer(client, web):
     assert addresses(client.query(WEB, op="tcp")) == [web]
     answer = client.query(WEB, qtype="AAAA")

@@ -56,8 +56,20 @@ def test_importing_the_front_loads_nothing_of_pull_the_registry_oci_or_the_netwo
                             cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     ours = {m for m in loaded if m.startswith("_minicontainer")}
     assert "_minicontainer.supervise" in ours  # control: the machinery a run needs is there
-    assert not ours & {"_minicontainer.images", "_minicontainer.oci", "_minicontainer.network"}, ours
-    assert not {"http.client", "ssl", "urllib.request", "ipaddress"} & set(loaded)
+    assert not ours & {"_minicontainer.images", "_minicontainer.oci", "_minicontainer.network",
+                       "_minicontainer.names"}, ours
+    assert not {"http.client", "ssl", "urllib.request", "ipaddress", "dnslib"} & set(loaded)
+
+
+def test_only_the_name_server_imports_dnslib():
+    """dnslib is the bridge's name server's alone: loaded by its thread, never
+    by importing the package's modules (the network's included)."""
+    users = sorted(p.stem for p in PACKAGE.glob("*.py") if "dnslib" in p.read_text())
+    assert users == ["names"], users
+    loaded = subprocess.run([sys.executable, "-c", "import sys, minicontainer, _minicontainer.network,"
+                             " _minicontainer.names; print(' '.join(sys.modules))"],
+                            cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    assert "_minicontainer.names" in loaded and "dnslib" not in loaded
 
 
 def test_python_dash_m_minicontainer_is_the_cli():

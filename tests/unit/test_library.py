@@ -92,7 +92,8 @@ def test_an_env_name_with_an_equals_sign_is_refused_in_one_line(tmp_path):
 
 OPTIONS = ("env", "memory", "memory_swap", "cpus", "cpu_shares", "pids_limit", "user", "volumes",
            "tmpfs", "cap_add", "cap_drop", "workdir", "hostname", "ulimits", "network", "entrypoint",
-           "publish", "security_opt", "uidmap", "stop_timeout", "env_file", "device")
+           "publish", "security_opt", "uidmap", "stop_timeout", "env_file", "device",
+           "network_alias")
 
 
 @settings(max_examples=300, deadline=None)

@@ -1,0 +1,100 @@
+"""Unit tests for the bridge's names: which names are DNS names (--name,
+--network-alias), and the name server's answer to any packet, without a
+network (its Loop answers through a function)."""
+import pytest
+from hypothesis import example, given, settings, strategies as st
+
+from _minicontainer import errors, names, spec
+
+dnslib = pytest.importorskip("dnslib")
+
+
+@pytest.mark.parametrize("text, name", [
+    ("web", "web"), ("Web", "web"), ("web.", "web"), ("a-b.c1", "a-b.c1"), ("1web", "1web"),
+    ("a" * 63, "a" * 63), (".".join(["a" * 63] * 3) + "." + "a" * 61, ".".join(["a" * 63] * 3) + "." + "a" * 61),
+    ("my_db", None), ("-web", None), ("web-", None), ("a" * 64, None), ("", None), (".", None),
+    ("a..b", None), (".web", None), ("wéb", None), ("web\n", None), ("we b", None), ("*", None),
+    (".".join(["a" * 63] * 4), None),  # 255 characters
+])
+def test_dns_names_are_rfc_1123_host_names_in_lowercase(text, name):
+    assert spec.dns_name(text) == name
+
+
+@settings(max_examples=500)
+@given(st.text(max_size=300))
+@example("a" * 253)
+@example("a" * 254)
+def test_a_dns_name_is_short_and_plain(text):
+    name = spec.dns_name(text)
+    if name is not None:
+        assert len(name) <= 253 and name == name.lower() and name.isascii()
+        assert all(0 < len(label) <= 63 and label.strip("-") == label for label in name.split("."))
+        assert set(name) <= set("abcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+def test_a_bad_network_alias_is_refused_in_one_line():
+    assert spec.parse_network_alias("DB") == "db"
+    with pytest.raises(errors.ContainerError) as exc:
+        spec.parse_network_alias("my_db")
+    assert str(exc.value).startswith("--network-alias my_db: not a DNS name:") and exc.value.code == 125
+
+
+class Server:
+    """The name server's side the loop reads: the table (web and a shared alias) and no upstreams."""
+    upstreams = ()
+
+    @staticmethod
+    def lookup(name):
+        return {"web": ["10.88.0.2"], "db": ["10.88.0.2", "10.88.0.3"]}.get(name, [])
+
+
+def answers(data, udp=True):
+    sent = []
+    names.Loop(Server, None, None).query(data, sent.append, udp=udp)
+    assert len(sent) <= 1
+    return dnslib.DNSRecord.parse(sent[0]) if sent else None
+
+
+def test_known_names_answer_with_their_addresses_and_the_rest_servfail():
+    answer = answers(dnslib.DNSRecord.question("DB.").pack())
+    assert sorted(str(rr.rdata) for rr in answer.rr) == ["10.88.0.2", "10.88.0.3"]
+    assert answer.header.aa and answer.header.rcode == 0
+    assert answers(dnslib.DNSRecord.question("web", "AAAA").pack()).rr == []
+    assert answers(dnslib.DNSRecord.question("web", "ANY").pack()).rr[0].rtype == dnslib.QTYPE.A
+    assert answers(dnslib.DNSRecord.question("other").pack()).header.rcode == dnslib.RCODE.SERVFAIL
+
+
+def test_an_answer_too_big_for_udp_is_truncated():
+    class Many(Server):
+        @staticmethod
+        def lookup(name):
+            return [f"10.88.0.{i}" for i in range(2, 100)]
+    sent = []
+    names.Loop(Many, None, None).query(dnslib.DNSRecord.question("web").pack(), sent.append, udp=True)
+    answer = dnslib.DNSRecord.parse(sent[0])
+    assert answer.header.tc and answer.rr == [] and len(sent[0]) <= 512
+    sent.clear()
+    names.Loop(Many, None, None).query(dnslib.DNSRecord.question("web").pack(), sent.append, udp=False)
+    assert len(dnslib.DNSRecord.parse(sent[0]).rr) == 98  # TCP takes it whole
+
+
+QUESTION = dnslib.DNSRecord.question("web").pack()
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=1300),
+    st.builds(lambda at, junk: QUESTION[:at] + junk + QUESTION[at:],
+              st.integers(0, len(QUESTION)), st.binary(min_size=1, max_size=300)),
+    st.builds(lambda at, byte: QUESTION[:at] + bytes([byte]) + QUESTION[at + 1:],
+              st.integers(0, len(QUESTION) - 1), st.integers(0, 255))))
+@example(QUESTION[:12] + b"\xc0\x0c\x00\x01\x00\x01")
+@example(QUESTION[:12] + b"".join(b"\x3f" + b"a" * 63 for _ in range(5)) + b"\x00\x00\x01\x00\x01")
+def test_any_packet_gets_no_answer_or_one_from_the_table_never_an_exception(data):
+    answer = answers(data)
+    if answer is None:
+        return
+    assert answer.header.qr and answer.header.id == int.from_bytes(data[:2], "big")
+    for rr in answer.rr:
+        assert rr.rtype == dnslib.QTYPE.A and str(rr.rdata) in ("10.88.0.2", "10.88.0.3")
+        assert str(rr.rname).rstrip(".").lower() in ("web", "db")
