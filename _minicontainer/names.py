@@ -52,6 +52,11 @@ class NameServer:
         self.wake_read, self.wake_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
 
     def start(self):
+        try:  # here, not in the thread: a missing parser fails the run in one line
+            import dnslib  # noqa: F401
+        except ImportError:
+            raise ContainerError("--network bridge", "the name server needs dnslib, which is not"
+                                 " installed (pip install 'dnslib>=0.9.24,<0.10')") from None
         self.thread = threading.Thread(target=self.serve, name="names", daemon=True)
         self.thread.start()
         self.ready.wait()
@@ -98,7 +103,10 @@ class NameServer:
                 return
             finally:
                 self.ready.set()
-            Loop(self, udp, tcp).run()
+            try:
+                Loop(self, udp, tcp).run()
+            except Exception:  # never a traceback on the container's terminal: it stops answering
+                pass
         finally:
             for sock in sockets:
                 sock.close()
@@ -116,7 +124,6 @@ class Loop:
         self.tokens, self.refilled = float(QUERIES_PER_SECOND), time.monotonic()
 
     def run(self):
-        from dnslib import DNSRecord  # noqa: F401  (loaded before the first query, once)
         self.selector.register(self.server.wake_read, selectors.EVENT_READ, "wake")
         self.selector.register(self.udp, selectors.EVENT_READ, "udp")
         self.selector.register(self.tcp, selectors.EVENT_READ, "tcp")
