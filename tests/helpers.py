@@ -23,6 +23,14 @@ def cli(*args, **kwargs):
     return subprocess.run([*CLI, *map(str, args)], **kwargs)
 
 
+def inspect(ref):
+    """`minicontainer inspect REF`'s one object, for a container that must be there."""
+    import json
+    result = cli("inspect", ref)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)[0]
+
+
 # The library behind the same options (tests/library_door.py): the second door.
 LIBRARY_DOOR = [sys.executable, str(REPO / "tests" / "library_door.py")]
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from helpers import CLI, cli, container_cgroups, network_leftovers, wait_for
+from helpers import CLI, cli, container_cgroups, inspect, network_leftovers, wait_for
 
 
 def detach(root, *args):
@@ -22,12 +22,6 @@ def detach(root, *args):
 
 def state(state_dir, id):
     return json.loads((state_dir / id / "state.json").read_text())
-
-
-def inspect(ref):
-    result = cli("inspect", ref)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)[0]
 
 
 def test_run_d_returns_once_the_command_runs(root, state_dir):

@@ -15,7 +15,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from helpers import cli, wait_for
+from helpers import cli, inspect, wait_for
 
 dnslib = pytest.importorskip("dnslib")
 
@@ -131,12 +131,6 @@ def started(root, *args):
     result = cli("run", "--root", root, "-d", *args, "/bin/busybox", "sleep", "1000")
     assert result.returncode == 0, result.stderr
     return result.stdout.decode().strip()
-
-
-def inspect(ref):
-    result = cli("inspect", ref)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)[0]
 
 
 def inside(root, *script, network=("--network", "bridge")):

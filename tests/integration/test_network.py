@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from helpers import CLI, cli, container_pids, kept_network, network_leftovers, wait_for
+from helpers import (
+    CLI, cli, container_pids, inspect, kept_network, network_leftovers, wait_for,
+)
 
 SUBNET = "10.213.0.0/24"
 GATEWAY, FIRST, SECOND = "10.213.0.1", "10.213.0.2", "10.213.0.3"
@@ -328,13 +330,6 @@ def httpd(root, name, port, *extra):
                  "/bin/busybox", "httpd", "-f", "-p", "80", "-h", f"/www/{name}")
     assert result.returncode == 0, result.stderr
     return result.stdout.decode().strip()
-
-
-def inspect(name):
-    import json
-    result = cli("inspect", name)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)[0]
 
 
 def address_in(name):

@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-from helpers import cli, container_cgroups, wait_for
+from helpers import cli, container_cgroups, inspect, wait_for
 
 # A service that counts its runs in /data/count, notes each start (the
 # host's uptime, and its address) in /data/starts, and exits with CODE until
@@ -41,12 +41,6 @@ def detach(root, volume, *args, env=()):
                  *[a for e in env for a in ("-e", e)], *args, "/bin/busybox", "sh", "/svc.sh")
     assert result.returncode == 0, result.stderr
     return result.stdout.decode().strip()
-
-
-def inspect(ref):
-    result = cli("inspect", ref)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)[0]
 
 
 def runs(volume):
