@@ -34,6 +34,7 @@ TCP_IDLE = 5.0  # a connection that sends no whole query for this long is closed
 FORWARD_MAX = 64  # forwarded queries in flight; beyond, SERVFAIL at once
 FORWARD_TIMEOUT = 2.0  # a name server's time to answer, before the next one is tried
 FORWARD_TRIES = 3
+UPSTREAM_PORT = 53
 
 
 class NameServer:
@@ -86,7 +87,8 @@ class NameServer:
                 # listens on, and those it forwards from) is the container's,
                 # reached by nothing outside it, and reaching only what the
                 # container itself can reach (never the host's loopback).
-                setns(self.netns, CLONE_NEWNET)
+                if self.netns is not None:  # None: this process's own (the unit tests')
+                    setns(self.netns, CLONE_NEWNET)
                 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
                                     | socket.SOCK_NONBLOCK)
                 sockets.append(udp)
@@ -324,7 +326,7 @@ class Forward:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
                              | socket.SOCK_NONBLOCK)
         try:
-            sock.connect((servers[index % len(servers)], 53))
+            sock.connect((servers[index % len(servers)], UPSTREAM_PORT))
             sock.send(query.pack())
         except OSError:
             sock.close()

@@ -98,3 +98,91 @@ def test_any_packet_gets_no_answer_or_one_from_the_table_never_an_exception(data
     for rr in answer.rr:
         assert rr.rtype == dnslib.QTYPE.A and str(rr.rdata) in ("10.88.0.2", "10.88.0.3")
         assert str(rr.rname).rstrip(".").lower() in ("web", "db")
+
+
+# -- forwarding, against a name server of the test's on 127.0.0.1 -------------------
+
+@pytest.fixture
+def upstream(monkeypatch):
+    """A fake upstream name server: mode[0] says how it answers ("right", "forged
+    first", "silent"); it records the ids it was asked with."""
+    import socket
+    import threading
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    monkeypatch.setattr(names, "UPSTREAM_PORT", sock.getsockname()[1])
+    monkeypatch.setattr(names, "FORWARD_TIMEOUT", 0.3)
+    mode, asked = ["right"], []
+
+    def serve():
+        while True:
+            try:
+                data, peer = sock.recvfrom(65535)
+            except OSError:
+                return
+            query = dnslib.DNSRecord.parse(data)
+            asked.append(query.header.id)
+            if mode[0] == "silent":
+                continue
+            answer = query.reply()
+            answer.add_answer(dnslib.RR(query.q.qname, rdata=dnslib.A("192.0.2.7")))
+            if mode[0] == "forged first":  # a wrong id, then a wrong question: neither taken
+                forged = dnslib.DNSRecord.parse(answer.pack())
+                forged.header.id ^= 1
+                sock.sendto(forged.pack(), peer)
+                other = dnslib.DNSRecord.question("evil.example").reply()
+                other.header.id = query.header.id
+                other.add_answer(dnslib.RR("evil.example", rdata=dnslib.A("203.0.113.66")))
+                sock.sendto(other.pack(), peer)
+            sock.sendto(answer.pack(), peer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    server = names.NameServer(None, Server.lookup, upstreams=("127.0.0.1",), port=0)
+    server.start()
+    yield server, mode, asked
+    server.stop()
+    sock.close()
+
+
+def ask(server, name, ident=0x4242, wait=5.0):
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(wait)
+        query = dnslib.DNSRecord.question(name)
+        query.header.id = ident
+        s.sendto(query.pack(), (names.ADDRESS, server.ports[0]))
+        return dnslib.DNSRecord.parse(s.recv(65535))
+
+
+@pytest.mark.parametrize("how", ["right", "forged first"])
+def test_a_forwarded_name_gets_the_upstreams_answer_under_the_clients_id(upstream, how):
+    server, mode, asked = upstream
+    mode[0] = how
+    answer = ask(server, "example.org")
+    assert answer.header.id == 0x4242 and [str(rr.rdata) for rr in answer.rr] == ["192.0.2.7"]
+    assert asked and 0x4242 not in asked  # asked under an id of its own
+    assert [str(rr.rdata) for rr in ask(server, "web").rr] == ["10.88.0.2"]  # never forwarded
+    assert len(asked) == 1
+
+
+def test_a_silent_upstream_gives_servfail_soon(upstream):
+    import time
+    server, mode, asked = upstream
+    mode[0] = "silent"
+    began = time.monotonic()
+    assert ask(server, "example.org").header.rcode == dnslib.RCODE.SERVFAIL
+    assert time.monotonic() - began < 3 and len(asked) == 2  # one try each of two, then no more
+
+
+def test_forwarded_queries_in_flight_are_bounded(upstream):
+    import socket
+    server, mode, asked = upstream
+    mode[0] = "silent"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        for i in range(names.FORWARD_MAX + 36):
+            s.sendto(dnslib.DNSRecord.question(f"n{i}.example").pack(), (names.ADDRESS, server.ports[0]))
+        answers = [dnslib.DNSRecord.parse(s.recv(65535)) for _ in range(36)]  # at once: no room
+    assert all(a.header.rcode == dnslib.RCODE.SERVFAIL for a in answers)
+    assert len(asked) <= names.FORWARD_MAX * 2
+    assert [str(rr.rdata) for rr in ask(server, "web").rr] == ["10.88.0.2"]  # still answering
