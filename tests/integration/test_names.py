@@ -179,6 +179,18 @@ def test_containers_on_the_bridge_reach_each_other_by_name_and_alias(root, web):
     assert "SERVFAIL" in out, out
 
 
+def test_both_doors_serve_names_and_take_aliases(root, web, door):
+    """The library's run (through tests/library_door.py) takes --network-alias as
+    network_alias, and its container resolves the bridge's names and its own alias."""
+    result = door("run", "--root", root, "--network", "bridge", "--network-alias", f"self{N}",
+                  "/bin/busybox", "sh", "-c", f"busybox nslookup {WEB}; busybox nslookup self{N};"
+                  " busybox hostname -i")
+    out = result.stdout.decode()
+    assert result.returncode == 0, out + result.stderr.decode()
+    own = out.split()[-1]
+    assert f"Address: {web}\n" in out and f"Address: {own}\n" in out and own != web, out
+
+
 def test_a_container_off_the_bridge_resolves_nothing_and_is_not_resolved(root, web):
     started(root, "--name", f"lonely{N}")  # named, not on the bridge
     try:
