@@ -124,6 +124,7 @@ class Loop:
         self.clients = {}  # TCP socket -> [bytes read, bytes to send, last activity]
         self.forwarded = {}  # upstream socket -> Forward
         self.tokens, self.refilled = float(QUERIES_PER_SECOND), time.monotonic()
+        self.paused = None  # when UDP is read again, while a flood has used up the tokens
 
     def run(self):
         self.selector.register(self.server.wake_read, selectors.EVENT_READ, "wake")
@@ -131,7 +132,12 @@ class Loop:
         self.selector.register(self.tcp, selectors.EVENT_READ, "tcp")
         try:
             while True:
-                for key, events in self.selector.select(timeout=1.0):
+                now = time.monotonic()
+                if self.paused is not None and now >= self.paused:
+                    self.paused = None
+                    self.selector.register(self.udp, selectors.EVENT_READ, "udp")
+                wait = 1.0 if self.paused is None else max(0.0, self.paused - now)
+                for key, events in self.selector.select(timeout=wait):
                     if key.data == "wake":
                         return
                     try:
@@ -156,6 +162,12 @@ class Loop:
                     continue
                 if self.allowed():
                     self.query(data, lambda answer, c=client: self.udp.sendto(answer, c), udp=True)
+                elif self.paused is None:
+                    # Out of tokens: the socket is left unread until they are
+                    # back, and the kernel drops the rest of a flood for free.
+                    self.selector.unregister(self.udp)
+                    self.paused = time.monotonic() + 0.05
+                    return
         elif key.data == "tcp":
             self.accept()
         elif key.data == "client":
