@@ -64,6 +64,9 @@ class Ownership:
         self.tmp_path, self.state_dir = Path(tmp_path), Path(state_dir)
         self.pids, self.names = set(), set()
         self.marker = f"MINICONTAINER_STATE={state_dir}".encode()
+        # Veths there before the test began are another's, even once their
+        # container's PID 1 has died and its holder is still removing them.
+        self.links_before = set(veths())
 
     def started(self, pid, args):
         self.pids.add(pid)
@@ -125,6 +128,11 @@ def container_cgroups(everyone=False):
     return sorted(found)
 
 
+def veths():
+    """The containers' host-side veths (mcvPID, PID their PID 1's)."""
+    return sorted(name for name in os.listdir("/sys/class/net") if name.startswith("mcv"))
+
+
 def network_leftovers(everyone=False):
     """What a container's network leaves on the host only while it runs: its
     veth (mcvPID) and its address in the bridge's state. The bridge (mc0) and
@@ -132,15 +140,16 @@ def network_leftovers(everyone=False):
     `minicontainer network prune`: see kept_network(). Only the running
     test's (see Ownership), unless everyone=True: a veth whose container's
     PID 1 is the test's, an address whose live owner is the test's."""
-    links = sorted(name for name in os.listdir("/sys/class/net") if name.startswith("mcv"))
+    links = veths()
     try:
         with open("/run/minicontainer-network.json") as f:
             addresses = json.load(f).get("containers", {})
     except (OSError, ValueError):
         addresses = {}
     if current is not None and not everyone:
-        links = [l for l in links if not l[3:].isdigit() or not os.path.exists(f"/proc/{l[3:]}")
-                 or current.process_is_ours(l[3:])]
+        links = [l for l in links if l not in current.links_before and (
+                 not l[3:].isdigit() or not os.path.exists(f"/proc/{l[3:]}")
+                 or current.process_is_ours(l[3:]))]
         addresses = {ip: owner for ip, owner in addresses.items()
                      if start_time(owner[0]) == owner[1] and current.process_is_ours(owner[0])}
     return links + sorted(addresses)
