@@ -136,6 +136,7 @@ class Loop:
                 if self.paused is not None and now >= self.paused:
                     self.paused = None
                     self.selector.register(self.udp, selectors.EVENT_READ, "udp")
+                    self.selector.register(self.tcp, selectors.EVENT_READ, "tcp")
                 wait = 1.0 if self.paused is None else max(0.0, self.paused - now)
                 for key, events in self.selector.select(timeout=wait):
                     if key.data == "wake":
@@ -154,6 +155,8 @@ class Loop:
     def ready(self, key, events):
         if key.data == "udp":
             for _ in range(BATCH):
+                if self.paused is not None:
+                    return
                 try:
                     data, client = self.udp.recvfrom(65535)
                 except (BlockingIOError, InterruptedError):
@@ -162,25 +165,26 @@ class Loop:
                     continue
                 if self.allowed():
                     self.query(data, lambda answer, c=client: self.udp.sendto(answer, c), udp=True)
-                elif self.paused is None:
-                    # Out of tokens: the socket is left unread until they are
-                    # back, and the kernel drops the rest of a flood for free.
-                    self.selector.unregister(self.udp)
-                    self.paused = time.monotonic() + 0.05
-                    return
         elif key.data == "tcp":
-            self.accept()
+            if self.paused is None and self.allowed():  # a connection costs a token, as a query
+                self.accept()
         elif key.data == "client":
             self.client(key.fileobj, events)
         elif key.data == "forward":
             self.answer_forwarded(key.fileobj)
 
     def allowed(self):
-        """The token bucket: at most QUERIES_PER_SECOND, on average."""
+        """The token bucket: at most QUERIES_PER_SECOND (and TCP connections), on
+        average. Out of tokens, UDP and the TCP listener are left unread until
+        they are back, and the kernel drops the rest of a flood for free."""
         now = time.monotonic()
         self.tokens = min(QUERIES_PER_SECOND, self.tokens + (now - self.refilled) * QUERIES_PER_SECOND)
         self.refilled = now
         if self.tokens < 1:
+            if self.paused is None:
+                self.selector.unregister(self.udp)
+                self.selector.unregister(self.tcp)
+                self.paused = now + 0.05
             return False
         self.tokens -= 1
         return True
@@ -267,6 +271,12 @@ class Loop:
         self.selector.register(conn, selectors.EVENT_READ, "client")
 
     def client(self, conn, events):
+        """A TCP client's turn: what it may be sent, then what it sent. Its
+        queries are taken as UDP's, a token each; one that finds none, or that
+        sends what is no query (RFC 7766 lets a server close such a stream), is
+        closed, with all it has sent: else a client that writes faster than
+        the tokens come back would have a backlog of megabytes answered for
+        minutes, and nobody else."""
         state = self.clients.get(conn)
         if state is None:
             return
@@ -277,13 +287,22 @@ class Loop:
             data = conn.recv(65537 - len(state[0]))
             if not data:
                 return self.drop(conn)
-            state[0] += data
-            while len(state[0]) >= 2 and len(state[0]) >= 2 + int.from_bytes(state[0][:2], "big"):
-                size = int.from_bytes(state[0][:2], "big")
-                message, state[0] = state[0][2:2 + size], state[0][2 + size:]
+            buffer, at = state[0] + data, 0
+            # By offset: a buffer of tiny frames is read once, never copied per frame.
+            while len(buffer) - at >= 2:
+                size = int.from_bytes(buffer[at:at + 2], "big")
+                if not 12 <= size <= MAX_QUERY:
+                    return self.drop(conn)
+                if len(buffer) - at < 2 + size:
+                    break
+                if not self.allowed():
+                    return self.drop(conn)
+                message, at = buffer[at + 2:at + 2 + size], at + 2 + size
                 state[2] = time.monotonic()
-                if self.allowed():
-                    self.query(message, lambda answer, c=conn: self.reply_tcp(c, answer), udp=False)
+                self.query(message, lambda answer, c=conn: self.reply_tcp(c, answer), udp=False)
+                if conn not in self.clients:  # dropped: it never reads its answers
+                    return
+            state[0] = buffer[at:]
         if conn in self.clients:
             self.selector.modify(conn, selectors.EVENT_READ | (selectors.EVENT_WRITE if state[1] else 0),
                                  "client")

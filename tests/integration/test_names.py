@@ -78,6 +78,32 @@ for line in sys.stdin:
                 s.sendall(data)
                 held.append(s)
             out = "held"
+        elif c["op"] == "tcpflood":  # a stream as fast as it goes, for some seconds; again if closed
+            chunk = data or bytes(65536)  # zero-length frames, by default
+            sent, end, s = 0, time.monotonic() + c["seconds"], None
+            while time.monotonic() < end:
+                try:
+                    if s is None:
+                        s = socket.create_connection(("127.0.0.11", 53), timeout=0.2)
+                    sent += s.send(chunk)
+                except TimeoutError:
+                    pass
+                except OSError:
+                    if s is not None:
+                        s.close()
+                    s = None
+            if s is not None:
+                s.close()
+            out = sent
+        elif c["op"] == "connflood":  # connections, each closed at once, for some seconds
+            made, end = 0, time.monotonic() + c["seconds"]
+            while time.monotonic() < end:
+                try:
+                    socket.create_connection(("127.0.0.11", 53), timeout=0.2).close()
+                    made += 1
+                except OSError:
+                    pass
+            out = made
         elif c["op"] == "held_closed":  # how many of the held connections the server closed
             n = 0
             for s in held:
@@ -335,6 +361,50 @@ def test_a_flood_is_dropped_and_the_name_server_answers_after_it(client, web):
     assert time.monotonic() - began < 30
 
 
+def holder(pid1):
+    """The process holding the network of the container whose PID 1 is pid1: the
+    one of its ancestors outside the container's network namespace with a thread in it."""
+    netns, pid = os.readlink(f"/proc/{pid1}/ns/net"), pid1
+    while pid > 1:
+        pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        if os.readlink(f"/proc/{pid}/ns/net") != netns and any(os.readlink(f"/proc/{pid}/task/{t}/ns/net") == netns for t in os.listdir(f"/proc/{pid}/task")):
+            return pid
+    raise AssertionError(f"no process holds the network of {pid1}")
+
+
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+QUERIES = b"".join(len(q).to_bytes(2, "big") + q for q in [dnslib.DNSRecord.question(WEB).pack()] * 1500)
+
+
+@pytest.mark.parametrize("flood", [
+    {"op": "tcpflood", "seconds": 3},                          # zero-length frames, megabytes of them
+    {"op": "tcpflood", "seconds": 3, "data": QUERIES},   # well-formed queries, pipelined
+    {"op": "connflood", "seconds": 3},                         # connections, each closed at once
+], ids=["empty-frames", "pipelined-queries", "connections"])
+def test_a_tcp_flood_is_bounded_as_a_udp_flood_is(root, client, web, flood):
+    """A container that writes to the name server's TCP port as fast as it can
+    (or connects to it as fast as it can) costs the root process holding its
+    network no more than a UDP flood does (its other threads, the port relays,
+    go on), and leaves no backlog: the next query is answered at once."""
+    holder_pid = holder(inspect(CLIENT_NAME)["State"]["Pid"])
+    flooder = Client(inspect(CLIENT_NAME)["State"]["Pid"])
+    try:
+        before = cpu_seconds(holder_pid)
+        sent = flooder.ask(**flood)
+        answer = client.query(WEB, wait=1)  # at once: nothing left over to answer first
+        used = cpu_seconds(holder_pid) - before
+    finally:
+        flooder.close()
+    assert isinstance(sent, int) and sent > 0, sent
+    assert answer is not None and addresses(answer) == [web]
+    assert used < 1.5, f"{used:.1f} s of CPU for a 3-second flood"
+    assert answered_right(client, web)
+
+
 def test_names_of_other_containers_are_not_answered(root, client, web):
     started(root, "--name", f"elsewhere{N}")  # a container off the bridge
     try:
@@ -412,3 +482,4 @@ def test_a_bad_network_alias_is_refused_in_one_line(root, args, message):
     if message is not None:
         assert err == message
     assert not os.path.exists(root / "www")  # nothing ran
+
