@@ -114,9 +114,12 @@ def dns_name(text):
     """`text` as the name server registers it (lowercase), if it is a host name
     as RFC 1123 has them: at most 253 characters, labels of 1 to 63 letters,
     digits and hyphens, none starting or ending with a hyphen; else None."""
-    if not isinstance(text, str) or not text.isascii() or not 0 < len(text.rstrip(".")) <= 253:
+    if not isinstance(text, str) or not text.isascii():
         return None
-    labels = text.lower().rstrip(".").split(".")
+    text = text[:-1] if text.endswith(".") else text  # one dot, the root's: "web.." is no name
+    if not 0 < len(text) <= 253:
+        return None
+    labels = text.lower().split(".")
     allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-")
     if any(not 0 < len(label) <= 63 or set(label) - allowed or label[0] == "-" or label[-1] == "-"
            for label in labels):

@@ -473,6 +473,9 @@ def test_garbage_packets_never_stop_the_name_server(client, web, packet):
     (["--network", "bridge", "--network-alias", "a" * 64], None),
     (["--network", "bridge", "--network-alias", "-db"], None),
     (["--network", "bridge", "--network-alias", "db..x"], None),
+    (["--network", "bridge", "--network-alias", "db.."], None),  # one trailing dot, the root's
+    (["--network", "bridge", "--network-alias", "."], None),
+    (["--network", "bridge", "--network-alias", ".".join(["a" * 63] * 3 + ["a" * 62])], None),  # 254
 ])
 def test_a_bad_network_alias_is_refused_in_one_line(root, args, message):
     result = cli("run", "--root", root, *args, "/bin/busybox", "true")

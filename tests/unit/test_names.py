@@ -15,6 +15,7 @@ dnslib = pytest.importorskip("dnslib")
     ("my_db", None), ("-web", None), ("web-", None), ("a" * 64, None), ("", None), (".", None),
     ("a..b", None), (".web", None), ("wéb", None), ("web\n", None), ("we b", None), ("*", None),
     (".".join(["a" * 63] * 4), None),  # 255 characters
+    ("web..", None), ("web...", None), ("..", None),  # one trailing dot, the root's, and no more
 ])
 def test_dns_names_are_rfc_1123_host_names_in_lowercase(text, name):
     assert spec.dns_name(text) == name
@@ -24,12 +25,14 @@ def test_dns_names_are_rfc_1123_host_names_in_lowercase(text, name):
 @given(st.text(max_size=300))
 @example("a" * 253)
 @example("a" * 254)
+@example("web..")
 def test_a_dns_name_is_short_and_plain(text):
     name = spec.dns_name(text)
     if name is not None:
         assert len(name) <= 253 and name == name.lower() and name.isascii()
         assert all(0 < len(label) <= 63 and label.strip("-") == label for label in name.split("."))
         assert set(name) <= set("abcdefghijklmnopqrstuvwxyz0123456789-.")
+        assert text.lower() in (name, name + ".")  # the text as given, its root's dot at most
 
 
 def test_a_bad_network_alias_is_refused_in_one_line():
