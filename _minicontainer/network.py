@@ -75,7 +75,8 @@ class Network:
         live = {ip: owner for ip, owner in state["containers"].items()
                 if alive(owner) or owner == mine}
         state["containers"] = live  # the sweep: owners that are gone lose their address
-        state["names"] = {ip: entry for ip, entry in state.get("names", {}).items()
+        names = state.get("names")  # an older copy's table, or one edited by hand: its own entries
+        state["names"] = {ip: entry for ip, entry in (names.items() if isinstance(names, dict) else ())
                           if isinstance(entry, dict) and live.get(ip) == entry.get("owner")}
         return state
 
@@ -325,12 +326,17 @@ def names_table(fd):
     import json
     with open(os.dup(fd)) as f:
         state = json.load(f)
-    containers, table = state.get("containers", {}), {}
-    for ip, entry in state.get("names", {}).items():
+    containers, names, table = state.get("containers"), state.get("names"), {}
+    if not isinstance(containers, dict) or not isinstance(names, dict):
+        return table
+    # Entry by entry: one that is no (pid, start time) with a list of names is
+    # skipped alone, never taking the others' names with it.
+    for ip, entry in names.items():
         owner = entry.get("owner") if isinstance(entry, dict) else None
-        if owner is None or containers.get(ip) != owner:
+        if (not isinstance(owner, list) or len(owner) != 2 or not all(type(n) is int for n in owner)
+                or containers.get(ip) != owner or not isinstance(entry.get("names"), list)):
             continue
-        for name in entry.get("names", ()):
+        for name in entry["names"]:
             if isinstance(name, str):
                 table.setdefault(name, []).append((ip, owner))
     return table

@@ -1,10 +1,13 @@
 """Unit tests for the bridge's names: which names are DNS names (--name,
 --network-alias), and the name server's answer to any packet, without a
 network (its Loop answers through a function)."""
-import pytest
-from hypothesis import example, given, settings, strategies as st
+import json
+import os
 
-from _minicontainer import errors, names, spec
+import pytest
+from hypothesis import HealthCheck, example, given, settings, strategies as st
+
+from _minicontainer import errors, names, procs, spec
 
 dnslib = pytest.importorskip("dnslib")
 
@@ -189,3 +192,43 @@ def test_forwarded_queries_in_flight_are_bounded(upstream):
     assert all(a.header.rcode == dnslib.RCODE.SERVFAIL for a in answers)
     assert len(asked) <= names.FORWARD_MAX * 2
     assert [str(rr.rdata) for rr in ask(server, "web").rr] == ["10.88.0.2"]  # still answering
+
+
+# -- the table the name server answers from ----------------------------------------
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                                 max_size=3), max_leaves=8)
+
+
+def table_of(tmp_path, state):
+    from _minicontainer import network
+    net = network.Network(network.parse_subnet(network.DEFAULT_SUBNET), names=["mine"])
+    net.state_dir = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    (tmp_path / network.NET_STATE).write_text(json.dumps(state))
+    return net.load(), net.addresses_of
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(names=JSON, entry=JSON)
+@example(names=None, entry={"owner": [1, 2], "names": 5})
+@example(names=[], entry={"owner": "x", "names": ["web"]})
+def test_a_table_edited_by_hand_never_hides_the_good_entries(tmp_path_factory, names, entry):
+    """The shared table is root's, but an older copy of minicontainer or a hand
+    may leave anything in it: a bad "names", or a bad entry beside good ones,
+    neither raises nor takes the good entries' names with it."""
+    me = [os.getpid(), procs.process_start(os.getpid())]
+    good = {"owner": me, "names": ["web"]}
+    tmp_path = tmp_path_factory.mktemp("table")
+    containers = {"10.88.0.2": me, "10.88.0.3": me}
+    # "names" itself anything: the sweep keeps going (no names then, the addresses kept)
+    state, lookup = table_of(tmp_path, {"containers": containers, "names": names})
+    assert state["containers"] == containers and isinstance(state["names"], dict)
+    lookup("web")
+    os.close(lookup.__self__.state_dir)
+    # one entry anything, beside a good one: the good one still answers
+    state, lookup = table_of(tmp_path, {"containers": containers,
+                                        "names": {"10.88.0.2": good, "10.88.0.3": entry}})
+    assert state["names"]["10.88.0.2"] == good
+    assert "10.88.0.2" in lookup("web")
+    os.close(lookup.__self__.state_dir)
