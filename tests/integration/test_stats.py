@@ -149,8 +149,11 @@ def test_a_missing_container_is_one_line_and_125(root):
 def test_on_a_terminal_it_redraws_until_ctrl_c_then_exits_0(root):
     detached(root, "tty", "/bin/probe", "sleep", "60")
     master, slave = os.openpty()
+    # As a terminal's foreground job has it: SIGINT not ignored, even where
+    # this test runs as a background job of a shell (which ignores it).
     proc = subprocess.Popen([*CLI, "stats"], stdin=subprocess.DEVNULL, stdout=slave,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(slave)
     try:
         seen = b""
