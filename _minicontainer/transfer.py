@@ -210,10 +210,16 @@ def in_cp(exc, verb):
     return exc.within(verb)
 
 
-def write_plan(rootfd, plan, verb, sweep=True):
+def write_plan(rootfd, plan, verb, sweep=True, into=None):
     """Apply a checked plan below rootfd with deploy's Writer (umask 0: modes
-    exactly as planned). Returns the Writer's warnings."""
+    exactly as planned). Returns the Writer's warnings. `into`: (path, fd) of
+    the destination directory, opened already: the Writer writes into that
+    directory and never makes it, as deploy's Writer makes a missing parent
+    (docker's rule: the destination's directory must exist; a container that
+    removes it while cp runs must not get a new directory in its place)."""
     writer = Writer(rootfd)
+    if into is not None:
+        writer.dirfds[into[0]] = into[1]  # the Writer's now: it closes it
     umask = os.umask(0)
     try:
         if sweep:
@@ -274,7 +280,8 @@ def copy_in(entry, src, dst, archive=False, follow=False, stdin=None):
                 except ContainerError as exc:
                     raise in_cp(exc, verb) from None
             map_owners(plan, root.uid_map, root.gid_map, archive, verb)
-            return write_plan(root.fd, plan, verb)
+            into = root.open(to, os.O_RDONLY | os.O_DIRECTORY)
+            return write_plan(root.fd, plan, verb, into=(posixpath.normpath(to), into))
         finally:
             plan.close()
             if spool is not None:

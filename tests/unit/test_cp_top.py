@@ -127,3 +127,33 @@ def test_top_prints_columns_as_dockers_tabwriter(capsys):
     assert capsys.readouterr().out.splitlines() == [
         "UID                 PID                     CMD",
         "root                123456789012345678901   sleep 1"]
+
+
+@pytest.mark.parametrize("into", [False, True])
+def test_cp_in_never_makes_the_destination_directory_the_container_removed(tmp_path, into):
+    """cp checks the destination's directory exists, then writes into it; a
+    container that removes it in between (CI met this: a directory swapped for
+    a link, caught in the moment between unlink and symlink) must not get a
+    new directory made at its name, as deploy's Writer makes missing parents.
+    Control (into=False): the Writer alone makes it."""
+    import os
+    from _minicontainer.rootfs import Op, Plan
+    root = tmp_path / "root"
+    (root / "race" / "d").mkdir(parents=True)
+    rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        plan = Plan(rootfd)
+        (tmp_path / "f").write_bytes(b"x")
+        plan.add(Op("file", "/race/d/f", str(tmp_path / "f"), (0o644, os.geteuid(), os.getegid(), 0, 1)))
+        opened = os.open(root / "race" / "d", os.O_RDONLY | os.O_DIRECTORY) if into else None
+        (root / "race" / "d").rmdir()  # the container's move, after cp's check
+        try:
+            transfer.write_plan(rootfd, plan, "cp f c1:/race/d/f",
+                                into=("/race/d", opened) if into else None)
+        except ContainerError:
+            pass
+        finally:
+            plan.close()
+        assert (root / "race" / "d").exists() is not into
+    finally:
+        os.close(rootfd)
