@@ -254,14 +254,12 @@ def copy_in(entry, src, dst, archive=False, follow=False, stdin=None):
             _, contents = split_source(src)
             to, top = destination(stat.S_ISDIR(st.st_mode), contents, source_name(src), dst,
                                   kind, verb, f"{entry.name}:")
-        dirfd = root.open(to, os.O_PATH | os.O_DIRECTORY)
-        try:
-            root.check_not_kernel(dirfd, to)
-        finally:
-            os.close(dirfd)
         plan = Plan(root.fd)
-        spool = None
+        spool = into = None
         try:
+            # Opened once: the directory checked is the one written into.
+            into = root.open(to, os.O_RDONLY | os.O_DIRECTORY)
+            root.check_not_kernel(into, to)
             if stdin is not None:
                 spool = tempfile.TemporaryFile()
                 import shutil
@@ -280,9 +278,11 @@ def copy_in(entry, src, dst, archive=False, follow=False, stdin=None):
                 except ContainerError as exc:
                     raise in_cp(exc, verb) from None
             map_owners(plan, root.uid_map, root.gid_map, archive, verb)
-            into = root.open(to, os.O_RDONLY | os.O_DIRECTORY)
-            return write_plan(root.fd, plan, verb, into=(posixpath.normpath(to), into))
+            into, fd = None, into  # the Writer's from here: it closes it
+            return write_plan(root.fd, plan, verb, into=(posixpath.normpath(to), fd))
         finally:
+            if into is not None:
+                os.close(into)
             plan.close()
             if spool is not None:
                 spool.close()
