@@ -8,7 +8,7 @@ import tarfile
 import pytest
 
 import minicontainer as mc
-from _minicontainer import constants, errors, imageformat, rootfs, syscalls
+from _minicontainer import constants, elf, errors, imageformat, rootfs, syscalls
 from archives import docker_save, oci_layout, write_tar
 
 REG, DIR, SYM, LNK, CHR = tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE
@@ -205,8 +205,8 @@ def test_no_deps_copies_only_the_program(root):
 
 
 def test_dynamic_program_brings_its_loader_and_libraries(root):
-    closure = dict(rootfs.elf_closure("/bin/ls", "/bin"))
-    interp = rootfs.elf_info("/bin/ls").interp
+    closure = dict(elf.elf_closure("/bin/ls", "/bin"))
+    interp = elf.elf_info("/bin/ls").interp
     assert interp in closure and any(p.endswith("/libc.so.6") for p in closure)
     assert deploy(root, "/bin/ls") == 0
     # The loader's path resolves inside the root, through the links it came with.

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import minicontainer as mc
-from _minicontainer import rootfs
+from _minicontainer import elf, rootfs
 from archives import docker_save, write_tar
 from helpers import CLI
 
@@ -158,9 +158,9 @@ def test_a_fifo_is_never_read_as_a_program(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     done = threading.Event()
-    threading.Thread(target=lambda: (rootfs.read_elf_info(str(fifo)), done.set()), daemon=True).start()
+    threading.Thread(target=lambda: (elf.read_elf_info(str(fifo)), done.set()), daemon=True).start()
     assert done.wait(5)  # a blocking open would wait for a writer forever
-    assert rootfs.read_elf_info(str(fifo)) is None
+    assert elf.read_elf_info(str(fifo)) is None
 
 
 def test_deploy_makes_a_missing_root_with_the_skeleton(tmp_path, capsys):
