@@ -157,8 +157,10 @@ class Plan:
 
     Each op is checked as it is added, against what the root will hold when
     the ops before it are applied: the plan's own entries (`planned`, by
-    their names in the archive), what its whiteouts remove (`removed`,
-    `cleared`), else the root as it is. So whatever the order of an
+    their names in the archive and where they land through symlinks, less
+    what the writer keeps; `implied`, the directories made on the way),
+    what its whiteouts and replacements remove (`removed`, `cleared`), else
+    the root as it is. So whatever the order of an
     archive's members and layers, the writer is never handed an op that
     cannot be done: a refused archive leaves the root as it was.
     """
@@ -166,6 +168,7 @@ class Plan:
     def __init__(self, rootfd):
         self.rootfd, self.ops, self.skipped, self.open_files = rootfd, [], [], []
         self.planned, self.removed, self.targets = {}, set(), {}
+        self.implied = set()  # directories the writer makes on the way to an op's parent
         self.foreign = 0  # archive members whose owners a user's deploy cannot keep
         self.image = self.image_source = None  # an image archive's run settings, and its path
         self.layering, self.cleared = False, set()  # image layers: an upper one's files win
@@ -200,20 +203,77 @@ class Plan:
         check_name(op.dst, f"deploy {op.src or op.dst}")
         if op.kind in ("symlink", "hardlink") and "\0" in op.src:
             raise ContainerError(f"deploy {op.dst}", "its link target holds a NUL byte; refused")
-        parent = os.path.dirname(op.dst)
-        if op.dst != "/" and parent not in self.walked:
-            seen = []
-            names, why = self.walk(parent, seen)
-            if why:
-                raise ContainerError(f"deploy {op.src or op.dst} to {op.dst}", why)
-            self.walked[parent] = names
-            self.walked_through.update(seen)
-        if op.kind != "dir" and op.dst in self.walked_through:
-            self.forget_walks()
-        self.planned[op.dst] = op.kind
-        if op.kind == "symlink":
-            self.targets[op.dst] = op.src
+        parent, base = os.path.split(op.dst)
+        places = [op.dst]
+        if op.dst != "/":
+            if parent not in self.walked:
+                seen = []
+                names, why = self.walk(parent, seen)
+                if why:
+                    raise ContainerError(f"deploy {op.src or op.dst} to {op.dst}", why)
+                self.walked[parent] = names
+                self.walked_through.update(seen)
+                # The writer makes what is missing (walk: only before any symlink)
+                parts = names[0].split("/")
+                self.implied.update(prefix for i in range(2, len(parts) + 1)
+                                    if self.kind_at(prefix := "/".join(parts[:i])) is None)
+            # The entry is known by every name of its directory, first where the
+            # writer puts it: a layer's d/f, with d -> a in the root, is a/f, and
+            # a later a/f/x must meet the file there, not a directory to make.
+            places += [os.path.join(name, base) for name in self.walked[parent]]
         self.ops.append(op)
+        if op.dst == "/" or not self.replaces(op, places[1]):
+            return
+        if any(place in self.walked_through for place in places):
+            self.forget_walks()
+        # What was below the place is no longer there by its name: a directory
+        # is replaced only when empty (Writer.place), and a symlink's names led
+        # into its target, which stays.
+        purge = op.kind != "dir" or self.kind_at(places[1]) not in (None, "dir")
+        for place in places:
+            if purge:
+                self.unplan(lambda p: p.startswith(place + "/"))
+                self.cleared.add(place)
+            self.planned[place] = op.kind
+            if op.kind == "symlink":
+                self.targets[place] = op.src
+
+    def replaces(self, op, place):
+        """Whether the writer puts op at `place` (where it lands, through every
+        symlink), as the plan must then record; or keeps what is there, as it
+        does a directory that holds anything under a file or a symlink
+        (Writer.place), a symlink that leads to a directory under a directory
+        (Writer.do_dir), and a directory that a hard link names (do_hardlink)."""
+        now = self.kind_at(place)
+        if op.kind == "dir":
+            return now != "symlink" or bool(self.walk(place)[1])
+        if op.kind == "hardlink":
+            parents, why = self.walk(os.path.dirname(op.src))
+            if not why and self.kind_at(os.path.join(parents[0], os.path.basename(op.src))) == "dir":
+                return False
+        return now != "dir" or not self.holds(place)
+
+    def holds(self, path):
+        """Whether the directory at `path` holds anything once the ops so far
+        are applied: an entry this plan writes there, under any name of the
+        directory, or one of the root's that no whiteout or replacement took."""
+        names, why = self.walk(path)
+        if why:
+            return False
+        if any(p.startswith(name + "/") for p in (*self.planned, *self.implied) for name in names):
+            return True
+        if self.rootfd is None:
+            return False
+        try:
+            fd = openat2(self.rootfd, names[0], os.O_RDONLY | os.O_DIRECTORY, IN_ROOT)
+        except ContainerError:
+            return False
+        try:
+            entries = os.listdir(fd)
+        finally:
+            os.close(fd)
+        return any(not any(self.gone(os.path.join(name, entry)) for name in names)
+                   for entry in entries)
 
     def remove(self, op):
         """Add a whiteout's op: what it removes is no longer planned or there,
@@ -225,8 +285,7 @@ class Plan:
         paths, why = self.walk(parent)
         for path in {op.dst} | ({os.path.join(p, name) for p in paths} if not why else set()):
             self.removed.add(path)
-            for planned in [p for p in self.planned if p == path or p.startswith(path + "/")]:
-                del self.planned[planned]
+            self.unplan(lambda p: p == path or p.startswith(path + "/"))
 
     def clear(self, op):
         """Add an opaque whiteout's op: what lies below its directory is no
@@ -236,8 +295,13 @@ class Plan:
         paths, why = self.walk(op.dst)
         for path in {op.dst.rstrip("/")} | ({p.rstrip("/") for p in paths} if not why else set()):
             self.cleared.add(path)
-            for planned in [p for p in self.planned if p.startswith(path + "/")]:
-                del self.planned[planned]
+            self.unplan(lambda p: p.startswith(path + "/"))
+
+    def unplan(self, which):
+        """Forget what the plan writes (or makes on the way) at the paths which() picks."""
+        for planned in [p for p in self.planned if which(p)]:
+            del self.planned[planned]
+        self.implied -= {p for p in self.implied if which(p)}
 
     def forget_walks(self):
         self.walked.clear()
@@ -315,7 +379,7 @@ class Plan:
         plan's own kind, else the root's ('dir', 'symlink', 'other'), or None."""
         if path in self.planned:
             return self.planned[path]
-        if path == "/":
+        if path == "/" or path in self.implied:
             return "dir"
         if self.gone(path):
             return None
@@ -815,7 +879,6 @@ def plan_layer(plan, tar, name, to):
                 plan.clear(Op("clear", where))
             else:
                 plan.remove(Op("remove", os.path.join(where, whiteout_target(member, name))))
-            plan.planned.pop(where, None)
     plan.layering = True
     try:
         plan_members(plan, tar, [m for m in members if not os.path.basename(m.name).startswith(".wh.")],
@@ -904,6 +967,14 @@ class Writer:
             fd = self.dirfds.pop(cached)
             self.swept.discard(fd)
             os.close(fd)
+
+    def forget_removed(self):
+        """After a directory is removed: drop the cached fds of the directories
+        it took, under whatever name they were cached (d/x, with d -> a, is
+        a/x, and a whiteout of a/x takes it): a later op there makes the
+        directory again, not write into the removed one."""
+        for cached in [p for p, fd in self.dirfds.items() if os.fstat(fd).st_nlink == 0]:
+            self.forget(cached)
 
     def stage(self, target_fd):
         """Where to make an entry before renaming it into the directory target_fd:
@@ -1000,6 +1071,7 @@ class Writer:
                     remove_at(stage_fd, tmp, "remove a temporary of the deploy")
                     return
                 remove_at(fd, name, f"deploy {op.dst}", existing)
+                self.forget_removed()
             # No cached fd may lead where the name led before: a directory
             # removed, or where a symlink replaced now pointed.
             self.forget(op.dst)
@@ -1092,6 +1164,7 @@ class Writer:
         self.links += 1
 
     def do_remove(self, op):
+        import stat
         parent, name = os.path.split(op.dst)
         check_entry(name, f"deploy: whiteout of {op.dst}")  # before anything is looked up
         try:
@@ -1101,6 +1174,8 @@ class Writer:
             return  # nothing there to remove
         self.forget(op.dst)
         remove_at(fd, name, f"deploy: whiteout of {op.dst}", st)
+        if stat.S_ISDIR(st.st_mode):
+            self.forget_removed()
 
     def do_clear(self, op):
         try:

@@ -6,11 +6,11 @@ import contextlib
 import io
 import os
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import minicontainer as mc
 from _minicontainer import imageformat
-from hostile import check_corrupt, check_deploy, corruptions, images, whiteout_layers
+from hostile import REG, SYM, check_corrupt, check_deploy, corruptions, images, whiteout_layers
 
 EXAMPLES = int(os.environ.get("MC_EXAMPLES", 500))
 
@@ -24,6 +24,15 @@ def deploy_in_process(parent, root, image):
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(image=images, with_root=st.booleans())
+# The plan must know an entry where the writer puts it, and what the writer
+# keeps; each was refused by the writer midway. d -> a in the root: d/d is a/d,
+# and d/s a/s. A directory that holds anything is kept under a symlink.
+@example(image=("docker-save", [[('d/d', b'', b'0', '', 420), ('a/d/a', b'', b'0', '', 420)]]),
+         with_root=True)
+@example(image=("rootfs", [[("d/s", b"", SYM, "/nowhere", 0o777), ("a/s/x", b"", REG, "", 0o644)]]),
+         with_root=True)
+@example(image=("oci", [[("e/b", b"", REG, "", 0o644)], [("e", b"", SYM, "a", 0o777)],
+                        [("e/b/y", b"", REG, "", 0o644)]]), with_root=True)
 def test_no_archive_reaches_outside_the_root_and_a_refusal_changes_nothing(image, with_root):
     kind, layer_lists = image
     check_deploy(deploy_in_process, kind, layer_lists, with_root)
@@ -31,6 +40,17 @@ def test_no_archive_reaches_outside_the_root_and_a_refusal_changes_nothing(image
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(layer_lists=whiteout_layers)
+# d -> a in the root, so d/d is a/d, a file: a/d/a must be refused while planned.
+# It was refused by the writer, after d/d was written.
+@example([[('d/d', b'', b'0', '', 420), ('a/d/a', b'', b'0', '', 420)]])
+# d/.wh..wh..opq empties a (d -> a) and a/a with it: a/a/a is written in a new
+# a/a, not in the one removed (the writer's descriptor of it, by name a/a).
+@example([[("a/a/a", b"", REG, "", 0o644)],
+          [("a/a/a", b"", REG, "", 0o644), ("a", b"", REG, "", 0o644), ("d/.wh..wh..opq", b"", REG, "", 0o644)]])
+# d is a file of the lower layer, so d/a is refused: the whiteout d/.wh.d must
+# not make the plan forget what d is (it did; the writer then met the file).
+@example([[("a", b"", REG, "", 0o644), ("d", b"", REG, "", 0o644)],
+          [("a", b"", REG, "", 0o644), ("d/a", b"", REG, "", 0o644), ("d/.wh.d", b"", REG, "", 0o644)]])
 def test_whiteouts_and_opaque_markers_anywhere_stay_inside(layer_lists):
     """Whiteouts and opaque markers alone, denser: every '.'/'..' combination,
     in every layer, over a root that has what they name."""
