@@ -228,8 +228,9 @@ class Plan:
             self.forget_walks()
         # What was below the place is no longer there by its name: a directory
         # is replaced only when empty (Writer.place), and a symlink's names led
-        # into its target, which stays.
-        purge = op.kind != "dir" or self.kind_at(places[1]) not in (None, "dir")
+        # into its target, which stays. (Nothing is below anything else.)
+        now = self.kind_at(places[1])
+        purge = now == "symlink" or now == "dir" and op.kind != "dir"
         for place in places:
             if purge:
                 self.unplan(lambda p: p.startswith(place + "/"))
@@ -330,8 +331,7 @@ class Plan:
             nexts = [os.path.join(h, part) for h in here]
             if seen is not None:
                 seen.extend(nexts)
-            name, kind = next(((n, k) for n in nexts if (k := self.kind_at(n)) is not None),
-                              (nexts[0], None))
+            name, kind = nexts[0], self.kind_at(nexts[0])  # where it is: the plan keeps it there
             if kind == "dir" or kind is None and not hops:
                 here = nexts
             elif kind == "symlink":
@@ -607,8 +607,8 @@ def plan_members(plan, tar, members, archive, to, check):
         elif member.islnk():
             target = os.path.normpath(os.path.join(to, member.linkname.lstrip("/")))
             parents, why = plan.walk(os.path.dirname(target))
-            kinds = [plan.kind_at(os.path.join(p, os.path.basename(target))) for p in parents]
-            if why or target == "/" or all(k in (None, "dir") for k in kinds):  # link(2) would fail
+            kind = None if why else plan.kind_at(os.path.join(parents[0], os.path.basename(target)))
+            if why or target == "/" or kind in (None, "dir"):  # link(2) would fail
                 raise ContainerError(f"deploy {archive}", f"hard link {member.name} ->"
                                      f" {member.linkname}: the archive (or the root) has no file"
                                      " there to link to; refused")

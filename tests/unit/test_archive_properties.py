@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import minicontainer as mc
 from _minicontainer import imageformat
-from hostile import REG, SYM, check_corrupt, check_deploy, corruptions, images, whiteout_layers
+from hostile import LNK, REG, SYM, check_corrupt, check_deploy, corruptions, images, whiteout_layers
 
 EXAMPLES = int(os.environ.get("MC_EXAMPLES", 500))
 
@@ -33,6 +33,9 @@ def deploy_in_process(parent, root, image):
          with_root=True)
 @example(image=("oci", [[("e/b", b"", REG, "", 0o644)], [("e", b"", SYM, "a", 0o777)],
                         [("e/b/y", b"", REG, "", 0o644)]]), with_root=True)
+# .wh.a takes a/f: d/f (d -> a) is no file to link to, whatever the root had there.
+@example(image=("docker-save", [[(".wh.a", b"", REG, "", 0o644), ("a/a", b"", REG, "", 0o644),
+                                 ("a", b"", LNK, "d/f", 0o644)]]), with_root=True)
 def test_no_archive_reaches_outside_the_root_and_a_refusal_changes_nothing(image, with_root):
     kind, layer_lists = image
     check_deploy(deploy_in_process, kind, layer_lists, with_root)
