@@ -85,7 +85,7 @@ def copy_tool(base, probe, busybox):
     shutil.copytree(REPO / "_minicontainer", base / "_minicontainer",
                     ignore=shutil.ignore_patterns("__pycache__"))
     (base / "site").mkdir()
-    for name in ("click", "prctl", "_prctl", "elftools", "backports"):
+    for name in ("click", "prctl", "_prctl", "elftools", "backports", "dnslib"):
         spec = importlib.util.find_spec(name)
         if spec is None and name == "backports":  # a dependency only before 3.12
             continue
@@ -363,17 +363,53 @@ def test_the_bridge_needs_slirp4netns_and_a_tun_device(user):
         " here (distributions make it mode 0666)"]
 
 
-def test_the_bridge_through_slirp4netns(user, tun):
-    """eth0 with slirp's address; no default route without --outbound; one with it."""
+def test_the_users_bridge(user, tun):
+    """eth0 with an address of the user's bridge; no default route without
+    --outbound; one with it, through the bridge and the keeper's slirp4netns,
+    and the name server forwards names beyond the bridge only then."""
     bare = user.run("run", "--network", "bridge", "/bin/busybox", "sh", "-c",
                     "busybox ip -4 -o addr show eth0; busybox ip route; cat /etc/resolv.conf")
     assert bare.returncode == 0, bare.stderr
     out = bare.stdout.decode()
-    assert "inet 10.0.2.100/24" in out and "default" not in out and "nameserver" not in out
+    assert "inet 10.88.0.2/16" in out and "default" not in out, out
+    assert "nameserver 127.0.0.11" in out and "host.minicontainer.internal" not in out, out
     outbound = user.run("run", "--network", "bridge", "--outbound", "/bin/busybox", "sh", "-c",
-                        "busybox ip route; cat /etc/resolv.conf")
-    assert "default via 10.0.2.2 dev eth0" in outbound.stdout.decode()
-    assert "nameserver 10.0.2.3" in outbound.stdout.decode()
+                        "busybox ip route; cat /etc/resolv.conf; cat /etc/hosts")
+    assert "default via 10.88.0.1 dev eth0" in outbound.stdout.decode(), outbound.stdout
+    assert "host.minicontainer.internal" not in outbound.stdout.decode()
+
+
+def test_a_users_containers_reach_each_other_by_name(user, tun):
+    """Two of a user's containers on its bridge: one reaches the other's
+    httpd by --name and by --network-alias, and by address, while it runs;
+    the names stop resolving when it ends. A container off the bridge
+    resolves nothing (the control on the bridge does). Everything, the
+    keeper of the user's network included, is gone afterwards (the user
+    fixture checks: no process, nothing in the state directory but its lock)."""
+    www = user.work / "newroot" / "www"
+    www.mkdir()
+    (www / "index.html").write_text("Hello from db\n")
+    for path in (www, www / "index.html"):
+        os.chown(path, user.uid, user.gid)
+    started = user.run("run", "-d", "--name", "db", "--network", "bridge", "--network-alias",
+                       "store", "/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www")
+    assert started.returncode == 0, started.stderr
+    try:
+        fetch = ("busybox wget -qO- http://db:8080/ && busybox wget -qO- http://STORE:8080/"
+                 " && busybox nslookup db 127.0.0.11")
+        asked = user.run("run", "--network", "bridge", "/bin/busybox", "sh", "-c", fetch)
+        assert asked.returncode == 0, asked.stderr
+        out = asked.stdout.decode()
+        assert out.count("Hello from db") == 2 and "10.88.0.2" in out, out
+        apart = user.run("run", "--network", "none", "/bin/busybox", "nslookup", "db", "127.0.0.11")
+        assert apart.returncode != 0 and "10.88.0.2" not in apart.stdout.decode()
+        assert user.run("rm", "-f", "db").returncode == 0
+        gone = user.run("run", "--network", "bridge", "/bin/busybox", "nslookup", "db", "127.0.0.11")
+        assert gone.returncode != 0 and "10.88.0.2" not in gone.stdout.decode(), gone.stdout
+    finally:
+        user.run("rm", "-f", "db")
+    assert wait_for(lambda: not user.live_processes(), 5), user.live_processes()
+    assert not (user.state_dir() / "network.json").exists()
 
 
 def test_a_published_port_and_a_sigkilled_minicontainer_leave_nothing(user, tun):
@@ -564,7 +600,7 @@ def test_a_users_service_is_restarted_and_health_checked(user):
     assert user.run("logs", "up").stdout == b"run\nrun\nrun\n"
     refused = user.run("run", "-d", "--restart", "always", "--network", "bridge", "/bin/busybox",
                        "true")
-    assert refused.returncode == 125 and b"slirp4netns" in refused.stderr
+    assert refused.returncode == 125 and b"its connector serves one run" in refused.stderr
     assert user.run("rm", "up").returncode == 0
 
 

@@ -10,7 +10,7 @@ from helpers import REPO
 PACKAGE = REPO / "_minicontainer"
 # From the bottom up: a module may import only modules before it.
 ORDER = ["__init__", "constants", "errors", "syscalls", "procs", "spec", "imageformat", "rootfs",
-         "images", "cgroups", "names", "network", "state", "oci", "container", "supervise", "options",
+         "images", "cgroups", "names", "network", "state", "usernet", "oci", "container", "supervise", "options",
          "lifecycle", "transfer", "helper", "library"]
 
 
