@@ -209,7 +209,11 @@ def start_keeper(net):
             [sys.executable, "-I", "-c", KEEPER, package, Store().path, str(net.subnet),
              str(go_read), str(report_write)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            pass_fds=(go_read, report_write), start_new_session=True, cwd="/")
+            pass_fds=(go_read, report_write), start_new_session=True, cwd="/",
+            # what finds its tools and runs its interpreter, nothing else of this
+            # process's environment (the command line's, the library caller's)
+            env={k: os.environ[k] for k in ("PATH", "LD_LIBRARY_PATH", "PYTHONHOME")
+                 if k in os.environ})
     except OSError as exc:
         raise ContainerError.from_os("start the user's network", exc) from None
     finally:

@@ -864,6 +864,46 @@ def test_the_library_runs_a_users_containers_as_the_command_line_does(user):
     assert out[4] == f"refused 125 {refused.stderr.decode().strip().removeprefix('minicontainer: ')}"
 
 
+LIBRARY_ON_THE_USERS_BRIDGE = """
+import minicontainer as mc
+r = mc.run(["/bin/busybox", "sh", "-c", "busybox wget -qO- http://web:8080/; busybox nslookup client 127.0.0.11"],
+           network="bridge", network_alias=["client"], capture_output=True)
+print(r.returncode, r.stdout.decode().replace("\\n", " "))
+"""
+
+
+def test_a_users_bridge_container_through_every_door(user, tun):
+    """A user's bridge container reached by exec (its address, the keeper's
+    user namespace's maps), inspect, and a library container that finds it by
+    name (and itself by its alias); the same user namespace as any of the
+    user's containers has (the control: a container off the bridge)."""
+    www = user.work / "newroot" / "www"
+    www.mkdir()
+    (www / "index.html").write_text("Hello from web\n")
+    for path in (www, www / "index.html"):
+        os.chown(path, user.uid, user.gid)
+    started = user.run("run", "-d", "--name", "web", "--network", "bridge", "/bin/busybox",
+                       "httpd", "-f", "-p", "8080", "-h", "/www")
+    assert started.returncode == 0, started.stderr
+    try:
+        inside = user.run("exec", "web", "/bin/busybox", "sh", "-c",
+                          "busybox ip -4 -o addr show eth0; cat /proc/self/uid_map")
+        assert inside.returncode == 0, inside.stderr
+        apart = user.run("run", "/bin/busybox", "cat", "/proc/self/uid_map")
+        assert "inet 10.88.0.2/16" in inside.stdout.decode()
+        assert inside.stdout.decode().split("\n", 1)[1].split() == apart.stdout.decode().split()
+        assert json.loads(user.run("inspect", "web").stdout)[0]["NetworkSettings"]["IPAddress"] \
+            == "10.88.0.2"
+        result = subprocess.run(
+            [user.python, "-c", LIBRARY_ON_THE_USERS_BRIDGE], capture_output=True, timeout=60,
+            **user.options({"env": dict(user.env(), PYTHONPATH=f"{user.base}:{user.base / 'site'}")}))
+        assert result.returncode == 0, result.stderr
+        out = result.stdout.decode()
+        assert out.startswith("0 Hello from web") and "10.88.0.3" in out, out
+    finally:
+        assert user.run("rm", "-f", "web").returncode == 0
+
+
 def test_a_user_copies_in_and_out_of_its_container_and_sees_its_processes(subids):
     """cp and top for a user's container: owners through its user namespace
     (the user is its root; its uid 1000 is a subordinate id), nothing needing root."""
