@@ -78,9 +78,11 @@ class Network:
                 state = json.load(f)
         except (OSError, ValueError):
             state = {}
-        state.setdefault("containers", {})
+        if not isinstance(state, dict):  # a table edited by hand: no table
+            state = {}
+        containers = state.get("containers")
         mine = list(self.owner) if self.owner else None
-        live = {ip: owner for ip, owner in state["containers"].items()
+        live = {ip: owner for ip, owner in (containers.items() if isinstance(containers, dict) else ())
                 if alive(owner) or owner == mine}
         state["containers"] = live  # the sweep: owners that are gone lose their address
         names = state.get("names")  # an older copy's table, or one edited by hand: its own entries

@@ -38,8 +38,11 @@ def process_start(pid):
 
 
 def alive(owner):
-    """Whether (pid, start time) is still the same running process."""
-    return bool(owner) and owner[1] is not None and process_start(owner[0]) == owner[1]
+    """Whether (pid, start time) is still the same running process. Anything
+    else (a table edited by hand: a pid written as "1", a number, null) is
+    no process, and so never one to join or signal."""
+    return (isinstance(owner, (list, tuple)) and len(owner) == 2
+            and all(type(n) is int for n in owner) and process_start(owner[0]) == owner[1])
 
 
 # ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ May import: constants, errors, syscalls, procs, spec, names, network, state.
 import os
 import sys
 
-from .constants import CLONE_NEWNET, CLONE_NEWUSER, EXIT_OWN_FAILURE
+from .constants import CLONE_NEWNET, CLONE_NEWUSER, EXIT_OWN_FAILURE, MAX_FD
 from .errors import ContainerError
 from .syscalls import die_with_parent, setns, unshare
 from .procs import alive, fork, process_start, write_id_maps
@@ -84,9 +84,15 @@ class UserBridge(Network):
         supervisor = os.getpid()
         self.connector = fork()
         if self.connector == 0:
+            # The connector: the supervisor's child, soon in the keeper's user
+            # namespace and the container's network namespace. It keeps its
+            # socket, the keeper's pidfd and the table's directory (the name
+            # server reads the table), nothing else of the caller's.
             ours.close()
-            for sock in self.listeners:
-                sock.close()
+            self.close_listeners()
+            keep = sorted({theirs.fileno(), self.keeper_fd, self.state_dir} - {None})
+            for low, high in zip([2] + keep, keep + [MAX_FD]):
+                os.closerange(low + 1, high)
             code = 0
             try:
                 die_with_parent(supervisor)
@@ -363,27 +369,61 @@ def remove_table(table):
 
 
 def masquerade(subnet):
-    """The bridge's traffic out through tap0 (slirp4netns), masqueraded."""
+    """The bridge's traffic out through tap0 (slirp4netns), masqueraded; and
+    only from the ports of containers run with --outbound (see let_out). A
+    missing default route is no fence: a container given NET_ADMIN adds one
+    (or, with NET_RAW, sends its frames to the bridge's address by hand), and
+    the keeper forwards whatever reaches it."""
     tool = firewall_tool()
     if tool is None:
         raise ContainerError("the user's network", "needs nftables (nft) or iptables to"
                              " masquerade, and neither is installed")
     what = "the user's network's masquerade rule"
     if os.path.basename(tool) == "nft":
+        # The bridge's own hook, where a frame's port (mcvPID, which the
+        # container cannot rename: it is the keeper's) is still known.
         run_tool(what, [tool, "-f", "-"], (
             "table ip minicontainer {\n chain postrouting {\n"
             "  type nat hook postrouting priority 100; policy accept;\n"
-            f"  ip saddr {subnet} oifname != \"{BRIDGE}\" masquerade\n }}\n}}\n"))
+            f"  ip saddr {subnet} oifname != \"{BRIDGE}\" masquerade\n }}\n}}\n"
+            "table bridge minicontainer {\n set outbound {\n  type ifname\n }\n chain input {\n"
+            "  type filter hook input priority 0; policy accept;\n"
+            f"  iifname != @outbound ip daddr != {subnet} drop\n"
+            "  iifname != @outbound ether type ip6 drop\n }\n}\n"))
     else:
         run_tool(what, [tool, "-t", "nat", "-A", "POSTROUTING", "-s", subnet, "!", "-o", BRIDGE,
                         "-j", "MASQUERADE"], "")
+        run_tool(what, [tool, "-A", "FORWARD", "-i", BRIDGE, "!", "-o", BRIDGE, "-j", "DROP"], "")
+
+
+def let_out(veth, address, outbound):
+    """In the keeper's network namespace: a container's port let past the
+    bridge with --outbound, else not (an entry of an ended container's with
+    the same name, or address, undone). iptables has no bridge port to go
+    by here, only the source address (which a container with NET_ADMIN can
+    change): nft's rule is the fence, iptables's a lesser one."""
+    tool = firewall_tool()
+    what = "the container's --outbound rule"
+    if os.path.basename(tool) == "nft":
+        element = f"element bridge minicontainer outbound {{ \"{veth}\" }}\n"
+        run_tool(what, [tool, "-f", "-"], f"add {element}" + ("" if outbound else f"delete {element}"))
+        return
+    rule = ["FORWARD", "-i", BRIDGE, "-s", address, "-j", "ACCEPT"]
+    while True:
+        try:
+            run_tool(what, [tool, "-D", *rule], "")
+        except ContainerError:
+            break
+    if outbound:
+        run_tool(what, [tool, "-I", *rule], "")
 
 
 def connector_main(sock, net):
     """The connector (see UserBridge): it waits for PID 1's pid, joins the
     keeper's user and network namespaces, makes the veth pair there with its
     peer in PID 1's network namespace (by a descriptor of it, opened while
-    PID 1's pidfd shows it alive), joins that namespace, configures eth0 (a
+    PID 1's pidfd shows it alive), lets its port out or not (--outbound),
+    joins that namespace, configures eth0 (a
     default route only with --outbound), starts the container's name server
     in a thread, and then answers each request (b"t" or b"u", then the port
     number) with a TCP or UDP socket connected to that port of the
@@ -403,6 +443,7 @@ def connector_main(sock, net):
     ip_batch(what, [f"link add mcv{pid1} type veth peer name eth0 address {mac_for(net.address)}"
                     f" netns /proc/self/fd/{container_ns}",
                     f"link set mcv{pid1} master {BRIDGE} up"], pass_fd=container_ns)
+    let_out(f"mcv{pid1}", net.address, net.outbound)
     setns(container_ns, CLONE_NEWNET)
     ip_batch(what, ["link set lo up", f"addr add {net.address}/{net.subnet.prefixlen} dev eth0",
                     "link set eth0 up"]

@@ -1,0 +1,315 @@
+"""A user's bridge attacked from outside: from its containers (root inside,
+with and without added capabilities), from a hostile table in the user's
+state directory, and by killing its helpers (the keeper, the connector) at
+every moment. Each probe has its positive control: the same probe
+succeeding where it should. The user and its harness are test_rootless's.
+"""
+import json
+import os
+import signal
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from helpers import wait_for
+from tests.integration.test_rootless import rootless_user, user, subids, tun, lines  # noqa: F401
+
+
+def children(pid):
+    found = []
+    for child in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{child}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] not in (b"Z", b"X"):
+            found.append(int(child))
+    return found
+
+
+def table(user):
+    try:
+        return json.loads((user.state_dir() / "network.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def keeper_of(user):
+    state = table(user)
+    return state["keeper"]["owner"][0] if state and "keeper" in state else None
+
+
+def monitor_of(user, name):
+    return json.loads(user.run("inspect", name).stdout)[0]["Monitor"][0]
+
+
+def connector_of(monitor):
+    """The monitor's child that has no child of its own (the holder has PID 1)."""
+    found = [pid for pid in children(monitor) if not children(pid)]
+    return found[0] if len(found) == 1 else None
+
+
+def one_line_125(result):
+    err = result.stderr.decode()
+    return (result.returncode == 125 and err.count("\n") == 1 and err.startswith("minicontainer: ")
+            and "Traceback" not in err and "Error(" not in err)
+
+
+# -- from inside a container ----------------------------------------------------
+
+PING_SLIRP = "busybox ping -c 1 -W 2 10.0.2.2 >/dev/null 2>&1 && echo reached || echo unreached"
+
+
+def test_a_container_without_outbound_reaches_nothing_beyond_the_bridge_even_with_net_admin(user, tun):
+    """--outbound is what lets a container past the bridge: one without it
+    that gives itself the default route (NET_ADMIN) still reaches nothing
+    of slirp4netns's (10.0.2.2 answers pings from slirp itself: nothing
+    leaves the machine; the ping needs NET_RAW, a raw socket being the
+    other way past a missing route). Control: with --outbound the same ping answers;
+    and the container without it still reaches its neighbours."""
+    outbound = user.run("run", "-d", "--name", "out", "--network", "bridge", "--outbound",
+                        "--cap-add", "NET_RAW", "/bin/busybox", "sleep", "60")
+    assert outbound.returncode == 0, outbound.stderr
+    try:
+        control = user.run("exec", "out", "/bin/busybox", "sh", "-c", PING_SLIRP)
+        assert lines(control) == ["reached"], control
+        sneaky = user.run("run", "--network", "bridge", "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW", "/bin/busybox", "sh",
+                          "-c", "busybox ip route add default via 10.88.0.1 && " + PING_SLIRP
+                          + "; busybox ping -c 1 -W 2 10.88.0.2 >/dev/null && echo neighbour")
+        assert sneaky.returncode == 0, sneaky.stderr
+        assert lines(sneaky) == ["unreached", "neighbour"], sneaky
+        # the address it had is the next one's: a container with --outbound there is let out
+        again = user.run("run", "--network", "bridge", "--outbound", "--cap-add", "NET_RAW", "/bin/busybox", "sh", "-c",
+                         PING_SLIRP)
+        assert lines(again) == ["reached"], again
+    finally:
+        user.run("rm", "-f", "out")
+
+
+def test_the_hosts_loopback_is_out_of_reach_with_outbound(user, tun):
+    """slirp4netns runs with --disable-host-loopback: 10.0.2.2 is not the
+    host's 127.0.0.1. Control: the host's listener answers on its loopback."""
+    import socket
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass  # the control
+        tried = user.run("run", "--network", "bridge", "--outbound", "--cap-add", "NET_RAW", "/bin/busybox", "sh", "-c",
+                         f"{PING_SLIRP}; busybox nc -w 2 10.0.2.2 {port} </dev/null && echo connected"
+                         " || echo refused")
+        assert lines(tried) == ["reached", "refused"], tried
+    finally:
+        listener.close()
+
+
+# -- a hostile table --------------------------------------------------------------
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-2, 2**63) | st.text(max_size=8)
+                    | st.just("1"), lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=6)
+
+
+def hostile_tables():
+    start = st.integers(0, 2**40)
+    owner = st.one_of(JSON, st.tuples(st.just("1"), start).map(list),
+                      st.tuples(st.just(1), start).map(list))
+    return st.one_of(
+        JSON,
+        st.fixed_dictionaries({"containers": JSON}),
+        st.fixed_dictionaries({"containers": st.dictionaries(st.just("10.88.0.2"), owner)}),
+        st.fixed_dictionaries({"keeper": JSON}),
+        st.fixed_dictionaries({"keeper": st.fixed_dictionaries({"owner": owner, "maps": JSON})}),
+        st.fixed_dictionaries({"names": JSON, "subnet": JSON}),
+    )
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(state=hostile_tables())
+def test_a_hostile_table_is_no_traceback(user, tun, state):
+    """network.json is the user's own to edit: whatever it holds (wrong
+    types, a keeper named by a pid written as a string), a run either works
+    or says one line with 125; nothing of it is left behind. Control: the
+    run on the bridge works when the table is absent (the first example
+    proves nothing alone: each is checked)."""
+    path = user.state_dir()
+    if not path.exists():  # made as the user's first run makes it
+        path.mkdir(mode=0o700)
+        os.chown(path, user.uid, user.gid)
+    (path / "network.json").write_text(json.dumps(state))
+    os.chown(path / "network.json", user.uid, user.gid)
+    result = user.run("run", "--network", "bridge", "/bin/busybox", "sh", "-c",
+                      "busybox ip -4 -o addr show eth0")
+    assert result.returncode == 0 or one_line_125(result), result
+    assert "Traceback" not in result.stderr.decode(), result.stderr.decode()
+    if result.returncode == 0:
+        assert "inet 10.88.0." in result.stdout.decode(), result
+    assert wait_for(lambda: not user.live_processes(), 5), user.live_processes()
+    (path / "network.json").unlink(missing_ok=True)
+    (path / "network.lock").unlink(missing_ok=True)
+    control = user.run("run", "--network", "bridge", "/bin/probe", "pid")
+    assert control.returncode == 0, control.stderr
+    assert wait_for(lambda: not user.live_processes(), 5), user.live_processes()
+
+
+def test_a_table_naming_a_process_not_the_users_joins_nothing(user, tun):
+    """The user's table naming, as its keeper, a process of root's (pid 1,
+    this machine's init) with its true start time and the user's maps: the
+    holder may not join root's user namespace, and the run says so in one
+    line; pid 1 is untouched. Control: the same run with the table removed."""
+    first = user.run("run", "-d", "--name", "a", "--network", "bridge", "/bin/busybox", "sleep", "60")
+    assert first.returncode == 0, first.stderr
+    try:
+        state = table(user)
+        with open("/proc/1/stat") as f:
+            init_start = int(f.read().rsplit(")", 1)[1].split()[19])
+        state["keeper"]["owner"] = [1, init_start]
+        (user.state_dir() / "network.json").write_text(json.dumps(state))
+        forged = user.run("run", "--network", "bridge", "/bin/probe", "pid")
+        assert one_line_125(forged), forged
+        print(forged.stderr.decode())
+        with open("/proc/1/stat") as f:
+            assert int(f.read().rsplit(")", 1)[1].split()[19]) == init_start
+    finally:
+        user.run("rm", "-f", "a")
+    assert wait_for(lambda: not user.live_processes(), 5), user.live_processes()
+    for name in ("network.json", "network.lock"):  # kept: the keeper it names is alive
+        (user.state_dir() / name).unlink(missing_ok=True)
+    control = user.run("run", "--network", "bridge", "/bin/probe", "pid")
+    assert control.returncode == 0, control.stderr
+
+
+# -- hostile input ------------------------------------------------------------------
+
+def test_a_privileged_port_is_refused_before_anything_starts(user, tun):
+    """-p 80 on the host is root's (ip_unprivileged_port_start): one line, 125,
+    no keeper started, no table left. Control: a high port works."""
+    with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+        if int(f.read()) <= 80:
+            pytest.skip("port 80 is open to users on this machine")
+    refused = user.run("run", "--network", "bridge", "-p", "80:80", "/bin/probe", "pid")
+    assert one_line_125(refused) and "--publish 127.0.0.1:80/tcp" in refused.stderr.decode(), refused
+    assert not user.live_processes() and table(user) is None
+    control = user.run("run", "--network", "bridge", "-p", "18093:80", "/bin/probe", "pid")
+    assert control.returncode == 0, control.stderr
+
+
+def test_addresses_run_out_in_one_line(user, tun):
+    """A /29 has five addresses for containers: the sixth is refused in one
+    line while they run, and so is another subnet; nothing is left once
+    they end. Control: the five."""
+    names = [f"c{n}" for n in range(5)]
+    try:
+        for name in names:
+            started = user.run("run", "-d", "--name", name, "--network", "bridge", "--subnet",
+                               "10.77.0.0/29", "/bin/busybox", "sleep", "60")
+            assert started.returncode == 0, started.stderr
+        sixth = user.run("run", "--rm", "--network", "bridge", "--subnet", "10.77.0.0/29", "/bin/probe",
+                         "pid")
+        assert one_line_125(sixth) and "no free address left" in sixth.stderr.decode(), sixth
+        other = user.run("run", "--rm", "--network", "bridge", "/bin/probe", "pid")
+        assert one_line_125(other) and "already serves" in other.stderr.decode(), other
+    finally:
+        user.run("rm", "-f", *names)
+    assert wait_for(lambda: not user.live_processes(), 5), user.live_processes()
+    assert wait_for(lambda: table(user) is None, 5)
+
+
+NAMES = st.text(st.sampled_from("aZ0-_.:/ \n\té*"), min_size=0, max_size=70)  # argv has no NUL
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(alias=NAMES, name=NAMES)
+def test_hostile_names_and_aliases_are_refused_or_resolved(user, tun, alias, name):
+    """A user's --name and --network-alias: refused in one line with 125 before
+    anything starts, or taken; never a traceback, nothing left."""
+    result = user.run("run", "--rm", "--name", name or "n", "--network", "bridge",
+                      "--network-alias", alias, "/bin/probe", "pid")
+    assert result.returncode == 0 or one_line_125(result), result
+    assert wait_for(lambda: not user.live_processes(), 5), user.live_processes()
+
+
+# -- killed at every moment -------------------------------------------------------------
+
+@pytest.mark.parametrize("victim", ["keeper", "connector", "monitor"])
+def test_a_killed_helper_leaves_nothing_and_the_next_run_works(user, tun, victim):
+    """SIGKILL of the keeper, of a container's connector, or of its monitor:
+    the rest ends with it or at the container's end (rm -f), the table goes
+    with the last of them, and the next bridge container works (the control)."""
+    started = user.run("run", "-d", "--name", "k", "--network", "bridge", "/bin/busybox", "sleep", "60")
+    assert started.returncode == 0, started.stderr
+    try:
+        monitor = monitor_of(user, "k")
+        pid = {"keeper": lambda: keeper_of(user), "connector": lambda: connector_of(monitor),
+               "monitor": lambda: monitor}[victim]()
+        assert pid, victim
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(1)
+    finally:
+        user.run("rm", "-f", "k")
+    assert wait_for(lambda: not user.live_processes(), 5), user.live_processes()
+    assert wait_for(lambda: table(user) is None, 5), table(user)
+    control = user.run("run", "--network", "bridge", "/bin/busybox", "sh", "-c",
+                       "busybox ip -4 -o addr show eth0")
+    assert control.returncode == 0 and "inet 10.88.0.2" in control.stdout.decode(), control
+    assert wait_for(lambda: not user.live_processes(), 5), user.live_processes()
+
+
+def test_two_first_containers_at_once_share_one_keeper(user, tun):
+    """Two runs started together, neither finding a keeper: one keeper, one
+    user namespace, two addresses; the second reaches the first."""
+    a = user.popen("run", "--rm", "--name", "a", "--network", "bridge", "/bin/busybox", "sleep", "6")
+    b = user.popen("run", "--rm", "--name", "b", "--network", "bridge", "/bin/busybox", "sleep", "6")
+    try:
+        def both():
+            state = table(user)
+            return state if state and len(state.get("containers", {})) == 2 else None
+        state = wait_for(both, 15)
+        assert state and sorted(state["containers"]) == ["10.88.0.2", "10.88.0.3"], state
+        keepers = [p for p in user.live_processes() if p == state["keeper"]["owner"][0]]
+        assert len(keepers) == 1
+    finally:
+        assert a.wait(30) == 0 and b.wait(30) == 0
+    assert wait_for(lambda: not user.live_processes(), 5), user.live_processes()
+
+
+# -- what the helpers carry -------------------------------------------------------------
+
+def test_the_keeper_and_the_connector_carry_no_descriptor_of_the_callers(user, tun):
+    """The keeper is a fresh interpreter: none of the caller's environment
+    (a secret in it) and none of its descriptors (one left open across
+    exec), and it is in no PID namespace of a container's; the connector
+    none of the caller's descriptors. Control: the caller's own run (the
+    supervisor) carries both."""
+    secret_file = user.work / "secret"
+    secret_file.write_text("s3cret\n")
+    fd = os.open(secret_file, os.O_RDONLY)
+    run = user.popen("run", "--network", "bridge", "/bin/busybox", "sleep", "30",
+                     env=dict(user.env(), MC_SECRET="s3cret"), pass_fds=(fd,))
+    try:
+        keeper = wait_for(lambda: keeper_of(user), 15)
+        assert keeper and wait_for(lambda: connector_of(run.pid), 10)
+
+        def carries(pid):
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = b"MC_SECRET=s3cret" in f.read()
+            fds = [os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")]
+            return env, str(secret_file) in fds
+        assert carries(run.pid) == (True, True)  # the control
+        assert carries(keeper) == (False, False)
+        # The connector is the supervisor's fork: its memory and environment
+        # (unseen by any container: it is in no PID namespace of theirs), but
+        # none of the caller's descriptors.
+        assert carries(connector_of(run.pid)) == (True, False)
+        with open(f"/proc/{keeper}/status") as f:
+            assert "NSpid:\t%d\n" % keeper in f.read()
+    finally:
+        os.close(fd)
+        run.kill()
+        run.wait()
