@@ -36,6 +36,8 @@ class Network:
     keeper_fd = None  # a user's network: the keeper's pidfd, whose user namespace the holder joins
     lock_name, state_name = NET_LOCK, NET_STATE  # the table's files, in its directory
 
+    state_path = NET_STATE_DIR  # the table's directory, for messages
+
     def open_state_dir(self):
         """The table's directory, opened: /run for root's bridge."""
         return os.open(NET_STATE_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -59,8 +61,12 @@ class Network:
         if self.state_dir is None:
             self.state_dir = self.open_state_dir()
         while True:  # the last run out unlinks the lock: make sure ours is still the file
-            fd = os.open(self.lock_name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                         dir_fd=self.state_dir)
+            try:  # a directory or a symlink planted there: one line, never a traceback
+                fd = os.open(self.lock_name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                             | os.O_NONBLOCK, 0o600, dir_fd=self.state_dir)
+            except OSError as exc:
+                raise ContainerError.from_os(f"the network's lock {self.state_path}/{self.lock_name}",
+                                             exc) from None
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 if os.stat(self.lock_name, dir_fd=self.state_dir).st_ino == os.fstat(fd).st_ino:
@@ -71,11 +77,12 @@ class Network:
 
     def load(self):
         import json
-        try:
-            fd = os.open(self.state_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+        import stat
+        try:  # without blocking: a FIFO planted there is no table, never a hang
+            fd = os.open(self.state_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
                          dir_fd=self.state_dir)
             with open(fd) as f:
-                state = json.load(f)
+                state = json.load(f) if stat.S_ISREG(os.fstat(fd).st_mode) else {}
         except (OSError, ValueError):
             state = {}
         if not isinstance(state, dict):  # a table edited by hand: no table
@@ -93,11 +100,15 @@ class Network:
     def save(self, state):
         import json
         tmp = self.state_name + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=self.state_dir)
-        with open(fd, "w") as f:
-            json.dump(state, f)
-        os.rename(tmp, self.state_name, src_dir_fd=self.state_dir, dst_dir_fd=self.state_dir)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+                         | os.O_NONBLOCK, 0o600, dir_fd=self.state_dir)
+            with open(fd, "w") as f:
+                json.dump(state, f)
+            os.rename(tmp, self.state_name, src_dir_fd=self.state_dir, dst_dir_fd=self.state_dir)
+        except OSError as exc:  # a directory planted at its name
+            raise ContainerError.from_os(f"write the network's table {self.state_path}/"
+                                         f"{self.state_name}", exc) from None
 
     # -- before the fork ------------------------------------------------------
 
@@ -245,13 +256,16 @@ class Network:
         (lowercase): read from the table as its last writer left it (it is
         replaced whole, by rename), each entry's owner checked alive here,
         so a container that has ended answers to nothing even before a sweep."""
+        import stat
         try:
-            fd = os.open(self.state_name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW,
+            fd = os.open(self.state_name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,
                          dir_fd=self.state_dir)
         except OSError:
             return []
         try:
             info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):  # a FIFO planted there: no names, never a hang
+                return []
             key = (info.st_ino, info.st_mtime_ns, info.st_size)
             if key != self.table[0]:
                 self.table = (key, names_table(fd))

@@ -59,7 +59,9 @@ class UserBridge(Network):
         """The user's state directory, made if missing and checked as every verb
         checks it (the user's alone: another user could otherwise forge the table)."""
         from .state import Store
-        fd = Store().ensure().open()
+        store = Store().ensure()
+        self.state_path = store.path
+        fd = store.open()
         if fd is None:
             raise ContainerError("--network bridge", "the state directory was removed while it was made")
         return fd
@@ -364,7 +366,7 @@ def remove_table(table):
     for name in (table.state_name, table.lock_name):
         try:
             os.unlink(name, dir_fd=table.state_dir)
-        except FileNotFoundError:
+        except OSError:  # gone, or a directory planted there (what failed is said already)
             pass
 
 

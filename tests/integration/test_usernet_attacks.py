@@ -313,3 +313,109 @@ def test_the_keeper_and_the_connector_carry_no_descriptor_of_the_callers(user, t
         os.close(fd)
         run.kill()
         run.wait()
+
+
+# -- the shared user namespace ---------------------------------------------------------
+
+KEYS_C = r"""
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+/* keys add NAME VALUE: a user key in the user keyring (@u); keys read NAME: print it. */
+int main(int argc, char **argv) {
+    if (argc == 4 && !strcmp(argv[1], "add")) {
+        long id = syscall(SYS_add_key, "user", argv[2], argv[3], strlen(argv[3]), -4 /* @u */);
+        if (id < 0) { perror("add_key"); return 1; }
+        puts("added");
+        return 0;
+    }
+    if (argc == 3 && !strcmp(argv[1], "read")) {
+        char buf[256];
+        long id = syscall(SYS_keyctl, 10 /* SEARCH */, -4, "user", argv[2], 0);
+        if (id < 0) { puts("none"); return 0; }
+        long n = syscall(SYS_keyctl, 11 /* READ */, id, buf, sizeof buf - 1);
+        if (n < 0) { puts("unreadable"); return 0; }
+        buf[n] = 0;
+        puts(buf);
+        return 0;
+    }
+    return 2;
+}
+"""
+
+
+def test_what_the_shared_user_namespace_shares_a_keyring_only_unconfined(user, tun, tmp_path):
+    """A user's bridge containers share the keeper's user namespace, and with
+    it the user keyring of root inside (kernel keyrings are not namespaced
+    otherwise): with seccomp=unconfined one container reads a key another
+    put there, as in rootless podman (one user namespace for all). The
+    default seccomp filter refuses the keyring calls: nothing is shared then.
+    Control: a container off the bridge (a user namespace of its own) sees
+    no such key."""
+    from helpers import build_static
+    source = tmp_path / "keys.c"
+    source.write_text(KEYS_C)
+    target = user.work / "newroot" / "bin" / "keys"
+    build_static(source, target)
+    os.chown(target, user.uid, user.gid)
+    target.chmod(0o755)
+    started = user.run("run", "-d", "--name", "ka", "--network", "bridge", "--security-opt",
+                       "seccomp=unconfined", "/bin/busybox", "sleep", "60")
+    assert started.returncode == 0, started.stderr
+    try:
+        added = user.run("exec", "ka", "/bin/keys", "add", "mc-secret", "s3cret")
+        assert lines(added) == ["added"], added
+        found = {}
+        for label, args in (("bridge", ("--network", "bridge")), ("apart", ("--network", "none"))):
+            result = user.run("run", *args, "--security-opt", "seccomp=unconfined", "/bin/keys",
+                              "read", "mc-secret")
+            found[label] = lines(result)
+        confined = user.run("run", "--network", "bridge", "/bin/keys", "read", "mc-secret")
+        print(found, lines(confined))
+        assert found["bridge"] == ["s3cret"] and found["apart"] == ["none"], found
+        assert lines(confined) == ["none"], confined
+    finally:
+        user.run("rm", "-f", "ka")
+
+
+@pytest.mark.parametrize("name", ["network.json", "network.lock"])
+@pytest.mark.parametrize("kind", ["fifo", "directory", "symlink"])
+def test_a_table_file_of_another_kind_is_no_hang(user, tun, name, kind):
+    """The table or its lock, made a FIFO, a directory or a symlink (to a file
+    of the user's) in the user's state directory: a run works or says one
+    line with 125, within its time, and the file linked to is untouched.
+    Control: the same run once the file is removed."""
+    path = user.state_dir()
+    path.mkdir(mode=0o700, exist_ok=True)
+    os.chown(path, user.uid, user.gid)
+    target = user.work / "elsewhere"
+    target.write_text("untouched\n")
+    planted = path / name
+    if kind == "fifo":
+        os.mkfifo(planted)
+    elif kind == "directory":
+        planted.mkdir()
+    else:
+        planted.symlink_to(target)
+    os.lchown(planted, user.uid, user.gid)
+    import subprocess
+    try:
+        try:
+            result = user.run("run", "--network", "bridge", "/bin/probe", "pid", timeout=20)
+        except subprocess.TimeoutExpired:
+            result = None
+        assert wait_for(lambda: not user.live_processes(), 10), user.live_processes()
+        assert result is not None, "it hung"
+        assert result.returncode == 0 or one_line_125(result), result
+        print(kind, name, result.returncode, result.stderr.decode().strip())
+        assert target.read_text() == "untouched\n"
+    finally:
+        if planted.is_dir() and not planted.is_symlink():
+            planted.rmdir()
+        else:
+            planted.unlink(missing_ok=True)
+        for leftover in ("network.json", "network.lock", "network.json.tmp"):
+            (path / leftover).unlink(missing_ok=True)
+    control = user.run("run", "--network", "bridge", "/bin/probe", "pid")
+    assert control.returncode == 0, control.stderr
