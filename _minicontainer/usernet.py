@@ -145,8 +145,9 @@ class UserBridge(Network):
         self.connector_sock.send(f"pid {pid1}".encode())
         answer = self.connector_sock.recv(4096).decode(errors="replace")
         if answer != "ok":
-            raise ContainerError("set up the container's network",
-                                 answer.removeprefix("error ") or "the connector ended")
+            what = "set up the container's network"
+            raise ContainerError(what, answer.removeprefix("error ").removeprefix(f"{what}: ")
+                                 or "the connector ended")
 
     def relay(self):
         import threading

@@ -7,6 +7,7 @@ succeeding where it should. The user and its harness are test_rootless's.
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -399,7 +400,6 @@ def test_a_table_file_of_another_kind_is_no_hang(user, tun, name, kind):
     else:
         planted.symlink_to(target)
     os.lchown(planted, user.uid, user.gid)
-    import subprocess
     try:
         try:
             result = user.run("run", "--network", "bridge", "/bin/probe", "pid", timeout=20)
@@ -419,3 +419,70 @@ def test_a_table_file_of_another_kind_is_no_hang(user, tun, name, kind):
             (path / leftover).unlink(missing_ok=True)
     control = user.run("run", "--network", "bridge", "/bin/probe", "pid")
     assert control.returncode == 0, control.stderr
+
+
+@pytest.mark.parametrize("subnet", ["10.0.2.0/24", "10.0.0.0/8", "127.0.0.0/8", "0.0.0.0/0",
+                                    "224.0.0.0/24", "255.255.255.248/29"])
+def test_a_hostile_subnet_works_or_is_refused_in_one_line(user, tun, subnet):
+    """--subnet for a user: the keeper's bridge is the user's alone, so an odd
+    one (slirp4netns's own 10.0.2.0/24, loopback's, everything) harms only
+    the user's network: it works or is refused in one line, never hangs,
+    and leaves nothing. Control: the default subnet afterwards."""
+    try:
+        result = user.run("run", "--network", "bridge", "--outbound", "--subnet", subnet, "/bin/probe",
+                          "pid", timeout=30)
+    except subprocess.TimeoutExpired:
+        result = None
+    assert wait_for(lambda: not user.live_processes(), 10), user.live_processes()
+    assert result is not None, "it hung"
+    print(subnet, result.returncode, result.stderr.decode().strip())
+    assert result.returncode == 0 or one_line_125(result), result
+    assert wait_for(lambda: table(user) is None, 5), table(user)
+    control = user.run("run", "--network", "bridge", "/bin/probe", "pid")
+    assert control.returncode == 0, control.stderr
+
+
+def keepers():
+    """The keepers that run: processes started as one, whose parent is none
+    (its children are forks of it until they exec)."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"keeper_main" in f.read():
+                    with open(f"/proc/{pid}/stat", "rb") as f:
+                        found[int(pid)] = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except OSError:
+            pass
+    return [pid for pid, parent in found.items() if parent not in found]
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.2])
+def test_a_keeper_killed_as_it_starts_leaves_nothing(user, tun, delay):
+    """The keeper SIGKILLed as soon as it is seen (and a little later): the run
+    that started it fails in one line or goes on without it; either way
+    slirp4netns and the connector go. A keeper killed once its last
+    container has ended leaves the table (naming it, and no container: it
+    would have removed it), which the next run sweeps. Control: the next run."""
+    before = set(keepers())
+    run = user.popen("run", "--network", "bridge", "/bin/probe", "pid",
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        keeper = wait_for(lambda: next(iter(set(keepers()) - before), None), 10)
+        assert keeper
+        time.sleep(delay)
+        os.kill(keeper, signal.SIGKILL)
+        out, err = run.communicate(timeout=30)
+        print(delay, run.returncode, err.decode().strip())
+        assert run.returncode == 0 or (run.returncode == 125 and err.decode().count("\n") == 1
+                                       and "Traceback" not in err.decode()), err
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert wait_for(lambda: not user.live_processes(), 10), user.live_processes()
+    left = table(user)
+    assert left is None or (not left["containers"] and left["keeper"]["owner"][0] == keeper), left
+    control = user.run("run", "--network", "bridge", "/bin/probe", "pid")
+    assert control.returncode == 0, control.stderr
+    assert wait_for(lambda: table(user) is None, 5), table(user)
