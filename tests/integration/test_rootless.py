@@ -864,6 +864,26 @@ def test_the_library_runs_a_users_containers_as_the_command_line_does(user):
     assert out[4] == f"refused 125 {refused.stderr.decode().strip().removeprefix('minicontainer: ')}"
 
 
+def test_the_users_bridge_takes_another_subnet_once_it_is_free(user, tun):
+    """--subnet on the user's bridge: refused while a container is on another
+    subnet (root's words), taken at once when none is, even while the last
+    keeper has not yet seen that (it is replaced, not joined)."""
+    first = user.run("run", "-d", "--name", "a", "--network", "bridge", "/bin/busybox", "sleep", "60")
+    assert first.returncode == 0, first.stderr
+    try:
+        refused = user.run("run", "--network", "bridge", "--subnet", "10.213.0.0/24", "/bin/busybox", "true")
+        assert refused.returncode == 125 and refused.stderr.decode().splitlines() == [
+            "minicontainer: --subnet 10.213.0.0/24: bridge mc0 already serves 10.88.0.0/16 for"
+            " running containers"]
+    finally:
+        assert user.run("rm", "-f", "a").returncode == 0
+    taken = user.run("run", "--network", "bridge", "--subnet", "10.213.0.0/24", "--outbound",
+                     "/bin/busybox", "sh", "-c", "busybox ip -4 -o addr show eth0; busybox ip route")
+    assert taken.returncode == 0, taken.stderr
+    assert "inet 10.213.0.2/24" in taken.stdout.decode()
+    assert "default via 10.213.0.1" in taken.stdout.decode(), taken.stdout
+
+
 LIBRARY_ON_THE_USERS_BRIDGE = """
 import minicontainer as mc
 r = mc.run(["/bin/busybox", "sh", "-c", "busybox wget -qO- http://web:8080/; busybox nslookup client 127.0.0.11"],
