@@ -112,27 +112,40 @@ class UserBridge(Network):
 
     def prepare(self, state):
         """The keeper, under the table's lock: the one the table names, if it
-        still runs (by its pidfd, checked to be that process), else a new one."""
+        still runs (by its pidfd, checked to be that process) and serves this
+        subnet with these maps; else a new one. A keeper with no container
+        left that serves another subnet or other maps is ended first (it
+        would end by itself within KEEPER_POLL); one with containers makes
+        this one refused."""
         maps = [[list(m) for m in self.maps[0]], [list(m) for m in self.maps[1]],
                 bool(self.maps[2])]
         keeper = state.get("keeper")
         owner = keeper.get("owner") if isinstance(keeper, dict) else None
+        fd = None
         if isinstance(owner, list) and len(owner) == 2 and alive(owner):
-            if keeper.get("maps") != maps:
-                raise ContainerError("--network bridge", "the user's network was made for other id"
-                                     " maps (were /etc/subuid or /etc/subgid changed?): stop its"
-                                     " containers first")
             try:
                 fd = os.pidfd_open(owner[0])
-            except OSError:
+            except (OSError, TypeError, ValueError, OverflowError):
                 fd = None
-            if fd is not None and process_start(owner[0]) == owner[1]:
-                self.keeper_fd = fd
-                return
-            if fd is not None:
+            if fd is not None and process_start(owner[0]) != owner[1]:
                 os.close(fd)
+                fd = None
+        if fd is not None and (keeper.get("maps") != maps or
+                               keeper.get("subnet") != str(self.subnet)):
+            if state["containers"]:  # (another subnet with containers: refused before)
+                os.close(fd)
+                raise ContainerError("--network bridge", "the user's network was made with other"
+                                     " id maps (were /etc/subuid or /etc/subgid changed?): stop"
+                                     " its containers first")
+            import signal
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+            os.close(fd)
+            fd = None
+        if fd is not None:
+            self.keeper_fd = fd
+            return
         pid, start, self.keeper_fd = start_keeper(self)
-        state["keeper"] = {"owner": [pid, start], "maps": maps}
+        state["keeper"] = {"owner": [pid, start], "maps": maps, "subnet": str(self.subnet)}
 
     def upstreams(self):
         """slirp4netns's name server, with --outbound (queries leave from the

@@ -354,6 +354,15 @@ def test_a_delegated_group_is_found_and_its_missing_controllers_named(user):
         group.rmdir()
 
 
+def serve_page(user, text):
+    """/www/index.html in the user's root, the user's, for busybox httpd -h /www."""
+    www = user.work / "newroot" / "www"
+    www.mkdir()
+    (www / "index.html").write_text(text)
+    for path in (www, www / "index.html"):
+        os.chown(path, user.uid, user.gid)
+
+
 def test_the_bridge_needs_slirp4netns_and_a_tun_device(user):
     result = user.run("run", "--network", "bridge", "/bin/probe", "pid")
     if os.access("/dev/net/tun", os.W_OK) and os.stat("/dev/net/tun").st_mode & 0o006 == 0o006:
@@ -386,11 +395,7 @@ def test_a_users_containers_reach_each_other_by_name(user, tun):
     resolves nothing (the control on the bridge does). Everything, the
     keeper of the user's network included, is gone afterwards (the user
     fixture checks: no process, nothing in the state directory but its lock)."""
-    www = user.work / "newroot" / "www"
-    www.mkdir()
-    (www / "index.html").write_text("Hello from db\n")
-    for path in (www, www / "index.html"):
-        os.chown(path, user.uid, user.gid)
+    serve_page(user, "Hello from db\n")
     started = user.run("run", "-d", "--name", "db", "--network", "bridge", "--network-alias",
                        "store", "/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www")
     assert started.returncode == 0, started.stderr
@@ -415,11 +420,7 @@ def test_a_users_containers_reach_each_other_by_name(user, tun):
 def test_a_published_port_and_a_sigkilled_minicontainer_leave_nothing(user, tun):
     """-p reaches a user's container; SIGKILL of minicontainer then takes the
     container, slirp4netns and the connector with it."""
-    www = user.work / "newroot" / "www"
-    www.mkdir()
-    (www / "index.html").write_text("Hello from a user's service\n")
-    for path in (www, www / "index.html"):
-        os.chown(path, user.uid, user.gid)
+    serve_page(user, "Hello from a user's service\n")
     server = user.popen("run", "--network", "bridge", "-p", "18089:80", "/bin/busybox", "httpd",
                         "-f", "-p", "80", "-h", "/www", stdout=subprocess.DEVNULL,
                         stderr=subprocess.PIPE)
@@ -445,11 +446,7 @@ def test_a_users_detached_service_keeps_its_published_port(user, tun):
     """run -d -p for a user: the port, slirp4netns and the connector are the
     monitor's, so the service answers after `run -d` has returned, and its
     stop takes them all away."""
-    www = user.work / "newroot" / "www"
-    www.mkdir()
-    (www / "index.html").write_text("Hello from a user's detached service\n")
-    for path in (www, www / "index.html"):
-        os.chown(path, user.uid, user.gid)
+    serve_page(user, "Hello from a user's detached service\n")
     started = user.run("run", "-d", "--name", "web", "--network", "bridge", "-p", "18090:80",
                        "/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www")
     assert started.returncode == 0, started.stderr
@@ -864,6 +861,26 @@ def test_the_library_runs_a_users_containers_as_the_command_line_does(user):
     assert out[4] == f"refused 125 {refused.stderr.decode().strip().removeprefix('minicontainer: ')}"
 
 
+def test_the_users_bridge_takes_another_subnet_once_it_is_free(user, tun):
+    """--subnet on the user's bridge: refused while a container is on another
+    subnet (root's words), taken at once when none is, even while the last
+    keeper has not yet seen that (it is replaced, not joined)."""
+    first = user.run("run", "-d", "--name", "a", "--network", "bridge", "/bin/busybox", "sleep", "60")
+    assert first.returncode == 0, first.stderr
+    try:
+        refused = user.run("run", "--network", "bridge", "--subnet", "10.213.0.0/24", "/bin/busybox", "true")
+        assert refused.returncode == 125 and refused.stderr.decode().splitlines() == [
+            "minicontainer: --subnet 10.213.0.0/24: bridge mc0 already serves 10.88.0.0/16 for"
+            " running containers"]
+    finally:
+        assert user.run("rm", "-f", "a").returncode == 0
+    taken = user.run("run", "--network", "bridge", "--subnet", "10.213.0.0/24", "--outbound",
+                     "/bin/busybox", "sh", "-c", "busybox ip -4 -o addr show eth0; busybox ip route")
+    assert taken.returncode == 0, taken.stderr
+    assert "inet 10.213.0.2/24" in taken.stdout.decode()
+    assert "default via 10.213.0.1" in taken.stdout.decode(), taken.stdout
+
+
 LIBRARY_ON_THE_USERS_BRIDGE = """
 import minicontainer as mc
 r = mc.run(["/bin/busybox", "sh", "-c", "busybox wget -qO- http://web:8080/; busybox nslookup client 127.0.0.11"],
@@ -877,11 +894,7 @@ def test_a_users_bridge_container_through_every_door(user, tun):
     user namespace's maps), inspect, and a library container that finds it by
     name (and itself by its alias); the same user namespace as any of the
     user's containers has (the control: a container off the bridge)."""
-    www = user.work / "newroot" / "www"
-    www.mkdir()
-    (www / "index.html").write_text("Hello from web\n")
-    for path in (www, www / "index.html"):
-        os.chown(path, user.uid, user.gid)
+    serve_page(user, "Hello from web\n")
     started = user.run("run", "-d", "--name", "web", "--network", "bridge", "/bin/busybox",
                        "httpd", "-f", "-p", "8080", "-h", "/www")
     assert started.returncode == 0, started.stderr
