@@ -151,9 +151,18 @@ def set_subids(present):
         Path(path).write_text("".join(f"{l}\n" for l in lines))
 
 
+SESSION_USER = []  # the session's one user, whichever module's copy of the fixture made it
+
+
 @pytest.fixture(scope="session")
 def rootless_user(tmp_path_factory, probe, busybox):
-    """The user (useradd; userdel after the session) and its runtime copy."""
+    """The user (useradd; userdel after the session) and its runtime copy.
+    A module that imports these fixtures has copies of its own (pytest's
+    fixtures are per module): the second to run shares the first's user,
+    never deletes and makes it anew under the first's tests and teardown."""
+    if SESSION_USER:
+        yield SESSION_USER[0]
+        return
     subprocess.run(["userdel", USER], capture_output=True)  # a killed session's
     subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", USER], check=True)
     import pwd
@@ -173,8 +182,10 @@ def rootless_user(tmp_path_factory, probe, busybox):
         for path in base.rglob("*"):
             path.chmod(path.stat().st_mode | 0o444 | (0o111 if path.is_dir() else 0))
         set_subids(False)
-        yield User(base, python, python_env)
+        SESSION_USER.append(User(base, python, python_env))
+        yield SESSION_USER[0]
     finally:
+        SESSION_USER.clear()
         shutil.rmtree(base, ignore_errors=True)
         set_subids(False)
         subprocess.run(["userdel", USER], check=True)

@@ -14,6 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from helpers import wait_for
+# The module pytest imported (--import-mode=importlib names it so): its
+# session's user is the one test_rootless's tests have (see rootless_user).
 from tests.integration.test_rootless import rootless_user, user, subids, tun, lines  # noqa: F401
 
 
@@ -47,9 +49,12 @@ def monitor_of(user, name):
 
 
 def connector_of(monitor):
-    """The monitor's child that has no child of its own (the holder has PID 1)."""
-    found = [pid for pid in children(monitor) if not children(pid)]
-    return found[0] if len(found) == 1 else None
+    """The monitor's other child, once the holder (its child with a child: PID 1)
+    is seen; not the keeper (the child of the first container's)."""
+    kids = [pid for pid in children(monitor) if pid not in keepers()]
+    holders = [pid for pid in kids if children(pid)]
+    return next(pid for pid in kids if pid not in holders) if len(kids) == 2 and len(holders) == 1 \
+        else None
 
 
 def one_line_125(result):
@@ -292,7 +297,7 @@ def test_the_keeper_and_the_connector_carry_no_descriptor_of_the_callers(user, t
     secret_file.write_text("s3cret\n")
     fd = os.open(secret_file, os.O_RDONLY)
     run = user.popen("run", "--network", "bridge", "/bin/busybox", "sleep", "30",
-                     env=dict(user.env(), MC_SECRET="s3cret"), pass_fds=(fd,))
+                     env=dict(user.env(), MC_SECRET="s3cret"), pass_fds=(fd,), stderr=subprocess.PIPE)
     try:
         keeper = wait_for(lambda: keeper_of(user), 15)
         assert keeper and wait_for(lambda: connector_of(run.pid), 10)
@@ -313,7 +318,8 @@ def test_the_keeper_and_the_connector_carry_no_descriptor_of_the_callers(user, t
     finally:
         os.close(fd)
         run.kill()
-        run.wait()
+        assert run.wait() == -signal.SIGKILL, run.stderr.read()
+        run.stderr.close()
 
 
 # -- the shared user namespace ---------------------------------------------------------
