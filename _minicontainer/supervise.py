@@ -106,7 +106,10 @@ def enter_user_namespace(spec, handles):
     if not spec.namespaces & CLONE_NEWUSER:
         return
     if handles.network is not None and handles.network.keeper_fd is not None:
-        setns(handles.network.keeper_fd, CLONE_NEWUSER)
+        try:  # (a table edited to name a process not the user's keeper: not the user's to join)
+            setns(handles.network.keeper_fd, CLONE_NEWUSER)
+        except ContainerError as exc:
+            raise exc.within("--network bridge: join the keeper's user namespace") from None
         return
     unshare(CLONE_NEWUSER)
     report(handles.report_fd, "userns")
