@@ -155,16 +155,21 @@ class Network:
             self.ensure_outbound(state)
 
     def ensure_bridge(self, state):
-        """The bridge, up, with the subnet's first address: made once, then
-        kept (the state says for which subnet); nothing to run when it is."""
+        """The bridge, up, with the subnet's first address, and --outbound's
+        fence at it: made once, then kept (the state says for which subnet);
+        nothing to run when they are."""
         there = os.path.exists(f"/sys/class/net/{BRIDGE}")
-        if there and state.get("bridge") == str(self.subnet):
-            return
-        commands = [f"addr flush dev {BRIDGE}" if there else f"link add {BRIDGE} type bridge",
-                    f"addr add {self.gateway}/{self.subnet.prefixlen} dev {BRIDGE}",
-                    f"link set {BRIDGE} up"]
-        ip_batch(f"set up bridge {BRIDGE}", commands)
-        state["bridge"] = str(self.subnet)
+        if not (there and state.get("bridge") == str(self.subnet)):
+            commands = [f"addr flush dev {BRIDGE}" if there else f"link add {BRIDGE} type bridge",
+                        f"addr add {self.gateway}/{self.subnet.prefixlen} dev {BRIDGE}",
+                        f"link set {BRIDGE} up"]
+            ip_batch(f"set up bridge {BRIDGE}", commands)
+            state["bridge"] = str(self.subnet)
+        tool = firewall_tool()
+        wanted = {"tool": tool, "subnet": str(self.subnet)}
+        if tool is not None and state.get("fence") != wanted:
+            fence(tool, str(self.subnet))
+            state["fence"] = wanted
 
     def ensure_outbound(self, state):
         """IP forwarding and a masquerade rule, through nft or iptables, once."""
@@ -205,6 +210,9 @@ class Network:
             ip_batch(what, ["link set lo up", f"addr add {self.address}/{self.subnet.prefixlen} dev eth0",
                             "link set eth0 up", f"route add default via {self.gateway}"],
                      netns=container_ns)
+            tool = firewall_tool()
+            if tool is not None:
+                let_out(tool, self.veth, self.address, self.outbound)
             self.serve_names(container_ns)
         finally:
             os.close(container_ns)
@@ -326,6 +334,13 @@ class Network:
         self.stop_names()
         if self.address is None:
             return
+        if self.outbound and self.veth is not None and self.host_side:
+            tool = firewall_tool()
+            try:  # else the next container with that port's name undoes it (let_out)
+                if tool is not None:
+                    let_out(tool, self.veth, self.address, False)
+            except ContainerError:
+                pass
         fd = self.locked()
         try:
             state = self.load()
@@ -461,6 +476,11 @@ def prune_network():
         if outbound:
             os.pwrite(net.forwarding(), outbound["ip_forward_before"].encode(), 0)
             firewall(outbound["tool"], "delete", state.get("subnet", DEFAULT_SUBNET))
+        if state.get("fence"):
+            try:
+                fence(state["fence"]["tool"], state["fence"]["subnet"], "delete")
+            except (ContainerError, KeyError, TypeError):
+                pass  # gone already
         if os.path.exists(f"/sys/class/net/{BRIDGE}"):
             ip_batch(f"remove bridge {BRIDGE}", [f"link del {BRIDGE}"])
         for name in (NET_STATE, NET_LOCK):
@@ -479,6 +499,60 @@ def firewall_tool():
     import shutil
     path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
     return shutil.which("nft", path=path) or shutil.which("iptables", path=path)
+
+
+def fence(tool, subnet, action="add"):
+    """--outbound's fence at the bridge (root's on the host, a user's in the
+    keeper's network namespace): what a container sends from its port
+    (mcvPID, which the container cannot rename: the host's, or the keeper's)
+    to anything beyond the subnet is dropped unless let_out put that port in
+    the set. A missing default route is no fence: a container given
+    NET_ADMIN adds one (or, with NET_RAW, sends its frames to the bridge by
+    hand), and the host (or the keeper) forwards what reaches it. It is
+    nftables's bridge family, a table of its own, where a frame's port is
+    still known; iptables has only the source address, which NET_ADMIN can
+    change: a lesser fence. Made anew (a stale one deleted first)."""
+    what = "--outbound's fence at the bridge"
+    if os.path.basename(tool) == "nft":
+        try:
+            run_tool(what, [tool, "delete", "table", "bridge", NFT_TABLE], "")
+        except ContainerError:
+            if action == "delete":
+                raise
+        if action == "add":
+            run_tool(what, [tool, "-f", "-"], (
+                f"table bridge {NFT_TABLE} {{\n set outbound {{\n  type ifname\n }}\n chain input {{\n"
+                "  type filter hook input priority 0; policy accept;\n"
+                f"  iifname != @outbound ip daddr != {subnet} drop\n"
+                "  iifname != @outbound ether type ip6 drop\n }\n}\n"))
+        return
+    rule = ["FORWARD", "-i", BRIDGE, "!", "-o", BRIDGE, "-j", "DROP"]
+    while True:  # one, whatever an earlier run left
+        try:
+            run_tool(what, [tool, "-D", *rule], "")
+        except ContainerError:
+            break
+    if action == "add":
+        run_tool(what, [tool, "-A", *rule], "")
+
+
+def let_out(tool, veth, address, outbound):
+    """A container's port let past the fence with --outbound, else not (an
+    entry left by an ended container with the same port's name, or address,
+    undone)."""
+    what = "the container's --outbound rule"
+    if os.path.basename(tool) == "nft":
+        element = f"element bridge {NFT_TABLE} outbound {{ \"{veth}\" }}\n"
+        run_tool(what, [tool, "-f", "-"], f"add {element}" + ("" if outbound else f"delete {element}"))
+        return
+    rule = ["FORWARD", "-i", BRIDGE, "-s", address, "-j", "ACCEPT"]
+    while True:
+        try:
+            run_tool(what, [tool, "-D", *rule], "")
+        except ContainerError:
+            break
+    if outbound:
+        run_tool(what, [tool, "-I", *rule], "")
 
 
 def firewall(tool, action, subnet):

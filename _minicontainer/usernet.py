@@ -27,7 +27,9 @@ from .errors import ContainerError
 from .syscalls import die_with_parent, setns, unshare
 from .procs import alive, fork, process_start, write_id_maps
 from .spec import BRIDGE, parse_subnet
-from .network import Network, firewall_tool, ip_batch, mac_for, relay_published, run_tool
+from .network import (
+    Network, fence, firewall, firewall_tool, ip_batch, let_out, mac_for, relay_published,
+)
 
 SLIRP_DNS = "10.0.2.3"  # slirp4netns's name server, reached through the keeper's tap0
 KEEPER_POLL = 0.5  # how often the keeper looks whether any container is left
@@ -386,52 +388,13 @@ def remove_table(table):
 
 def masquerade(subnet):
     """The bridge's traffic out through tap0 (slirp4netns), masqueraded; and
-    only from the ports of containers run with --outbound (see let_out). A
-    missing default route is no fence: a container given NET_ADMIN adds one
-    (or, with NET_RAW, sends its frames to the bridge's address by hand), and
-    the keeper forwards whatever reaches it."""
+    only from the ports of containers run with --outbound (network.fence)."""
     tool = firewall_tool()
     if tool is None:
         raise ContainerError("the user's network", "needs nftables (nft) or iptables to"
                              " masquerade, and neither is installed")
-    what = "the user's network's masquerade rule"
-    if os.path.basename(tool) == "nft":
-        # The bridge's own hook, where a frame's port (mcvPID, which the
-        # container cannot rename: it is the keeper's) is still known.
-        run_tool(what, [tool, "-f", "-"], (
-            "table ip minicontainer {\n chain postrouting {\n"
-            "  type nat hook postrouting priority 100; policy accept;\n"
-            f"  ip saddr {subnet} oifname != \"{BRIDGE}\" masquerade\n }}\n}}\n"
-            "table bridge minicontainer {\n set outbound {\n  type ifname\n }\n chain input {\n"
-            "  type filter hook input priority 0; policy accept;\n"
-            f"  iifname != @outbound ip daddr != {subnet} drop\n"
-            "  iifname != @outbound ether type ip6 drop\n }\n}\n"))
-    else:
-        run_tool(what, [tool, "-t", "nat", "-A", "POSTROUTING", "-s", subnet, "!", "-o", BRIDGE,
-                        "-j", "MASQUERADE"], "")
-        run_tool(what, [tool, "-A", "FORWARD", "-i", BRIDGE, "!", "-o", BRIDGE, "-j", "DROP"], "")
-
-
-def let_out(veth, address, outbound):
-    """In the keeper's network namespace: a container's port let past the
-    bridge with --outbound, else not (an entry of an ended container's with
-    the same name, or address, undone). iptables has no bridge port to go
-    by here, only the source address (which a container with NET_ADMIN can
-    change): nft's rule is the fence, iptables's a lesser one."""
-    tool = firewall_tool()
-    what = "the container's --outbound rule"
-    if os.path.basename(tool) == "nft":
-        element = f"element bridge minicontainer outbound {{ \"{veth}\" }}\n"
-        run_tool(what, [tool, "-f", "-"], f"add {element}" + ("" if outbound else f"delete {element}"))
-        return
-    rule = ["FORWARD", "-i", BRIDGE, "-s", address, "-j", "ACCEPT"]
-    while True:
-        try:
-            run_tool(what, [tool, "-D", *rule], "")
-        except ContainerError:
-            break
-    if outbound:
-        run_tool(what, [tool, "-I", *rule], "")
+    firewall(tool, "add", subnet)
+    fence(tool, subnet)
 
 
 def connector_main(sock, net):
@@ -459,7 +422,7 @@ def connector_main(sock, net):
     ip_batch(what, [f"link add mcv{pid1} type veth peer name eth0 address {mac_for(net.address)}"
                     f" netns /proc/self/fd/{container_ns}",
                     f"link set mcv{pid1} master {BRIDGE} up"], pass_fd=container_ns)
-    let_out(f"mcv{pid1}", net.address, net.outbound)
+    let_out(firewall_tool(), f"mcv{pid1}", net.address, net.outbound)
     setns(container_ns, CLONE_NEWNET)
     ip_batch(what, ["link set lo up", f"addr add {net.address}/{net.subnet.prefixlen} dev eth0",
                     "link set eth0 up"]
