@@ -2,8 +2,8 @@
 
 Owns: Network (mc0, kept between containers; an address and published ports
 owned by the process that lives as long as the container), the shared table
-under /run and its sweep, published-port relays, --outbound's rule,
-SlirpNetwork (a user's slirp4netns), network prune; the names each container
+under /run and its sweep (a user's, in its state directory: see usernet),
+published-port relays, --outbound's rule, network prune; the names each container
 has on the bridge (--name, --network-alias), in the table, which the name
 server of names.py answers from. Loaded only by a run with --network bridge
 and by `network prune`.
@@ -11,10 +11,10 @@ May import: constants, errors, syscalls, procs, spec, names.
 """
 import os
 
-from .constants import CLONE_NEWNET, CLONE_NEWUSER, EXIT_OWN_FAILURE
+from .constants import CLONE_NEWNET
 from .errors import ContainerError
-from .syscalls import die_with_parent, setns
-from .procs import alive, fork, process_start
+from .syscalls import setns
+from .procs import alive, process_start
 from .spec import BRIDGE, DEFAULT_SUBNET, parse_subnet
 
 NET_STATE_DIR = "/run"
@@ -33,6 +33,14 @@ class Network:
     sweep "containers" alone, and keep "names" as they found it)."""
 
     host_side = True  # links, addresses and rules on the host, for the holder to undo
+    keeper_fd = None  # a user's network: the keeper's pidfd, whose user namespace the holder joins
+    lock_name, state_name = NET_LOCK, NET_STATE  # the table's files, in its directory
+
+    state_path = NET_STATE_DIR  # the table's directory, for messages
+
+    def open_state_dir(self):
+        """The table's directory, opened: /run for root's bridge."""
+        return os.open(NET_STATE_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def __init__(self, subnet, publish=(), outbound=False, names=()):
         self.subnet, self.publish, self.outbound = subnet, tuple(publish), outbound
@@ -51,12 +59,17 @@ class Network:
     def locked(self):
         import fcntl
         if self.state_dir is None:
-            self.state_dir = os.open(NET_STATE_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.state_dir = self.open_state_dir()
         while True:  # the last run out unlinks the lock: make sure ours is still the file
-            fd = os.open(NET_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=self.state_dir)
+            try:  # a directory or a symlink planted there: one line, never a traceback
+                fd = os.open(self.lock_name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                             | os.O_NONBLOCK, 0o600, dir_fd=self.state_dir)
+            except OSError as exc:
+                raise ContainerError.from_os(f"the network's lock {self.state_path}/{self.lock_name}",
+                                             exc) from None
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                if os.stat(NET_LOCK, dir_fd=self.state_dir).st_ino == os.fstat(fd).st_ino:
+                if os.stat(self.lock_name, dir_fd=self.state_dir).st_ino == os.fstat(fd).st_ino:
                     return fd
             except FileNotFoundError:
                 pass
@@ -64,15 +77,19 @@ class Network:
 
     def load(self):
         import json
-        try:
-            fd = os.open(NET_STATE, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.state_dir)
+        import stat
+        try:  # without blocking: a FIFO planted there is no table, never a hang
+            fd = os.open(self.state_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                         dir_fd=self.state_dir)
             with open(fd) as f:
-                state = json.load(f)
+                state = json.load(f) if stat.S_ISREG(os.fstat(fd).st_mode) else {}
         except (OSError, ValueError):
             state = {}
-        state.setdefault("containers", {})
+        if not isinstance(state, dict):  # a table edited by hand: no table
+            state = {}
+        containers = state.get("containers")
         mine = list(self.owner) if self.owner else None
-        live = {ip: owner for ip, owner in state["containers"].items()
+        live = {ip: owner for ip, owner in (containers.items() if isinstance(containers, dict) else ())
                 if alive(owner) or owner == mine}
         state["containers"] = live  # the sweep: owners that are gone lose their address
         names = state.get("names")  # an older copy's table, or one edited by hand: its own entries
@@ -82,12 +99,16 @@ class Network:
 
     def save(self, state):
         import json
-        tmp = NET_STATE + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600,
-                     dir_fd=self.state_dir)
-        with open(fd, "w") as f:
-            json.dump(state, f)
-        os.rename(tmp, NET_STATE, src_dir_fd=self.state_dir, dst_dir_fd=self.state_dir)
+        tmp = self.state_name + ".tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+                         | os.O_NONBLOCK, 0o600, dir_fd=self.state_dir)
+            with open(fd, "w") as f:
+                json.dump(state, f)
+            os.rename(tmp, self.state_name, src_dir_fd=self.state_dir, dst_dir_fd=self.state_dir)
+        except OSError as exc:  # a directory planted at its name
+            raise ContainerError.from_os(f"write the network's table {self.state_path}/"
+                                         f"{self.state_name}", exc) from None
 
     # -- before the fork ------------------------------------------------------
 
@@ -114,9 +135,7 @@ class Network:
             if self.address is None:
                 raise ContainerError(f"--subnet {self.subnet}", "no free address left")
             self.listeners = listen_published(self.publish)
-            self.ensure_bridge(state)
-            if self.outbound:
-                self.ensure_outbound(state)
+            self.prepare(state)
             state["subnet"] = str(self.subnet)
             state["containers"][self.address] = list(self.owner)
             if self.names:
@@ -128,24 +147,35 @@ class Network:
         finally:
             os.close(fd)
 
+    def prepare(self, state):
+        """Under the table's lock, before the address is recorded: the bridge,
+        and the masquerade rule for --outbound."""
+        self.ensure_bridge(state)
+        if self.outbound:
+            self.ensure_outbound(state)
+
     def ensure_bridge(self, state):
-        """The bridge, up, with the subnet's first address: made once, then
-        kept (the state says for which subnet); nothing to run when it is."""
+        """The bridge, up, with the subnet's first address, and --outbound's
+        fence at it: made once, then kept (the state says for which subnet);
+        nothing to run when they are."""
         there = os.path.exists(f"/sys/class/net/{BRIDGE}")
-        if there and state.get("bridge") == str(self.subnet):
-            return
-        commands = [f"addr flush dev {BRIDGE}" if there else f"link add {BRIDGE} type bridge",
-                    f"addr add {self.gateway}/{self.subnet.prefixlen} dev {BRIDGE}",
-                    f"link set {BRIDGE} up"]
-        ip_batch(f"set up bridge {BRIDGE}", commands)
-        state["bridge"] = str(self.subnet)
+        if not (there and state.get("bridge") == str(self.subnet)):
+            commands = [f"addr flush dev {BRIDGE}" if there else f"link add {BRIDGE} type bridge",
+                        f"addr add {self.gateway}/{self.subnet.prefixlen} dev {BRIDGE}",
+                        f"link set {BRIDGE} up"]
+            ip_batch(f"set up bridge {BRIDGE}", commands)
+            state["bridge"] = str(self.subnet)
+        tool = firewall_tool()
+        wanted = {"tool": tool, "subnet": str(self.subnet)}
+        if tool is not None and state.get("fence") != wanted:
+            fence(tool, str(self.subnet))
+            state["fence"] = wanted
 
     def ensure_outbound(self, state):
         """IP forwarding and a masquerade rule, through nft or iptables, once."""
-        import shutil
         if state.get("outbound"):
             return
-        tool = shutil.which("nft") or shutil.which("iptables")
+        tool = firewall_tool()
         if tool is None:
             raise ContainerError("--outbound", "needs nftables (nft) or iptables to masquerade,"
                                  " and neither is installed")
@@ -180,6 +210,9 @@ class Network:
             ip_batch(what, ["link set lo up", f"addr add {self.address}/{self.subnet.prefixlen} dev eth0",
                             "link set eth0 up", f"route add default via {self.gateway}"],
                      netns=container_ns)
+            tool = firewall_tool()
+            if tool is not None:
+                let_out(tool, self.veth, self.address, self.outbound)
             self.serve_names(container_ns)
         finally:
             os.close(container_ns)
@@ -196,10 +229,9 @@ class Network:
         anything else on port 53, on all its addresses (the kernel refuses
         a wildcard bind beside a listening socket). Without nft or iptables,
         it binds 53."""
-        import shutil
         from .names import NameServer
         self.stop_names()
-        tool = shutil.which("nft") or shutil.which("iptables")
+        tool = firewall_tool()
         self.name_server = NameServer(container_ns, self.addresses_of, self.upstreams(),
                                       port=0 if tool else 53)
         self.name_server.start()
@@ -232,12 +264,16 @@ class Network:
         (lowercase): read from the table as its last writer left it (it is
         replaced whole, by rename), each entry's owner checked alive here,
         so a container that has ended answers to nothing even before a sweep."""
+        import stat
         try:
-            fd = os.open(NET_STATE, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=self.state_dir)
+            fd = os.open(self.state_name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,
+                         dir_fd=self.state_dir)
         except OSError:
             return []
         try:
             info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):  # a FIFO planted there: no names, never a hang
+                return []
             key = (info.st_ino, info.st_mtime_ns, info.st_size)
             if key != self.table[0]:
                 self.table = (key, names_table(fd))
@@ -298,6 +334,13 @@ class Network:
         self.stop_names()
         if self.address is None:
             return
+        if self.outbound and self.veth is not None and self.host_side:
+            tool = firewall_tool()
+            try:  # else the next container with that port's name undoes it (let_out)
+                if tool is not None:
+                    let_out(tool, self.veth, self.address, False)
+            except ContainerError:
+                pass
         fd = self.locked()
         try:
             state = self.load()
@@ -351,179 +394,6 @@ def mac_for(address):
     so a random MAC would leave the newcomer unreachable, its published ports
     silent, for up to half a minute. The same address, the same MAC."""
     return "02:42:" + ":".join(f"{int(byte):02x}" for byte in address.split("."))
-
-
-SLIRP_ADDRESS, SLIRP_GATEWAY, SLIRP_DNS = "10.0.2.100", "10.0.2.2", "10.0.2.3"
-
-
-class SlirpNetwork:
-    """--network bridge for a user's container, who cannot make links on the
-    host: slirp4netns, a user-mode network stack, gives it eth0 (10.0.2.100/24)
-    and reaches the outside on the user's behalf (as rootless podman does);
-    the host's loopback stays out of reach. Without --outbound, its default
-    route is taken away, so the container reaches nothing beyond slirp's
-    network. -p goes through the same relay as root's: the connections to the
-    container come from a connector, a process of minicontainer's that joins
-    the container's user and network namespaces (never its mount namespace)
-    and hands each connected socket back. slirp4netns ends when this process
-    closes its exit descriptor; the connector, when its socket closes; both,
-    also when this process is SIGKILLed: nothing is left on the host."""
-
-    host_side = False  # nothing of the host's to undo: no links, no addresses, no rules
-
-    def __init__(self, publish=(), outbound=False):
-        self.publish, self.outbound = tuple(publish), outbound
-        self.address, self.gateway = SLIRP_ADDRESS, SLIRP_GATEWAY
-        self.listeners, self.slirp, self.exit_fd = [], None, None
-        self.connector = self.connector_sock = None
-
-    def allocate(self):
-        """Find slirp4netns, bind the published ports, and fork the connector
-        now, while this process has no thread (a user namespace takes only a
-        single-threaded process)."""
-        import shutil
-        import socket
-        if shutil.which("slirp4netns") is None:
-            raise ContainerError("--network bridge", "a user's container needs slirp4netns"
-                                 " for it (apt install slirp4netns), or root")
-        if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
-            raise ContainerError("--network bridge", "slirp4netns needs /dev/net/tun, which"
-                                 " you cannot open here (distributions make it mode 0666)")
-        self.listeners = listen_published(self.publish)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        supervisor = os.getpid()
-        self.connector = fork()
-        if self.connector == 0:
-            ours.close()
-            for sock in self.listeners:
-                sock.close()
-            code = 0
-            try:
-                die_with_parent(supervisor)
-                connector_main(theirs, self.address, self.outbound, self.publish)
-            except BaseException as exc:
-                try:
-                    theirs.send(f"error {exc}".encode())
-                except OSError:
-                    pass
-                code = EXIT_OWN_FAILURE
-            finally:
-                os._exit(code)
-        theirs.close()
-        self.connector_sock = ours
-
-    def etc_files(self, hostname):
-        hosts = (f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                 f"{self.address}\t{hostname}\n")
-        resolv = (f"nameserver {SLIRP_DNS}\n" if self.outbound else
-                  "# no outbound access: no name servers (minicontainer --outbound adds them)\n")
-        return (("hosts", hosts), ("hostname", f"{hostname}\n"), ("resolv.conf", resolv))
-
-    def attach(self, pid1):
-        """slirp4netns for PID 1's namespaces, up and configured; then the
-        connector joins them and takes the default route away unless --outbound."""
-        import subprocess
-        ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
-        exit_read, self.exit_fd = os.pipe2(os.O_CLOEXEC)
-        try:
-            self.slirp = subprocess.Popen(
-                ["slirp4netns", "--configure", "--mtu=65520", "--disable-host-loopback",
-                 "--enable-sandbox", "--enable-seccomp", f"--ready-fd={ready_write}",
-                 f"--exit-fd={exit_read}", str(pid1), "eth0"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                pass_fds=(ready_write, exit_read))
-        except OSError as exc:
-            raise ContainerError.from_os("slirp4netns", exc) from None
-        finally:
-            os.close(ready_write)
-            os.close(exit_read)
-        try:
-            ready = os.read(ready_read, 1)
-        finally:
-            os.close(ready_read)
-        if ready != b"1":
-            why = self.slirp.stderr.read().decode(errors="replace").strip().splitlines()
-            raise ContainerError("slirp4netns", why[-1] if why else "it ended before the network was up")
-        self.connector_sock.send(f"pid {pid1}".encode())
-        answer = self.connector_sock.recv(4096).decode(errors="replace")
-        if answer != "ok":
-            raise ContainerError("set up the container's network",
-                                 answer.removeprefix("error ") or "the connector ended")
-
-    def relay(self):
-        import threading
-        lock = threading.Lock()
-
-        def connect(port, proto):
-            """A socket connected to the container's port, made by the connector."""
-            import socket
-            with lock:
-                self.connector_sock.send(proto[0].encode() + port.to_bytes(2, "big"))
-                message, fds, _, _ = socket.recv_fds(self.connector_sock, 64, 1)
-            if not fds:
-                raise ConnectionRefusedError(message.decode(errors="replace"))
-            return socket.socket(fileno=fds[0])
-
-        relay_published(self.listeners, self.publish, connect)
-
-    def stop_names(self):
-        """No name server here (see Network.upstreams' module, names.py)."""
-
-    def close_listeners(self):
-        """The ports' sockets and the connector's are the supervisor's alone."""
-        for sock in self.listeners:
-            sock.close()
-        self.listeners = []
-        if self.connector_sock is not None:
-            self.connector_sock.close()
-            self.connector_sock = None
-
-    def release(self):
-        """slirp4netns and the connector end; nothing else is left."""
-        self.close_listeners()
-        if self.exit_fd is not None:
-            os.close(self.exit_fd)
-            self.exit_fd = None
-        if self.slirp is not None:
-            self.slirp.wait()
-            self.slirp.stderr.close()
-            self.slirp = None
-        if self.connector is not None:
-            os.waitpid(self.connector, 0)
-            self.connector = None
-
-
-def connector_main(sock, address, outbound, publish):
-    """The connector (see SlirpNetwork): it waits for PID 1's pid, joins its
-    user and network namespaces through a pidfd, removes the default route
-    unless --outbound, then answers each request (b"t" or b"u", then the port
-    number) with a TCP or UDP socket connected to that port of the container's,
-    made in its network namespace, until its socket closes."""
-    import socket
-    word = sock.recv(64).decode()
-    if not word.startswith("pid "):
-        return
-    pidfd = os.pidfd_open(int(word[4:]))
-    setns(pidfd, CLONE_NEWUSER | CLONE_NEWNET)
-    os.close(pidfd)
-    if not outbound:
-        ip_batch("--network bridge", ["route del default"])
-    sock.send(b"ok")
-    if not publish:
-        return
-    while (request := sock.recv(3)):
-        port = int.from_bytes(request[1:], "big")
-        try:
-            if request[:1] == b"u":
-                upstream = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-                upstream.connect((address, port))
-            else:
-                upstream = socket.create_connection((address, port), timeout=5)
-        except OSError as exc:
-            sock.send(f"{exc.strerror}".encode())
-            continue
-        socket.send_fds(sock, [b"c"], [upstream.fileno()])
-        upstream.close()
 
 
 IP_TOOLS = ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip")
@@ -606,6 +476,11 @@ def prune_network():
         if outbound:
             os.pwrite(net.forwarding(), outbound["ip_forward_before"].encode(), 0)
             firewall(outbound["tool"], "delete", state.get("subnet", DEFAULT_SUBNET))
+        if state.get("fence"):
+            try:
+                fence(state["fence"]["tool"], state["fence"]["subnet"], "delete")
+            except (ContainerError, KeyError, TypeError):
+                pass  # gone already
         if os.path.exists(f"/sys/class/net/{BRIDGE}"):
             ip_batch(f"remove bridge {BRIDGE}", [f"link del {BRIDGE}"])
         for name in (NET_STATE, NET_LOCK):
@@ -616,6 +491,68 @@ def prune_network():
         return 0
     finally:
         os.close(fd)
+
+
+def firewall_tool():
+    """nft, else iptables: found in PATH or in the system's sbin directories
+    (a user's PATH has none, and a user's network needs them too)."""
+    import shutil
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    return shutil.which("nft", path=path) or shutil.which("iptables", path=path)
+
+
+def fence(tool, subnet, action="add"):
+    """--outbound's fence at the bridge (root's on the host, a user's in the
+    keeper's network namespace): what a container sends from its port
+    (mcvPID, which the container cannot rename: the host's, or the keeper's)
+    to anything beyond the subnet is dropped unless let_out put that port in
+    the set. A missing default route is no fence: a container given
+    NET_ADMIN adds one (or, with NET_RAW, sends its frames to the bridge by
+    hand), and the host (or the keeper) forwards what reaches it. It is
+    nftables's bridge family, a table of its own, where a frame's port is
+    still known; iptables has only the source address, which NET_ADMIN can
+    change: a lesser fence. Made anew (a stale one deleted first)."""
+    what = "--outbound's fence at the bridge"
+    if os.path.basename(tool) == "nft":
+        try:
+            run_tool(what, [tool, "delete", "table", "bridge", NFT_TABLE], "")
+        except ContainerError:
+            if action == "delete":
+                raise
+        if action == "add":
+            run_tool(what, [tool, "-f", "-"], (
+                f"table bridge {NFT_TABLE} {{\n set outbound {{\n  type ifname\n }}\n chain input {{\n"
+                "  type filter hook input priority 0; policy accept;\n"
+                f"  iifname != @outbound ip daddr != {subnet} drop\n"
+                "  iifname != @outbound ether type ip6 drop\n }\n}\n"))
+        return
+    rule = ["FORWARD", "-i", BRIDGE, "!", "-o", BRIDGE, "-j", "DROP"]
+    while True:  # one, whatever an earlier run left
+        try:
+            run_tool(what, [tool, "-D", *rule], "")
+        except ContainerError:
+            break
+    if action == "add":
+        run_tool(what, [tool, "-A", *rule], "")
+
+
+def let_out(tool, veth, address, outbound):
+    """A container's port let past the fence with --outbound, else not (an
+    entry left by an ended container with the same port's name, or address,
+    undone)."""
+    what = "the container's --outbound rule"
+    if os.path.basename(tool) == "nft":
+        element = f"element bridge {NFT_TABLE} outbound {{ \"{veth}\" }}\n"
+        run_tool(what, [tool, "-f", "-"], f"add {element}" + ("" if outbound else f"delete {element}"))
+        return
+    rule = ["FORWARD", "-i", BRIDGE, "-s", address, "-j", "ACCEPT"]
+    while True:
+        try:
+            run_tool(what, [tool, "-D", *rule], "")
+        except ContainerError:
+            break
+    if outbound:
+        run_tool(what, [tool, "-I", *rule], "")
 
 
 def firewall(tool, action, subnet):

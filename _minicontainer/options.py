@@ -728,24 +728,22 @@ def run_spec(root, command, *, hostname=None, network="none", subnet=DEFAULT_SUB
     aliases = [parse_network_alias(alias) for alias in network_alias]
     net = None
     if bridge:  # the network's machinery is loaded only for a container that has one
-        from .network import Network, SlirpNetwork
-    if bridge and os.geteuid() != 0:  # a user makes no links on the host: slirp4netns
-        if aliases:
-            raise ContainerError(f"--network-alias {network_alias[0]}", "a user's --network"
-                                 " bridge (slirp4netns) has no name server: run it as root")
-        net = SlirpNetwork([parse_publish(p) for p in publish], outbound)
-    elif bridge:
+        if os.geteuid() == 0:
+            from .network import Network
+        else:  # a user makes no links on the host: the user's own bridge, in the
+            # keeper's namespaces (usernet), with slirp4netns beyond it
+            from .usernet import UserBridge as Network
         # The name server answers for --name only where it is a DNS name (docker's
         # "my_app" is a container name, no host name): the aliases always are.
         names = [n for n in [dns_name(name) if name is not None else None, *aliases] if n]
         net = Network(parse_subnet(subnet), [parse_publish(p) for p in publish], outbound,
                       names=list(dict.fromkeys(names)))
     if restart and net is not None and not net.host_side:
-        # slirp4netns and its connector serve one PID 1's namespaces each, and
-        # are made before the monitor has threads: not yet for a second run.
+        # The connector serves one PID 1's namespace, and is made before the
+        # monitor has threads: not yet for a second run.
         raise ContainerError(f"--restart {restart[0]}", "not supported for a user's container"
-                             " with --network bridge (slirp4netns): run it as root, or"
-                             " without a restart policy")
+                             " with --network bridge (its connector serves one run): run it as"
+                             " root, or without a restart policy")
     if name is not None:
         check_container_name(name)
     if hostname is None:
@@ -792,6 +790,8 @@ def run_spec(root, command, *, hostname=None, network="none", subnet=DEFAULT_SUB
     if maps is not None:
         spec.uid_map, spec.gid_map, spec.groups_locked = maps
         fit_user_namespace(spec)
+        if net is not None and not net.host_side:  # the keeper's user namespace has them too
+            net.maps = maps
     if os.geteuid() != 0:
         check_rootless(spec, net)
     return spec, net

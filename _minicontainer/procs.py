@@ -3,7 +3,8 @@
 Owns: process_start and alive (a process is its pid and its start time, so a
 recycled pid is never taken for ours), owner_of, fork and in_child (a forked
 child only ever ends in exec or os._exit), exit_code (128+N for signal N),
-report (a word up the set-up's socket).
+report (a word up the set-up's socket), write_id_maps (a user namespace's
+id maps, written from outside).
 May import: constants, errors.
 """
 import os
@@ -37,8 +38,11 @@ def process_start(pid):
 
 
 def alive(owner):
-    """Whether (pid, start time) is still the same running process."""
-    return bool(owner) and owner[1] is not None and process_start(owner[0]) == owner[1]
+    """Whether (pid, start time) is still the same running process. Anything
+    else (a table edited by hand: a pid written as "1", a number, null) is
+    no process, and so never one to join or signal."""
+    return (isinstance(owner, (list, tuple)) and len(owner) == 2
+            and all(type(n) is int for n in owner) and process_start(owner[0]) == owner[1])
 
 
 # ---------------------------------------------------------------------------
@@ -127,3 +131,37 @@ def fork():
     sys.stdout.flush()
     sys.stderr.flush()
     return os.fork()
+
+
+def write_id_maps(pid, spec):
+    """A user namespace's uid and gid maps, written for process `pid` from
+    outside. root writes any maps itself; a user writes only its own ids, and
+    only after denying setgroups there (the kernel's rule, groups_locked); its
+    subordinate ranges take newuidmap and newgidmap, which check them against
+    /etc/subuid and /etc/subgid."""
+    if os.geteuid() != 0 and not spec.groups_locked:
+        return run_id_mappers(pid, spec)
+    try:
+        if spec.groups_locked:
+            with open(f"/proc/{pid}/setgroups", "w") as f:
+                f.write("deny")
+        for name, mapping in (("uid_map", spec.uid_map), ("gid_map", spec.gid_map)):
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write("".join(f"{inside} {outside} {count}\n" for inside, outside, count in mapping))
+    except OSError as exc:
+        raise ContainerError.from_os(f"write the user namespace's {name}", exc) from None
+
+
+def run_id_mappers(pid, spec):
+    """newuidmap and newgidmap (setuid root, from the uidmap package) write a
+    user's subordinate ranges, once they have checked them."""
+    import subprocess
+    for tool, mapping in (("newuidmap", spec.uid_map), ("newgidmap", spec.gid_map)):
+        argv = [tool, str(pid)] + [str(n) for line in mapping for n in line]
+        try:
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        except OSError as exc:
+            raise ContainerError.from_os(tool, exc) from None
+        if done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            raise ContainerError(f"{tool} {pid}", why)

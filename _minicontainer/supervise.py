@@ -19,7 +19,9 @@ from .constants import (
 )
 from .errors import ContainerError
 from .syscalls import die_with_parent, libseccomp, setns, unshare, warm_libc
-from .procs import exit_code, fork, in_child, process_start, received_fds, report
+from .procs import (
+    exit_code, fork, in_child, process_start, received_fds, report, write_id_maps,
+)
 from .cgroups import (
     Cgroup, cgroup_views, join_cgroups, make_cgroups, make_oci_cgroups, raise_rlimit_ceilings,
     remove_cgroups,
@@ -98,8 +100,16 @@ def hold(pid1, handles, host_ns, release=False):
 
 def enter_user_namespace(spec, handles):
     """A user namespace first, so that the holder's other namespaces belong to
-    it; the supervisor writes its id maps from outside, then says so."""
+    it; the supervisor writes its id maps from outside, then says so. A
+    user's container on the user's bridge joins the keeper's instead, mapped
+    already with the same maps (see usernet), through the keeper's pidfd."""
     if not spec.namespaces & CLONE_NEWUSER:
+        return
+    if handles.network is not None and handles.network.keeper_fd is not None:
+        try:  # (a table edited to name a process not the user's keeper: not the user's to join)
+            setns(handles.network.keeper_fd, CLONE_NEWUSER)
+        except ContainerError as exc:
+            raise exc.within("--network bridge: join the keeper's user namespace") from None
         return
     unshare(CLONE_NEWUSER)
     report(handles.report_fd, "userns")
@@ -110,48 +120,14 @@ def enter_user_namespace(spec, handles):
         raise ContainerError("user namespace", "the supervisor could not write its id maps")
 
 
-def write_id_maps(pid, spec):
-    """A user namespace's uid and gid maps, written for process `pid` from
-    outside. root writes any maps itself; a user writes only its own ids, and
-    only after denying setgroups there (the kernel's rule, groups_locked); its
-    subordinate ranges take newuidmap and newgidmap, which check them against
-    /etc/subuid and /etc/subgid."""
-    if os.geteuid() != 0 and not spec.groups_locked:
-        return run_id_mappers(pid, spec)
-    try:
-        if spec.groups_locked:
-            with open(f"/proc/{pid}/setgroups", "w") as f:
-                f.write("deny")
-        for name, mapping in (("uid_map", spec.uid_map), ("gid_map", spec.gid_map)):
-            with open(f"/proc/{pid}/{name}", "w") as f:
-                f.write("".join(f"{inside} {outside} {count}\n" for inside, outside, count in mapping))
-    except OSError as exc:
-        raise ContainerError.from_os(f"write the user namespace's {name}", exc) from None
-
-
-def run_id_mappers(pid, spec):
-    """newuidmap and newgidmap (setuid root, from the uidmap package) write a
-    user's subordinate ranges, once they have checked them."""
-    import subprocess
-    for tool, mapping in (("newuidmap", spec.uid_map), ("newgidmap", spec.gid_map)):
-        argv = [tool, str(pid)] + [str(n) for line in mapping for n in line]
-        try:
-            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-        except OSError as exc:
-            raise ContainerError.from_os(tool, exc) from None
-        if done.returncode != 0:
-            why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-            raise ContainerError(f"{tool} {pid}", why)
-
-
 class IdMaps:
     """The holder's wait for its user namespace's id maps: a pipe, whose word
     the supervisor writes once it has written the maps from outside."""
 
-    def __init__(self, spec):
+    def __init__(self, spec, joined=False):
         self.spec, self.holder = spec, None
         self.read_fd = self.write_fd = None
-        if spec.namespaces & CLONE_NEWUSER:
+        if spec.namespaces & CLONE_NEWUSER and not joined:
             self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC)
 
     def holder_side(self):
@@ -643,7 +619,7 @@ def start_once(spec, network, groups, entry, detach, runs):
     is attached here, and the ports' relay started on the first run."""
     supervisor_pid = os.getpid()
     go_read = go_write = None
-    maps = IdMaps(spec)
+    maps = IdMaps(spec, joined=network is not None and network.keeper_fd is not None)
     stdio = detach.stdio() if detach is not None and not spec.tty else None
     try:
         if network is not None:

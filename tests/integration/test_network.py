@@ -153,6 +153,53 @@ def nft():
     return shutil.which("nft")
 
 
+@pytest.fixture
+def far():
+    """An address beyond the host: a network namespace of this test's, joined
+    to the host by a veth (10.214.0.1 on the host's side, 10.214.0.2 in it),
+    reached from the bridge only by the host's forwarding."""
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    link = f"mcfar{holder.pid}"[:15]
+    try:
+        assert wait_for(lambda: os.readlink(f"/proc/{holder.pid}/ns/net")
+                        != os.readlink("/proc/self/ns/net"), 5)
+        subprocess.run(["ip", "link", "add", link, "type", "veth", "peer", "name", "eth0",
+                        "netns", str(holder.pid)], check=True)
+        subprocess.run(["ip", "addr", "add", "10.214.0.1/24", "dev", link], check=True)
+        subprocess.run(["ip", "link", "set", link, "up"], check=True)
+        inside = ["nsenter", "-t", str(holder.pid), "-n", "ip"]
+        for args in (["addr", "add", "10.214.0.2/24", "dev", "eth0"], ["link", "set", "eth0", "up"],
+                     ["link", "set", "lo", "up"]):
+            subprocess.run(inside + args, check=True)
+        yield "10.214.0.2"
+    finally:
+        holder.kill()
+        holder.wait()
+        assert wait_for(lambda: not os.path.exists(f"/sys/class/net/{link}"), 10)
+
+
+PING = "busybox ping -c 1 -W 2 {} >/dev/null 2>&1 && echo reached || echo unreached"
+
+
+def test_a_container_without_outbound_reaches_nothing_beyond_the_host_even_with_net_raw(root, start, run, nft, far):
+    """The bridge's containers have a default route (root's), and the host
+    forwards and masquerades the subnet while any container has --outbound:
+    one without it that sends past the bridge (NET_RAW for a raw socket;
+    NET_ADMIN could change its route or address too) is dropped at its own
+    port of the bridge, which it cannot rename. Control: the --outbound
+    container reaches the far address; the other still reaches the host's
+    bridge address and its neighbour."""
+    out = start(root, *BRIDGE, "--outbound", "--cap-add", "NET_RAW", "/bin/busybox", "sh", "-c",
+                f"echo ready; {PING.format(far)}; busybox sleep 30")
+    out.wait_ready()
+    assert out.proc.stdout.readline() == b"reached\n"
+    sneaky = run(*BRIDGE, "--cap-add", "NET_RAW", "--cap-add", "NET_ADMIN", "/bin/busybox", "sh", "-c",
+                 f"{PING.format(far)}; {PING.format(GATEWAY)}; {PING.format(FIRST)}")
+    assert sneaky.stdout.decode().split() == ["unreached", "reached", "reached"], sneaky
+    again = run(*BRIDGE, "--outbound", "--cap-add", "NET_RAW", "/bin/busybox", "sh", "-c", PING.format(far))
+    assert again.stdout.decode().split() == ["reached"], again
+
+
 def test_outbound_masquerades_while_needed_and_restores_forwarding(root, start, nft):
     before = ip_forward()
     assert nft_table() == ""

@@ -85,7 +85,7 @@ def copy_tool(base, probe, busybox):
     shutil.copytree(REPO / "_minicontainer", base / "_minicontainer",
                     ignore=shutil.ignore_patterns("__pycache__"))
     (base / "site").mkdir()
-    for name in ("click", "prctl", "_prctl", "elftools", "backports"):
+    for name in ("click", "prctl", "_prctl", "elftools", "backports", "dnslib"):
         spec = importlib.util.find_spec(name)
         if spec is None and name == "backports":  # a dependency only before 3.12
             continue
@@ -151,9 +151,18 @@ def set_subids(present):
         Path(path).write_text("".join(f"{l}\n" for l in lines))
 
 
+SESSION_USER = []  # the session's one user, whichever module's copy of the fixture made it
+
+
 @pytest.fixture(scope="session")
 def rootless_user(tmp_path_factory, probe, busybox):
-    """The user (useradd; userdel after the session) and its runtime copy."""
+    """The user (useradd; userdel after the session) and its runtime copy.
+    A module that imports these fixtures has copies of its own (pytest's
+    fixtures are per module): the second to run shares the first's user,
+    never deletes and makes it anew under the first's tests and teardown."""
+    if SESSION_USER:
+        yield SESSION_USER[0]
+        return
     subprocess.run(["userdel", USER], capture_output=True)  # a killed session's
     subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", USER], check=True)
     import pwd
@@ -173,8 +182,10 @@ def rootless_user(tmp_path_factory, probe, busybox):
         for path in base.rglob("*"):
             path.chmod(path.stat().st_mode | 0o444 | (0o111 if path.is_dir() else 0))
         set_subids(False)
-        yield User(base, python, python_env)
+        SESSION_USER.append(User(base, python, python_env))
+        yield SESSION_USER[0]
     finally:
+        SESSION_USER.clear()
         shutil.rmtree(base, ignore_errors=True)
         set_subids(False)
         subprocess.run(["userdel", USER], check=True)
@@ -354,6 +365,15 @@ def test_a_delegated_group_is_found_and_its_missing_controllers_named(user):
         group.rmdir()
 
 
+def serve_page(user, text):
+    """/www/index.html in the user's root, the user's, for busybox httpd -h /www."""
+    www = user.work / "newroot" / "www"
+    www.mkdir()
+    (www / "index.html").write_text(text)
+    for path in (www, www / "index.html"):
+        os.chown(path, user.uid, user.gid)
+
+
 def test_the_bridge_needs_slirp4netns_and_a_tun_device(user):
     result = user.run("run", "--network", "bridge", "/bin/probe", "pid")
     if os.access("/dev/net/tun", os.W_OK) and os.stat("/dev/net/tun").st_mode & 0o006 == 0o006:
@@ -363,27 +383,55 @@ def test_the_bridge_needs_slirp4netns_and_a_tun_device(user):
         " here (distributions make it mode 0666)"]
 
 
-def test_the_bridge_through_slirp4netns(user, tun):
-    """eth0 with slirp's address; no default route without --outbound; one with it."""
+def test_the_users_bridge(user, tun):
+    """eth0 with an address of the user's bridge; no default route without
+    --outbound; one with it, through the bridge and the keeper's slirp4netns,
+    and the name server forwards names beyond the bridge only then."""
     bare = user.run("run", "--network", "bridge", "/bin/busybox", "sh", "-c",
                     "busybox ip -4 -o addr show eth0; busybox ip route; cat /etc/resolv.conf")
     assert bare.returncode == 0, bare.stderr
     out = bare.stdout.decode()
-    assert "inet 10.0.2.100/24" in out and "default" not in out and "nameserver" not in out
+    assert "inet 10.88.0.2/16" in out and "default" not in out, out
+    assert "nameserver 127.0.0.11" in out and "host.minicontainer.internal" not in out, out
     outbound = user.run("run", "--network", "bridge", "--outbound", "/bin/busybox", "sh", "-c",
-                        "busybox ip route; cat /etc/resolv.conf")
-    assert "default via 10.0.2.2 dev eth0" in outbound.stdout.decode()
-    assert "nameserver 10.0.2.3" in outbound.stdout.decode()
+                        "busybox ip route; cat /etc/resolv.conf; cat /etc/hosts")
+    assert "default via 10.88.0.1 dev eth0" in outbound.stdout.decode(), outbound.stdout
+    assert "host.minicontainer.internal" not in outbound.stdout.decode()
+
+
+def test_a_users_containers_reach_each_other_by_name(user, tun):
+    """Two of a user's containers on its bridge: one reaches the other's
+    httpd by --name and by --network-alias, and by address, while it runs;
+    the names stop resolving when it ends. A container off the bridge
+    resolves nothing (the control on the bridge does). Everything, the
+    keeper of the user's network included, is gone afterwards (the user
+    fixture checks: no process, nothing in the state directory but its lock)."""
+    serve_page(user, "Hello from db\n")
+    started = user.run("run", "-d", "--name", "db", "--network", "bridge", "--network-alias",
+                       "store", "/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www")
+    assert started.returncode == 0, started.stderr
+    try:
+        fetch = ("busybox wget -qO- http://db:8080/ && busybox wget -qO- http://STORE:8080/"
+                 " && busybox nslookup db 127.0.0.11")
+        asked = user.run("run", "--network", "bridge", "/bin/busybox", "sh", "-c", fetch)
+        assert asked.returncode == 0, asked.stderr
+        out = asked.stdout.decode()
+        assert out.count("Hello from db") == 2 and "10.88.0.2" in out, out
+        apart = user.run("run", "--network", "none", "/bin/busybox", "nslookup", "db", "127.0.0.11")
+        assert apart.returncode != 0 and "10.88.0.2" not in apart.stdout.decode()
+        assert user.run("rm", "-f", "db").returncode == 0
+        gone = user.run("run", "--network", "bridge", "/bin/busybox", "nslookup", "db", "127.0.0.11")
+        assert gone.returncode != 0 and "10.88.0.2" not in gone.stdout.decode(), gone.stdout
+    finally:
+        user.run("rm", "-f", "db")
+    assert wait_for(lambda: not user.live_processes(), 5), user.live_processes()
+    assert not (user.state_dir() / "network.json").exists()
 
 
 def test_a_published_port_and_a_sigkilled_minicontainer_leave_nothing(user, tun):
     """-p reaches a user's container; SIGKILL of minicontainer then takes the
     container, slirp4netns and the connector with it."""
-    www = user.work / "newroot" / "www"
-    www.mkdir()
-    (www / "index.html").write_text("Hello from a user's service\n")
-    for path in (www, www / "index.html"):
-        os.chown(path, user.uid, user.gid)
+    serve_page(user, "Hello from a user's service\n")
     server = user.popen("run", "--network", "bridge", "-p", "18089:80", "/bin/busybox", "httpd",
                         "-f", "-p", "80", "-h", "/www", stdout=subprocess.DEVNULL,
                         stderr=subprocess.PIPE)
@@ -409,11 +457,7 @@ def test_a_users_detached_service_keeps_its_published_port(user, tun):
     """run -d -p for a user: the port, slirp4netns and the connector are the
     monitor's, so the service answers after `run -d` has returned, and its
     stop takes them all away."""
-    www = user.work / "newroot" / "www"
-    www.mkdir()
-    (www / "index.html").write_text("Hello from a user's detached service\n")
-    for path in (www, www / "index.html"):
-        os.chown(path, user.uid, user.gid)
+    serve_page(user, "Hello from a user's detached service\n")
     started = user.run("run", "-d", "--name", "web", "--network", "bridge", "-p", "18090:80",
                        "/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www")
     assert started.returncode == 0, started.stderr
@@ -564,7 +608,7 @@ def test_a_users_service_is_restarted_and_health_checked(user):
     assert user.run("logs", "up").stdout == b"run\nrun\nrun\n"
     refused = user.run("run", "-d", "--restart", "always", "--network", "bridge", "/bin/busybox",
                        "true")
-    assert refused.returncode == 125 and b"slirp4netns" in refused.stderr
+    assert refused.returncode == 125 and b"its connector serves one run" in refused.stderr
     assert user.run("rm", "up").returncode == 0
 
 
@@ -826,6 +870,62 @@ def test_the_library_runs_a_users_containers_as_the_command_line_does(user):
     assert out[2:4] == ["killed 137", "timeout"]
     refused = user.run("run", "-m", "64m", "/bin/probe", "pid")
     assert out[4] == f"refused 125 {refused.stderr.decode().strip().removeprefix('minicontainer: ')}"
+
+
+def test_the_users_bridge_takes_another_subnet_once_it_is_free(user, tun):
+    """--subnet on the user's bridge: refused while a container is on another
+    subnet (root's words), taken at once when none is, even while the last
+    keeper has not yet seen that (it is replaced, not joined)."""
+    first = user.run("run", "-d", "--name", "a", "--network", "bridge", "/bin/busybox", "sleep", "60")
+    assert first.returncode == 0, first.stderr
+    try:
+        refused = user.run("run", "--network", "bridge", "--subnet", "10.213.0.0/24", "/bin/busybox", "true")
+        assert refused.returncode == 125 and refused.stderr.decode().splitlines() == [
+            "minicontainer: --subnet 10.213.0.0/24: bridge mc0 already serves 10.88.0.0/16 for"
+            " running containers"]
+    finally:
+        assert user.run("rm", "-f", "a").returncode == 0
+    taken = user.run("run", "--network", "bridge", "--subnet", "10.213.0.0/24", "--outbound",
+                     "/bin/busybox", "sh", "-c", "busybox ip -4 -o addr show eth0; busybox ip route")
+    assert taken.returncode == 0, taken.stderr
+    assert "inet 10.213.0.2/24" in taken.stdout.decode()
+    assert "default via 10.213.0.1" in taken.stdout.decode(), taken.stdout
+
+
+LIBRARY_ON_THE_USERS_BRIDGE = """
+import minicontainer as mc
+r = mc.run(["/bin/busybox", "sh", "-c", "busybox wget -qO- http://web:8080/; busybox nslookup client 127.0.0.11"],
+           network="bridge", network_alias=["client"], capture_output=True)
+print(r.returncode, r.stdout.decode().replace("\\n", " "))
+"""
+
+
+def test_a_users_bridge_container_through_every_door(user, tun):
+    """A user's bridge container reached by exec (its address, the keeper's
+    user namespace's maps), inspect, and a library container that finds it by
+    name (and itself by its alias); the same user namespace as any of the
+    user's containers has (the control: a container off the bridge)."""
+    serve_page(user, "Hello from web\n")
+    started = user.run("run", "-d", "--name", "web", "--network", "bridge", "/bin/busybox",
+                       "httpd", "-f", "-p", "8080", "-h", "/www")
+    assert started.returncode == 0, started.stderr
+    try:
+        inside = user.run("exec", "web", "/bin/busybox", "sh", "-c",
+                          "busybox ip -4 -o addr show eth0; cat /proc/self/uid_map")
+        assert inside.returncode == 0, inside.stderr
+        apart = user.run("run", "/bin/busybox", "cat", "/proc/self/uid_map")
+        assert "inet 10.88.0.2/16" in inside.stdout.decode()
+        assert inside.stdout.decode().split("\n", 1)[1].split() == apart.stdout.decode().split()
+        assert json.loads(user.run("inspect", "web").stdout)[0]["NetworkSettings"]["IPAddress"] \
+            == "10.88.0.2"
+        result = subprocess.run(
+            [user.python, "-c", LIBRARY_ON_THE_USERS_BRIDGE], capture_output=True, timeout=60,
+            **user.options({"env": dict(user.env(), PYTHONPATH=f"{user.base}:{user.base / 'site'}")}))
+        assert result.returncode == 0, result.stderr
+        out = result.stdout.decode()
+        assert out.startswith("0 Hello from web") and "10.88.0.3" in out, out
+    finally:
+        assert user.run("rm", "-f", "web").returncode == 0
 
 
 def test_a_user_copies_in_and_out_of_its_container_and_sees_its_processes(subids):

@@ -10,7 +10,8 @@ from helpers import REPO
 PACKAGE = REPO / "_minicontainer"
 # From the bottom up: a module may import only modules before it.
 ORDER = ["__init__", "constants", "errors", "syscalls", "procs", "spec", "imageformat", "elf", "rootfs",
-         "images", "cgroups", "names", "network", "state", "oci", "container", "supervise", "options",
+         "images", "cgroups", "names", "network", "state", "usernet", "oci", "container", "supervise",
+         "options",
          "lifecycle", "transfer", "helper", "library"]
 
 

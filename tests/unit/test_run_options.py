@@ -177,7 +177,7 @@ def test_subnet_parses_and_refuses():
 
 def test_outbound_without_nft_or_iptables_says_so(monkeypatch):
     import shutil
-    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name, path=None: None)
     net = network.Network(spec.parse_subnet("10.213.0.0/24"), outbound=True)
     with pytest.raises(errors.ContainerError) as exc:
         net.ensure_outbound({})
