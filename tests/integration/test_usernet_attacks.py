@@ -48,11 +48,20 @@ def monitor_of(user, name):
     return json.loads(user.run("inspect", name).stdout)[0]["Monitor"][0]
 
 
+def is_pid_one(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(l.split() for l in f if l.startswith("NSpid:"))[-1] == "1"
+    except (OSError, StopIteration):
+        return False
+
+
 def connector_of(monitor):
-    """The monitor's other child, once the holder (its child with a child: PID 1)
-    is seen; not the keeper (the child of the first container's)."""
+    """The monitor's other child, once the holder (its child whose child is
+    PID 1) is seen; not the keeper (the child of the first container's). The
+    connector may have children of its own a moment (ip, nft)."""
     kids = [pid for pid in children(monitor) if pid not in keepers()]
-    holders = [pid for pid in kids if children(pid)]
+    holders = [pid for pid in kids if any(is_pid_one(c) for c in children(pid))]
     return next(pid for pid in kids if pid not in holders) if len(kids) == 2 and len(holders) == 1 \
         else None
 
@@ -253,8 +262,8 @@ def test_a_killed_helper_leaves_nothing_and_the_next_run_works(user, tun, victim
     assert started.returncode == 0, started.stderr
     try:
         monitor = monitor_of(user, "k")
-        pid = {"keeper": lambda: keeper_of(user), "connector": lambda: connector_of(monitor),
-               "monitor": lambda: monitor}[victim]()
+        pid = wait_for({"keeper": lambda: keeper_of(user), "connector": lambda: connector_of(monitor),
+                        "monitor": lambda: monitor}[victim], 10)
         assert pid, victim
         os.kill(pid, signal.SIGKILL)
         time.sleep(1)
@@ -301,7 +310,8 @@ def test_the_keeper_and_the_connector_carry_no_descriptor_of_the_callers(user, t
                      env=dict(user.env(), MC_SECRET="s3cret"), pass_fds=(fd,), stderr=subprocess.PIPE)
     try:
         keeper = wait_for(lambda: keeper_of(user), 15)
-        assert keeper and wait_for(lambda: connector_of(run.pid), 10)
+        connector = wait_for(lambda: connector_of(run.pid), 10)
+        assert keeper and connector
 
         def carries(pid):
             with open(f"/proc/{pid}/environ", "rb") as f:
@@ -313,7 +323,7 @@ def test_the_keeper_and_the_connector_carry_no_descriptor_of_the_callers(user, t
         # The connector is the supervisor's fork: its memory and environment
         # (unseen by any container: it is in no PID namespace of theirs), but
         # none of the caller's descriptors.
-        assert carries(connector_of(run.pid)) == (True, False)
+        assert carries(connector) == (True, False)
         with open(f"/proc/{keeper}/status") as f:
             assert "NSpid:\t%d\n" % keeper in f.read()
     finally:
