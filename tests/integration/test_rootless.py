@@ -822,8 +822,9 @@ def test_a_state_directory_another_user_made_first_is_refused_by_every_verb(user
         shutil.rmtree(state, ignore_errors=True)
 
 
-def test_the_rootless_page_runs_as_the_user(rootless_user):
-    """docs/rootless.md's `as user` blocks, as they stand, run by test_docs's runner as the user."""
+def test_the_rootless_page_runs_as_the_user(rootless_user, tun):
+    """docs/rootless.md's `as user` blocks, as they stand, run by test_docs's runner as the user
+    (with /dev/net/tun open to users, as distributions have it, for its bridge)."""
     from tests.integration.test_docs import groups, run_as_user
     sessions = [steps for as_user, steps in groups(REPO / "docs" / "rootless.md") if as_user]
     assert sessions, "docs/rootless.md shows a user's commands"
