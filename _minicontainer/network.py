@@ -160,7 +160,11 @@ class Network:
         nothing to run when they are."""
         there = os.path.exists(f"/sys/class/net/{BRIDGE}")
         if not (there and state.get("bridge") == str(self.subnet)):
+            # Its MAC set, from its address as a container's is: a bridge's own
+            # follows its lowest port's, so a container leaving would change it
+            # under the others' ARP entries for the gateway (docker sets it too).
             commands = [f"addr flush dev {BRIDGE}" if there else f"link add {BRIDGE} type bridge",
+                        f"link set {BRIDGE} address {mac_for(self.gateway)}",
                         f"addr add {self.gateway}/{self.subnet.prefixlen} dev {BRIDGE}",
                         f"link set {BRIDGE} up"]
             ip_batch(f"set up bridge {BRIDGE}", commands)

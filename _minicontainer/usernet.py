@@ -321,6 +321,7 @@ def keeper_main(argv):
         unshare(CLONE_NEWNET)
         gateway = str(subnet[1])
         ip_batch("the user's network", ["link set lo up", f"link add {BRIDGE} type bridge",
+                                        f"link set {BRIDGE} address {mac_for(gateway)}",
                                         f"addr add {gateway}/{subnet.prefixlen} dev {BRIDGE}",
                                         f"link set {BRIDGE} up"])
         with open("/proc/sys/net/ipv4/ip_forward", "w") as f:

@@ -76,6 +76,28 @@ def test_bridge_gives_eth0_an_address_and_etc_files(root, run):
     assert (root / "etc" / "hosts").read_text() == "the root's own\n"
 
 
+def test_the_bridges_mac_stays_as_containers_come_and_go(root, start, run):
+    """mc0's MAC is set, not its lowest port's (the kernel's default for a
+    bridge), so a container that leaves never changes it under the others'
+    ARP entries for the gateway. Control: a bridge of this test's own, with
+    the kernel's default, does change as its port comes."""
+    keeper = start(root, *BRIDGE, "/bin/probe", "sleep", 30)
+    keeper.wait_ready()
+    before = open("/sys/class/net/mc0/address").read()
+    assert run(*BRIDGE, "/bin/probe", "pid").returncode == 0
+    assert open("/sys/class/net/mc0/address").read() == before == "02:42:0a:d5:00:01\n"
+    name = f"mcmac{os.getpid()}"[:15]
+    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+    try:
+        own = open(f"/sys/class/net/{name}/address").read()
+        subprocess.run(["ip", "link", "add", f"{name}a", "type", "veth", "peer", "name", f"{name}b"], check=True)
+        subprocess.run(["ip", "link", "set", f"{name}a", "address", "00:00:00:00:00:01", "master", name], check=True)
+        assert open(f"/sys/class/net/{name}/address").read() != own
+    finally:
+        subprocess.run(["ip", "link", "del", f"{name}a"], capture_output=True)
+        subprocess.run(["ip", "link", "del", name], check=True)
+
+
 def test_two_containers_reach_each_other(root, start, run):
     listener = start(root, *BRIDGE, "/bin/busybox", "sh", "-c",
                      "echo ready; echo hello neighbour | busybox nc -l -p 7000")
