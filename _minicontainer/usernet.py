@@ -121,13 +121,12 @@ class UserBridge(Network):
         this one refused."""
         maps = [[list(m) for m in self.maps[0]], [list(m) for m in self.maps[1]],
                 bool(self.maps[2])]
-        keeper = state.get("keeper")
-        owner = keeper.get("owner") if isinstance(keeper, dict) else None
+        keeper, owner = state.get("keeper"), keeper_owner(state)
         fd = None
-        if isinstance(owner, list) and len(owner) == 2 and alive(owner):
+        if alive(owner):  # two ints, so a pid to open
             try:
                 fd = os.pidfd_open(owner[0])
-            except (OSError, TypeError, ValueError, OverflowError):
+            except OSError:
                 fd = None
             if fd is not None and process_start(owner[0]) != owner[1]:
                 os.close(fd)
@@ -211,12 +210,16 @@ class UserBridge(Network):
                 fd = self.locked()
                 try:
                     state = self.load()
-                    keeper = state.get("keeper")
-                    owner = keeper.get("owner") if isinstance(keeper, dict) else None
-                    if not state["containers"] and not (isinstance(owner, list) and alive(owner)):
+                    if not state["containers"] and not alive(keeper_owner(state)):
                         remove_table(self)
                 finally:
                     os.close(fd)
+
+
+def keeper_owner(state):
+    """The (pid, start time) the table names as its keeper, as written, or None."""
+    keeper = state.get("keeper")
+    return keeper.get("owner") if isinstance(keeper, dict) else None
 
 
 def start_keeper(net):
@@ -367,10 +370,9 @@ def watch(state_path, subnet):
             return
         try:
             state = table.load()
-            keeper = state.get("keeper")
-            if isinstance(keeper, dict) and keeper.get("owner") == me and state["containers"]:
+            if keeper_owner(state) == me and state["containers"]:
                 continue
-            if isinstance(keeper, dict) and keeper.get("owner") == me:
+            if keeper_owner(state) == me:
                 remove_table(table)
             return
         finally:
