@@ -301,7 +301,8 @@ def load_process(spec, process):
         spec.winsize = b"".join(size[k].integer(0, UINT16).to_bytes(2, sys.byteorder)
                                 for k in ("height", "width")) + bytes(4)
     numbers = capability_numbers()
-    held = {n for n in numbers.values() if own_bounding_set() >> n & 1}
+    bounding = own_bounding_set()
+    held = {n for n in numbers.values() if bounding >> n & 1}
     sets = {}
     for name in ("bounding", "effective", "permitted", "inheritable", "ambient"):
         caps = set()

@@ -241,12 +241,15 @@ def selinux_enabled():
 
 
 def own_bounding_set():
-    """minicontainer's own bounding set as a bit mask, from /proc/self/status."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapBnd:"):
-                return int(line.split()[1], 16)
-    return 0
+    """minicontainer's own bounding set as a bit mask, from /proc/self/status
+    (read each time: a library's caller may drop capabilities as it goes)."""
+    fd = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        status = os.read(fd, 65536)
+    finally:
+        os.close(fd)
+    at = status.find(b"\nCapBnd:")
+    return int(status[at + 8:status.index(b"\n", at + 1)], 16) if at >= 0 else 0
 
 
 # capabilities(7) names python-prctl's table may lack: it stops at the libcap
@@ -257,12 +260,20 @@ NEWER_CAPABILITIES = {"PERFMON": 38, "BPF": 39, "CHECKPOINT_RESTORE": 40}
 
 def capability_numbers():
     """Capability names as docker spells them (CHOWN, SYS_ADMIN) to their
-    numbers: every one this kernel has."""
-    import prctl
-    numbers = {name.upper(): getattr(prctl, "CAP_" + name.upper())
-               for name in prctl.ALL_CAP_NAMES if name != "last_cap"}
-    last = last_capability()
-    for name, number in NEWER_CAPABILITIES.items():
-        if number <= last:
-            numbers.setdefault(name, number)
-    return numbers
+    numbers: every one this kernel has. Built once a process (a library
+    caller asks for each container), and read-only."""
+    global _capability_numbers
+    if _capability_numbers is None:
+        import prctl
+        import types
+        numbers = {name.upper(): getattr(prctl, "CAP_" + name.upper())
+                   for name in prctl.ALL_CAP_NAMES if name != "last_cap"}
+        last = last_capability()
+        for name, number in NEWER_CAPABILITIES.items():
+            if number <= last:
+                numbers.setdefault(name, number)
+        _capability_numbers = types.MappingProxyType(numbers)
+    return _capability_numbers
+
+
+_capability_numbers = None
