@@ -12,16 +12,21 @@ lock another thread held at the fork (the import lock, a logging lock, an
 allocator's). The library starts the helper with fork and exec (subprocess,
 which runs no Python in between), so it begins single-threaded, imports
 everything a container's start needs once, and never has a second thread:
-every fork it makes is safe. Each container costs the caller one message.
+every fork it makes is safe. Each container costs the caller one message,
+which a supervisor forked ahead of it (a spare) reads itself: the helper
+only keeps spares ready, and reads no request.
 
 The conversation (all on sockets the caller made; nothing is named on disk):
-  caller -> helper  one message a container: its seccomp policy, pickled
-                    apart, then the pickled (Spec, network, the caller's pid,
-                    which names the cgroups); and four descriptors: the
-                    container's socket, then the command's stdin, stdout and
-                    stderr.
-  helper -> spare   the seccomp program the helper built for that policy,
-                    then the request's second part as it came, unread.
+  caller -> spare   one message a container, on the socket the caller gave
+                    the helper, which each waiting spare reads from (the
+                    kernel hands a message to one of them): the seccomp
+                    policy, pickled apart (the key to the program the helper
+                    built ahead for the default policy), then the pickled
+                    (Spec, network, the caller's pid, which names the
+                    cgroups); and four descriptors: the container's socket,
+                    then the command's stdin, stdout and stderr.
+  spare -> helper   the spare closes its pipe as it takes a request (or
+                    dies): the helper forks the next spare.
   supervisor -> caller, on the container's socket:
                     "started PID" with two pidfds (the supervisor's, PID 1's)
                     once the command has been exec'd; then "exit CODE [OOM]"
@@ -32,10 +37,12 @@ with the command line's rules (supervise.forward), or kills PID 1 through its
 own. The helper ends when the caller's end of its socket closes (the caller
 has exited); each supervisor then gets SUPERVISOR_PDEATH, kills its container
 and removes what it made, as after any end: no container outlives its caller.
-What the helper trusts: only requests its own uid sends (SCM_CREDENTIALS: a
-caller that dropped root keeps the socket); of a request, only its seccomp
-policy is read here, the rest passed on unread from one buffer that is
-cleared after each, so no spare inherits another container's spec.
+What a spare trusts: only a request its own uid sent (SCM_CREDENTIALS: a
+caller that dropped root keeps the socket), checked before it unpickles
+anything; it lets go of the socket as soon as it has its request, so no
+process of a container holds it. The helper never holds a request, so no
+spare (nor the PID 1 and --init forked from it) inherits another
+container's spec.
 May import: constants, errors, syscalls, procs, spec, cgroups, network, state, container,
 supervise.
 """
@@ -52,12 +59,15 @@ from .syscalls import (
     die_with_parent, last_capability, libseccomp, remember_seccomp_program, seccomp_filter,
     warm_libc,
 )
-from .procs import in_child, received_fds, report, with_fds
+from .procs import in_child, received_fds, report
 from .supervise import run_container
 
 # What a request may carry: the pickled spec and network, and four descriptors.
 REQUEST_MAX = 1 << 20
 REQUEST_FDS = 4
+# Supervisors waiting for requests: two, so that two callers' threads are
+# taken at once (this machine's CPUs are the limit beyond that).
+SPARES = 2
 # Signals the helper ignores: a terminal's ^C, ^\ and ^Z reach the caller's
 # whole process group, the helper included; the caller and its containers
 # decide what they mean, the helper must live on.
@@ -65,26 +75,18 @@ IGNORED_BY_HELPER = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTT
                      signal.SIGTTOU, signal.SIGHUP, signal.SIGPIPE)
 
 
-def receive_into(sock, buffer):
-    """One request into `buffer`, the helper's one buffer for every request
-    (cleared after each, see main): (its length, descriptors, the sender's
-    uid); (0, [], uid) once the caller has gone; a length of None for one
-    larger than the buffer. The uid is the kernel's word (SO_PASSCRED): the
-    sender's uid as it is now, None if it gave none."""
+def receive(sock):
+    """One request: (payload, descriptors, the sender's uid, too large); (b"",
+    [], uid, False) once the caller has gone. The uid is the kernel's word
+    (SO_PASSCRED): the sender's uid as it is now, None if it gave none."""
     import socket
     uid = None
-    size, ancillary, flags, _ = sock.recvmsg_into(
-        [buffer], sock_cmsg_space(REQUEST_FDS) + socket.CMSG_SPACE(12))
+    data, ancillary, flags, _ = sock.recvmsg(
+        REQUEST_MAX, sock_cmsg_space(REQUEST_FDS) + socket.CMSG_SPACE(12))
     for level, kind, blob in ancillary:
         if level == SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(blob) >= 12:
             uid = int.from_bytes(blob[4:8], sys.byteorder)  # struct ucred: pid, uid, gid
-    return (None if flags & socket.MSG_TRUNC else size), received_fds(ancillary), uid
-
-
-def receive(sock):
-    """One request: (payload, descriptors); (b"", []) once the caller has gone."""
-    data, ancillary, _, _ = sock.recvmsg(2 * REQUEST_MAX, sock_cmsg_space(REQUEST_FDS))
-    return data, received_fds(ancillary)
+    return data, received_fds(ancillary), uid, bool(flags & socket.MSG_TRUNC)
 
 
 def sock_cmsg_space(count):
@@ -93,12 +95,13 @@ def sock_cmsg_space(count):
 
 
 def main(fd):
-    """The helper: read requests until the caller's end closes; hand each to
-    the spare, a supervisor forked ahead of time and waiting for its
-    request, and fork the next spare while the container starts. So the
-    fork of a supervisor (and its first steps) is off a container's path.
-    Children are reaped by the kernel (SIGCHLD ignored)."""
-    import pickle
+    """The helper: keep SPARES supervisors forked ahead of their requests,
+    each waiting on the caller's socket, where the kernel gives each request
+    to one of them; fork another as each takes one (or dies), and end when
+    the caller's end closes. The helper itself reads no request: nothing of
+    one container's reaches the memory the next one's processes are forked
+    from. Children are reaped by the kernel (SIGCHLD ignored)."""
+    import select
     import socket
     gc.disable()
     for sig in IGNORED_BY_HELPER:
@@ -109,97 +112,93 @@ def main(fd):
     # once it is in the root: container.forbid_imports), loaded here, once;
     # warnings is os.get_exec_path's, which finds a command in PATH.
     for name in ("ctypes", "prctl", "resource", "_socket", "select", "stat", "errno", "time",
-                 "warnings"):
+                 "warnings", "pickle"):
         __import__(name)
     libseccomp()
     warm_libc()  # libc's functions and ctypes types (SockFprog, a filter's, among them)
     last_capability()  # the kernel's, asked once here: each PID 1 asked again (41 prctl calls)
+    programs = prebuilt_programs()
     gc.freeze()
-    helper_pid, own_uid = os.getpid(), os.getuid()
+    helper_pid = os.getpid()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # set by the caller too, before
-    # Each request is read into this one buffer and passed on from it unread
-    # but for its seccomp policy, then the buffer is zeroed: the spare forked
-    # next (and the PID 1 and --init it forks in turn, inside the next
-    # container) inherits no other container's environment or volumes.
-    buffer = bytearray(REQUEST_MAX)
-    spare = None
+    waiting = set()  # each waiting spare's pipe, which it closes as it takes a request
+    poller = select.poll()
+    poller.register(sock, 0)  # its hang-up only: the requests are the spares' to read
     while True:
-        if spare is None:
-            spare = fork_spare(sock, helper_pid)
+        while len(waiting) < SPARES:
+            spare = fork_spare(sock, helper_pid, waiting, programs)
+            waiting.add(spare)
+            poller.register(spare, select.POLLIN)
         try:
-            size, fds, sender = receive_into(sock, buffer)
+            events = poller.poll()
         except InterruptedError:
             continue
-        if size == 0 or len(fds) != REQUEST_FDS:
-            for fd in fds:
-                os.close(fd)
-            if size == 0:
-                break
-            buffer[:] = bytes(REQUEST_MAX)
-            continue
-        try:
-            if sender != own_uid:
-                # A caller that dropped root keeps this socket: what it sends
-                # now is no longer root's to ask (a request is unpickled).
-                raise ContainerError("the library's request", f"sent by uid {sender}, and this"
-                                     f" helper is uid {own_uid}'s (the caller changed its uid)")
-            if size is None:
-                raise ContainerError("the library's request", f"larger than {REQUEST_MAX} bytes"
-                                     " (the command, its environment and options together)")
-            head = int.from_bytes(buffer[:4], sys.byteorder)
-            seccomp, no_new_privs = pickle.loads(buffer[4:4 + head])
-            program = None
-            if seccomp is not None and not seccomp.get("flags"):
-                # built here, once a policy; the spare, forked before, is handed it
-                program = seccomp_filter(seccomp, no_new_privs).program()
-        except ContainerError as exc:
-            report(fds[0], f"error {exc.code} {exc}")
-        except Exception as exc:  # a bug of the library's: told, never a traceback
-            report(fds[0], f"error {EXIT_OWN_FAILURE} internal error: {exc!r}")
-        else:
-            try:
-                send_fds(spare, [pickle.dumps(program), memoryview(buffer)[4 + head:size]], fds)
-            except OSError as exc:  # the spare died: this request's caller hears it
-                report(fds[0], f"error {EXIT_OWN_FAILURE} the library's helper lost a"
-                               f" supervisor: {exc.strerror}")
-            spare.close()
-            spare = None
-        buffer[:size or REQUEST_MAX] = bytes(size or REQUEST_MAX)
-        for fd in fds:
+        if any(fd == sock.fileno() for fd, _ in events):
+            break  # the caller's end closed: it has exited
+        for fd, _ in events:
+            poller.unregister(fd)
+            waiting.discard(fd)
             os.close(fd)
     os._exit(0)
 
 
-def send_fds(sock, parts, fds):
-    """The program (pickled) and the request, as one message: its first 4 bytes
-    say where the request begins."""
-    head = len(parts[0]).to_bytes(4, sys.byteorder)
-    sock.sendmsg([head, *parts], with_fds(fds))
-
-
-def fork_spare(requests, helper_pid):
-    """A supervisor forked ahead of its request: the helper's end of its socket."""
-    import socket
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    if os.fork() == 0:
-        requests.close()
-        ours.close()
-        in_child(2, spare_main, theirs, helper_pid)
-    theirs.close()
-    return ours
-
-
-def spare_main(conn, helper_pid):
-    """A spare supervisor: its first steps now, then wait for its request
-    (nothing, if the helper has ended), then supervise that container."""
+def prebuilt_programs():
+    """The seccomp program of the policy nearly every request carries (the
+    default one, for the default capabilities this uid holds: run_spec's),
+    built here once, keyed by the policy's bytes as the caller pickles them
+    (library.request). A spare that finds its request's policy here takes
+    the program as built: built in a freshly forked spare, whose every write
+    copies a page, it costs about 2 ms. Any other policy the spare builds."""
     import pickle
-    signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
-    # The helper's end (the caller's) is a word to the supervisor, which kills
-    # its container and cleans up; a spare still waiting sees its socket close.
+    from .constants import DEFAULT_CAPABILITIES
+    from .spec import capability_numbers, own_bounding_set
+    from .syscalls import default_seccomp
+    numbers, bounding = capability_numbers(), own_bounding_set()
+    caps = frozenset(name for name in DEFAULT_CAPABILITIES if bounding >> numbers[name] & 1)
+    policy = default_seccomp(caps)
+    key = pickle.dumps((policy, True), protocol=pickle.HIGHEST_PROTOCOL)
+    return {key: seccomp_filter(policy, True).program()}
+
+
+def fork_spare(requests, helper_pid, waiting, programs):
+    """A supervisor forked ahead of its request, waiting for it on the
+    caller's socket: the helper's end of the pipe it closes once it has one."""
+    taken, closed = os.pipe2(os.O_CLOEXEC)
+    if os.fork() == 0:
+        os.close(taken)
+        for fd in waiting:
+            os.close(fd)
+        in_child(2, spare_main, requests, closed, helper_pid, programs)
+    os.close(closed)
+    return taken
+
+
+def spare_main(requests, taken, helper_pid, programs):
+    """A spare supervisor: its first steps now, then wait for a request
+    (nothing, if the caller has gone), let go of the caller's socket (and
+    tell the helper, by closing `taken`), then supervise that container."""
+    import pickle
+    # The helper's end (the caller's, or a kill) is a word to a supervisor,
+    # which kills its container and cleans up (blocked from the moment it has
+    # its request: none is lost). It ends a spare still waiting, whose hold on
+    # the socket would otherwise keep the caller sending to a helper that is
+    # gone: once none holds it, the caller starts a new helper.
+    signal.pthread_sigmask(signal.SIG_BLOCK, set(SUPERVISOR_SIGNALS) - {SUPERVISOR_PDEATH})
     die_with_parent(helper_pid, SUPERVISOR_PDEATH)
-    data, fds = receive(conn)
-    conn.close()
-    if not data or len(fds) != REQUEST_FDS:
+    while True:
+        try:
+            data, fds, sender, too_large = receive(requests)
+            break
+        except InterruptedError:
+            continue
+    signal.pthread_sigmask(signal.SIG_BLOCK, (SUPERVISOR_PDEATH,))
+    # The container's processes, forked from this one, never hold the socket:
+    # what is sent on it is unpickled as the helper's uid.
+    requests.close()
+    os.close(taken)
+    if len(fds) != REQUEST_FDS:
+        for fd in fds:
+            os.close(fd)
         return 0
     # Only now the supervisor's signals: a ^C that reached the process group
     # while this spare waited was the helper's to ignore, not a word for the
@@ -207,12 +206,24 @@ def spare_main(conn, helper_pid):
     for sig in IGNORED_BY_HELPER + (signal.SIGCHLD,):
         if sig != signal.SIGPIPE:  # ignored, as Python ignores it in the command line's
             signal.signal(sig, signal.SIG_DFL)
-    head = int.from_bytes(data[:4], sys.byteorder)
-    program = pickle.loads(data[4:4 + head])
-    spec, network, owner = pickle.loads(data[4 + head:])
-    if program is not None:
-        remember_seccomp_program(spec.seccomp, spec.no_new_privs, program)
     try:
+        if sender != os.getuid():
+            # A caller that dropped root keeps this socket: what it sends
+            # now is no longer root's to ask (a request is unpickled).
+            raise ContainerError("the library's request", f"sent by uid {sender}, and this"
+                                 f" helper is uid {os.getuid()}'s (the caller changed its uid)")
+        if too_large:
+            raise ContainerError("the library's request", f"larger than {REQUEST_MAX} bytes"
+                                 " (the command, its environment and options together)")
+        head = int.from_bytes(data[:4], sys.byteorder)
+        policy = data[4:4 + head]
+        spec, network, owner = pickle.loads(data[4 + head:])
+        del data
+        if spec.seccomp is not None and not spec.seccomp.get("flags"):
+            program = programs.get(policy)
+            if program is None:
+                program = seccomp_filter(spec.seccomp, spec.no_new_privs).program()
+            remember_seccomp_program(spec.seccomp, spec.no_new_privs, program)
         return supervisor_main(spec, network, fds, owner, helper_pid)
     except BaseException as exc:
         if not isinstance(exc, ContainerError):

@@ -127,11 +127,10 @@ os.register_at_fork(after_in_child=forget_helper_after_fork)
 
 
 def request(spec, network):
-    """One container's request to the helper: first, apart, the seccomp policy
-    (all of the request the helper reads: it builds the filter), then the
-    pickled (Spec, network, this pid), which the helper passes on unread, so
-    that nothing of one container's (its environment, its volumes) is left in
-    the helper's heap for the next container's supervisor to inherit."""
+    """One container's request, read by one of the helper's spare
+    supervisors: first, apart, the seccomp policy pickled (its bytes find the
+    program the helper built ahead, for the default one), then the pickled
+    (Spec, network, this pid)."""
     import pickle
     policy = pickle.dumps((spec.seccomp, spec.no_new_privs), protocol=pickle.HIGHEST_PROTOCOL)
     return (len(policy).to_bytes(4, sys.byteorder) + policy

@@ -316,16 +316,37 @@ def test_a_forked_child_of_the_caller_gets_a_helper_of_its_own(root):
     assert mc.run(["/bin/probe", "exit", "6"], root=root).returncode == 6
 
 
+def running_children(pid):
+    """The pids of `pid`'s children that still run (not zombies: this VM's
+    init does not reap the orphans it inherits)."""
+    return [int(entry) for entry in os.listdir("/proc")
+            if entry.isdigit() and (stat := process_stat(entry)) and stat[1] == str(pid) and stat[0] != "Z"]
+
+
+def process_stat(pid):
+    """/proc/PID/stat's fields after the command name (state, ppid, ...), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def test_a_killed_helper_is_replaced_and_its_containers_end(root):
     p = mc.Popen(["/bin/probe", "sleep", "30"], root=root, stdout=subprocess.PIPE)
     assert p.stdout.readline() == b"ready\n"
     helper = library.Helper.current.process
+    # Its children: the container's supervisor, and the spares waiting for requests.
+    children = running_children(helper.pid)
+    assert len(children) >= 2
     helper.kill()
     helper.wait()
     with pytest.raises(mc.ContainerError) as caught:
         p.wait(timeout=10)
     assert "helper process ended" in str(caught.value)
     assert wait_for(lambda: processes_rooted_under(root) == [], 5)
+    # They all end with it: no spare is left holding the socket a request would go to.
+    assert wait_for(lambda: not [pid for pid in children if (stat := process_stat(pid)) and stat[0] != "Z"], 5)
     p.stdout.close()
     assert mc.run(["/bin/probe", "exit", "3"], root=root).returncode == 3  # a new helper
 
@@ -682,7 +703,8 @@ def test_a_caller_that_dropped_root_cannot_have_roots_helper_run_its_requests(ro
     then dropped to another uid (a service's usual way) kept its root
     helper's socket: any code in it could send that helper a request of its
     making, and a request is unpickled (code run) as root. The helper now
-    takes requests only from its own uid (SCM_CREDENTIALS, the kernel's)."""
+    takes requests only from its own uid (SCM_CREDENTIALS, the kernel's),
+    checked by the spare supervisor that reads it before it unpickles any."""
     marker = tmp_path / "marker"
     tmp_path.chmod(0o755)
     script = f"""
@@ -698,10 +720,10 @@ class Evil:
         return (os.system, ("id -u >> {marker}",))
 
 def forge():
-    head = pickle.dumps(Evil())
+    body = pickle.dumps(Evil())  # where the spec goes: all of a request that is unpickled
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     null = os.open(os.devnull, os.O_RDWR)
-    helper.sock.sendmsg([len(head).to_bytes(4, sys.byteorder) + head + b"x"],
+    helper.sock.sendmsg([bytes(4) + body],
                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                           b"".join(fd.to_bytes(4, sys.byteorder) for fd in (theirs.fileno(), null, null, null)))])
     theirs.close()
