@@ -46,6 +46,7 @@ container's spec.
 May import: constants, errors, syscalls, procs, spec, cgroups, network, state, container,
 supervise.
 """
+import _signal
 import gc
 import os
 import signal
@@ -56,7 +57,8 @@ from .constants import (
 )
 from .errors import ContainerError
 from .syscalls import (
-    die_with_parent, last_capability, libseccomp, remember_seccomp_program, seccomp_filter,
+    die_with_parent, last_capability, libseccomp, prepared_filter, remember_seccomp_program,
+    seccomp_filter,
     warm_libc,
 )
 from .procs import in_child, received_fds, report
@@ -157,7 +159,7 @@ def prebuilt_programs():
     caps = frozenset(name for name in DEFAULT_CAPABILITIES if bounding >> numbers[name] & 1)
     policy = default_seccomp(caps)
     key = pickle.dumps((policy, True), protocol=pickle.HIGHEST_PROTOCOL)
-    return {key: seccomp_filter(policy, True).program()}
+    return {key: prepared_filter(seccomp_filter(policy, True).program())}
 
 
 def fork_spare(requests, helper_pid, waiting, programs):
@@ -183,7 +185,7 @@ def spare_main(requests, taken, helper_pid, programs):
     # its request: none is lost). It ends a spare still waiting, whose hold on
     # the socket would otherwise keep the caller sending to a helper that is
     # gone: once none holds it, the caller starts a new helper.
-    signal.pthread_sigmask(signal.SIG_BLOCK, set(SUPERVISOR_SIGNALS) - {SUPERVISOR_PDEATH})
+    _signal.pthread_sigmask(signal.SIG_BLOCK, set(SUPERVISOR_SIGNALS) - {SUPERVISOR_PDEATH})
     die_with_parent(helper_pid, SUPERVISOR_PDEATH)
     while True:
         try:
@@ -191,7 +193,7 @@ def spare_main(requests, taken, helper_pid, programs):
             break
         except InterruptedError:
             continue
-    signal.pthread_sigmask(signal.SIG_BLOCK, (SUPERVISOR_PDEATH,))
+    _signal.pthread_sigmask(signal.SIG_BLOCK, (SUPERVISOR_PDEATH,))
     # The container's processes, forked from this one, never hold the socket:
     # what is sent on it is unpickled as the helper's uid.
     requests.close()
@@ -205,7 +207,7 @@ def spare_main(requests, taken, helper_pid, programs):
     # container it was to supervise. Blocked: none is lost from here on.
     for sig in IGNORED_BY_HELPER + (signal.SIGCHLD,):
         if sig != signal.SIGPIPE:  # ignored, as Python ignores it in the command line's
-            signal.signal(sig, signal.SIG_DFL)
+            _signal.signal(sig, _signal.SIG_DFL)  # signal's would make an enum of the old one
     try:
         if sender != os.getuid():
             # A caller that dropped root keeps this socket: what it sends
@@ -220,10 +222,10 @@ def spare_main(requests, taken, helper_pid, programs):
         spec, network, owner = pickle.loads(data[4 + head:])
         del data
         if spec.seccomp is not None and not spec.seccomp.get("flags"):
-            program = programs.get(policy)
-            if program is None:
-                program = seccomp_filter(spec.seccomp, spec.no_new_privs).program()
-            remember_seccomp_program(spec.seccomp, spec.no_new_privs, program)
+            built = programs.get(policy)
+            if built is None:
+                built = prepared_filter(seccomp_filter(spec.seccomp, spec.no_new_privs).program())
+            remember_seccomp_program(spec.seccomp, spec.no_new_privs, built)
         return supervisor_main(spec, network, fds, owner, helper_pid)
     except BaseException as exc:
         if not isinstance(exc, ContainerError):

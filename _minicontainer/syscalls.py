@@ -509,16 +509,23 @@ def seccomp_filter(policy, no_new_privs=True):
     return built
 
 
-def remember_seccomp_program(policy, no_new_privs, program):
-    """Take `policy`'s program as built (by this process's parent, which
-    built it with seccomp_filter after this process was forked): loaded as
-    it is, as seccomp_filter's own would be. Only for a policy without
-    filter flags (those are libseccomp's to apply, at its load)."""
+def prepared_filter(program):
+    """A SeccompFilter for a program built already (libseccomp's, exported),
+    its struct sock_fprog made now: loading it is one call, and makes nothing."""
+    built = SeccompFilter.__new__(SeccompFilter)
+    built.flags, built._program, built._fprog = (), program, None
+    built.fprog()
+    return built
+
+
+def remember_seccomp_program(policy, no_new_privs, built):
+    """Take `policy`'s filter as built (by the library's helper, ahead, or by
+    this process: prepared_filter), loaded as it is, as seccomp_filter's own
+    would be. Only for a policy without filter flags (those are libseccomp's
+    to apply, at its load)."""
     global _remembered
     if policy.get("flags"):
         return
-    built = SeccompFilter.__new__(SeccompFilter)
-    built.flags, built._program, built._fprog = (), program, None
     # Kept with the policy object itself (its spec's, which PID 1 inherits),
     # and found by identity: no repr of a policy of hundreds of names, whose
     # walk in a forked child copies every page it touches.
