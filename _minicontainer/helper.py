@@ -145,12 +145,12 @@ def main(fd):
 
 
 def prebuilt_programs():
-    """The seccomp program of the policy nearly every request carries (the
-    default one, for the default capabilities this uid holds: run_spec's),
+    """The seccomp policy nearly every request carries (the default one, for
+    the default capabilities this uid holds: run_spec's) and its filter,
     built here once, keyed by the policy's bytes as the caller pickles them
     (library.request). A spare that finds its request's policy here takes
-    the program as built: built in a freshly forked spare, whose every write
-    copies a page, it costs about 2 ms. Any other policy the spare builds."""
+    both as built: built in a freshly forked spare, whose every write copies
+    a page, the filter costs about 2 ms. Any other policy the spare builds."""
     import pickle
     from .constants import DEFAULT_CAPABILITIES
     from .spec import capability_numbers, own_bounding_set
@@ -159,7 +159,7 @@ def prebuilt_programs():
     caps = frozenset(name for name in DEFAULT_CAPABILITIES if bounding >> numbers[name] & 1)
     policy = default_seccomp(caps)
     key = pickle.dumps((policy, True), protocol=pickle.HIGHEST_PROTOCOL)
-    return {key: prepared_filter(seccomp_filter(policy, True).program())}
+    return {key: (policy, prepared_filter(seccomp_filter(policy, True).program()))}
 
 
 def fork_spare(requests, helper_pid, waiting, programs):
@@ -221,10 +221,16 @@ def spare_main(requests, taken, helper_pid, programs):
         policy = data[4:4 + head]
         spec, network, owner = pickle.loads(data[4 + head:])
         del data
-        if spec.seccomp is not None and not spec.seccomp.get("flags"):
-            built = programs.get(policy)
-            if built is None:
+        # The policy comes once, apart: the default one's, and its filter, as
+        # the helper built them; any other one, unpickled and built here.
+        built = None
+        if policy in programs:
+            spec.seccomp, built = programs[policy]
+        else:
+            spec.seccomp = pickle.loads(policy)[0]
+            if spec.seccomp is not None and not spec.seccomp.get("flags"):
                 built = prepared_filter(seccomp_filter(spec.seccomp, spec.no_new_privs).program())
+        if built is not None:
             remember_seccomp_program(spec.seccomp, spec.no_new_privs, built)
         return supervisor_main(spec, network, fds, owner, helper_pid)
     except BaseException as exc:

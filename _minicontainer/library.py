@@ -129,12 +129,17 @@ os.register_at_fork(after_in_child=forget_helper_after_fork)
 def request(spec, network):
     """One container's request, read by one of the helper's spare
     supervisors: first, apart, the seccomp policy pickled (its bytes find the
-    program the helper built ahead, for the default one), then the pickled
-    (Spec, network, this pid)."""
+    filter the helper built ahead, for the default one), then the pickled
+    (Spec, network, this pid), the spec without the policy: it is sent once,
+    and the supervisor takes it from the first part."""
     import pickle
     policy = pickle.dumps((spec.seccomp, spec.no_new_privs), protocol=pickle.HIGHEST_PROTOCOL)
-    return (len(policy).to_bytes(4, sys.byteorder) + policy
-            + pickle.dumps((spec, network, os.getpid()), protocol=pickle.HIGHEST_PROTOCOL))
+    seccomp, spec.seccomp = spec.seccomp, None
+    try:
+        body = pickle.dumps((spec, network, os.getpid()), protocol=pickle.HIGHEST_PROTOCOL)
+    finally:
+        spec.seccomp = seccomp
+    return len(policy).to_bytes(4, sys.byteorder) + policy + body
 
 
 def submit(payload, fds):

@@ -156,7 +156,13 @@ def test_a_default_containers_seccomp_program_is_the_one_the_helper_built_ahead(
     for options in ({}, {"cap_add": ["SYS_ADMIN"]}):
         with pytest.raises(errors.ContainerError, match="stop here"):
             mc.run(["true"], root=tmp_path, **options)
-    policies = [payload[4:4 + int.from_bytes(payload[:4], os.sys.byteorder)] for payload in sent]
+    import pickle
+    heads = [int.from_bytes(payload[:4], os.sys.byteorder) for payload in sent]
+    policies = [payload[4:4 + head] for payload, head in zip(sent, heads)]
     built = helper.prebuilt_programs()
     assert policies[0] in built
+    assert built[policies[0]][0] == pickle.loads(policies[0])[0]
     assert policies[1] not in built  # control: another policy is not taken for it
+    # The policy goes once, apart: the spec in the request's body has none.
+    for payload, head in zip(sent, heads):
+        assert pickle.loads(payload[4 + head:])[0].seccomp is None
