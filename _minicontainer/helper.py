@@ -39,8 +39,11 @@ has exited); each supervisor then gets SUPERVISOR_PDEATH, kills its container
 and removes what it made, as after any end: no container outlives its caller.
 What a spare trusts: only a request its own uid sent (SCM_CREDENTIALS: a
 caller that dropped root keeps the socket), checked before it unpickles
-anything; it lets go of the socket as soon as it has its request, so no
-process of a container holds it. The helper never holds a request, so no
+anything, and only parts of the types the library sends (unpacked); it
+lets go of the socket as soon as it has its request, so no process of a
+container holds it. A waiting spare dies with the helper by SIGKILL (a
+stopped one too: none is left holding the socket); a helper that cannot
+fork a spare tries again soon (its end would be every container's). The helper never holds a request, so no
 spare (nor the PID 1 and --init forked from it) inherits another
 container's spec.
 May import: constants, errors, syscalls, procs, spec, cgroups, network, state, container,
@@ -70,6 +73,8 @@ REQUEST_FDS = 4
 # Supervisors waiting for requests: two, so that two callers' threads are
 # taken at once (this machine's CPUs are the limit beyond that).
 SPARES = 2
+# How soon the helper tries again to fork a spare it could not (ms).
+SPARE_RETRY_MS = 100
 # Signals the helper ignores: a terminal's ^C, ^\ and ^Z reach the caller's
 # whole process group, the helper included; the caller and its containers
 # decide what they mean, the helper must live on.
@@ -127,12 +132,22 @@ def main(fd):
     poller = select.poll()
     poller.register(sock, 0)  # its hang-up only: the requests are the spares' to read
     while True:
+        retry = None
         while len(waiting) < SPARES:
-            spare = fork_spare(sock, helper_pid, waiting, programs)
+            try:
+                spare = fork_spare(sock, helper_pid, waiting, programs)
+            except OSError:
+                # No process (or pipe) to be had now: the caller's cgroup's
+                # limit (a service's TasksMax) or the system's (a container's
+                # fork bomb reaches it) reached. The helper's end would be
+                # every running container's: it tries again in a moment, and
+                # requests wait on the socket for a spare meanwhile.
+                retry = SPARE_RETRY_MS
+                break
             waiting.add(spare)
             poller.register(spare, select.POLLIN)
         try:
-            events = poller.poll()
+            events = poller.poll(retry)
         except InterruptedError:
             continue
         if any(fd == sock.fileno() for fd, _ in events):
@@ -166,7 +181,13 @@ def fork_spare(requests, helper_pid, waiting, programs):
     """A supervisor forked ahead of its request, waiting for it on the
     caller's socket: the helper's end of the pipe it closes once it has one."""
     taken, closed = os.pipe2(os.O_CLOEXEC)
-    if os.fork() == 0:
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(taken)
+        os.close(closed)
+        raise
+    if pid == 0:
         os.close(taken)
         for fd in waiting:
             os.close(fd)
@@ -179,21 +200,23 @@ def spare_main(requests, taken, helper_pid, programs):
     """A spare supervisor: its first steps now, then wait for a request
     (nothing, if the caller has gone), let go of the caller's socket (and
     tell the helper, by closing `taken`), then supervise that container."""
-    import pickle
-    # The helper's end (the caller's, or a kill) is a word to a supervisor,
-    # which kills its container and cleans up (blocked from the moment it has
-    # its request: none is lost). It ends a spare still waiting, whose hold on
-    # the socket would otherwise keep the caller sending to a helper that is
-    # gone: once none holds it, the caller starts a new helper.
-    _signal.pthread_sigmask(signal.SIG_BLOCK, set(SUPERVISOR_SIGNALS) - {SUPERVISOR_PDEATH})
-    die_with_parent(helper_pid, SUPERVISOR_PDEATH)
+    # The helper's end (the caller's, or a kill) kills a spare still waiting,
+    # whose hold on the socket would otherwise keep the caller sending to a
+    # helper that is gone (once none holds it, the caller starts a new one):
+    # SIGKILL, which ends a stopped one too. To a supervisor, which kills its
+    # container and cleans up, it is a word (blocked from the moment it has
+    # its request: none is lost).
+    _signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
+    die_with_parent(helper_pid)
     while True:
         try:
             data, fds, sender, too_large = receive(requests)
             break
         except InterruptedError:
             continue
-    _signal.pthread_sigmask(signal.SIG_BLOCK, (SUPERVISOR_PDEATH,))
+    # Gone already: the request's socket closes with this spare, and the
+    # caller hears that the helper ended.
+    die_with_parent(helper_pid, SUPERVISOR_PDEATH)
     # The container's processes, forked from this one, never hold the socket:
     # what is sent on it is unpickled as the helper's uid.
     requests.close()
@@ -217,19 +240,11 @@ def spare_main(requests, taken, helper_pid, programs):
         if too_large:
             raise ContainerError("the library's request", f"larger than {REQUEST_MAX} bytes"
                                  " (the command, its environment and options together)")
-        head = int.from_bytes(data[:4], sys.byteorder)
-        policy = data[4:4 + head]
-        spec, network, owner = pickle.loads(data[4 + head:])
+        spec, network, owner, policy, built = unpacked(data, programs)
         del data
-        # The policy comes once, apart: the default one's, and its filter, as
-        # the helper built them; any other one, unpickled and built here.
-        built = None
-        if policy in programs:
-            spec.seccomp, built = programs[policy]
-        else:
-            spec.seccomp = pickle.loads(policy)[0]
-            if spec.seccomp is not None and not spec.seccomp.get("flags"):
-                built = prepared_filter(seccomp_filter(spec.seccomp, spec.no_new_privs).program())
+        spec.seccomp = policy
+        if built is None and policy is not None and not policy.get("flags"):
+            built = prepared_filter(seccomp_filter(policy, spec.no_new_privs).program())
         if built is not None:
             remember_seccomp_program(spec.seccomp, spec.no_new_privs, built)
         return supervisor_main(spec, network, fds, owner, helper_pid)
@@ -238,6 +253,37 @@ def spare_main(requests, taken, helper_pid, programs):
             exc = ContainerError(f"internal error: {exc!r}")
         report(fds[0], f"error {exc.code} {exc}")
         return exc.code
+
+
+def unpacked(data, programs):
+    """A request's (spec, network, owner, seccomp policy, its filter if the
+    helper built it), each of the type the library sends, or ContainerError.
+    The policy comes once, apart: its bytes find the default one and its
+    filter as the helper built them (prebuilt_programs: no_new_privs true);
+    any other one is unpickled here (its filter built by the caller of this).
+    Its no_new_privs must be the spec's, which PID 1 applies: the filter
+    taken is the one built for the policy the spec asks for."""
+    import pickle
+    from .spec import Spec
+    head = int.from_bytes(data[:4], sys.byteorder)
+    policy = data[4:4 + head]
+    try:
+        if len(data) < 4 + head:
+            raise EOFError("shorter than its policy's length")
+        body = pickle.loads(data[4 + head:])
+        if policy in programs:
+            (seccomp, built), no_new_privs = programs[policy], True
+        else:
+            (seccomp, no_new_privs), built = pickle.loads(policy), None
+    except Exception:  # unpickling may raise any exception at all
+        body = seccomp = no_new_privs = None
+    if not (type(body) is tuple and len(body) == 3 and type(body[0]) is Spec
+            and type(body[2]) is int and (seccomp is None or type(seccomp) is dict)
+            and no_new_privs is body[0].no_new_privs):
+        raise ContainerError("the library's request", "not one this library sends (a seccomp"
+                             " policy, or none, with its spec's no_new_privs; the spec, its"
+                             " network and the caller's pid)")
+    return body + (seccomp, built)
 
 
 class Caller:

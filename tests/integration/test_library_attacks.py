@@ -1,0 +1,280 @@
+"""The library's request path attacked from outside: what a request that
+is not the library's own makes of a spare supervisor, and what a
+container's processes hold of the helper's socket and pipes. As root, with
+the real helper, checked from inside the container and from /proc."""
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import minicontainer as mc
+from helpers import processes_rooted_under, wait_for
+from _minicontainer import library
+
+
+@pytest.fixture(autouse=True)
+def caller_is_ours(ownership):
+    """The library's containers are named after this process (their caller)."""
+    ownership.pids.add(os.getpid())
+
+
+def send(payload):
+    """A request of our making on the helper's socket, with four descriptors
+    (the container's socket, /dev/null as stdio): the spare's answer."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        library.Helper.get().sock.sendmsg(
+            [payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                         b"".join(fd.to_bytes(4, sys.byteorder)
+                                  for fd in (theirs.fileno(), null, null, null)))])
+    finally:
+        theirs.close()
+        os.close(null)
+    with ours:
+        ours.settimeout(30)
+        return ours.recv(4096).decode()
+
+
+def request(policy, body):
+    return len(policy).to_bytes(4, sys.byteorder) + policy + body
+
+
+def honest_parts(root, **options):
+    """The library's own request for busybox true, as its two parts."""
+    spec, network = library.describe(["/bin/busybox", "true"], root, options)
+    payload = library.request(spec, network)
+    head = int.from_bytes(payload[:4], sys.byteorder)
+    return spec, network, payload[4:4 + head], payload[4 + head:]
+
+
+hostile = st.one_of(
+    st.binary(max_size=64),
+    st.builds(pickle.dumps, st.one_of(
+        st.none(), st.integers(), st.text(max_size=8), st.tuples(), st.tuples(st.integers()),
+        st.tuples(st.integers(), st.booleans()), st.tuples(st.none(), st.integers()),
+        st.tuples(st.none(), st.booleans(), st.none()), st.lists(st.integers(), max_size=3),
+        st.tuples(st.text(max_size=4), st.just(True)))))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(part=st.sampled_from(["policy", "body", "length"]), junk=hostile)
+def test_a_request_not_of_the_librarys_making_gets_one_line_and_starts_nothing(root, part, junk):
+    """The outside attack found a request whose parts are not the library's
+    (a policy that is not a (dict or None, bool) pair, a body that is not a
+    (Spec, network, pid), a length beyond the request) crashed the spare with
+    a Python repr for its answer ("internal error: TypeError(...)"); and the
+    default policy's bytes with a spec that asked for no no_new_privs were
+    taken as the policy built with it. Each is now refused in one line."""
+    spec, network, policy, body = honest_parts(root)
+    if part == "policy":
+        payload = request(junk, body)
+    elif part == "body":
+        payload = request(policy, junk)
+    else:
+        payload = (len(policy) + len(body) + 1 + len(junk)).to_bytes(4, sys.byteorder) + policy + junk
+    answer = send(payload)
+    assert answer.startswith("error 125 the library's request: not one this library sends ("), answer
+    assert answer.count("\n") == 1 and "Error" not in answer and "(" + "'" not in answer
+    # The default policy's bytes, but a spec that asks for another no_new_privs.
+    spec.no_new_privs = False
+    mismatched = request(policy, pickle.dumps((spec, network, os.getpid())))
+    assert send(mismatched).startswith("error 125 the library's request: not one this library sends")
+    assert processes_rooted_under(root) == []
+
+
+def test_the_librarys_own_request_sent_the_same_way_starts(root):
+    """Control for the above: the honest parts, sent by send(), start, with the
+    default policy and with another one (cap_add changes it) and none."""
+    for options in ({}, {"cap_add": ["SYS_ADMIN"]}, {"seccomp": "unconfined"}):
+        spec, network, policy, body = honest_parts(root, **options)
+        assert send(request(policy, body)).startswith("started "), options
+    assert wait_for(lambda: processes_rooted_under(root) == [], 10)
+
+
+def descriptors(pid):
+    """What /proc/PID/fd links to (socket:[INODE], pipe:[INODE], ...)."""
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            found.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass
+    return found
+
+
+def children(pid):
+    kids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == str(pid) and fields[0] != "Z":
+            kids.append(int(entry))
+    return kids
+
+
+def family(pid):
+    return [pid] + [p for child in children(pid) for p in family(child)]
+
+
+@pytest.mark.parametrize("options", [{}, {"init": True, "cap_add": ["SYS_PTRACE"]}])
+def test_no_process_of_a_container_holds_the_helpers_socket_or_a_spares_pipe(root, options):
+    """Spares wait on the caller's socket, each with its pipe to the helper:
+    a process of a container (its init, PID 1, a forked child, the holder,
+    the supervisor) holding either could read the next container's request
+    or stop the helper forking spares. None holds either, seen from /proc
+    outside and from the container's own /proc/*/fd inside."""
+    p = mc.Popen(["/bin/busybox", "sh", "-c",
+                  "/bin/busybox sleep 60 & /bin/busybox ls -l /proc/[0-9]*/fd/;"
+                  " echo done; /bin/busybox sleep 60"], root=root, stdout=mc.PIPE, **options)
+    inside = b""
+    while not inside.endswith(b"done\n"):
+        chunk = p.stdout.read1(65536)
+        assert chunk, inside
+        inside += chunk
+    helper = library.Helper.current.process.pid
+    shared = {link for link in descriptors(helper) if link.startswith(("socket:", "pipe:"))}
+    spares = [pid for pid in children(helper) if any(link.startswith("socket:") for link in
+                                                     descriptors(pid) & shared)]
+    # Control: the probe finds what it looks for, the spares (2) hold the socket and a pipe.
+    assert len(spares) == 2 and all(len(descriptors(pid) & shared) == 2 for pid in spares)
+    supervisor = [pid for pid in children(helper) if pid not in spares]
+    assert len(supervisor) == 1
+    container = family(supervisor[0])
+    assert len(container) >= 4  # the supervisor, the holder, PID 1 and its sleep (and init)
+    for pid in container:
+        assert not descriptors(pid) & shared, pid
+    for link in shared:
+        assert link.encode() not in inside
+    assert b"pipe:[" in inside  # control: the container's own stdout pipe is listed
+    p.kill()
+    p.wait()
+    p.stdout.close()
+
+
+def test_a_supervisor_killed_at_any_moment_of_a_start_gives_its_caller_one_line(root):
+    """A spare that has taken a request is its container's supervisor: killed
+    (SIGKILL) at any moment of the start, its caller gets one line, at once,
+    and nothing of the container is left."""
+    mc.run(["/bin/busybox", "true"], root=root)
+    helper = library.Helper.current.process.pid
+    socket_link = next(link for link in descriptors(helper) if link.startswith("socket:"))
+    outcomes = []
+    for delay in (0.0, 0.005, 0.01, 0.02, 0.04, 0.08):
+        result = {}
+
+        def start():
+            try:
+                result["code"] = mc.Popen(["/bin/busybox", "sleep", "30"], root=root).wait(30)
+            except mc.ContainerError as exc:
+                result["error"] = str(exc)
+        thread = threading.Thread(target=start)
+        thread.start()
+        time.sleep(delay)
+        for pid in children(helper):
+            if socket_link not in descriptors(pid):  # no longer a spare: a supervisor
+                os.kill(pid, signal.SIGKILL)
+        thread.join(40)
+        assert not thread.is_alive()
+        outcomes.append(result)
+        assert wait_for(lambda: processes_rooted_under(root) == [], 10)
+    assert all(set(r) == {"error"} and "\n" not in r["error"] for r in outcomes), outcomes
+    assert mc.run(["/bin/busybox", "true"], root=root).returncode == 0  # control: it starts
+
+
+@pytest.fixture
+def pids_cgroup():
+    """A v1 pids cgroup of this test's own (the helper is moved into it); on
+    the way out, what is in it goes back to the root and it is removed."""
+    path = f"/sys/fs/cgroup/pids/minicontainer-libatk-{os.getpid()}"
+    os.mkdir(path)
+    yield path
+    with open(f"{path}/pids.max", "w") as f:
+        f.write("max")
+    with open(f"{path}/cgroup.procs") as f:
+        pids = f.read().split()
+    for pid in pids:
+        try:
+            with open("/sys/fs/cgroup/pids/cgroup.procs", "w") as f:
+                f.write(pid)
+        except OSError:  # ended meanwhile
+            pass
+    os.rmdir(path)
+
+
+def test_a_helper_that_cannot_fork_a_spare_lives_on_and_so_do_its_containers(root, pids_cgroup, capfd):
+    """The outside attack found a helper whose fork of a spare failed (the
+    process limit of its cgroup, a service's TasksMax, or the system's,
+    reached: a container's fork bomb, without a pids limit, reaches the
+    system's) ended with a traceback on the caller's stderr, and its end
+    killed every container the caller had running. It now forks again a
+    moment later, and the containers it started run on."""
+    library.Helper.get(restart=library.Helper.current)  # one whose stderr is this test's
+    running = mc.Popen(["/bin/busybox", "sh", "-c", "echo ready; exec /bin/busybox sleep 60"],
+                       root=root, stdout=mc.PIPE)
+    assert running.stdout.readline() == b"ready\n"
+    helper = library.Helper.current.process
+    with open(f"{pids_cgroup}/cgroup.procs", "w") as f:
+        f.write(str(helper.pid))
+    with open(f"{pids_cgroup}/pids.max", "w") as f:
+        f.write("1")  # the helper alone: its next fork fails
+    # A spare (forked before) takes this one; the helper's fork of the next fails.
+    assert mc.run(["/bin/busybox", "true"], root=root).returncode == 0
+    time.sleep(1)
+    assert helper.poll() is None and running.poll() is None
+    with open(f"{pids_cgroup}/pids.max", "w") as f:
+        f.write("max")
+    assert wait_for(lambda: len(children(helper.pid)) >= 3, 10)  # its spares again
+    for _ in range(3):  # more than the spares that waited before the limit
+        assert mc.run(["/bin/busybox", "true"], root=root).returncode == 0
+    assert library.Helper.current.process is helper
+    running.kill()
+    assert running.wait() == 137
+    running.stdout.close()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_killed_helper_whose_spares_were_stopped_leaves_no_caller_hanging(root):
+    """The outside attack found spares stopped (SIGSTOP) when their helper was
+    killed lived on, stopped, holding the caller's socket: their
+    parent-death signal waits for a SIGCONT, so the caller's next request
+    went to no one, and its call hung for ever. A waiting spare now dies
+    with its helper by SIGKILL, stopped or not; the caller starts a new one."""
+    mc.run(["/bin/busybox", "true"], root=root)
+    helper = library.Helper.current.process
+    spares = children(helper.pid)
+    assert len(spares) == 2
+    for pid in spares:
+        os.kill(pid, signal.SIGSTOP)
+    # Control: stopped, they let the kernel give a request to no one.
+    assert wait_for(lambda: all(process_state(pid) == "T" for pid in spares), 5)
+    helper.kill()
+    helper.wait()
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(
+        code=mc.run(["/bin/busybox", "true"], root=root).returncode), daemon=True)
+    thread.start()
+    thread.join(30)
+    for pid in spares:  # what the old code left, ended here either way
+        if process_state(pid) not in (None, "Z"):
+            os.kill(pid, signal.SIGKILL)
+    thread.join(10)
+    assert result == {"code": 0}, "a request to a killed helper's stopped spares hung"
+
+
+def process_state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
