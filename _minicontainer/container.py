@@ -1235,7 +1235,10 @@ def run_init(spec, env, handles):
     """
     import prctl
     prctl.set_dumpable(False)
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as exc:  # the container's pids limit counts the init too
+        raise ContainerError.from_os("--init: fork the command", exc) from None
     if pid == 0:
         # The command: PID 2 of the container, root, all set-up done; ends in exec.
         in_child(handles.report_fd, start_command, spec, env, handles)

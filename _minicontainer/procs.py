@@ -127,10 +127,15 @@ def exit_code(status):
 
 
 def fork():
-    """os.fork, with Python's buffers flushed first so no output is written twice."""
+    """os.fork, with Python's buffers flushed first so no output is written
+    twice; a fork refused (a pids limit reached: the cgroup's, a service's
+    TasksMax, the system's) is one line, not an internal error."""
     sys.stdout.flush()
     sys.stderr.flush()
-    return os.fork()
+    try:
+        return os.fork()
+    except OSError as exc:
+        raise ContainerError.from_os("fork", exc) from None
 
 
 def write_id_maps(pid, spec):

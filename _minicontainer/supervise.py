@@ -60,7 +60,7 @@ def holder_main(spec, handles, supervisor_pid, status_fd):
         # user's slirp4netns joins it) and its /proc its own (oom_score_adj).
         hide_process("minicontainer init")
     holder_pid = os.getpid()
-    pid = os.fork()
+    pid = fork()
     if pid == 0:
         # Container PID 1: new PID, mount, UTS, IPC, network namespaces; root.
         in_child(handles.report_fd, container_main, spec, holder_pid, handles)
