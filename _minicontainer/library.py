@@ -504,8 +504,10 @@ class Popen:
         if kind == "error":
             code, _, message = rest.partition(" ")
             raise error_from_line(message, int(code))
-        raise ContainerError("run", "the library's helper process ended (killed?) before the"
-                             " container did")
+        # No word at all: its supervisor died (a supervisor the helper's end
+        # reaches says so), or the helper did before one took the request.
+        raise ContainerError("run", "the container's supervisor, or the library's helper process,"
+                             " ended (killed?) before the container did")
 
     def _close_control(self):
         with self._fds_lock:  # never while a signal goes through one of them

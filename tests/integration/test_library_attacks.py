@@ -188,6 +188,7 @@ def test_a_supervisor_killed_at_any_moment_of_a_start_gives_its_caller_one_line(
         outcomes.append(result)
         assert wait_for(lambda: processes_rooted_under(root) == [], 10)
     assert all(set(r) == {"error"} and "\n" not in r["error"] for r in outcomes), outcomes
+    assert all(r["error"].startswith("run: the container's supervisor, or") for r in outcomes)
     assert mc.run(["/bin/busybox", "true"], root=root).returncode == 0  # control: it starts
 
 
