@@ -43,9 +43,9 @@ anything, and only parts of the types the library sends (unpacked); it
 lets go of the socket as soon as it has its request, so no process of a
 container holds it. A waiting spare dies with the helper by SIGKILL (a
 stopped one too: none is left holding the socket); a helper that cannot
-fork a spare tries again soon (its end would be every container's). The helper never holds a request, so no
-spare (nor the PID 1 and --init forked from it) inherits another
-container's spec.
+fork a spare tries again soon (its end would be every container's). The
+helper never holds a request, so no spare (nor the PID 1 and --init forked
+from it) inherits another container's spec.
 May import: constants, errors, syscalls, procs, spec, cgroups, network, state, container,
 supervise.
 """
