@@ -405,3 +405,17 @@ def oci_state(id):
     result = oci("state", id)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+# A shell script for busybox sh in a container run with --init and
+# CAP_SYS_PTRACE: it reads the --init's memory (PID 1) whole and prints, for
+# each of two tokens, how many times it is there. Each token is given as two
+# halves ($1$2, $3$4) joined in the shell, so the command line holds neither.
+INIT_MEMORY_SCAN = ("for token in \"$1$2\" \"$3$4\"; do n=0\n"
+                    " while read range perms rest; do\n"
+                    "  case $perms in r*) ;; *) continue;; esac\n"
+                    "  lo=$((0x${range%-*})); hi=$((0x${range#*-}))\n"
+                    "  c=$(dd if=/proc/1/mem bs=4096 skip=$((lo/4096)) count=$(((hi-lo)/4096))"
+                    " 2>/dev/null | grep -ac \"$token\")\n"
+                    "  n=$((n+c))\n"
+                    " done < /proc/1/maps; echo $n; done")

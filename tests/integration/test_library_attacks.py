@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import minicontainer as mc
-from helpers import cli, processes_rooted_under, wait_for
+from helpers import INIT_MEMORY_SCAN, cli, processes_rooted_under, wait_for
 from _minicontainer import library
 
 
@@ -313,18 +313,6 @@ def test_a_fork_refused_by_a_pids_limit_is_one_line_not_an_internal_error(root, 
     assert processes_rooted_under(root) == []
 
 
-# The --init's memory (PID 1) read whole; each token searched for as two
-# halves joined in the shell (PID 2, whose own memory holds the joined token).
-SCAN = ("for token in \"$1$2\" \"$3$4\"; do n=0\n"
-        " while read range perms rest; do\n"
-        "  case $perms in r*) ;; *) continue;; esac\n"
-        "  lo=$((0x${range%-*})); hi=$((0x${range#*-}))\n"
-        "  c=$(dd if=/proc/1/mem bs=4096 skip=$((lo/4096)) count=$(((hi-lo)/4096)) 2>/dev/null"
-        " | grep -ac \"$token\")\n"
-        "  n=$((n+c))\n"
-        " done < /proc/1/maps; echo $n; done")
-
-
 def test_a_container_reads_nothing_of_a_running_containers_spec_in_its_init(root):
     """Two containers at once: the second's spare was forked while the first
     ran (and may have waited beside the one that took it). Its --init (PID
@@ -333,7 +321,8 @@ def test_a_container_reads_nothing_of_a_running_containers_spec_in_its_init(root
     first = mc.Popen(["/bin/busybox", "sh", "-c", "echo ready; exec /bin/busybox sleep 60"],
                      root=root, stdout=mc.PIPE, env={"DB_PASSWORD": "alpha" + "Z9pq" * 4})
     assert first.stdout.readline() == b"ready\n"
-    result = mc.run(["/bin/busybox", "sh", "-c", SCAN, "scan", "alpha", "Z9pq" * 4, "bravo", "M2vt" * 4],
+    result = mc.run(["/bin/busybox", "sh", "-c", INIT_MEMORY_SCAN, "scan",
+                     "alpha", "Z9pq" * 4, "bravo", "M2vt" * 4],
                     root=root, init=True, cap_add=["SYS_PTRACE"], env={"OWN": "bravo" + "M2vt" * 4},
                     capture_output=True, text=True, timeout=120)
     first.kill()
