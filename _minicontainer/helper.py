@@ -56,15 +56,15 @@ import signal
 import sys
 
 from .constants import (
-    EXIT_OWN_FAILURE, SOL_SOCKET, SUPERVISOR_PDEATH, SUPERVISOR_SIGNALS,
+    DEFAULT_CAPABILITIES, EXIT_OWN_FAILURE, SOL_SOCKET, SUPERVISOR_PDEATH, SUPERVISOR_SIGNALS,
 )
 from .errors import ContainerError
 from .syscalls import (
-    die_with_parent, last_capability, libseccomp, prepared_filter, remember_seccomp_program,
-    seccomp_filter,
-    warm_libc,
+    default_seccomp, die_with_parent, last_capability, libseccomp, prepared_filter,
+    remember_seccomp_program, seccomp_filter, warm_libc,
 )
 from .procs import in_child, received_fds, report
+from .spec import Spec, capability_numbers, own_bounding_set
 from .supervise import run_container
 
 # What a request may carry: the pickled spec and network, and four descriptors.
@@ -167,9 +167,6 @@ def prebuilt_programs():
     both as built: built in a freshly forked spare, whose every write copies
     a page, the filter costs about 2 ms. Any other policy the spare builds."""
     import pickle
-    from .constants import DEFAULT_CAPABILITIES
-    from .spec import capability_numbers, own_bounding_set
-    from .syscalls import default_seccomp
     numbers, bounding = capability_numbers(), own_bounding_set()
     caps = frozenset(name for name in DEFAULT_CAPABILITIES if bounding >> numbers[name] & 1)
     policy = default_seccomp(caps)
@@ -264,7 +261,6 @@ def unpacked(data, programs):
     Its no_new_privs must be the spec's, which PID 1 applies: the filter
     taken is the one built for the policy the spec asks for."""
     import pickle
-    from .spec import Spec
     head = int.from_bytes(data[:4], sys.byteorder)
     policy = data[4:4 + head]
     try:

@@ -220,14 +220,34 @@ def live_monitors(state_dir):
     return live
 
 
-def start_time(pid):
-    """A live (not zombie) process's start time, or None."""
+def process_stat(pid):
+    """/proc/PID/stat's fields after the command name (state, ppid, ...),
+    or None once the process is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except OSError:
+            return f.read().rsplit(b")", 1)[1].decode().split()
+    except (OSError, IndexError):
         return None
-    return None if fields[0] in (b"Z", b"X") else int(fields[19])
+
+
+def process_state(pid):
+    """A process's state letter (R, S, T, Z...), or None once it is gone."""
+    fields = process_stat(pid)
+    return fields[0] if fields else None
+
+
+def running_children(pid):
+    """The pids of `pid`'s children that have not ended (no zombie: this
+    VM's init does not reap the orphans it inherits)."""
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()
+            and (fields := process_stat(entry)) and fields[1] == str(pid)
+            and fields[0] not in ("Z", "X")]
+
+
+def start_time(pid):
+    """A live (not zombie) process's start time, or None."""
+    fields = process_stat(pid)
+    return None if not fields or fields[0] in ("Z", "X") else int(fields[19])
 
 
 def parent_of(pid):

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import minicontainer as mc
-from helpers import INIT_MEMORY_SCAN, REPO, cli, container_cgroups, processes_rooted_under, wait_for
+from helpers import (INIT_MEMORY_SCAN, REPO, cli, container_cgroups, process_state,
+                     processes_rooted_under, running_children, wait_for)
 from _minicontainer import library
 
 
@@ -316,22 +317,6 @@ def test_a_forked_child_of_the_caller_gets_a_helper_of_its_own(root):
     assert mc.run(["/bin/probe", "exit", "6"], root=root).returncode == 6
 
 
-def running_children(pid):
-    """The pids of `pid`'s children that still run (not zombies: this VM's
-    init does not reap the orphans it inherits)."""
-    return [int(entry) for entry in os.listdir("/proc")
-            if entry.isdigit() and (stat := process_stat(entry)) and stat[1] == str(pid) and stat[0] != "Z"]
-
-
-def process_stat(pid):
-    """/proc/PID/stat's fields after the command name (state, ppid, ...), or None."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
 def test_a_killed_helper_is_replaced_and_its_containers_end(root):
     p = mc.Popen(["/bin/probe", "sleep", "30"], root=root, stdout=subprocess.PIPE)
     assert p.stdout.readline() == b"ready\n"
@@ -346,7 +331,7 @@ def test_a_killed_helper_is_replaced_and_its_containers_end(root):
     assert "helper process ended" in str(caught.value)
     assert wait_for(lambda: processes_rooted_under(root) == [], 5)
     # They all end with it: no spare is left holding the socket a request would go to.
-    assert wait_for(lambda: not [pid for pid in children if (stat := process_stat(pid)) and stat[0] != "Z"], 5)
+    assert wait_for(lambda: all(process_state(pid) in (None, "Z") for pid in children), 5)
     p.stdout.close()
     assert mc.run(["/bin/probe", "exit", "3"], root=root).returncode == 3  # a new helper
 

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import minicontainer as mc
-from helpers import INIT_MEMORY_SCAN, cli, processes_rooted_under, wait_for
+from helpers import (INIT_MEMORY_SCAN, cli, process_state, processes_rooted_under,
+                     running_children, wait_for)
 from _minicontainer import library
 
 
@@ -109,21 +110,8 @@ def descriptors(pid):
     return found
 
 
-def children(pid):
-    kids = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[1] == str(pid) and fields[0] != "Z":
-            kids.append(int(entry))
-    return kids
-
-
 def family(pid):
-    return [pid] + [p for child in children(pid) for p in family(child)]
+    return [pid] + [p for child in running_children(pid) for p in family(child)]
 
 
 @pytest.mark.parametrize("options", [{}, {"init": True, "cap_add": ["SYS_PTRACE"]}])
@@ -143,11 +131,11 @@ def test_no_process_of_a_container_holds_the_helpers_socket_or_a_spares_pipe(roo
         inside += chunk
     helper = library.Helper.current.process.pid
     shared = {link for link in descriptors(helper) if link.startswith(("socket:", "pipe:"))}
-    spares = [pid for pid in children(helper) if any(link.startswith("socket:") for link in
+    spares = [pid for pid in running_children(helper) if any(link.startswith("socket:") for link in
                                                      descriptors(pid) & shared)]
     # Control: the probe finds what it looks for, the spares (2) hold the socket and a pipe.
     assert len(spares) == 2 and all(len(descriptors(pid) & shared) == 2 for pid in spares)
-    supervisor = [pid for pid in children(helper) if pid not in spares]
+    supervisor = [pid for pid in running_children(helper) if pid not in spares]
     assert len(supervisor) == 1
     container = family(supervisor[0])
     assert len(container) >= 4  # the supervisor, the holder, PID 1 and its sleep (and init)
@@ -180,7 +168,7 @@ def test_a_supervisor_killed_at_any_moment_of_a_start_gives_its_caller_one_line(
         thread = threading.Thread(target=start)
         thread.start()
         time.sleep(delay)
-        for pid in children(helper):
+        for pid in running_children(helper):
             if socket_link not in descriptors(pid):  # no longer a spare: a supervisor
                 os.kill(pid, signal.SIGKILL)
         thread.join(40)
@@ -234,7 +222,7 @@ def test_a_helper_that_cannot_fork_a_spare_lives_on_and_so_do_its_containers(roo
     assert helper.poll() is None and running.poll() is None
     with open(f"{pids_cgroup}/pids.max", "w") as f:
         f.write("max")
-    assert wait_for(lambda: len(children(helper.pid)) >= 3, 10)  # its spares again
+    assert wait_for(lambda: len(running_children(helper.pid)) >= 3, 10)  # its spares again
     for _ in range(3):  # more than the spares that waited before the limit
         assert mc.run(["/bin/busybox", "true"], root=root).returncode == 0
     assert library.Helper.current.process is helper
@@ -252,7 +240,7 @@ def test_a_killed_helper_whose_spares_were_stopped_leaves_no_caller_hanging(root
     with its helper by SIGKILL, stopped or not; the caller starts a new one."""
     mc.run(["/bin/busybox", "true"], root=root)
     helper = library.Helper.current.process
-    spares = children(helper.pid)
+    spares = running_children(helper.pid)
     assert len(spares) == 2
     for pid in spares:
         os.kill(pid, signal.SIGSTOP)
@@ -273,14 +261,6 @@ def test_a_killed_helper_whose_spares_were_stopped_leaves_no_caller_hanging(root
     assert result == {"code": 0}  # a new helper
 
 
-def process_state(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
-
-
 def test_a_fork_refused_by_a_pids_limit_is_one_line_not_an_internal_error(root, pids_cgroup):
     """The outside attack found a supervisor, holder or init whose fork was
     refused (the container's pids limit counts its --init; the caller's
@@ -297,7 +277,7 @@ def test_a_fork_refused_by_a_pids_limit_is_one_line_not_an_internal_error(root, 
                   capture_output=True).stdout == b"hi\n"
     # The supervisors: the helper and its spares in a cgroup that has no room for more.
     helper = library.Helper.current.process
-    family_now = [helper.pid] + children(helper.pid)
+    family_now = [helper.pid] + running_children(helper.pid)
     for pid in family_now:
         with open(f"{pids_cgroup}/cgroup.procs", "w") as f:
             f.write(str(pid))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, build_static, wait_for
+from helpers import REPO, build_static, running_children, wait_for
 
 USER = "mc-rootless-test"
 SUBIDS = (200000, 65536)  # the user's /etc/subuid and /etc/subgid range, when it has one
@@ -246,20 +246,9 @@ def host_ids(pid):
 
 def pid_one(supervisor):
     """PID 1's host pid: the supervisor's grandchild whose NSpid says 1."""
-    def children(pid):
-        found = []
-        for child in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{child}/stat", "rb") as f:
-                    if int(f.read().rsplit(b")", 1)[1].split()[1]) == pid:
-                        found.append(int(child))
-            except OSError:
-                pass
-        return found
-
     def find():
-        for holder in children(supervisor):
-            for pid in children(holder):
+        for holder in running_children(supervisor):
+            for pid in running_children(holder):
                 try:
                     with open(f"/proc/{pid}/status") as f:
                         nspid = next(l.split()[1:] for l in f if l.startswith("NSpid:"))

@@ -13,23 +13,10 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from helpers import wait_for
+from helpers import running_children, wait_for
 # The module pytest imported (--import-mode=importlib names it so): its
 # session's user is the one test_rootless's tests have (see rootless_user).
 from tests.integration.test_rootless import rootless_user, user, subids, tun, lines  # noqa: F401
-
-
-def children(pid):
-    found = []
-    for child in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{child}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] not in (b"Z", b"X"):
-            found.append(int(child))
-    return found
 
 
 def table(user):
@@ -60,8 +47,8 @@ def connector_of(monitor):
     """The monitor's other child, once the holder (its child whose child is
     PID 1) is seen; not the keeper (the child of the first container's). The
     connector may have children of its own a moment (ip, nft)."""
-    kids = [pid for pid in children(monitor) if pid not in keepers()]
-    holders = [pid for pid in kids if any(is_pid_one(c) for c in children(pid))]
+    kids = [pid for pid in running_children(monitor) if pid not in keepers()]
+    holders = [pid for pid in kids if any(is_pid_one(c) for c in running_children(pid))]
     return next(pid for pid in kids if pid not in holders) if len(kids) == 2 and len(holders) == 1 \
         else None
 
