@@ -189,14 +189,20 @@ def pids_cgroup():
     yield path
     with open(f"{path}/pids.max", "w") as f:
         f.write("max")
-    with open(f"{path}/cgroup.procs") as f:
-        pids = f.read().split()
-    for pid in pids:
-        try:
-            with open("/sys/fs/cgroup/pids/cgroup.procs", "w") as f:
-                f.write(pid)
-        except OSError:  # ended meanwhile
-            pass
+
+    def emptied():
+        """Move out what is in it; True once nothing is. A helper in it forks
+        spares into it until the helper itself is moved, so it takes rounds."""
+        with open(f"{path}/cgroup.procs") as f:
+            pids = f.read().split()
+        for pid in pids:
+            try:
+                with open("/sys/fs/cgroup/pids/cgroup.procs", "w") as f:
+                    f.write(pid)
+            except OSError:  # ended meanwhile
+                pass
+        return not pids
+    assert wait_for(emptied, 10), f"{path} still holds processes"
     os.rmdir(path)
 
 
