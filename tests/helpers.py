@@ -4,6 +4,7 @@ import fcntl
 import json
 import os
 import select
+import shutil
 import struct
 import subprocess
 import sys
@@ -254,6 +255,17 @@ def parent_of(pid):
     """A process's parent, from its /proc status."""
     with open(f"/proc/{pid}/status") as f:
         return next(int(l.split()[1]) for l in f if l.startswith("PPid:"))
+
+
+def remove_state(path):
+    """Whatever is at a state directory's path, gone: a directory with its
+    tree, or a symlink or file itself (shutil.rmtree refuses a symlink, and
+    with ignore_errors says nothing: a symlink planted there by a killed
+    run then failed every later run of a user at that path)."""
+    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+        os.unlink(path)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def wait_for(predicate, timeout):

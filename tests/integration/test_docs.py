@@ -45,7 +45,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CLI, REPO, wait_for
+from helpers import CLI, REPO, remove_state, wait_for
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 RUN = {"console", "sh", "pycon"}
@@ -404,6 +404,6 @@ def run_as_user(steps_, user):
     finally:
         for pid in user.live_processes():
             os.kill(pid, 9)
-        shutil.rmtree(user.state_dir(), ignore_errors=True)
+        remove_state(user.state_dir())
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(bin_dir, ignore_errors=True)

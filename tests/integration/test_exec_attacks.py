@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from helpers import CLI, REPO, build_static, cli, wait_for
+from helpers import CLI, REPO, build_static, cli, remove_state, wait_for
 
 ATTACKER_C = r"""
 #define _GNU_SOURCE
@@ -495,7 +495,7 @@ def user(probe, busybox, attacker):
     subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", ATTACK_USER],
                    check=True)
     # A killed session's state for a user of this uid: its containers' names are not ours.
-    shutil.rmtree(f"/tmp/minicontainer-{pwd.getpwnam(ATTACK_USER).pw_uid}", ignore_errors=True)
+    remove_state(f"/tmp/minicontainer-{pwd.getpwnam(ATTACK_USER).pw_uid}")
     base = Path(tempfile.mkdtemp(prefix="minicontainer-exec-attack-"))
     made = None
     try:
@@ -522,7 +522,7 @@ def user(probe, busybox, attacker):
         if made is not None:
             for pid in made.live_processes():
                 os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(f"/tmp/minicontainer-{pwd.getpwnam(ATTACK_USER).pw_uid}", ignore_errors=True)
+        remove_state(f"/tmp/minicontainer-{pwd.getpwnam(ATTACK_USER).pw_uid}")
         shutil.rmtree(base, ignore_errors=True)
         subprocess.run(["userdel", ATTACK_USER], check=True)
 

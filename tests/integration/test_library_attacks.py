@@ -110,6 +110,24 @@ def descriptors(pid):
     return found
 
 
+def spares_alone(helper):
+    """The helper's two spares (its children that hold its socket), once it
+    has no other child: the supervisor of a container that has just ended
+    may still be on its way out when the caller has the container's status."""
+    socket_link = next(link for link in descriptors(helper) if link.startswith("socket:"))
+
+    def look():
+        children = running_children(helper)
+        try:
+            spares = [pid for pid in children if socket_link in descriptors(pid)]
+        except OSError:  # one ended while we looked
+            return None
+        return spares if len(spares) == len(children) == 2 else None
+    found = wait_for(look, 10)
+    assert found, running_children(helper)
+    return found
+
+
 def family(pid):
     return [pid] + [p for child in running_children(pid) for p in family(child)]
 
@@ -246,8 +264,7 @@ def test_a_killed_helper_whose_spares_were_stopped_leaves_no_caller_hanging(root
     with its helper by SIGKILL, stopped or not; the caller starts a new one."""
     mc.run(["/bin/busybox", "true"], root=root)
     helper = library.Helper.current.process
-    spares = running_children(helper.pid)
-    assert len(spares) == 2
+    spares = spares_alone(helper.pid)
     for pid in spares:
         os.kill(pid, signal.SIGSTOP)
     # Control: stopped, they let the kernel give a request to no one.
@@ -283,7 +300,7 @@ def test_a_fork_refused_by_a_pids_limit_is_one_line_not_an_internal_error(root, 
                   capture_output=True).stdout == b"hi\n"
     # The supervisors: the helper and its spares in a cgroup that has no room for more.
     helper = library.Helper.current.process
-    family_now = [helper.pid] + running_children(helper.pid)
+    family_now = [helper.pid] + spares_alone(helper.pid)
     for pid in family_now:
         with open(f"{pids_cgroup}/cgroup.procs", "w") as f:
             f.write(str(pid))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, build_static, running_children, wait_for
+from helpers import REPO, build_static, remove_state, running_children, wait_for
 
 USER = "mc-rootless-test"
 SUBIDS = (200000, 65536)  # the user's /etc/subuid and /etc/subgid range, when it has one
@@ -167,7 +167,7 @@ def rootless_user(tmp_path_factory, probe, busybox):
     subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", USER], check=True)
     import pwd
     # A killed session's state for a user of this uid: its containers' names are not ours.
-    shutil.rmtree(f"/tmp/minicontainer-{pwd.getpwnam(USER).pw_uid}", ignore_errors=True)
+    remove_state(f"/tmp/minicontainer-{pwd.getpwnam(USER).pw_uid}")
     base = Path(tempfile.mkdtemp(prefix="minicontainer-rootless-"))
     try:
         base.chmod(0o755)
@@ -211,7 +211,7 @@ def user(rootless_user):
     finally:
         for pid in rootless_user.live_processes():
             os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(rootless_user.state_dir(), ignore_errors=True)
+        remove_state(rootless_user.state_dir())
         shutil.rmtree(work, ignore_errors=True)
         set_subids(False)
 
@@ -766,7 +766,7 @@ def test_a_state_directory_another_user_made_first_is_refused_by_every_verb(user
     import pwd
     uid = pwd.getpwnam(owner).pw_uid
     state = user.state_dir()
-    shutil.rmtree(state, ignore_errors=True)
+    remove_state(state)
     holder, victim = users_victim(user)
     try:
         forge_state(state, uid, victim)
@@ -803,12 +803,10 @@ def test_a_state_directory_another_user_made_first_is_refused_by_every_verb(user
         assert user.run("rm", "bg").returncode == 0
         assert os.path.exists(f"/proc/{victim}")
     finally:
+        remove_state(state)  # first: the symlink must not outlive the test, whatever fails below
         if os.path.exists(f"/proc/{victim}"):
             os.kill(victim, signal.SIGKILL)
         holder.wait(timeout=10)
-        if state.is_symlink():
-            state.unlink()
-        shutil.rmtree(state, ignore_errors=True)
 
 
 def test_the_rootless_page_runs_as_the_user(rootless_user, tun):
