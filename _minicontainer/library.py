@@ -455,7 +455,8 @@ class Popen:
             ready, _, _ = select.select([self._control], [], [], max(0.0, timeout))
             if not ready:
                 return None
-        data, ancillary, _, _ = self._control.recvmsg(8192, socket.CMSG_SPACE(8))
+        data, ancillary, _, _ = self._control.recvmsg(8192, socket.CMSG_SPACE(8),
+                                                       socket.MSG_CMSG_CLOEXEC)
         return data.decode(errors="replace").rstrip("\n"), received_fds(ancillary)
 
     def _wait_started(self):
@@ -689,7 +690,8 @@ def finish_abandoned(control):
     with control:
         while True:
             try:
-                data, ancillary, _, _ = control.recvmsg(8192, socket.CMSG_SPACE(8))
+                data, ancillary, _, _ = control.recvmsg(8192, socket.CMSG_SPACE(8),
+                                                        socket.MSG_CMSG_CLOEXEC)
             except OSError:
                 return
             fds = received_fds(ancillary)

@@ -6,6 +6,7 @@ import os
 import pickle
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -334,3 +335,25 @@ def test_a_container_reads_nothing_of_a_running_containers_spec_in_its_init(root
     running, own = result.stdout.split()
     assert int(own) > 0, result  # control: the scan finds the container's own spec
     assert int(running) == 0, "a running container's secret is in another container's init"
+
+
+def test_a_containers_pidfds_reach_no_program_the_caller_execs(root):
+    """The outside attack found the two pidfds that "started" brings the
+    caller (the supervisor's, PID 1's) open without close-on-exec: a program
+    the caller exec'd with its descriptors (os.system, os.exec*, subprocess
+    with close_fds=False) held them, and could signal the container and its
+    supervisor. They close on exec now, as the caller's ends of its pipes do."""
+    p = mc.Popen(["/bin/probe", "sleep", "300"], root=root, stdout=mc.PIPE)
+    assert p.stdout.readline() == b"ready\n"
+    control = os.pidfd_open(p.pid)  # control: a pidfd left inheritable on purpose is seen
+    os.set_inheritable(control, True)
+    try:
+        listing = subprocess.run(["ls", "-l", "/proc/self/fd/"], close_fds=False,
+                                 capture_output=True, text=True, check=True).stdout
+    finally:
+        os.close(control)
+    pidfds = [line for line in listing.splitlines() if "pidfd" in line]
+    assert len(pidfds) == 1 and f" {control} -> " in pidfds[0], listing
+    p.kill()
+    assert p.wait() == 128 + signal.SIGKILL
+    p.stdout.close()
