@@ -372,30 +372,34 @@ class Popen:
         payload = request(spec, network)
         to_close = []
         try:
-            ours, control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            self._control = ours
-            to_close.append(control)
-            child_in, parent_in = self._stdio(stdin, 0, to_close, reading=True)
-            child_out, parent_out = self._stdio(stdout, 1, to_close)
-            if stderr == STDOUT:
-                child_err, parent_err = child_out, None
-            else:
-                child_err, parent_err = self._stdio(stderr, 2, to_close)
-            submit(payload, [control.fileno(), child_in, child_out, child_err])
-        except BaseException:
-            for fd in self._parent_ends:
-                os.close(fd)
-            if self._control is not None:
-                self._control.close()
-            raise
-        finally:
-            for item in to_close:
-                item.close() if hasattr(item, "close") else os.close(item)
-        self._wrap(parent_in, parent_out, parent_err, bufsize)
-        try:
+            try:
+                ours, control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                self._control = ours
+                to_close.append(control)
+                child_in, parent_in = self._stdio(stdin, 0, to_close, reading=True)
+                child_out, parent_out = self._stdio(stdout, 1, to_close)
+                if stderr == STDOUT:
+                    child_err, parent_err = child_out, None
+                else:
+                    child_err, parent_err = self._stdio(stderr, 2, to_close)
+                submit(payload, [control.fileno(), child_in, child_out, child_err])
+            finally:
+                for item in to_close:
+                    item.close() if hasattr(item, "close") else os.close(item)
+            self._wrap(parent_in, parent_out, parent_err, bufsize)
             self._wait_started()
         except BaseException:
+            # A failure, or a ^C, at any moment from here: the request may
+            # have been sent (a ^C just after sendmsg returned, or while the
+            # pipes were wrapped), so the container is abandoned, never left
+            # running unheard; unsent, its socket's other end is closed
+            # above, and the thread that hears it ends at once.
+            wrapped = {stream.fileno() for stream in (self.stdin, self.stdout, self.stderr)
+                       if stream is not None}
             self._close_pipes()
+            for fd in self._parent_ends:
+                if fd not in wrapped:
+                    os.close(fd)
             self._abandon()
             raise
 

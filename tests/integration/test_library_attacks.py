@@ -357,3 +357,38 @@ def test_a_containers_pidfds_reach_no_program_the_caller_execs(root):
     p.kill()
     assert p.wait() == 128 + signal.SIGKILL
     p.stdout.close()
+
+
+@pytest.mark.parametrize("moment", ["sent", "wrapping"])
+def test_a_start_interrupted_once_its_request_is_sent_leaves_no_container(root, monkeypatch, moment):
+    """The outside attack found a ^C that came as the request's sendmsg
+    returned, or while the pipes' file objects were made, left the container
+    running with no handle and no one listening, until the caller's end:
+    only a ^C while Popen waited for "started" was handled. From the moment
+    a request may have gone, a failed start is abandoned (its PID 1 killed
+    once it runs), and the caller's descriptors are closed."""
+    # Control: the same start, not interrupted, runs (and the probe sees it).
+    p = mc.Popen(["/bin/probe", "sleep", "300"], root=root, stdout=mc.PIPE)
+    assert p.stdout.readline() == b"ready\n"
+    assert processes_rooted_under(root)
+    p.kill()
+    p.wait()
+    p.stdout.close()
+    assert wait_for(lambda: processes_rooted_under(root) == [], 10)
+    descriptors_before = sorted(os.listdir("/proc/self/fd"))
+    if moment == "sent":
+        sent = library.submit
+
+        def interrupted(*args):
+            sent(*args)
+            raise KeyboardInterrupt  # as a ^C's handler runs once sendmsg has returned
+        monkeypatch.setattr(library, "submit", interrupted)
+    else:
+        def interrupted(self, *args):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(library.Popen, "_wrap", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        mc.Popen(["/bin/probe", "sleep", "300"], root=root, stdout=mc.PIPE)
+    time.sleep(1.5)  # far longer than a start: a container left running is running by now
+    assert wait_for(lambda: processes_rooted_under(root) == [], 10), processes_rooted_under(root)
+    assert wait_for(lambda: sorted(os.listdir("/proc/self/fd")) == descriptors_before, 10)
