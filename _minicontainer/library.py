@@ -535,6 +535,9 @@ class Popen:
         import time
         if self.returncode is not None:
             return self.returncode
+        if self._owner != os.getpid():  # its end is one message: the parent's, not the child's
+            raise ContainerError("wait", f"the container is process {self._owner}'s: a forked"
+                                 " child's copy of its Popen does not wait for it")
         deadline = None if timeout is None else time.monotonic() + timeout
         # One thread reads the supervisor's word; another waits its turn, no
         # longer than its own timeout (poll does not wait at all), as subprocess's.

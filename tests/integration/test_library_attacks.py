@@ -392,3 +392,29 @@ def test_a_start_interrupted_once_its_request_is_sent_leaves_no_container(root, 
     time.sleep(1.5)  # far longer than a start: a container left running is running by now
     assert wait_for(lambda: processes_rooted_under(root) == [], 10), processes_rooted_under(root)
     assert wait_for(lambda: sorted(os.listdir("/proc/self/fd")) == descriptors_before, 10)
+
+
+def test_a_forked_childs_copy_of_a_handle_does_not_take_the_parents_end(root):
+    """The outside attack found a forked child's wait() or poll() on its copy
+    of a parent's Popen read the container's last word ("exit") off the
+    socket the two share: the child got the status, and the parent's wait
+    raised "the container's supervisor ... ended (killed?)". A child's copy
+    now refuses to wait, in one line; the parent gets its status."""
+    p = mc.Popen(["/bin/probe", "sleep", "300"], root=root, stdout=mc.PIPE)
+    assert p.stdout.readline() == b"ready\n"
+    p.kill()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            time.sleep(0.5)  # the container has ended and said so by now
+            try:
+                code = 3 if p.wait(5) is not None else 4
+            except mc.ContainerError as exc:
+                code = 0 if "a forked child's copy of its Popen" in str(exc) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert p.wait(10) == 128 + signal.SIGKILL  # control: the parent's wait gets the status
+    assert os.waitstatus_to_exitcode(status) == 0
+    p.stdout.close()
