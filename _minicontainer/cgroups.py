@@ -20,13 +20,20 @@ def is_number(text):
     return text.isascii() and text.isdigit()
 
 
+MAX_SIZE = 2**63 - 1  # a limit is a signed 64-bit number of bytes, as docker's
+
+
 def parse_size(text, option):
     """docker's sizes: bytes, or a number with b, k, m, g, t (powers of 1024)."""
     import re
     match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([bkmgt]?)b?", text.strip().lower(), re.ASCII)
     if not match:
         raise ContainerError(f"{option} {text}", "not a size (e.g. 64m, 1g, 1048576)")
-    return int(float(match[1]) * SIZE_UNITS[match[2]])
+    unit = SIZE_UNITS[match[2]]
+    size = int(match[1]) * unit if match[1].isdigit() else int(float(match[1]) * unit)
+    if size > MAX_SIZE:  # the kernel reads a limit modulo 2**64: 2**64 + 64m would be 64m
+        raise ContainerError(f"{option} {text}", "above the largest size, 2**63 - 1 bytes")
+    return size
 
 
 def parse_limits(memory, memory_swap, pids_limit, cpus, cpu_shares, stats, ulimits):

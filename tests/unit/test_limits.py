@@ -4,6 +4,7 @@ import os
 import resource
 
 import pytest
+from hypothesis import given, strategies as st
 
 import minicontainer as mc
 from _minicontainer import cgroups, errors
@@ -24,6 +25,22 @@ def test_bad_sizes_are_refused(text):
     with pytest.raises(errors.ContainerError) as exc:
         cgroups.parse_size(text, "--memory")
     assert "not a size" in str(exc.value)
+
+
+@given(size=st.integers(min_value=cgroups.MAX_SIZE + 1, max_value=2**200),
+       unit=st.sampled_from(["", "b", "k", "m", "g", "t"]))
+def test_a_size_beyond_a_signed_64_bit_number_is_refused_never_wrapped(size, unit):
+    """The outside attack found --memory 2**64 + 64m (the library's
+    memory=) taken, and the kernel, which reads a limit modulo 2**64, set
+    64m; memory=2**200 set 0, and the command was killed at once (137). A
+    size beyond 2**63 - 1 bytes is refused in one line."""
+    text = f"{-(-size // cgroups.SIZE_UNITS[unit])}{unit}"  # at least `size` bytes
+    with pytest.raises(errors.ContainerError) as exc:
+        cgroups.parse_size(text, "--memory")
+    assert str(exc.value) == f"--memory {text}: above the largest size, 2**63 - 1 bytes"
+    # Control: the largest is taken, to the byte (not through a float's rounding).
+    assert cgroups.parse_size(str(cgroups.MAX_SIZE), "--memory") == cgroups.MAX_SIZE
+    assert cgroups.parse_size("8191t", "--memory") == 8191 << 40
 
 
 def limits(**kw):
