@@ -571,6 +571,9 @@ CHOICES = {"network": ("none", "host", "bridge", "private"), "ipc": ("private", 
            "userns": (None, "private", "host"), "seccomp": ("default", "unconfined")}
 
 
+MAX_STOP_TIMEOUT = 2**31 - 1  # seconds: sigtimedwait takes at most 2**63 ns from now
+
+
 def check_choices(**given):
     """Each of run's word options one of its words; --stop-timeout a whole number, 0 or more."""
     for name, value in given.items():
@@ -578,6 +581,9 @@ def check_choices(**given):
         if name == "stop_timeout":
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ContainerError(f"{option} {value!r}", "expected a whole number of seconds, 0 or more")
+            if value > MAX_STOP_TIMEOUT:  # the supervisor's wait for it takes no more
+                raise ContainerError(f"{option} {value!r}", f"above the largest, {MAX_STOP_TIMEOUT}"
+                                     " seconds (68 years)")
         elif not any(value is word if word is None else type(value) is str and value == word
                      for word in CHOICES[name]):
             raise ContainerError(f"{option} {value!r}", "expected one of "

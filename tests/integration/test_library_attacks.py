@@ -418,3 +418,24 @@ def test_a_forked_childs_copy_of_a_handle_does_not_take_the_parents_end(root):
     assert p.wait(10) == 128 + signal.SIGKILL  # control: the parent's wait gets the status
     assert os.waitstatus_to_exitcode(status) == 0
     p.stdout.close()
+
+
+def test_a_stop_timeout_beyond_the_largest_is_refused_and_the_largest_waited_for(root):
+    """The outside attack found stop_timeout=2**70 taken, and once a SIGTERM
+    came the supervisor's wait for it ended in "internal error:
+    OverflowError(...)". It is refused in one line, before anything starts;
+    the largest is waited for as any other."""
+    with pytest.raises(mc.ContainerError) as caught:
+        mc.Popen(["/bin/probe", "sleep", "300"], root=root, stop_timeout=2**70)
+    assert str(caught.value) == ("--stop-timeout 1180591620717411303424: above the largest,"
+                                 " 2147483647 seconds (68 years)")
+    assert processes_rooted_under(root) == []
+    p = mc.Popen(["/bin/busybox", "sh", "-c", "trap '' TERM; echo ready; /bin/busybox sleep 300"],
+                 root=root, stop_timeout=2**31 - 1, stdout=mc.PIPE)
+    assert p.stdout.readline() == b"ready\n"
+    p.terminate()
+    with pytest.raises(mc.TimeoutExpired):  # control: the supervisor waits out its stop timeout
+        p.wait(1.5)
+    p.kill()
+    assert p.wait(10) in (128 + signal.SIGKILL, 128 + signal.SIGTERM)
+    p.stdout.close()

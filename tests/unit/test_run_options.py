@@ -275,6 +275,21 @@ def test_a_stop_timeout_that_is_not_whole_seconds_is_refused(value):
     assert "--stop-timeout" not in str(caught.value)
 
 
+@given(st.integers(min_value=options.MAX_STOP_TIMEOUT + 1, max_value=2**200))
+def test_a_stop_timeout_beyond_the_supervisors_wait_is_refused(value):
+    """The outside attack found --stop-timeout 2**70 (the library's
+    stop_timeout= too) taken, and the supervisor's wait for it, once a
+    SIGTERM came, ended in "internal error: OverflowError(...)". It is
+    refused before anything is made."""
+    with pytest.raises(errors.ContainerError) as caught:
+        options.run_spec("/nonexistent-root", ["/bin/true"], stop_timeout=value)
+    assert str(caught.value) == (f"--stop-timeout {value}: above the largest,"
+                                 f" {options.MAX_STOP_TIMEOUT} seconds (68 years)")
+    with pytest.raises(errors.ContainerError) as caught:  # control: the largest is a timeout
+        options.run_spec("/nonexistent-root", ["/bin/true"], stop_timeout=options.MAX_STOP_TIMEOUT)
+    assert "--stop-timeout" not in str(caught.value)
+
+
 DEVICE_PARTS = st.text(alphabet=st.sampled_from("/dev.null:rwmx\x00\n fd pts shm"), max_size=24)
 
 
