@@ -404,6 +404,7 @@ class Popen:
             raise
 
     _parent_ends = ()
+    _peeked = ()  # the pidfds of a "started" peeked at, until they are the handle's
 
     def _stdio(self, choice, number, to_close, reading=False):
         """(the descriptor the container gets, the caller's end of a pipe or None)."""
@@ -449,8 +450,9 @@ class Popen:
                     stream = io.TextIOWrapper(stream, encoding=self.encoding, errors=self.errors)
                 setattr(self, name, stream)
 
-    def _message(self, timeout=None):
-        """The supervisor's next word: (words, descriptors); None on a timeout."""
+    def _message(self, timeout=None, peek=False):
+        """The supervisor's next word: (words, descriptors); None on a timeout.
+        Peeked, it stays the next word (the descriptors are copies)."""
         import select
         import socket
         if self._control is None:  # its end was told already (an error): the same again
@@ -459,19 +461,32 @@ class Popen:
             ready, _, _ = select.select([self._control], [], [], max(0.0, timeout))
             if not ready:
                 return None
-        data, ancillary, _, _ = self._control.recvmsg(8192, socket.CMSG_SPACE(8),
-                                                       socket.MSG_CMSG_CLOEXEC)
-        return data.decode(errors="replace").rstrip("\n"), received_fds(ancillary)
+        data, ancillary, _, _ = self._control.recvmsg(
+            8192, socket.CMSG_SPACE(8), socket.MSG_CMSG_CLOEXEC | (socket.MSG_PEEK if peek else 0))
+        fds = received_fds(ancillary)
+        if peek:
+            self._peeked = fds  # closed by _abandon if a ^C comes before they are taken
+        return data.decode(errors="replace").rstrip("\n"), fds
 
     def _wait_started(self):
-        message = self._message()
+        # "started" is peeked, and taken off the socket only once its pidfds
+        # are this handle's: a ^C at any moment between leaves it there for
+        # finish_abandoned, or this handle's PID 1 to kill (_abandon).
+        message = self._message(peek=True)
         words, fds = message
         kind, _, rest = words.partition(" ")
         if kind == "started" and len(fds) >= 1:
             self.pid = int(rest)
             self._supervisor = fds[0]
             self._pid1 = fds[1] if len(fds) > 1 else None
+            self._peeked = fds[2:]
+            for fd in self._message()[1]:  # the same word again: its copies of the pidfds
+                os.close(fd)
+            for fd in self._peeked:  # more than two: none of them is kept
+                os.close(fd)
+            self._peeked = ()
             return
+        self._peeked = ()
         for fd in fds:
             os.close(fd)
         self._ended(words)
@@ -489,10 +504,13 @@ class Popen:
                 pass
         control, self._control = self._control, None
         with self._fds_lock:
+            fds, self._peeked = set(self._peeked), ()
             for name in ("_supervisor", "_pid1"):
                 if getattr(self, name) is not None:
-                    os.close(getattr(self, name))
+                    fds.add(getattr(self, name))
                     setattr(self, name, None)
+            for fd in fds:
+                os.close(fd)
         if control is not None:
             threading.Thread(target=finish_abandoned, args=(control,), daemon=True).start()
 
