@@ -556,10 +556,10 @@ class Popen:
         if self._owner != os.getpid():  # its end is one message: the parent's, not the child's
             raise ContainerError("wait", f"the container is process {self._owner}'s: a forked"
                                  " child's copy of its Popen does not wait for it")
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if endless(timeout) else time.monotonic() + timeout
         # One thread reads the supervisor's word; another waits its turn, no
         # longer than its own timeout (poll does not wait at all), as subprocess's.
-        if not self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+        if not self._lock.acquire(timeout=-1 if deadline is None else max(0.0, timeout)):
             if raising:
                 raise TimeoutExpired(self.args, timeout)
             return None
@@ -608,7 +608,7 @@ class Popen:
         """Send input, read stdout and stderr to their end, wait: (stdout, stderr)."""
         import selectors
         import time
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if endless(timeout) else time.monotonic() + timeout
         if not hasattr(self, "_chunks"):  # the first call (a later one goes on after a timeout)
             self._chunks = {}
             self._input = memoryview(self._encode(input)) if input is not None else b""
@@ -706,6 +706,12 @@ class Popen:
 
     def __repr__(self):
         return f"<minicontainer.Popen: returncode: {self.returncode} args: {self.args!r}>"
+
+
+def endless(timeout):
+    """No timeout, or an infinite one, which subprocess waits out as it does
+    None (a clock's time that far ahead overflows)."""
+    return timeout is None or timeout == float("inf")
 
 
 def finish_abandoned(control):

@@ -485,3 +485,19 @@ def test_a_start_interrupted_at_random_moments_leaves_no_container(root):
         p.kill()
         p.wait()
     assert wait_for(lambda: processes_rooted_under(root) == [], 10)
+
+
+def test_an_infinite_timeout_is_waited_out_as_none_is(root):
+    """The outside attack found timeout=float("inf"), which subprocess waits
+    out as it does None, raised OverflowError from wait(), communicate() and
+    run() (whose container was killed for it). It is no timeout now."""
+    inf = float("inf")
+    assert mc.run(["/bin/busybox", "sh", "-c", "sleep 0.2; echo done"], root=root, timeout=inf,
+                  capture_output=True).stdout == b"done\n"
+    p = mc.Popen(["/bin/busybox", "sh", "-c", "sleep 0.2; exit 3"], root=root, stdout=mc.PIPE)
+    assert p.communicate(timeout=inf) == (b"", None) and p.returncode == 3
+    p = mc.Popen(["/bin/busybox", "sh", "-c", "sleep 0.2; exit 4"], root=root)
+    assert p.wait(inf) == 4
+    with pytest.raises(mc.TimeoutExpired):  # control: a finite timeout still runs out
+        mc.run(["/bin/busybox", "sleep", "30"], root=root, timeout=0.2)
+    assert wait_for(lambda: processes_rooted_under(root) == [], 10)
