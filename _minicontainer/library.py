@@ -566,12 +566,15 @@ class Popen:
         try:
             while self.returncode is None:
                 left = None if deadline is None else deadline - time.monotonic()
-                message = self._message(left)
+                # Peeked: the last word stays on the socket until _ended has
+                # taken it and closed the socket, so a ^C between loses nothing.
+                message = self._message(left, peek=True)
                 if message is None:
                     if raising:
                         raise TimeoutExpired(self.args, timeout)
                     return None
                 words, fds = message
+                self._peeked = ()
                 for fd in fds:
                     os.close(fd)
                 self._ended(words)

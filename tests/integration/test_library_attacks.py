@@ -501,3 +501,22 @@ def test_an_infinite_timeout_is_waited_out_as_none_is(root):
     with pytest.raises(mc.TimeoutExpired):  # control: a finite timeout still runs out
         mc.run(["/bin/busybox", "sleep", "30"], root=root, timeout=0.2)
     assert wait_for(lambda: processes_rooted_under(root) == [], 10)
+
+
+def test_a_wait_interrupted_as_the_last_word_came_loses_no_status(root, monkeypatch):
+    """The outside attack found a ^C that came in wait() as recvmsg returned
+    the container's last word lost it: the next wait() raised "the
+    container's supervisor ... ended (killed?)" for a container that had
+    exited 5. The word is peeked now, and taken only with the status."""
+    p = mc.Popen(["/bin/busybox", "sh", "-c", "exit 5"], root=root)
+    read = library.Popen._message
+
+    def interrupted(self, *args, **kwargs):
+        monkeypatch.setattr(library.Popen, "_message", read)  # once
+        read(self, *args, **kwargs)
+        raise KeyboardInterrupt  # as a ^C's handler runs once recvmsg has returned
+    monkeypatch.setattr(library.Popen, "_message", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # control: the ^C came where it was meant to
+        p.wait(10)
+    assert p.returncode is None
+    assert p.wait(10) == 5
