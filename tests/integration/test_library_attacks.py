@@ -129,6 +129,19 @@ def spares_alone(helper):
     return found
 
 
+def supervisors(helper, socket_link):
+    """The helper's children that no longer hold its socket: spares that have
+    taken a request."""
+    found = []
+    for pid in running_children(helper):
+        try:
+            if socket_link not in descriptors(pid):
+                found.append(pid)
+        except OSError:  # it ended while we looked
+            pass
+    return found
+
+
 def family(pid):
     return [pid] + [p for child in running_children(pid) for p in family(child)]
 
@@ -184,12 +197,17 @@ def test_a_supervisor_killed_at_any_moment_of_a_start_gives_its_caller_one_line(
                 result["code"] = mc.Popen(["/bin/busybox", "sleep", "30"], root=root).wait(30)
             except mc.ContainerError as exc:
                 result["error"] = str(exc)
+        spares_alone(helper)  # the last round's supervisor gone, and its spare replaced
         thread = threading.Thread(target=start)
         thread.start()
         time.sleep(delay)
-        for pid in running_children(helper):
-            if socket_link not in descriptors(pid):  # no longer a spare: a supervisor
-                os.kill(pid, signal.SIGKILL)
+        # The spare that took the request: it no longer holds the socket. At
+        # the shortest delays the request may not have reached one yet (it
+        # went unkilled, and its sleep ran out with 0).
+        taken = wait_for(lambda: supervisors(helper, socket_link), 10)
+        assert taken, running_children(helper)
+        for pid in taken:
+            os.kill(pid, signal.SIGKILL)
         thread.join(40)
         assert not thread.is_alive()
         outcomes.append(result)
