@@ -53,7 +53,12 @@ class UserBridge(Network):
     lock_name, state_name = "network.lock", "network.json"
 
     def __init__(self, subnet, publish=(), outbound=False, names=()):
+        from .state import Store
         super().__init__(subnet, publish, outbound, names)
+        # The caller's state directory ($XDG_RUNTIME_DIR's, MINICONTAINER_STATE), found
+        # where the options are read: the library's helper, whose supervisor sets the
+        # network up, has neither variable, and would keep a second table and keeper.
+        self.state_path = Store().path
         self.maps = None  # (uid_map, gid_map, groups_locked): the container's, the keeper's too
         self.connector = self.connector_sock = None
 
@@ -61,8 +66,7 @@ class UserBridge(Network):
         """The user's state directory, made if missing and checked as every verb
         checks it (the user's alone: another user could otherwise forge the table)."""
         from .state import Store
-        store = Store().ensure()
-        self.state_path = store.path
+        store = Store(self.state_path).ensure()
         fd = store.open()
         if fd is None:
             raise ContainerError("--network bridge", "the state directory was removed while it was made")
@@ -227,13 +231,12 @@ def start_keeper(net):
     (nothing of this process's: no descriptor, no memory, no terminal), its
     user namespace mapped from here as a container's is. (pid, start, pidfd)."""
     import subprocess
-    from .state import Store
     report_read, report_write = os.pipe2(os.O_CLOEXEC)
     go_read, go_write = os.pipe2(os.O_CLOEXEC)
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
         keeper = subprocess.Popen(
-            [sys.executable, "-I", "-c", KEEPER, package, Store().path, str(net.subnet),
+            [sys.executable, "-I", "-c", KEEPER, package, net.state_path, str(net.subnet),
              str(go_read), str(report_write)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             pass_fds=(go_read, report_write), start_new_session=True, cwd="/",

@@ -888,32 +888,48 @@ print(r.returncode, r.stdout.decode().replace("\\n", " "))
 """
 
 
-def test_a_users_bridge_container_through_every_door(user, tun):
+@pytest.mark.parametrize("state", ["default", "XDG_RUNTIME_DIR", "MINICONTAINER_STATE"])
+def test_a_users_bridge_container_through_every_door(user, tun, state):
     """A user's bridge container reached by exec (its address, the keeper's
     user namespace's maps), inspect, and a library container that finds it by
     name (and itself by its alias); the same user namespace as any of the
-    user's containers has (the control: a container off the bridge)."""
+    user's containers has (the control: a container off the bridge). With the
+    state directory the user's environment names, the library's containers
+    share the command line's table and keeper: its helper, which has neither
+    variable, kept a second bridge of its own in /tmp/minicontainer-UID, where
+    `web` was not found (an outside attacker's finding)."""
+    env = user.env()
+    table = user.state_dir() / "network.json"
+    if state != "default":
+        chosen = user.work / "state-home"
+        chosen.mkdir(mode=0o700)
+        os.chown(chosen, user.uid, user.gid)
+        env[state] = str(chosen)
+        table = chosen / ("minicontainer" if state == "XDG_RUNTIME_DIR" else "") / "network.json"
     serve_page(user, "Hello from web\n")
     started = user.run("run", "-d", "--name", "web", "--network", "bridge", "/bin/busybox",
-                       "httpd", "-f", "-p", "8080", "-h", "/www")
+                       "httpd", "-f", "-p", "8080", "-h", "/www", env=env)
     assert started.returncode == 0, started.stderr
     try:
+        assert table.exists()
         inside = user.run("exec", "web", "/bin/busybox", "sh", "-c",
-                          "busybox ip -4 -o addr show eth0; cat /proc/self/uid_map")
+                          "busybox ip -4 -o addr show eth0; cat /proc/self/uid_map", env=env)
         assert inside.returncode == 0, inside.stderr
-        apart = user.run("run", "/bin/busybox", "cat", "/proc/self/uid_map")
+        apart = user.run("run", "/bin/busybox", "cat", "/proc/self/uid_map", env=env)
         assert "inet 10.88.0.2/16" in inside.stdout.decode()
         assert inside.stdout.decode().split("\n", 1)[1].split() == apart.stdout.decode().split()
-        assert json.loads(user.run("inspect", "web").stdout)[0]["NetworkSettings"]["IPAddress"] \
-            == "10.88.0.2"
+        assert json.loads(user.run("inspect", "web", env=env).stdout)[0]["NetworkSettings"][
+            "IPAddress"] == "10.88.0.2"
         result = subprocess.run(
             [user.python, "-c", LIBRARY_ON_THE_USERS_BRIDGE], capture_output=True, timeout=60,
-            **user.options({"env": dict(user.env(), PYTHONPATH=f"{user.base}:{user.base / 'site'}")}))
+            **user.options({"env": dict(env, PYTHONPATH=f"{user.base}:{user.base / 'site'}")}))
         assert result.returncode == 0, result.stderr
         out = result.stdout.decode()
         assert out.startswith("0 Hello from web") and "10.88.0.3" in out, out
+        if state != "default":  # one table: none was made at the default path
+            assert not user.state_dir().exists()
     finally:
-        assert user.run("rm", "-f", "web").returncode == 0
+        assert user.run("rm", "-f", "web", env=env).returncode == 0
 
 
 def test_a_user_copies_in_and_out_of_its_container_and_sees_its_processes(subids):
