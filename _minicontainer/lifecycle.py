@@ -360,7 +360,9 @@ def wait_healthy(entry):
     if not (entry.data.get("spec") or {}).get("healthcheck"):
         raise ContainerError(f"wait {entry.name}", "it has no health check")
     while entry.reload():
-        health = (entry.data.get("health") or {}).get("Status")
+        # No record yet (the monitor's health thread writes its first as it
+        # sees the container run): starting, as inspect says it.
+        health = (entry.data.get("health") or {"Status": "starting"}).get("Status")
         if entry.status not in LIVE:
             raise ContainerError(f"wait {entry.name}", "it ended before it was healthy")
         if entry.status == RUNNING and health == "healthy":
@@ -414,7 +416,9 @@ def describe_status(entry):
     import time
     status, now = entry.status, time.time()
     if status == RUNNING:
-        health = (entry.data.get("health") or {}).get("Status")
+        # No record yet (the monitor's health thread writes its first as it
+        # sees the container run): starting, as inspect says it.
+        health = (entry.data.get("health") or {"Status": "starting"}).get("Status")
         health = {"starting": " (health: starting)", "healthy": " (healthy)",
                   "unhealthy": " (unhealthy)"}.get(health, "") if entry.data.get("spec", {}).get(
                       "healthcheck") else ""

@@ -2,7 +2,7 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from _minicontainer import errors, imageformat, options, rootfs
+from _minicontainer import errors, imageformat, lifecycle, options, procs, rootfs, state
 
 
 @pytest.mark.parametrize("text, seconds", [
@@ -71,3 +71,25 @@ def test_any_image_test_is_refused_in_one_error_or_runs_without_nul(test):
         assert "Healthcheck" in str(exc) and "\n" not in str(exc)
         return
     assert check is None or not any("\0" in arg for arg in check["test"])
+
+
+@pytest.mark.parametrize("health, shown", [
+    (None, " (health: starting)"), ({"Status": "starting"}, " (health: starting)"),
+    ({"Status": "healthy"}, " (healthy)"), ({"Status": "unhealthy"}, " (unhealthy)")])
+def test_ps_says_starting_before_the_first_record_as_inspect_does(tmp_path, health, shown):
+    """A container with a health check whose monitor has not yet written its
+    first record (its health thread does as it sees the container run, after
+    run -d has returned) is "health: starting" in ps, as in inspect: ps said
+    nothing of its health (a CI run's test_health found it so). Control: the
+    records the thread writes are shown as they are, and a container without a
+    check shows no health."""
+    import os
+    data = {"status": state.RUNNING, "monitor": [os.getpid(), procs.process_start(os.getpid())],
+            "started": state.now_iso(), "spec": {"healthcheck": {"interval": 60.0}}}
+    if health is not None:
+        data["health"] = health
+    entry = state.Container(state.Store(str(tmp_path)), "0" * 64, data)
+    assert lifecycle.describe_status(entry).endswith(shown)
+    assert lifecycle.inspect_data(entry)["State"]["Health"]["Status"] in shown
+    data["spec"] = {}
+    assert "health" not in lifecycle.describe_status(entry) and "(" not in lifecycle.describe_status(entry)
