@@ -474,34 +474,41 @@ def test_a_start_interrupted_at_random_moments_leaves_no_container(root):
     starts (the old code left 8 containers running of 223 interrupted).
     Control: the starts that were not interrupted run, and are counted."""
     import random
+    # Python's own ^C handler, whatever this process inherited: a shell's
+    # background job starts with SIGINT ignored, and then none came (a CI run).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     mc.run(["/bin/busybox", "true"], root=root)  # the helper, started before the timers
     handles, interrupted = [], 0
-    for _ in range(150):
-        timer = threading.Timer(random.uniform(0, 0.012), os.kill, (os.getpid(), signal.SIGINT))
-        while True:  # every call below may take the ^C: each is done again until it is not
+    try:
+        for _ in range(150):
+            timer = threading.Timer(random.uniform(0, 0.012), os.kill, (os.getpid(), signal.SIGINT))
+            while True:  # every call below may take the ^C: each is done again until it is not
+                try:
+                    timer.start()
+                    break
+                except KeyboardInterrupt:
+                    pass
             try:
-                timer.start()
-                break
+                handles.append(mc.Popen(["/bin/probe", "sleep", "300"], root=root))
             except KeyboardInterrupt:
-                pass
-        try:
-            handles.append(mc.Popen(["/bin/probe", "sleep", "300"], root=root))
-        except KeyboardInterrupt:
-            interrupted += 1
-        while True:
-            try:
-                timer.join()
-                time.sleep(0.03)  # a ^C delivered late is taken here
-                break
-            except KeyboardInterrupt:
-                pass
-    assert interrupted > 0 and len(handles) > 0, (interrupted, len(handles))
-    running = [p for p in handles if p.poll() is None]
-    assert wait_for(lambda: len(processes_rooted_under(root)) == len(running), 10), \
-        (len(processes_rooted_under(root)), len(running))
-    for p in handles:
-        p.kill()
-        p.wait()
+                interrupted += 1
+            while True:
+                try:
+                    timer.join()
+                    time.sleep(0.03)  # a ^C delivered late is taken here
+                    break
+                except KeyboardInterrupt:
+                    pass
+        signal.signal(signal.SIGINT, previous)
+        assert interrupted > 0 and len(handles) > 0, (interrupted, len(handles))
+        running = [p for p in handles if p.poll() is None]
+        assert wait_for(lambda: len(processes_rooted_under(root)) == len(running), 10), \
+            (len(processes_rooted_under(root)), len(running))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for p in handles:
+            p.kill()
+            p.wait()
     assert wait_for(lambda: processes_rooted_under(root) == [], 10)
 
 
