@@ -103,6 +103,13 @@ def exec_spec(entry, command=()):
 # the entry (State.Health in inspect, "(healthy)" in ps), under its lock.
 # ---------------------------------------------------------------------------
 
+def health_of(data):
+    """A container's health as its monitor last wrote it, or, before the
+    first record (its health thread writes one as it sees the container
+    run, which may be after run -d has returned), starting, as docker's."""
+    return data.get("health") or {"Status": "starting", "FailingStreak": 0, "Log": []}
+
+
 class Health:
     """The health checks of a detached container, in a thread of its monitor."""
 
@@ -154,7 +161,7 @@ class Health:
         with self.entry.locked():
             if not self.entry.reload() or self.entry.data.get("pid1") != run:
                 return
-            health = dict(self.entry.data.get("health") or {"Status": "starting", "Log": []})
+            health = dict(health_of(self.entry.data))
             if status is not None:
                 health["Status"] = status
             health["FailingStreak"] = streak
@@ -360,9 +367,7 @@ def wait_healthy(entry):
     if not (entry.data.get("spec") or {}).get("healthcheck"):
         raise ContainerError(f"wait {entry.name}", "it has no health check")
     while entry.reload():
-        # No record yet (the monitor's health thread writes its first as it
-        # sees the container run): starting, as inspect says it.
-        health = (entry.data.get("health") or {"Status": "starting"}).get("Status")
+        health = health_of(entry.data).get("Status")
         if entry.status not in LIVE:
             raise ContainerError(f"wait {entry.name}", "it ended before it was healthy")
         if entry.status == RUNNING and health == "healthy":
@@ -416,9 +421,7 @@ def describe_status(entry):
     import time
     status, now = entry.status, time.time()
     if status == RUNNING:
-        # No record yet (the monitor's health thread writes its first as it
-        # sees the container run): starting, as inspect says it.
-        health = (entry.data.get("health") or {"Status": "starting"}).get("Status")
+        health = health_of(entry.data).get("Status")
         health = {"starting": " (health: starting)", "healthy": " (healthy)",
                   "unhealthy": " (unhealthy)"}.get(health, "") if entry.data.get("spec", {}).get(
                       "healthcheck") else ""
@@ -459,9 +462,7 @@ def inspect_data(entry):
                   "ExitCode": data.get("exit_code") if status in (EXITED, RESTARTING) else None,
                   "StartedAt": data.get("started"), "FinishedAt": data.get("finished"),
                   "Error": data.get("end", ""),
-                  **({"Health": data.get("health") or {"Status": "starting", "FailingStreak": 0,
-                                                       "Log": []}}
-                     if spec.get("healthcheck") else {})},
+                  **({"Health": health_of(data)} if spec.get("healthcheck") else {})},
         "Root": data.get("root"), "Bundle": data.get("bundle"),
         "Config": {"Hostname": spec.get("hostname"), "Env": [f"{k}={v}" for k, v in spec.get("env") or ()],
                    "Cmd": data.get("command"), "WorkingDir": spec.get("workdir"),
