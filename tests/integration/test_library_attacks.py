@@ -111,35 +111,37 @@ def descriptors(pid):
     return found
 
 
+def helpers_children(helper, socket_link):
+    """(spares, supervisors): the helper's children that hold its socket, and
+    those that no longer do (spares that have taken a request); None if one
+    ended while we looked."""
+    spares, taken = [], []
+    try:
+        for pid in running_children(helper):
+            (spares if socket_link in descriptors(pid) else taken).append(pid)
+    except OSError:
+        return None
+    return spares, taken
+
+
 def spares_alone(helper):
-    """The helper's two spares (its children that hold its socket), once it
-    has no other child: the supervisor of a container that has just ended
-    may still be on its way out when the caller has the container's status."""
+    """The helper's two spares, once it has no other child: the supervisor of
+    a container that has just ended may still be on its way out when the
+    caller has the container's status."""
     socket_link = next(link for link in descriptors(helper) if link.startswith("socket:"))
 
     def look():
-        children = running_children(helper)
-        try:
-            spares = [pid for pid in children if socket_link in descriptors(pid)]
-        except OSError:  # one ended while we looked
-            return None
-        return spares if len(spares) == len(children) == 2 else None
+        children = helpers_children(helper, socket_link)
+        return children[0] if children and len(children[0]) == 2 and not children[1] else None
     found = wait_for(look, 10)
     assert found, running_children(helper)
     return found
 
 
 def supervisors(helper, socket_link):
-    """The helper's children that no longer hold its socket: spares that have
-    taken a request."""
-    found = []
-    for pid in running_children(helper):
-        try:
-            if socket_link not in descriptors(pid):
-                found.append(pid)
-        except OSError:  # it ended while we looked
-            pass
-    return found
+    """The helper's children that have taken a request (none, if one ended while we looked)."""
+    children = helpers_children(helper, socket_link)
+    return children[1] if children else []
 
 
 def family(pid):
